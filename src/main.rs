@@ -1,0 +1,2 @@
+//! The `tableau-token-broker` command.
+fn main() {}
