@@ -12,3 +12,6 @@
 pub mod catalog;
 pub mod clock;
 pub mod scope;
+pub mod config;
+pub mod mint;
+pub mod policy;

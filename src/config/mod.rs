@@ -1,0 +1,700 @@
+//! Configuration in three stages: the file as written ([`raw`]), a builder that validates every
+//! field and collects every problem with its place in the file ([`build`]), and the validated
+//! [`Config`] the service runs on. A config that fails validation is never half-applied.
+
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::catalog::Catalog;
+use crate::policy::{CallerEntry, Grant, IdentityPattern, Policy, UserPattern};
+use crate::scope::Scope;
+use raw::{RawConfig, RawConnectedApp, RawGrant, RawSite};
+
+/// The only configuration format version this build understands.
+pub const CONFIG_VERSION: u32 = 1;
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
+/// Default REST API version (connected apps need 3.17 or later).
+pub const DEFAULT_API_VERSION: &str = "3.22";
+/// Oldest REST API version with connected-app sign-in.
+pub const MIN_API_VERSION: (u32, u32) = (3, 17);
+/// Default Tableau session lifetime (Tableau Server's default idle limit).
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(240 * 60);
+/// Default JWT lifetime.
+pub const DEFAULT_JWT_TTL: Duration = Duration::from_secs(5 * 60);
+/// Tableau refuses JWTs that live longer than this.
+pub const MAX_JWT_TTL: Duration = Duration::from_secs(10 * 60);
+/// Default bound on cached sessions.
+pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 10_000;
+/// Default time before Tableau's session end at which the broker stops handing a token out.
+pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// Default connect timeout towards Tableau.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default whole-request timeout towards Tableau.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default drain period after SIGTERM.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(20);
+
+/// Why a configuration could not be loaded. Never contains a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or has a field of the wrong type or an unknown field.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message, with line and column.
+        message: String,
+    },
+    /// The file parsed but some values are wrong; every problem is listed.
+    #[error("{path}: {} problem(s):\n{}", issues.len(), issues.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found, each with its place in the file.
+        issues: Vec<Issue>,
+    },
+}
+
+/// One problem, located: `callers[2].grants[0].scopes[1]: unknown scope ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// Dotted path into the file.
+    pub at: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+/// Sign-in body format for a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireFormat {
+    /// `application/xml` (Tableau's default).
+    Xml,
+    /// `application/json`.
+    Json,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for log pipelines.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// Listener and TLS settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// CA bundle client certificates must chain to.
+    pub client_ca: PathBuf,
+    /// Which certificate fields may name the caller, in order ("spiffe", "dns", "cn").
+    pub identity_sources: Vec<String>,
+    /// Drain period after SIGTERM.
+    pub grace_period: Duration,
+}
+
+/// Token cache settings.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Most sessions held at once.
+    pub max_entries: u64,
+    /// How long before Tableau's end of session the broker stops handing a token out.
+    pub safety_margin: Duration,
+    /// Sign sessions out at Tableau when they leave the cache.
+    pub sign_out_on_evict: bool,
+}
+
+/// HTTP client settings towards Tableau.
+#[derive(Debug, Clone)]
+pub struct TableauHttpConfig {
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+}
+
+/// Logging and tracing settings.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log filter (`RUST_LOG` syntax).
+    pub log_filter: String,
+    /// OTLP/gRPC trace endpoint, if traces are exported.
+    pub otlp_endpoint: Option<String>,
+}
+
+/// A connected app's direct-trust credentials. The secret is zeroized on drop and never printed.
+#[derive(Clone)]
+pub struct ConnectedApp {
+    /// Client ID: the JWT's `iss` (claim and header).
+    pub client_id: String,
+    /// Secret ID: the JWT header's `kid`.
+    pub secret_id: String,
+    /// Secret value: the HS256 key.
+    pub secret: SecretString,
+    /// Where the secret came from, for summaries ("file /x", "env X", "inline").
+    pub secret_source: String,
+}
+
+impl fmt::Debug for ConnectedApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectedApp")
+            .field("client_id", &self.client_id)
+            .field("secret_id", &self.secret_id)
+            .field("secret", &"[REDACTED]")
+            .field("secret_source", &self.secret_source)
+            .finish()
+    }
+}
+
+/// A Tableau site the broker may sign in to.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    /// The name callers use.
+    pub name: String,
+    /// Tableau base URL, without a trailing slash.
+    pub server_url: String,
+    /// REST API version.
+    pub api_version: String,
+    /// Site content URL ("" is the default site).
+    pub content_url: String,
+    /// Tableau's session lifetime for this server.
+    pub session_ttl: Duration,
+    /// Default JWT lifetime (at most [`MAX_JWT_TTL`]).
+    pub jwt_ttl: Duration,
+    /// Sign-in body format.
+    pub format: WireFormat,
+    /// Extra CA bundle for a private Tableau certificate.
+    pub ca_bundle: Option<PathBuf>,
+    /// Connected-app credentials.
+    pub app: ConnectedApp,
+}
+
+/// The validated configuration the broker runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// True when the file says it is for development (inline secrets allowed).
+    pub development: bool,
+    /// Listener and TLS; `None` for offline uses (`jwt`, `check-config` of a partial file).
+    pub server: Option<ServerConfig>,
+    /// Token cache.
+    pub cache: CacheConfig,
+    /// HTTP client towards Tableau.
+    pub tableau: TableauHttpConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+    /// Sites by name.
+    pub sites: BTreeMap<String, Arc<SiteConfig>>,
+    /// Caller policy and the catalog it uses.
+    pub policy: Arc<Policy>,
+}
+
+impl Config {
+    /// Reads, parses and validates a file. Secret files and variables are read here too.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` is used in messages and to resolve relative paths.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        build(raw, base).map_err(|issues| ConfigError::Invalid {
+            path: path.to_owned(),
+            issues,
+        })
+    }
+
+    /// A site by name.
+    pub fn site(&self, name: &str) -> Option<&Arc<SiteConfig>> {
+        self.sites.get(name)
+    }
+
+    /// A human summary without secrets, for `check-config`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let p = &self.policy;
+        out.push_str(&format!(
+            "config OK{}: {} site(s), {} caller(s), {} grant(s), {} known scope(s)\n",
+            if self.development { " (development)" } else { "" },
+            self.sites.len(),
+            p.callers().len(),
+            p.callers().iter().map(|c| c.grants.len()).sum::<usize>(),
+            p.catalog().scopes().count(),
+        ));
+        if let Some(s) = &self.server {
+            out.push_str(&format!(
+                "server: listen {} (cert {}, client CA {})\n",
+                s.listen,
+                s.cert.display(),
+                s.client_ca.display()
+            ));
+        }
+        for site in self.sites.values() {
+            out.push_str(&format!(
+                "site {}: {} api {} content_url {:?} session_ttl {} jwt_ttl {} client_id {} secret_id {} secret from {}\n",
+                site.name,
+                site.server_url,
+                site.api_version,
+                site.content_url,
+                humantime::format_duration(site.session_ttl),
+                humantime::format_duration(site.jwt_ttl),
+                site.app.client_id,
+                site.app.secret_id,
+                site.app.secret_source,
+            ));
+        }
+        for c in p.callers() {
+            out.push_str(&format!("caller {}\n", c.pattern));
+            for g in &c.grants {
+                let users: Vec<&str> = g.users.iter().map(UserPattern::as_str).collect();
+                let scopes: Vec<String> = g.scopes.iter().map(ToString::to_string).collect();
+                let deny: Vec<String> = g.deny_scopes.iter().map(ToString::to_string).collect();
+                out.push_str(&format!(
+                    "  grant sites={:?} users={:?} scopes={:?}{}\n",
+                    g.sites,
+                    users,
+                    scopes,
+                    if deny.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" deny={deny:?}")
+                    }
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Collects issues while validating.
+struct Issues(Vec<Issue>);
+
+impl Issues {
+    fn add(&mut self, at: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Issue {
+            at: at.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, at: &str, v: Option<&str>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => match humantime::parse_duration(s.trim()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.add(at, format!("{s:?} is not a duration ({e}); write e.g. \"5m\", \"240m\", \"30s\""));
+                    default
+                }
+            },
+        }
+    }
+}
+
+/// Stage two: validates a raw file into a [`Config`], or returns every problem found.
+/// Relative paths are resolved against `base` (the config file's folder).
+pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
+    let mut iss = Issues(Vec::new());
+    match raw.version {
+        Some(CONFIG_VERSION) => {}
+        Some(v) => iss.add("version", format!("version {v} is not supported; this build reads version {CONFIG_VERSION}")),
+        None => iss.add("version", format!("missing; add `version = {CONFIG_VERSION}` at the top of the file")),
+    }
+
+    let mut extra = Vec::new();
+    for (i, s) in raw.extra_scopes.iter().enumerate() {
+        match s.parse::<Scope>() {
+            Ok(scope) => extra.push(scope),
+            Err(e) => iss.add(format!("extra_scopes[{i}]"), e.to_string()),
+        }
+    }
+    let catalog = Arc::new(Catalog::builtin().with_extra(&extra));
+
+    let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+
+    let server = raw.server.map(|s| {
+        let listen_s = s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_s.parse().unwrap_or_else(|e| {
+            iss.add("server.listen", format!("{listen_s:?} is not an address ({e}); write e.g. \"0.0.0.0:7443\""));
+            SocketAddr::from(([0, 0, 0, 0], 7443))
+        });
+        let mut path = |field: &str, v: Option<PathBuf>| match v {
+            Some(p) => resolve(&p),
+            None => {
+                iss.add(format!("server.{field}"), "missing: the broker only serves mTLS; give a PEM file path");
+                PathBuf::new()
+            }
+        };
+        let cert = path("cert", s.cert);
+        let key = path("key", s.key);
+        let client_ca = path("client_ca", s.client_ca);
+        let identity_sources = s
+            .identity_sources
+            .unwrap_or_else(|| vec!["spiffe".into(), "dns".into(), "cn".into()]);
+        for (i, src) in identity_sources.iter().enumerate() {
+            if !["spiffe", "dns", "cn"].contains(&src.as_str()) {
+                iss.add(format!("server.identity_sources[{i}]"), format!("{src:?} is not one of \"spiffe\", \"dns\", \"cn\""));
+            }
+        }
+        if identity_sources.is_empty() {
+            iss.add("server.identity_sources", "empty: no caller could ever be identified; list at least one of \"spiffe\", \"dns\", \"cn\"");
+        }
+        let grace_period = iss.duration("server.grace_period", s.grace_period.as_deref(), DEFAULT_GRACE_PERIOD);
+        ServerConfig {
+            listen,
+            cert,
+            key,
+            client_ca,
+            identity_sources,
+            grace_period,
+        }
+    });
+
+    let cache = CacheConfig {
+        max_entries: match raw.cache.max_entries {
+            Some(0) => {
+                iss.add("cache.max_entries", "0 would cache nothing and sign in on every call; use at least 1");
+                DEFAULT_CACHE_MAX_ENTRIES
+            }
+            Some(n) => n,
+            None => DEFAULT_CACHE_MAX_ENTRIES,
+        },
+        safety_margin: iss.duration("cache.safety_margin", raw.cache.safety_margin.as_deref(), DEFAULT_SAFETY_MARGIN),
+        sign_out_on_evict: raw.cache.sign_out_on_evict.unwrap_or(true),
+    };
+    let tableau = TableauHttpConfig {
+        connect_timeout: iss.duration("tableau.connect_timeout", raw.tableau.connect_timeout.as_deref(), DEFAULT_CONNECT_TIMEOUT),
+        request_timeout: iss.duration("tableau.request_timeout", raw.tableau.request_timeout.as_deref(), DEFAULT_REQUEST_TIMEOUT),
+    };
+    let telemetry = TelemetryConfig {
+        log_format: match raw.telemetry.log_format.as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => {
+                iss.add("telemetry.log_format", format!("{other:?} is not \"json\" or \"text\""));
+                LogFormat::Json
+            }
+        },
+        log_filter: raw.telemetry.log_filter.unwrap_or_else(|| "info".to_owned()),
+        otlp_endpoint: raw.telemetry.otlp_endpoint,
+    };
+
+    let mut sites = BTreeMap::new();
+    for (name, site) in raw.sites {
+        if let Some(s) = build_site(&mut iss, &name, site, raw.development, &resolve) {
+            sites.insert(name, Arc::new(s));
+        }
+    }
+
+    let mut callers: Vec<CallerEntry> = Vec::new();
+    for (ci, c) in raw.callers.into_iter().enumerate() {
+        let at = format!("callers[{ci}]");
+        let pattern = match c.identity.as_deref().map(IdentityPattern::parse) {
+            None => {
+                iss.add(format!("{at}.identity"), "missing: give a SPIFFE ID, DNS name or subject CN");
+                None
+            }
+            Some(Err(e)) => {
+                iss.add(format!("{at}.identity"), e);
+                None
+            }
+            Some(Ok(p)) => {
+                if let Some(j) = callers.iter().position(|e| e.pattern == p) {
+                    iss.add(format!("{at}.identity"), format!("{p} is already configured at callers[{j}]; merge the two entries"));
+                }
+                Some(p)
+            }
+        };
+        if c.grants.is_empty() {
+            iss.add(format!("{at}.grants"), "no grants: this caller could ask for nothing; add [[callers.grants]] or remove the entry");
+        }
+        let grants = c
+            .grants
+            .into_iter()
+            .enumerate()
+            .map(|(gi, g)| build_grant(&mut iss, &format!("{at}.grants[{gi}]"), g, &catalog, &sites))
+            .collect();
+        if let Some(pattern) = pattern {
+            callers.push(CallerEntry { pattern, grants });
+        }
+    }
+
+    if !iss.0.is_empty() {
+        return Err(iss.0);
+    }
+    Ok(Config {
+        development: raw.development,
+        server,
+        cache,
+        tableau,
+        telemetry,
+        sites,
+        policy: Arc::new(Policy::new(catalog, callers)),
+    })
+}
+
+fn build_site(
+    iss: &mut Issues,
+    name: &str,
+    s: RawSite,
+    development: bool,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Option<SiteConfig> {
+    let at = format!("sites.{name}");
+    let before = iss.0.len();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        iss.add(&at, "site names may use letters, digits, '-' and '_'");
+    }
+    let server_url = match s.server_url {
+        None => {
+            iss.add(format!("{at}.server_url"), "missing: give the Tableau base URL, e.g. \"https://tableau.example.com\"");
+            String::new()
+        }
+        Some(u) => {
+            let trimmed = u.trim_end_matches('/').to_owned();
+            match reqwest::Url::parse(&trimmed) {
+                Ok(url) if (url.scheme() == "https" || url.scheme() == "http") && url.host().is_some() => {
+                    if url.scheme() == "http" && !development {
+                        iss.add(format!("{at}.server_url"), "plain http sends JWTs and tokens in clear; use https (http is allowed only with development = true)");
+                    }
+                    if url.query().is_some() || url.path().contains("/api") {
+                        iss.add(format!("{at}.server_url"), "give the base URL only; the broker adds /api/{version}/...");
+                    }
+                }
+                _ => iss.add(format!("{at}.server_url"), format!("{u:?} is not an http(s) URL")),
+            }
+            trimmed
+        }
+    };
+    let api_version = s.api_version.unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
+    match api_version.split_once('.').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?))) {
+        Some(v) if v >= MIN_API_VERSION => {}
+        Some(_) => iss.add(format!("{at}.api_version"), format!("{api_version:?} is older than 3.17, the first REST API version with connected apps")),
+        None => iss.add(format!("{at}.api_version"), format!("{api_version:?} is not a version like \"3.22\"")),
+    }
+    let content_url = s.content_url.unwrap_or_default();
+    let session_ttl = iss.duration(&format!("{at}.session_ttl"), s.session_ttl.as_deref(), DEFAULT_SESSION_TTL);
+    let jwt_ttl = iss.duration(&format!("{at}.jwt_ttl"), s.jwt_ttl.as_deref(), DEFAULT_JWT_TTL);
+    if jwt_ttl > MAX_JWT_TTL {
+        iss.add(format!("{at}.jwt_ttl"), "Tableau refuses JWTs that live more than 10m; use at most \"10m\"");
+    }
+    if jwt_ttl.is_zero() {
+        iss.add(format!("{at}.jwt_ttl"), "must be more than zero");
+    }
+    if session_ttl <= Duration::from_secs(60) {
+        iss.add(format!("{at}.session_ttl"), "too short to cache; Tableau Server defaults to 240m, Tableau Cloud to 120m");
+    }
+    let format = match s.format.as_deref() {
+        None | Some("xml") => WireFormat::Xml,
+        Some("json") => WireFormat::Json,
+        Some(f) => {
+            iss.add(format!("{at}.format"), format!("{f:?} is not \"xml\" or \"json\""));
+            WireFormat::Xml
+        }
+    };
+    let ca_bundle = s.ca_bundle.map(|p| resolve(&p));
+    if let Some(p) = &ca_bundle {
+        if !p.is_file() {
+            iss.add(format!("{at}.ca_bundle"), format!("{} is not a readable file", p.display()));
+        }
+    }
+    let app = match s.connected_app {
+        None => {
+            iss.add(format!("{at}.connected_app"), "missing: add [sites.NAME.connected_app] with client_id, secret_id and secret_file or secret_env");
+            None
+        }
+        Some(a) => build_app(iss, &format!("{at}.connected_app"), a, development, resolve),
+    };
+    if iss.0.len() > before {
+        return None;
+    }
+    Some(SiteConfig {
+        name: name.to_owned(),
+        server_url,
+        api_version,
+        content_url,
+        session_ttl,
+        jwt_ttl,
+        format,
+        ca_bundle,
+        app: app?,
+    })
+}
+
+fn build_app(
+    iss: &mut Issues,
+    at: &str,
+    a: RawConnectedApp,
+    development: bool,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Option<ConnectedApp> {
+    let mut field = |name: &str, v: Option<String>| match v.map(|s| s.trim().to_owned()) {
+        Some(s) if !s.is_empty() => Some(s),
+        _ => {
+            iss.add(format!("{at}.{name}"), "missing: copy it from the connected app's page in Tableau");
+            None
+        }
+    };
+    let client_id = field("client_id", a.client_id);
+    let secret_id = field("secret_id", a.secret_id);
+    let sources = [a.secret_file.is_some(), a.secret_env.is_some(), a.secret.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if sources != 1 {
+        iss.add(at, "give exactly one of secret_file, secret_env (or, in a development config, secret)");
+        return None;
+    }
+    let (secret, secret_source) = if let Some(p) = a.secret_file {
+        let p = resolve(&p);
+        match std::fs::read_to_string(&p) {
+            Ok(s) => (SecretString::from(s.trim_end_matches(['\n', '\r']).to_owned()), format!("file {}", p.display())),
+            Err(e) => {
+                iss.add(format!("{at}.secret_file"), format!("cannot read {}: {e}", p.display()));
+                return None;
+            }
+        }
+    } else if let Some(var) = a.secret_env {
+        match std::env::var(&var) {
+            Ok(s) => (SecretString::from(s), format!("env {var}")),
+            Err(_) => {
+                iss.add(format!("{at}.secret_env"), format!("environment variable {var} is not set (or not UTF-8)"));
+                return None;
+            }
+        }
+    } else if let Some(s) = a.secret {
+        if !development {
+            iss.add(format!("{at}.secret"), "inline secrets are refused outside development configs; use secret_file or secret_env (or set development = true for local use)");
+            return None;
+        }
+        (s, "inline (development)".to_owned())
+    } else {
+        return None;
+    };
+    if secret.expose_secret().is_empty() {
+        iss.add(at, format!("the secret from {secret_source} is empty"));
+        return None;
+    }
+    Some(ConnectedApp {
+        client_id: client_id?,
+        secret_id: secret_id?,
+        secret,
+        secret_source,
+    })
+}
+
+fn build_grant(
+    iss: &mut Issues,
+    at: &str,
+    g: RawGrant,
+    catalog: &Catalog,
+    sites: &BTreeMap<String, Arc<SiteConfig>>,
+) -> Grant {
+    if g.sites.is_empty() {
+        iss.add(format!("{at}.sites"), "empty: name at least one site (or \"*\" for every site)");
+    }
+    for (i, s) in g.sites.iter().enumerate() {
+        if s != "*" && !sites.contains_key(s) {
+            iss.add(format!("{at}.sites[{i}]"), format!("unknown site {s:?}; configured sites: {:?}", sites.keys().collect::<Vec<_>>()));
+        }
+    }
+    if g.users.is_empty() {
+        iss.add(format!("{at}.users"), "empty: name at least one user or pattern (\"*\" for everyone must be written out)");
+    }
+    let users = g
+        .users
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| match UserPattern::parse(u) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                iss.add(format!("{at}.users[{i}]"), e);
+                None
+            }
+        })
+        .collect();
+    let mut scopes_of = |field: &str, list: &[String]| -> Vec<Scope> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let here = format!("{at}.{field}[{i}]");
+                match s.parse::<Scope>() {
+                    Err(e) => {
+                        iss.add(here, e.to_string());
+                        None
+                    }
+                    Ok(scope) if !catalog.is_known(&scope) => {
+                        let hint = catalog
+                            .suggest(s)
+                            .map(|h| format!(" (did you mean {:?}?)", h.to_string()))
+                            .unwrap_or_default();
+                        iss.add(here, format!("unknown scope {s:?}{hint}; add it to extra_scopes if Tableau has it"));
+                        None
+                    }
+                    Ok(scope) => Some(scope),
+                }
+            })
+            .collect()
+    };
+    let scopes = scopes_of("scopes", &g.scopes);
+    let deny_scopes = scopes_of("deny_scopes", &g.deny_scopes);
+    if g.scopes.is_empty() {
+        iss.add(format!("{at}.scopes"), "empty: a grant without scopes allows nothing");
+    }
+    let max_jwt_ttl = g.max_jwt_ttl.as_deref().map(|s| {
+        let d = iss.duration(&format!("{at}.max_jwt_ttl"), Some(s), MAX_JWT_TTL);
+        if d > MAX_JWT_TTL {
+            iss.add(format!("{at}.max_jwt_ttl"), "more than 10m; Tableau would refuse such JWTs");
+        }
+        d
+    });
+    Grant {
+        sites: g.sites,
+        users,
+        scopes,
+        deny_scopes,
+        max_jwt_ttl,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+use super::*;
+
+const GOOD: &str = r#"
+version = 1
+
+[server]
+listen = "127.0.0.1:7443"
+cert = "tls/tls.crt"
+key = "tls/tls.key"
+client_ca = "tls/ca.crt"
+
+[sites.finance]
+server_url = "https://tableau.example.com/"
+api_version = "3.22"
+content_url = "finance"
+session_ttl = "240m"
+jwt_ttl = "5m"
+
+[sites.finance.connected_app]
+client_id = "cid"
+secret_id = "sid"
+secret_env = "TTB_TEST_FINANCE_SECRET"
+
+[[callers]]
+identity = "spiffe://example.org/ns/reports/sa/renderer"
+
+[[callers.grants]]
+sites = ["finance"]
+users = ["svc-renderer"]
+scopes = ["tableau:content:read", "tableau:views:download"]
+"#;
+
+fn with_secret_file(text: &str) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("finance.secret");
+    std::fs::write(&secret, "very-secret-value\n").unwrap();
+    let text = text.replace(
+        "secret_env = \"TTB_TEST_FINANCE_SECRET\"",
+        &format!("secret_file = {:?}", secret.display().to_string()),
+    );
+    let path = dir.path().join("broker.toml");
+    (dir, path, text)
+}
+
+#[test]
+fn good_config_loads_with_defaults() {
+    let (_dir, path, text) = with_secret_file(GOOD);
+    let c = Config::from_toml(&text, &path).unwrap();
+    let site = c.site("finance").unwrap();
+    assert_eq!(site.server_url, "https://tableau.example.com");
+    assert_eq!(site.jwt_ttl, Duration::from_secs(300));
+    assert_eq!(site.format, WireFormat::Xml);
+    assert_eq!(site.app.secret.expose_secret(), "very-secret-value");
+    assert_eq!(c.cache.max_entries, DEFAULT_CACHE_MAX_ENTRIES);
+    assert!(c.cache.sign_out_on_evict);
+    let server = c.server.as_ref().unwrap();
+    assert_eq!(server.cert, path.parent().unwrap().join("tls/tls.crt"));
+    let summary = c.summary();
+    assert!(summary.contains("caller spiffe://example.org/ns/reports/sa/renderer"));
+    assert!(!summary.contains("very-secret-value"));
+    assert!(!format!("{c:?}").contains("very-secret-value"));
+}
+
+#[test]
+fn every_error_is_located_and_reported_at_once() {
+    let (_dir, path, text) = with_secret_file(GOOD);
+    let text = text
+        .replace("\"tableau:views:download\"", "\"tableau:view:download\", \"tableau:datasource:read\"")
+        .replace("jwt_ttl = \"5m\"", "jwt_ttl = \"11m\"")
+        .replace("sites = [\"finance\"]", "sites = [\"finance\", \"sales\"]");
+    let err = Config::from_toml(&text, &path).unwrap_err();
+    let ConfigError::Invalid { issues, .. } = &err else { panic!("{err}") };
+    let at: Vec<&str> = issues.iter().map(|i| i.at.as_str()).collect();
+    assert!(at.contains(&"sites.finance.jwt_ttl"), "{at:?}");
+    assert!(at.contains(&"callers[0].grants[0].scopes[1]"), "{at:?}");
+    assert!(at.contains(&"callers[0].grants[0].scopes[2]"), "{at:?}");
+    assert!(at.contains(&"callers[0].grants[0].sites[1]"), "{at:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("callers[0].grants[0].scopes[1]: unknown scope \"tableau:view:download\" (did you mean \"tableau:views:download\"?)"), "{msg}");
+    assert!(msg.contains("unknown scope \"tableau:datasource:read\""), "{msg}");
+}
+
+#[test]
+fn unknown_fields_and_bad_toml_name_the_place() {
+    let (_dir, path, text) = with_secret_file(GOOD);
+    let err = Config::from_toml(&text.replace("jwt_ttl", "jwt_tll"), &path).unwrap_err().to_string();
+    assert!(err.contains("jwt_tll"), "{err}");
+    assert!(err.contains("line"), "{err}");
+}
+
+#[test]
+fn inline_secret_only_in_development() {
+    let (_dir, path, text) = with_secret_file(GOOD);
+    let inline = text.replace(
+        &text.lines().find(|l| l.starts_with("secret_file")).unwrap().to_owned(),
+        "secret = \"inline-secret-value\"",
+    );
+    let err = Config::from_toml(&inline, &path).unwrap_err().to_string();
+    assert!(err.contains("sites.finance.connected_app.secret: inline secrets are refused"), "{err}");
+    assert!(!err.contains("inline-secret-value"));
+    let dev = format!("development = true\n{inline}");
+    let c = Config::from_toml(&dev, &path).unwrap();
+    assert_eq!(c.site("finance").unwrap().app.secret_source, "inline (development)");
+}
+
+#[test]
+fn missing_secret_env_is_named_without_value() {
+    let err = Config::from_toml(&GOOD.replace("TTB_TEST_FINANCE_SECRET", "TTB_SURELY_UNSET_VAR_42"), Path::new("b.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sites.finance.connected_app.secret_env: environment variable TTB_SURELY_UNSET_VAR_42 is not set"), "{err}");
+}
+
+#[test]
+fn version_and_identity_checks() {
+    let (_dir, path, text) = with_secret_file(GOOD);
+    let err = Config::from_toml(&text.replace("version = 1", "version = 2"), &path).unwrap_err().to_string();
+    assert!(err.contains("version 2 is not supported"), "{err}");
+    let dup = format!("{text}\n[[callers]]\nidentity = \"spiffe://example.org/ns/reports/sa/renderer\"\n[[callers.grants]]\nsites=[\"finance\"]\nusers=[\"x\"]\nscopes=[\"tableau:content:read\"]\n");
+    let err = Config::from_toml(&dup, &path).unwrap_err().to_string();
+    assert!(err.contains("callers[1].identity") && err.contains("already configured at callers[0]"), "{err}");
+}
+
+#[test]
+fn extra_scopes_extend_the_catalog() {
+    let (_dir, path, text) = with_secret_file(GOOD);
+    let text = text.replace("version = 1", "version = 1\nextra_scopes = [\"tableau:pulse:read\"]").replace(
+        "\"tableau:views:download\"]",
+        "\"tableau:views:download\", \"tableau:pulse:read\"]",
+    );
+    let c = Config::from_toml(&text, &path).unwrap();
+    assert!(c.policy.catalog().is_known(&"tableau:pulse:read".parse().unwrap()));
+}

@@ -1,0 +1,518 @@
+//! Caller policy: deny by default. Decides whether a caller (identified by its certificate) may
+//! get credentials for a site, a user and a set of scopes, and returns the normalized scope set that
+//! keys the token cache.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::catalog::Catalog;
+use crate::scope::{Scope, ScopeParseError};
+
+/// How a `[[callers]]` entry matches a certificate identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityPattern {
+    /// The identity must be equal.
+    Exact(String),
+    /// `spiffe://td/path/*`: any SPIFFE ID under `spiffe://td/path/` (the stored prefix ends in `/`).
+    SpiffePrefix(String),
+}
+
+impl IdentityPattern {
+    /// Parses a configured identity; `/*` is only a pattern at the end of a SPIFFE ID.
+    pub fn parse(s: &str) -> Result<IdentityPattern, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("identity is empty".into());
+        }
+        if let Some(prefix) = s.strip_suffix("/*") {
+            if !prefix.starts_with("spiffe://") {
+                return Err(format!(
+                    "identity {s:?}: a trailing /* is only allowed on SPIFFE IDs (spiffe://trust-domain/path/*)"
+                ));
+            }
+            if prefix.len() <= "spiffe://".len() {
+                return Err(format!("identity {s:?}: the trust domain is missing"));
+            }
+            return Ok(IdentityPattern::SpiffePrefix(format!("{prefix}/")));
+        }
+        if s.contains('*') {
+            return Err(format!(
+                "identity {s:?}: '*' is only allowed as a trailing /* on SPIFFE IDs"
+            ));
+        }
+        Ok(IdentityPattern::Exact(s.to_owned()))
+    }
+
+    fn matches(&self, identity: &str) -> bool {
+        match self {
+            IdentityPattern::Exact(e) => e == identity,
+            IdentityPattern::SpiffePrefix(p) => identity.starts_with(p.as_str()) && identity.len() > p.len(),
+        }
+    }
+
+    /// Longer patterns are more specific; exact beats any prefix.
+    fn specificity(&self) -> usize {
+        match self {
+            IdentityPattern::Exact(_) => usize::MAX,
+            IdentityPattern::SpiffePrefix(p) => p.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for IdentityPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdentityPattern::Exact(e) => f.write_str(e),
+            IdentityPattern::SpiffePrefix(p) => write!(f, "{p}*"),
+        }
+    }
+}
+
+/// A user entry of a grant. `*` matches everyone only when written on its own.
+#[derive(Debug, Clone)]
+pub enum UserPattern {
+    /// Everyone (`"*"`).
+    Any,
+    /// One user; Tableau usernames are case-sensitive, so is this.
+    Exact(String),
+    /// A glob such as `*@example.com`.
+    Glob(String, wildmatch::WildMatch),
+}
+
+impl UserPattern {
+    /// Parses a configured user entry.
+    pub fn parse(s: &str) -> Result<UserPattern, String> {
+        if s.trim().is_empty() {
+            return Err("user is empty".into());
+        }
+        if s == "*" {
+            Ok(UserPattern::Any)
+        } else if s.contains('*') || s.contains('?') {
+            Ok(UserPattern::Glob(s.to_owned(), wildmatch::WildMatch::new(s)))
+        } else {
+            Ok(UserPattern::Exact(s.to_owned()))
+        }
+    }
+
+    fn matches(&self, user: &str) -> bool {
+        match self {
+            UserPattern::Any => true,
+            UserPattern::Exact(u) => u == user,
+            UserPattern::Glob(_, g) => g.matches(user),
+        }
+    }
+
+    /// The pattern as configured.
+    pub fn as_str(&self) -> &str {
+        match self {
+            UserPattern::Any => "*",
+            UserPattern::Exact(u) | UserPattern::Glob(u, _) => u,
+        }
+    }
+}
+
+/// One allowlist entry: these sites, these users, these scopes.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// Site names; `"*"` means every configured site.
+    pub sites: Vec<String>,
+    /// Users the caller may act as.
+    pub users: Vec<UserPattern>,
+    /// Allowed scopes; a wildcard allows its documented coverage.
+    pub scopes: Vec<Scope>,
+    /// Refused even when allowed above; deny wins within the grant.
+    pub deny_scopes: Vec<Scope>,
+    /// Longest JWT lifetime this grant allows.
+    pub max_jwt_ttl: Option<Duration>,
+}
+
+impl Grant {
+    fn matches_site(&self, site: &str) -> bool {
+        self.sites.iter().any(|s| s == "*" || s == site)
+    }
+
+    fn matches_user(&self, user: &str) -> bool {
+        self.users.iter().any(|u| u.matches(user))
+    }
+
+    fn denies(&self, catalog: &Catalog, scope: &Scope) -> bool {
+        self.deny_scopes.iter().any(|d| catalog.covers(d, scope))
+    }
+
+    fn allows(&self, catalog: &Catalog, scope: &Scope) -> bool {
+        !self.denies(catalog, scope) && self.scopes.iter().any(|g| catalog.covers(g, scope))
+    }
+}
+
+/// A configured caller and its grants.
+#[derive(Debug, Clone)]
+pub struct CallerEntry {
+    /// Which identities this entry is for.
+    pub pattern: IdentityPattern,
+    /// What they may ask for.
+    pub grants: Vec<Grant>,
+}
+
+/// What a caller asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRequest<'a> {
+    /// The certificate identity.
+    pub identity: &'a str,
+    /// Site name.
+    pub site: &'a str,
+    /// Tableau username.
+    pub user: &'a str,
+    /// Requested scopes, as sent.
+    pub scopes: &'a [String],
+}
+
+/// A granted request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    /// Deduplicated, sorted scopes: the cache key's scope part and the JWT's `scp`.
+    pub scopes: Vec<Scope>,
+    /// The longest JWT lifetime any matching grant allows (`None`: no grant limit).
+    pub max_jwt_ttl: Option<Duration>,
+}
+
+/// Why a request was refused. Safe to send back to the caller that asked: it names only what that
+/// caller sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// No scopes were asked for; Tableau would deny every method to such a token.
+    #[error("no scopes requested: ask for at least one scope (a token without scopes can call no REST method)")]
+    NoScopes,
+    /// A requested scope is not well formed.
+    #[error("{0}")]
+    MalformedScope(ScopeParseError),
+    /// A requested scope is unknown to the catalog and not in `extra_scopes`.
+    #[error("unknown scope {scope:?}{}", hint.as_ref().map(|h| format!(" (did you mean {h:?}?)")).unwrap_or_default())]
+    UnknownScope {
+        /// The scope as sent.
+        scope: String,
+        /// A close known scope.
+        hint: Option<String>,
+    },
+    /// No `[[callers]]` entry matches the certificate identity.
+    #[error("identity {identity:?} has no grants in the broker's configuration")]
+    UnknownCaller {
+        /// The certificate identity.
+        identity: String,
+    },
+    /// No grant of the caller names this site.
+    #[error("site {site:?} is not granted to {identity:?}")]
+    Site {
+        /// The certificate identity.
+        identity: String,
+        /// The site asked for.
+        site: String,
+    },
+    /// No grant for the site names this user.
+    #[error("user {user:?} on site {site:?} is not granted to {identity:?}")]
+    User {
+        /// The certificate identity.
+        identity: String,
+        /// The site asked for.
+        site: String,
+        /// The user asked for.
+        user: String,
+    },
+    /// No grant for the site and user covers this scope.
+    #[error("scope {scope} is not granted to {identity:?} for user {user:?} on site {site:?}")]
+    Scope {
+        /// The certificate identity.
+        identity: String,
+        /// The site asked for.
+        site: String,
+        /// The user asked for.
+        user: String,
+        /// The first scope that failed.
+        scope: String,
+    },
+    /// Every scope is granted somewhere, but no single grant covers them all.
+    #[error("no single grant of {identity:?} covers all of the requested scopes together; ask for them in separate requests")]
+    Split {
+        /// The certificate identity.
+        identity: String,
+    },
+}
+
+/// The whole policy: the catalog it reasons with and every caller entry.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    catalog: Arc<Catalog>,
+    callers: Vec<CallerEntry>,
+}
+
+impl Policy {
+    /// A policy over these entries. Duplicated patterns are the config loader's job to refuse.
+    pub fn new(catalog: Arc<Catalog>, callers: Vec<CallerEntry>) -> Policy {
+        Policy { catalog, callers }
+    }
+
+    /// The catalog in force (built-in plus `extra_scopes`).
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Every caller entry.
+    pub fn callers(&self) -> &[CallerEntry] {
+        &self.callers
+    }
+
+    /// The entry that applies to an identity: an exact match, else the longest matching prefix.
+    pub fn caller(&self, identity: &str) -> Option<&CallerEntry> {
+        self.callers
+            .iter()
+            .filter(|c| c.pattern.matches(identity))
+            .max_by_key(|c| c.pattern.specificity())
+    }
+
+    /// Parses and normalizes requested scopes against the catalog, refusing empty, malformed and
+    /// unknown ones. Independent of who asks.
+    pub fn normalize_scopes(&self, scopes: &[String]) -> Result<Vec<Scope>, Denial> {
+        if scopes.iter().all(|s| s.trim().is_empty()) {
+            return Err(Denial::NoScopes);
+        }
+        let normalized = crate::scope::normalize(scopes.iter().filter(|s| !s.trim().is_empty()))
+            .map_err(Denial::MalformedScope)?;
+        if let Some(unknown) = normalized.iter().find(|s| !self.catalog.is_known(s)) {
+            let scope = unknown.to_string();
+            return Err(Denial::UnknownScope {
+                hint: self.catalog.suggest(&scope).map(ToString::to_string),
+                scope,
+            });
+        }
+        Ok(normalized)
+    }
+
+    /// Decides a request. Deny by default: allowed only when one grant matches the site and the user
+    /// and covers every requested scope without denying any.
+    pub fn decide(&self, req: &AccessRequest<'_>) -> Result<Allowed, Denial> {
+        let scopes = self.normalize_scopes(req.scopes)?;
+        let identity = req.identity.to_owned();
+        let Some(entry) = self.caller(req.identity) else {
+            return Err(Denial::UnknownCaller { identity });
+        };
+        let for_site: Vec<&Grant> = entry
+            .grants
+            .iter()
+            .filter(|g| g.matches_site(req.site))
+            .collect();
+        if for_site.is_empty() {
+            return Err(Denial::Site {
+                identity,
+                site: req.site.to_owned(),
+            });
+        }
+        let for_user: Vec<&Grant> = for_site
+            .into_iter()
+            .filter(|g| g.matches_user(req.user))
+            .collect();
+        if for_user.is_empty() {
+            return Err(Denial::User {
+                identity,
+                site: req.site.to_owned(),
+                user: req.user.to_owned(),
+            });
+        }
+        let allowing: Vec<&&Grant> = for_user
+            .iter()
+            .filter(|g| scopes.iter().all(|s| g.allows(&self.catalog, s)))
+            .collect();
+        if allowing.is_empty() {
+            if let Some(s) = scopes
+                .iter()
+                .find(|s| !for_user.iter().any(|g| g.allows(&self.catalog, s)))
+            {
+                return Err(Denial::Scope {
+                    identity,
+                    site: req.site.to_owned(),
+                    user: req.user.to_owned(),
+                    scope: s.to_string(),
+                });
+            }
+            return Err(Denial::Split { identity });
+        }
+        let max_jwt_ttl = if allowing.iter().any(|g| g.max_jwt_ttl.is_none()) {
+            None
+        } else {
+            allowing.iter().filter_map(|g| g.max_jwt_ttl).max()
+        };
+        Ok(Allowed {
+            scopes,
+            max_jwt_ttl,
+        })
+    }
+
+    /// True when the caller may hold credentials for this site, user and (normalized) scopes:
+    /// used to check that an invalidation concerns the caller's own key.
+    pub fn may_hold(&self, identity: &str, site: &str, user: &str, scopes: &[Scope]) -> bool {
+        let scopes: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+        self.decide(&AccessRequest {
+            identity,
+            site,
+            user,
+            scopes: &scopes,
+        })
+        .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn grant(sites: &[&str], users: &[&str], scopes: &[&str], deny: &[&str]) -> Grant {
+        Grant {
+            sites: sites.iter().map(|s| (*s).to_owned()).collect(),
+            users: users.iter().map(|u| UserPattern::parse(u).unwrap()).collect(),
+            scopes: scopes.iter().map(|s| s.parse().unwrap()).collect(),
+            deny_scopes: deny.iter().map(|s| s.parse().unwrap()).collect(),
+            max_jwt_ttl: None,
+        }
+    }
+
+    fn policy(entries: Vec<(&str, Vec<Grant>)>) -> Policy {
+        Policy::new(
+            Catalog::builtin(),
+            entries
+                .into_iter()
+                .map(|(id, grants)| CallerEntry {
+                    pattern: IdentityPattern::parse(id).unwrap(),
+                    grants,
+                })
+                .collect(),
+        )
+    }
+
+    fn ask<'a>(p: &Policy, id: &'a str, site: &'a str, user: &'a str, scopes: &[&str]) -> Result<Allowed, Denial> {
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        p.decide(&AccessRequest {
+            identity: id,
+            site,
+            user,
+            scopes: &scopes,
+        })
+    }
+
+    const R: &str = "spiffe://example.org/ns/reports/sa/renderer";
+
+    #[test]
+    fn allows_exact_and_normalizes() {
+        let p = policy(vec![(R, vec![grant(&["finance"], &["svc-renderer"], &["tableau:content:read", "tableau:views:download"], &[])])]);
+        let ok = ask(&p, R, "finance", "svc-renderer", &["tableau:views:download", "tableau:content:read", "tableau:views:download"]).unwrap();
+        let s: Vec<String> = ok.scopes.iter().map(ToString::to_string).collect();
+        assert_eq!(s, ["tableau:content:read", "tableau:views:download"]);
+    }
+
+    #[test]
+    fn each_denial_names_what_failed() {
+        let p = policy(vec![(R, vec![grant(&["finance"], &["svc-renderer", "*@example.com"], &["tableau:content:read", "tableau:tasks:*"], &["tableau:tasks:delete"])])]);
+        assert!(matches!(ask(&p, "spiffe://example.org/other", "finance", "svc-renderer", &["tableau:content:read"]), Err(Denial::UnknownCaller { .. })));
+        assert!(matches!(ask(&p, R, "sales", "svc-renderer", &["tableau:content:read"]), Err(Denial::Site { site, .. }) if site == "sales"));
+        assert!(matches!(ask(&p, R, "finance", "mallory", &["tableau:content:read"]), Err(Denial::User { user, .. }) if user == "mallory"));
+        assert!(ask(&p, R, "finance", "ann@example.com", &["tableau:content:read"]).is_ok());
+        assert!(matches!(ask(&p, R, "finance", "ann@example.com.evil", &["tableau:content:read"]), Err(Denial::User { .. })));
+        assert!(matches!(ask(&p, R, "finance", "svc-renderer", &["tableau:content:read", "tableau:views:download"]), Err(Denial::Scope { scope, .. }) if scope == "tableau:views:download"));
+        assert!(ask(&p, R, "finance", "svc-renderer", &["tableau:tasks:run"]).is_ok(), "wildcard covers a member");
+        assert!(matches!(ask(&p, R, "finance", "svc-renderer", &["tableau:tasks:delete"]), Err(Denial::Scope { .. })), "deny wins");
+        assert!(matches!(ask(&p, R, "finance", "svc-renderer", &[]), Err(Denial::NoScopes)));
+        assert!(matches!(ask(&p, R, "finance", "svc-renderer", &["tableau:datasource:read"]), Err(Denial::UnknownScope { .. })));
+        assert!(matches!(ask(&p, R, "finance", "svc-renderer", &["nope"]), Err(Denial::MalformedScope(_))));
+    }
+
+    #[test]
+    fn wildcard_never_granted_from_members() {
+        let p = policy(vec![(R, vec![grant(&["finance"], &["u"], &["tableau:datasources:create", "tableau:datasources:update"], &[])])]);
+        assert!(matches!(ask(&p, R, "finance", "u", &["tableau:datasources:*"]), Err(Denial::Scope { .. })));
+    }
+
+    #[test]
+    fn star_user_only_when_explicit_and_prefix_callers() {
+        let p = policy(vec![
+            ("spiffe://example.org/ns/reports/*", vec![grant(&["*"], &["*"], &["tableau:content:read"], &[])]),
+            (R, vec![grant(&["finance"], &["svc"], &["tableau:views:download"], &[])]),
+        ]);
+        // The exact entry is more specific and replaces the prefix entry for R.
+        assert!(matches!(ask(&p, R, "finance", "svc", &["tableau:content:read"]), Err(Denial::Scope { .. })));
+        assert!(ask(&p, "spiffe://example.org/ns/reports/sa/x", "any", "anyone", &["tableau:content:read"]).is_ok());
+        assert!(ask(&p, "spiffe://example.org/ns/reportsX/sa/x", "any", "anyone", &["tableau:content:read"]).is_err());
+        assert!(IdentityPattern::parse("web.example.com/*").is_err());
+        assert!(IdentityPattern::parse("spiffe://a/*b").is_err());
+    }
+
+    #[test]
+    fn split_across_grants_is_explained() {
+        let p = policy(vec![(R, vec![grant(&["f"], &["u"], &["tableau:content:read"], &[]), grant(&["f"], &["u"], &["tableau:views:download"], &[])])]);
+        assert!(matches!(ask(&p, R, "f", "u", &["tableau:content:read", "tableau:views:download"]), Err(Denial::Split { .. })));
+    }
+
+    const SCOPES: &[&str] = &[
+        "tableau:content:read", "tableau:views:download", "tableau:tasks:*", "tableau:tasks:run",
+        "tableau:tasks:delete", "tableau:datasources:*", "tableau:datasources:create", "tableau:users:read",
+    ];
+    const USERS: &[&str] = &["u1", "u2", "*@example.com", "*"];
+    const SITES: &[&str] = &["a", "b", "*"];
+
+    fn arb_grant() -> impl Strategy<Value = Grant> {
+        (
+            proptest::sample::subsequence(SITES, 1..=2),
+            proptest::sample::subsequence(USERS, 1..=2),
+            proptest::sample::subsequence(SCOPES, 1..=4),
+            proptest::sample::subsequence(SCOPES, 0..=1),
+        )
+            .prop_map(|(s, u, sc, d)| grant(&s, &u, &sc, &d))
+    }
+
+    fn arb_request() -> impl Strategy<Value = (String, String, Vec<String>)> {
+        (
+            proptest::sample::select(&["a", "b", "c"][..]),
+            proptest::sample::select(&["u1", "u2", "x@example.com", "z"][..]),
+            proptest::collection::vec(proptest::sample::select(SCOPES), 1..4),
+        )
+            .prop_map(|(s, u, sc)| (s.to_owned(), u.to_owned(), sc.into_iter().map(str::to_owned).collect()))
+    }
+
+    proptest! {
+        #[test]
+        fn adding_a_grant_never_turns_allow_into_deny(grants in proptest::collection::vec(arb_grant(), 0..4), extra in arb_grant(), (site, user, scopes) in arb_request()) {
+            let before = policy(vec![(R, grants.clone())]);
+            let mut more = grants;
+            more.push(extra);
+            let after = policy(vec![(R, more)]);
+            let req = AccessRequest { identity: R, site: &site, user: &user, scopes: &scopes };
+            if before.decide(&req).is_ok() {
+                prop_assert!(after.decide(&req).is_ok());
+            }
+        }
+
+        #[test]
+        fn removing_a_grant_never_turns_deny_into_allow(grants in proptest::collection::vec(arb_grant(), 1..5), idx in 0usize..5, (site, user, scopes) in arb_request()) {
+            let before = policy(vec![(R, grants.clone())]);
+            let mut fewer = grants;
+            let idx = idx % fewer.len();
+            fewer.remove(idx);
+            let after = policy(vec![(R, fewer)]);
+            let req = AccessRequest { identity: R, site: &site, user: &user, scopes: &scopes };
+            if before.decide(&req).is_err() {
+                prop_assert!(after.decide(&req).is_err());
+            }
+        }
+
+        #[test]
+        fn normalization_is_idempotent_and_order_independent(
+            (input, shuffled) in proptest::collection::vec(proptest::sample::select(SCOPES), 1..8)
+                .prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()))
+        ) {
+            let p = policy(vec![]);
+            let input: Vec<String> = input.iter().map(|s| (*s).to_owned()).collect();
+            let shuffled: Vec<String> = shuffled.iter().map(|s| (*s).to_owned()).collect();
+            let once = p.normalize_scopes(&input).unwrap();
+            let again: Vec<String> = once.iter().map(ToString::to_string).collect();
+            prop_assert_eq!(&p.normalize_scopes(&again).unwrap(), &once);
+            prop_assert_eq!(p.normalize_scopes(&shuffled).unwrap(), once);
+        }
+    }
+}
