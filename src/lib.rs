@@ -10,8 +10,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod catalog;
+pub mod cli;
 pub mod clock;
-pub mod scope;
 pub mod config;
 pub mod mint;
 pub mod policy;
+pub mod scope;

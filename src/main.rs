@@ -1,2 +1,72 @@
-//! The `tableau-token-broker` command.
-fn main() {}
+//! The `tableau-token-broker` command: parse the CLI, load config, run.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use secrecy::ExposeSecret;
+use tableau_token_broker::catalog::Catalog;
+use tableau_token_broker::cli::{self, Cli, Command, ScopesCommand};
+use tableau_token_broker::config::{Config, ConfigError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            match e.downcast_ref::<ConfigError>() {
+                Some(_) => ExitCode::from(cli::EXIT_CONFIG),
+                None => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file)?;
+            print!("{}", config.summary());
+        }
+        Command::Jwt {
+            config,
+            site,
+            user,
+            scopes,
+            ttl,
+        } => {
+            let config = Config::load(&config)?;
+            let site_cfg = config
+                .site(&site)
+                .with_context(|| format!("site {site:?} is not in the configuration"))?;
+            let scopes = config.policy.normalize_scopes(&scopes)?;
+            let minted =
+                tableau_token_broker::mint::Minter::new(tableau_token_broker::clock::system())
+                    .mint(
+                        &site_cfg.app,
+                        &user,
+                        &scopes,
+                        ttl.unwrap_or(site_cfg.jwt_ttl),
+                    )?;
+            println!("{}", minted.jwt.expose_secret());
+        }
+        Command::Scopes(cmd) => {
+            let catalog = Catalog::builtin();
+            let out = match cmd {
+                ScopesCommand::List(o) => cli::scopes_list(&catalog, o.json),
+                ScopesCommand::Explain { scope, opts } => {
+                    cli::scopes_explain(&catalog, &scope, opts.json)?
+                }
+                ScopesCommand::For { methods, opts } => {
+                    cli::scopes_for(&catalog, &methods, opts.json)?
+                }
+            };
+            print!("{out}");
+        }
+        Command::Serve { .. } | Command::FakeTableau { .. } => {
+            anyhow::bail!("not wired yet");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

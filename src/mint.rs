@@ -20,7 +20,9 @@ pub enum MintError {
     #[error("JWT lifetime must be more than zero")]
     ZeroTtl,
     /// Tableau needs at least one scope; without one every REST method is denied.
-    #[error("a JWT needs at least one scope: Tableau denies every REST method to a token without scopes")]
+    #[error(
+        "a JWT needs at least one scope: Tableau denies every REST method to a token without scopes"
+    )]
     NoScopes,
     /// The user name is empty.
     #[error("the JWT subject (Tableau username) is empty")]
@@ -112,7 +114,8 @@ impl Minter {
             scp: scopes.iter().map(ToString::to_string).collect(),
         };
         let key = EncodingKey::from_secret(app.secret.expose_secret().as_bytes());
-        let jwt = jsonwebtoken::encode(&header, &claims, &key).map_err(|e| MintError::Sign(e.to_string()))?;
+        let jwt = jsonwebtoken::encode(&header, &claims, &key)
+            .map_err(|e| MintError::Sign(e.to_string()))?;
         Ok(MintedJwt {
             jwt: SecretString::from(jwt),
             jti,
@@ -141,25 +144,49 @@ mod tests {
     fn header_and_claims_are_what_tableau_wants() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let m = Minter::new(ManualClock::new(t0));
-        let scopes = vec!["tableau:content:read".parse().unwrap(), "tableau:views:download".parse().unwrap()];
-        let out = m.mint(&app(), "rmohan@tableau.com", &scopes, Duration::from_secs(3600)).unwrap();
+        let scopes = vec![
+            "tableau:content:read".parse().unwrap(),
+            "tableau:views:download".parse().unwrap(),
+        ];
+        let out = m
+            .mint(
+                &app(),
+                "rmohan@tableau.com",
+                &scopes,
+                Duration::from_secs(3600),
+            )
+            .unwrap();
         let jwt = out.jwt.expose_secret();
         let h = decode_header(jwt).unwrap();
         assert_eq!(h.alg, Algorithm::HS256);
-        assert_eq!(h.kid.as_deref(), Some("b0115bf9-3a4b-4c91-b009-cf0c170b1a56"));
+        assert_eq!(
+            h.kid.as_deref(),
+            Some("b0115bf9-3a4b-4c91-b009-cf0c170b1a56")
+        );
         assert_eq!(h.typ.as_deref(), Some("JWT"));
-        assert_eq!(h.extras.get::<String>("iss").unwrap().as_deref(), Some("8e1b7172-39c3-4a32-887e-fc2b4119f56d"));
+        assert_eq!(
+            h.extras.get::<String>("iss").unwrap().as_deref(),
+            Some("8e1b7172-39c3-4a32-887e-fc2b4119f56d")
+        );
         let mut v = Validation::new(Algorithm::HS256);
         v.set_audience(&["tableau"]);
         v.validate_exp = false;
-        let c = decode::<serde_json::Value>(jwt, &DecodingKey::from_secret(b"s3cr3t-value"), &v).unwrap().claims;
+        let c = decode::<serde_json::Value>(jwt, &DecodingKey::from_secret(b"s3cr3t-value"), &v)
+            .unwrap()
+            .claims;
         assert_eq!(c["sub"], "rmohan@tableau.com");
         assert_eq!(c["aud"], "tableau");
         assert_eq!(c["iat"], 1_700_000_000u64);
         assert_eq!(c["exp"], 1_700_000_600u64, "capped at 10 minutes");
-        assert_eq!(c["scp"], serde_json::json!(["tableau:content:read", "tableau:views:download"]));
+        assert_eq!(
+            c["scp"],
+            serde_json::json!(["tableau:content:read", "tableau:views:download"])
+        );
         assert_eq!(c["jti"], out.jti.as_str());
-        assert_eq!(uuid::Uuid::parse_str(&out.jti).unwrap().get_version_num(), 4);
+        assert_eq!(
+            uuid::Uuid::parse_str(&out.jti).unwrap().get_version_num(),
+            4
+        );
         assert!(!format!("{out:?}").contains(jwt));
     }
 
@@ -167,8 +194,17 @@ mod tests {
     fn refuses_empty_inputs() {
         let m = Minter::new(crate::clock::system());
         let s = vec!["tableau:content:read".parse().unwrap()];
-        assert!(matches!(m.mint(&app(), "u", &[], Duration::from_secs(60)), Err(MintError::NoScopes)));
-        assert!(matches!(m.mint(&app(), "", &s, Duration::from_secs(60)), Err(MintError::NoSubject)));
-        assert!(matches!(m.mint(&app(), "u", &s, Duration::ZERO), Err(MintError::ZeroTtl)));
+        assert!(matches!(
+            m.mint(&app(), "u", &[], Duration::from_secs(60)),
+            Err(MintError::NoScopes)
+        ));
+        assert!(matches!(
+            m.mint(&app(), "", &s, Duration::from_secs(60)),
+            Err(MintError::NoSubject)
+        ));
+        assert!(matches!(
+            m.mint(&app(), "u", &s, Duration::ZERO),
+            Err(MintError::ZeroTtl)
+        ));
     }
 }

@@ -46,7 +46,9 @@ impl IdentityPattern {
     fn matches(&self, identity: &str) -> bool {
         match self {
             IdentityPattern::Exact(e) => e == identity,
-            IdentityPattern::SpiffePrefix(p) => identity.starts_with(p.as_str()) && identity.len() > p.len(),
+            IdentityPattern::SpiffePrefix(p) => {
+                identity.starts_with(p.as_str()) && identity.len() > p.len()
+            }
         }
     }
 
@@ -88,7 +90,10 @@ impl UserPattern {
         if s == "*" {
             Ok(UserPattern::Any)
         } else if s.contains('*') || s.contains('?') {
-            Ok(UserPattern::Glob(s.to_owned(), wildmatch::WildMatch::new(s)))
+            Ok(UserPattern::Glob(
+                s.to_owned(),
+                wildmatch::WildMatch::new(s),
+            ))
         } else {
             Ok(UserPattern::Exact(s.to_owned()))
         }
@@ -180,7 +185,9 @@ pub struct Allowed {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
     /// No scopes were asked for; Tableau would deny every method to such a token.
-    #[error("no scopes requested: ask for at least one scope (a token without scopes can call no REST method)")]
+    #[error(
+        "no scopes requested: ask for at least one scope (a token without scopes can call no REST method)"
+    )]
     NoScopes,
     /// A requested scope is not well formed.
     #[error("{0}")]
@@ -230,7 +237,9 @@ pub enum Denial {
         scope: String,
     },
     /// Every scope is granted somewhere, but no single grant covers them all.
-    #[error("no single grant of {identity:?} covers all of the requested scopes together; ask for them in separate requests")]
+    #[error(
+        "no single grant of {identity:?} covers all of the requested scopes together; ask for them in separate requests"
+    )]
     Split {
         /// The certificate identity.
         identity: String,
@@ -367,7 +376,10 @@ mod tests {
     fn grant(sites: &[&str], users: &[&str], scopes: &[&str], deny: &[&str]) -> Grant {
         Grant {
             sites: sites.iter().map(|s| (*s).to_owned()).collect(),
-            users: users.iter().map(|u| UserPattern::parse(u).unwrap()).collect(),
+            users: users
+                .iter()
+                .map(|u| UserPattern::parse(u).unwrap())
+                .collect(),
             scopes: scopes.iter().map(|s| s.parse().unwrap()).collect(),
             deny_scopes: deny.iter().map(|s| s.parse().unwrap()).collect(),
             max_jwt_ttl: None,
@@ -387,7 +399,13 @@ mod tests {
         )
     }
 
-    fn ask<'a>(p: &Policy, id: &'a str, site: &'a str, user: &'a str, scopes: &[&str]) -> Result<Allowed, Denial> {
+    fn ask<'a>(
+        p: &Policy,
+        id: &'a str,
+        site: &'a str,
+        user: &'a str,
+        scopes: &[&str],
+    ) -> Result<Allowed, Denial> {
         let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
         p.decide(&AccessRequest {
             identity: id,
@@ -401,57 +419,205 @@ mod tests {
 
     #[test]
     fn allows_exact_and_normalizes() {
-        let p = policy(vec![(R, vec![grant(&["finance"], &["svc-renderer"], &["tableau:content:read", "tableau:views:download"], &[])])]);
-        let ok = ask(&p, R, "finance", "svc-renderer", &["tableau:views:download", "tableau:content:read", "tableau:views:download"]).unwrap();
+        let p = policy(vec![(
+            R,
+            vec![grant(
+                &["finance"],
+                &["svc-renderer"],
+                &["tableau:content:read", "tableau:views:download"],
+                &[],
+            )],
+        )]);
+        let ok = ask(
+            &p,
+            R,
+            "finance",
+            "svc-renderer",
+            &[
+                "tableau:views:download",
+                "tableau:content:read",
+                "tableau:views:download",
+            ],
+        )
+        .unwrap();
         let s: Vec<String> = ok.scopes.iter().map(ToString::to_string).collect();
         assert_eq!(s, ["tableau:content:read", "tableau:views:download"]);
     }
 
     #[test]
     fn each_denial_names_what_failed() {
-        let p = policy(vec![(R, vec![grant(&["finance"], &["svc-renderer", "*@example.com"], &["tableau:content:read", "tableau:tasks:*"], &["tableau:tasks:delete"])])]);
-        assert!(matches!(ask(&p, "spiffe://example.org/other", "finance", "svc-renderer", &["tableau:content:read"]), Err(Denial::UnknownCaller { .. })));
-        assert!(matches!(ask(&p, R, "sales", "svc-renderer", &["tableau:content:read"]), Err(Denial::Site { site, .. }) if site == "sales"));
-        assert!(matches!(ask(&p, R, "finance", "mallory", &["tableau:content:read"]), Err(Denial::User { user, .. }) if user == "mallory"));
-        assert!(ask(&p, R, "finance", "ann@example.com", &["tableau:content:read"]).is_ok());
-        assert!(matches!(ask(&p, R, "finance", "ann@example.com.evil", &["tableau:content:read"]), Err(Denial::User { .. })));
-        assert!(matches!(ask(&p, R, "finance", "svc-renderer", &["tableau:content:read", "tableau:views:download"]), Err(Denial::Scope { scope, .. }) if scope == "tableau:views:download"));
-        assert!(ask(&p, R, "finance", "svc-renderer", &["tableau:tasks:run"]).is_ok(), "wildcard covers a member");
-        assert!(matches!(ask(&p, R, "finance", "svc-renderer", &["tableau:tasks:delete"]), Err(Denial::Scope { .. })), "deny wins");
-        assert!(matches!(ask(&p, R, "finance", "svc-renderer", &[]), Err(Denial::NoScopes)));
-        assert!(matches!(ask(&p, R, "finance", "svc-renderer", &["tableau:datasource:read"]), Err(Denial::UnknownScope { .. })));
-        assert!(matches!(ask(&p, R, "finance", "svc-renderer", &["nope"]), Err(Denial::MalformedScope(_))));
+        let p = policy(vec![(
+            R,
+            vec![grant(
+                &["finance"],
+                &["svc-renderer", "*@example.com"],
+                &["tableau:content:read", "tableau:tasks:*"],
+                &["tableau:tasks:delete"],
+            )],
+        )]);
+        assert!(matches!(
+            ask(
+                &p,
+                "spiffe://example.org/other",
+                "finance",
+                "svc-renderer",
+                &["tableau:content:read"]
+            ),
+            Err(Denial::UnknownCaller { .. })
+        ));
+        assert!(
+            matches!(ask(&p, R, "sales", "svc-renderer", &["tableau:content:read"]), Err(Denial::Site { site, .. }) if site == "sales")
+        );
+        assert!(
+            matches!(ask(&p, R, "finance", "mallory", &["tableau:content:read"]), Err(Denial::User { user, .. }) if user == "mallory")
+        );
+        assert!(
+            ask(
+                &p,
+                R,
+                "finance",
+                "ann@example.com",
+                &["tableau:content:read"]
+            )
+            .is_ok()
+        );
+        assert!(matches!(
+            ask(
+                &p,
+                R,
+                "finance",
+                "ann@example.com.evil",
+                &["tableau:content:read"]
+            ),
+            Err(Denial::User { .. })
+        ));
+        assert!(
+            matches!(ask(&p, R, "finance", "svc-renderer", &["tableau:content:read", "tableau:views:download"]), Err(Denial::Scope { scope, .. }) if scope == "tableau:views:download")
+        );
+        assert!(
+            ask(&p, R, "finance", "svc-renderer", &["tableau:tasks:run"]).is_ok(),
+            "wildcard covers a member"
+        );
+        assert!(
+            matches!(
+                ask(&p, R, "finance", "svc-renderer", &["tableau:tasks:delete"]),
+                Err(Denial::Scope { .. })
+            ),
+            "deny wins"
+        );
+        assert!(matches!(
+            ask(&p, R, "finance", "svc-renderer", &[]),
+            Err(Denial::NoScopes)
+        ));
+        assert!(matches!(
+            ask(
+                &p,
+                R,
+                "finance",
+                "svc-renderer",
+                &["tableau:datasource:read"]
+            ),
+            Err(Denial::UnknownScope { .. })
+        ));
+        assert!(matches!(
+            ask(&p, R, "finance", "svc-renderer", &["nope"]),
+            Err(Denial::MalformedScope(_))
+        ));
     }
 
     #[test]
     fn wildcard_never_granted_from_members() {
-        let p = policy(vec![(R, vec![grant(&["finance"], &["u"], &["tableau:datasources:create", "tableau:datasources:update"], &[])])]);
-        assert!(matches!(ask(&p, R, "finance", "u", &["tableau:datasources:*"]), Err(Denial::Scope { .. })));
+        let p = policy(vec![(
+            R,
+            vec![grant(
+                &["finance"],
+                &["u"],
+                &["tableau:datasources:create", "tableau:datasources:update"],
+                &[],
+            )],
+        )]);
+        assert!(matches!(
+            ask(&p, R, "finance", "u", &["tableau:datasources:*"]),
+            Err(Denial::Scope { .. })
+        ));
     }
 
     #[test]
     fn star_user_only_when_explicit_and_prefix_callers() {
         let p = policy(vec![
-            ("spiffe://example.org/ns/reports/*", vec![grant(&["*"], &["*"], &["tableau:content:read"], &[])]),
-            (R, vec![grant(&["finance"], &["svc"], &["tableau:views:download"], &[])]),
+            (
+                "spiffe://example.org/ns/reports/*",
+                vec![grant(&["*"], &["*"], &["tableau:content:read"], &[])],
+            ),
+            (
+                R,
+                vec![grant(
+                    &["finance"],
+                    &["svc"],
+                    &["tableau:views:download"],
+                    &[],
+                )],
+            ),
         ]);
         // The exact entry is more specific and replaces the prefix entry for R.
-        assert!(matches!(ask(&p, R, "finance", "svc", &["tableau:content:read"]), Err(Denial::Scope { .. })));
-        assert!(ask(&p, "spiffe://example.org/ns/reports/sa/x", "any", "anyone", &["tableau:content:read"]).is_ok());
-        assert!(ask(&p, "spiffe://example.org/ns/reportsX/sa/x", "any", "anyone", &["tableau:content:read"]).is_err());
+        assert!(matches!(
+            ask(&p, R, "finance", "svc", &["tableau:content:read"]),
+            Err(Denial::Scope { .. })
+        ));
+        assert!(
+            ask(
+                &p,
+                "spiffe://example.org/ns/reports/sa/x",
+                "any",
+                "anyone",
+                &["tableau:content:read"]
+            )
+            .is_ok()
+        );
+        assert!(
+            ask(
+                &p,
+                "spiffe://example.org/ns/reportsX/sa/x",
+                "any",
+                "anyone",
+                &["tableau:content:read"]
+            )
+            .is_err()
+        );
         assert!(IdentityPattern::parse("web.example.com/*").is_err());
         assert!(IdentityPattern::parse("spiffe://a/*b").is_err());
     }
 
     #[test]
     fn split_across_grants_is_explained() {
-        let p = policy(vec![(R, vec![grant(&["f"], &["u"], &["tableau:content:read"], &[]), grant(&["f"], &["u"], &["tableau:views:download"], &[])])]);
-        assert!(matches!(ask(&p, R, "f", "u", &["tableau:content:read", "tableau:views:download"]), Err(Denial::Split { .. })));
+        let p = policy(vec![(
+            R,
+            vec![
+                grant(&["f"], &["u"], &["tableau:content:read"], &[]),
+                grant(&["f"], &["u"], &["tableau:views:download"], &[]),
+            ],
+        )]);
+        assert!(matches!(
+            ask(
+                &p,
+                R,
+                "f",
+                "u",
+                &["tableau:content:read", "tableau:views:download"]
+            ),
+            Err(Denial::Split { .. })
+        ));
     }
 
     const SCOPES: &[&str] = &[
-        "tableau:content:read", "tableau:views:download", "tableau:tasks:*", "tableau:tasks:run",
-        "tableau:tasks:delete", "tableau:datasources:*", "tableau:datasources:create", "tableau:users:read",
+        "tableau:content:read",
+        "tableau:views:download",
+        "tableau:tasks:*",
+        "tableau:tasks:run",
+        "tableau:tasks:delete",
+        "tableau:datasources:*",
+        "tableau:datasources:create",
+        "tableau:users:read",
     ];
     const USERS: &[&str] = &["u1", "u2", "*@example.com", "*"];
     const SITES: &[&str] = &["a", "b", "*"];
@@ -472,7 +638,13 @@ mod tests {
             proptest::sample::select(&["u1", "u2", "x@example.com", "z"][..]),
             proptest::collection::vec(proptest::sample::select(SCOPES), 1..4),
         )
-            .prop_map(|(s, u, sc)| (s.to_owned(), u.to_owned(), sc.into_iter().map(str::to_owned).collect()))
+            .prop_map(|(s, u, sc)| {
+                (
+                    s.to_owned(),
+                    u.to_owned(),
+                    sc.into_iter().map(str::to_owned).collect(),
+                )
+            })
     }
 
     proptest! {

@@ -82,7 +82,9 @@ pub enum ScopeParseError {
         input: String,
     },
     /// The resource has characters outside `[a-z_]`, or is empty.
-    #[error("{input:?} is not a scope: resource {resource:?} must be lowercase letters and '_' (or '*')")]
+    #[error(
+        "{input:?} is not a scope: resource {resource:?} must be lowercase letters and '_' (or '*')"
+    )]
     Resource {
         /// The rejected text.
         input: String,
@@ -160,7 +162,11 @@ impl FromStr for Scope {
                     input: input.to_owned(),
                 });
             }
-        } else if resource.is_empty() || !resource.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        } else if resource.is_empty()
+            || !resource
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
             return Err(ScopeParseError::Resource {
                 input: input.to_owned(),
                 resource: resource.to_owned(),
@@ -240,7 +246,12 @@ mod tests {
 
     #[test]
     fn normalize_sorts_and_dedups() {
-        let n = normalize(["tableau:views:download", "tableau:content:read", "tableau:views:download"]).unwrap();
+        let n = normalize([
+            "tableau:views:download",
+            "tableau:content:read",
+            "tableau:views:download",
+        ])
+        .unwrap();
         let s: Vec<String> = n.iter().map(ToString::to_string).collect();
         assert_eq!(s, ["tableau:content:read", "tableau:views:download"]);
     }

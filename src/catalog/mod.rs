@@ -180,18 +180,20 @@ impl Catalog {
     pub fn with_extra<'a>(&self, extra: impl IntoIterator<Item = &'a Scope>) -> Catalog {
         let mut out = self.clone();
         for scope in extra {
-            out.scopes.entry(scope.clone()).or_insert_with(|| ScopeEntry {
-                scope: scope.clone(),
-                kind: if scope.is_wildcard() {
-                    Kind::Wildcard
-                } else {
-                    Kind::Individual
-                },
-                cross_category: false,
-                origin: Origin::Extra,
-                notes: "added by the operator (extra_scopes)".to_owned(),
-                covers: Vec::new(),
-            });
+            out.scopes
+                .entry(scope.clone())
+                .or_insert_with(|| ScopeEntry {
+                    scope: scope.clone(),
+                    kind: if scope.is_wildcard() {
+                        Kind::Wildcard
+                    } else {
+                        Kind::Individual
+                    },
+                    cross_category: false,
+                    origin: Origin::Extra,
+                    notes: "added by the operator (extra_scopes)".to_owned(),
+                    covers: Vec::new(),
+                });
         }
         out
     }
@@ -323,8 +325,16 @@ mod tests {
     #[test]
     fn table_is_well_formed() {
         let c = Catalog::builtin();
-        assert_eq!(c.scopes.len(), table::SCOPES.len(), "a scope row failed to parse or repeats");
-        assert_eq!(c.methods.len(), table::METHODS.len(), "a method row failed to parse");
+        assert_eq!(
+            c.scopes.len(),
+            table::SCOPES.len(),
+            "a scope row failed to parse or repeats"
+        );
+        assert_eq!(
+            c.methods.len(),
+            table::METHODS.len(),
+            "a method row failed to parse"
+        );
         for m in c.methods() {
             assert!(c.is_known(&m.scope), "{} needs unknown {}", m.name, m.scope);
         }
@@ -338,16 +348,30 @@ mod tests {
             }
         }
         for e in c.scopes() {
-            assert_eq!(e.scope.is_wildcard(), e.kind == Kind::Wildcard, "{}", e.scope);
+            assert_eq!(
+                e.scope.is_wildcard(),
+                e.kind == Kind::Wildcard,
+                "{}",
+                e.scope
+            );
         }
     }
 
     #[test]
     fn wildcard_not_implied_by_members() {
         let c = Catalog::builtin();
-        assert!(c.covers(&s("tableau:datasources:*"), &s("tableau:datasources:create")));
-        assert!(!c.covers(&s("tableau:datasources:*"), &s("tableau:datasources:download")));
-        assert!(!c.covers(&s("tableau:datasources:create"), &s("tableau:datasources:*")));
+        assert!(c.covers(
+            &s("tableau:datasources:*"),
+            &s("tableau:datasources:create")
+        ));
+        assert!(!c.covers(
+            &s("tableau:datasources:*"),
+            &s("tableau:datasources:download")
+        ));
+        assert!(!c.covers(
+            &s("tableau:datasources:create"),
+            &s("tableau:datasources:*")
+        ));
     }
 
     #[test]
@@ -356,10 +380,22 @@ mod tests {
         let r = |v, p| c.route(v, p).map(|m| m.name);
         assert_eq!(r("GET", "/sites/abc/views/v1/pdf"), Some("Query View PDF"));
         assert_eq!(r("GET", "/sites/abc/views"), Some("Query Views for Site"));
-        assert_eq!(r("GET", "/sites/abc/users/u1/groups"), Some("Get Groups for a User"));
-        assert_eq!(r("DELETE", "/sites/abc/users/u1"), Some("Remove User from Site"));
-        assert_eq!(r("POST", "/sites/abc/tasks/extractRefreshes/t1/runNow"), Some("Run Extract Refresh Task"));
-        assert_eq!(r("GET", "/sites/abc/content/recent"), Some("Get Recently Viewed for Site"));
+        assert_eq!(
+            r("GET", "/sites/abc/users/u1/groups"),
+            Some("Get Groups for a User")
+        );
+        assert_eq!(
+            r("DELETE", "/sites/abc/users/u1"),
+            Some("Remove User from Site")
+        );
+        assert_eq!(
+            r("POST", "/sites/abc/tasks/extractRefreshes/t1/runNow"),
+            Some("Run Extract Refresh Task")
+        );
+        assert_eq!(
+            r("GET", "/sites/abc/content/recent"),
+            Some("Get Recently Viewed for Site")
+        );
         assert_eq!(r("PATCH", "/sites/abc/views"), None);
         assert_eq!(r("GET", "/sites/abc/nothing"), None);
     }
@@ -367,7 +403,12 @@ mod tests {
     #[test]
     fn smallest_scope_set() {
         let c = Catalog::builtin();
-        let (scopes, unknown) = c.scopes_for_methods(["Query View PDF", "update workbook now", "Query View Image", "Nope"]);
+        let (scopes, unknown) = c.scopes_for_methods([
+            "Query View PDF",
+            "update workbook now",
+            "Query View Image",
+            "Nope",
+        ]);
         let scopes: Vec<String> = scopes.iter().map(ToString::to_string).collect();
         assert_eq!(scopes, ["tableau:tasks:run", "tableau:views:download"]);
         assert_eq!(unknown, ["Nope"]);
@@ -377,13 +418,21 @@ mod tests {
     fn extra_scopes_become_known() {
         let c = Catalog::builtin().with_extra([&s("tableau:pulse:read")]);
         assert!(c.is_known(&s("tableau:pulse:read")));
-        assert_eq!(c.get(&s("tableau:pulse:read")).unwrap().origin, Origin::Extra);
+        assert_eq!(
+            c.get(&s("tableau:pulse:read")).unwrap().origin,
+            Origin::Extra
+        );
         assert!(!Catalog::builtin().is_known(&s("tableau:pulse:read")));
     }
 
     #[test]
     fn suggests_close_scopes() {
         let c = Catalog::builtin();
-        assert_eq!(c.suggest("tableau:view:download").map(ToString::to_string).as_deref(), Some("tableau:views:download"));
+        assert_eq!(
+            c.suggest("tableau:view:download")
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("tableau:views:download")
+        );
     }
 }

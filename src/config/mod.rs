@@ -254,7 +254,11 @@ impl Config {
         let p = &self.policy;
         out.push_str(&format!(
             "config OK{}: {} site(s), {} caller(s), {} grant(s), {} known scope(s)\n",
-            if self.development { " (development)" } else { "" },
+            if self.development {
+                " (development)"
+            } else {
+                ""
+            },
             self.sites.len(),
             p.callers().len(),
             p.callers().iter().map(|c| c.grants.len()).sum::<usize>(),
@@ -319,13 +323,15 @@ impl Issues {
     fn duration(&mut self, at: &str, v: Option<&str>, default: Duration) -> Duration {
         match v {
             None => default,
-            Some(s) => match humantime::parse_duration(s.trim()) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.add(at, format!("{s:?} is not a duration ({e}); write e.g. \"5m\", \"240m\", \"30s\""));
-                    default
+            Some(s) => {
+                match humantime::parse_duration(s.trim()) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.add(at, format!("{s:?} is not a duration ({e}); write e.g. \"5m\", \"240m\", \"30s\""));
+                        default
+                    }
                 }
-            },
+            }
         }
     }
 }
@@ -336,8 +342,14 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
     let mut iss = Issues(Vec::new());
     match raw.version {
         Some(CONFIG_VERSION) => {}
-        Some(v) => iss.add("version", format!("version {v} is not supported; this build reads version {CONFIG_VERSION}")),
-        None => iss.add("version", format!("missing; add `version = {CONFIG_VERSION}` at the top of the file")),
+        Some(v) => iss.add(
+            "version",
+            format!("version {v} is not supported; this build reads version {CONFIG_VERSION}"),
+        ),
+        None => iss.add(
+            "version",
+            format!("missing; add `version = {CONFIG_VERSION}` at the top of the file"),
+        ),
     }
 
     let mut extra = Vec::new();
@@ -349,7 +361,13 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
     }
     let catalog = Arc::new(Catalog::builtin().with_extra(&extra));
 
-    let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }
+    };
 
     let server = raw.server.map(|s| {
         let listen_s = s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
@@ -392,29 +410,50 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
     let cache = CacheConfig {
         max_entries: match raw.cache.max_entries {
             Some(0) => {
-                iss.add("cache.max_entries", "0 would cache nothing and sign in on every call; use at least 1");
+                iss.add(
+                    "cache.max_entries",
+                    "0 would cache nothing and sign in on every call; use at least 1",
+                );
                 DEFAULT_CACHE_MAX_ENTRIES
             }
             Some(n) => n,
             None => DEFAULT_CACHE_MAX_ENTRIES,
         },
-        safety_margin: iss.duration("cache.safety_margin", raw.cache.safety_margin.as_deref(), DEFAULT_SAFETY_MARGIN),
+        safety_margin: iss.duration(
+            "cache.safety_margin",
+            raw.cache.safety_margin.as_deref(),
+            DEFAULT_SAFETY_MARGIN,
+        ),
         sign_out_on_evict: raw.cache.sign_out_on_evict.unwrap_or(true),
     };
     let tableau = TableauHttpConfig {
-        connect_timeout: iss.duration("tableau.connect_timeout", raw.tableau.connect_timeout.as_deref(), DEFAULT_CONNECT_TIMEOUT),
-        request_timeout: iss.duration("tableau.request_timeout", raw.tableau.request_timeout.as_deref(), DEFAULT_REQUEST_TIMEOUT),
+        connect_timeout: iss.duration(
+            "tableau.connect_timeout",
+            raw.tableau.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
+        request_timeout: iss.duration(
+            "tableau.request_timeout",
+            raw.tableau.request_timeout.as_deref(),
+            DEFAULT_REQUEST_TIMEOUT,
+        ),
     };
     let telemetry = TelemetryConfig {
         log_format: match raw.telemetry.log_format.as_deref() {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
             Some(other) => {
-                iss.add("telemetry.log_format", format!("{other:?} is not \"json\" or \"text\""));
+                iss.add(
+                    "telemetry.log_format",
+                    format!("{other:?} is not \"json\" or \"text\""),
+                );
                 LogFormat::Json
             }
         },
-        log_filter: raw.telemetry.log_filter.unwrap_or_else(|| "info".to_owned()),
+        log_filter: raw
+            .telemetry
+            .log_filter
+            .unwrap_or_else(|| "info".to_owned()),
         otlp_endpoint: raw.telemetry.otlp_endpoint,
     };
 
@@ -430,7 +469,10 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         let at = format!("callers[{ci}]");
         let pattern = match c.identity.as_deref().map(IdentityPattern::parse) {
             None => {
-                iss.add(format!("{at}.identity"), "missing: give a SPIFFE ID, DNS name or subject CN");
+                iss.add(
+                    format!("{at}.identity"),
+                    "missing: give a SPIFFE ID, DNS name or subject CN",
+                );
                 None
             }
             Some(Err(e)) => {
@@ -439,7 +481,10 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
             }
             Some(Ok(p)) => {
                 if let Some(j) = callers.iter().position(|e| e.pattern == p) {
-                    iss.add(format!("{at}.identity"), format!("{p} is already configured at callers[{j}]; merge the two entries"));
+                    iss.add(
+                        format!("{at}.identity"),
+                        format!("{p} is already configured at callers[{j}]; merge the two entries"),
+                    );
                 }
                 Some(p)
             }
@@ -451,7 +496,9 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
             .grants
             .into_iter()
             .enumerate()
-            .map(|(gi, g)| build_grant(&mut iss, &format!("{at}.grants[{gi}]"), g, &catalog, &sites))
+            .map(|(gi, g)| {
+                build_grant(&mut iss, &format!("{at}.grants[{gi}]"), g, &catalog, &sites)
+            })
             .collect();
         if let Some(pattern) = pattern {
             callers.push(CallerEntry { pattern, grants });
@@ -481,60 +528,109 @@ fn build_site(
 ) -> Option<SiteConfig> {
     let at = format!("sites.{name}");
     let before = iss.0.len();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         iss.add(&at, "site names may use letters, digits, '-' and '_'");
     }
     let server_url = match s.server_url {
         None => {
-            iss.add(format!("{at}.server_url"), "missing: give the Tableau base URL, e.g. \"https://tableau.example.com\"");
+            iss.add(
+                format!("{at}.server_url"),
+                "missing: give the Tableau base URL, e.g. \"https://tableau.example.com\"",
+            );
             String::new()
         }
         Some(u) => {
             let trimmed = u.trim_end_matches('/').to_owned();
             match reqwest::Url::parse(&trimmed) {
-                Ok(url) if (url.scheme() == "https" || url.scheme() == "http") && url.host().is_some() => {
+                Ok(url)
+                    if (url.scheme() == "https" || url.scheme() == "http")
+                        && url.host().is_some() =>
+                {
                     if url.scheme() == "http" && !development {
                         iss.add(format!("{at}.server_url"), "plain http sends JWTs and tokens in clear; use https (http is allowed only with development = true)");
                     }
                     if url.query().is_some() || url.path().contains("/api") {
-                        iss.add(format!("{at}.server_url"), "give the base URL only; the broker adds /api/{version}/...");
+                        iss.add(
+                            format!("{at}.server_url"),
+                            "give the base URL only; the broker adds /api/{version}/...",
+                        );
                     }
                 }
-                _ => iss.add(format!("{at}.server_url"), format!("{u:?} is not an http(s) URL")),
+                _ => iss.add(
+                    format!("{at}.server_url"),
+                    format!("{u:?} is not an http(s) URL"),
+                ),
             }
             trimmed
         }
     };
-    let api_version = s.api_version.unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
-    match api_version.split_once('.').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?))) {
+    let api_version = s
+        .api_version
+        .unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
+    match api_version
+        .split_once('.')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+    {
         Some(v) if v >= MIN_API_VERSION => {}
-        Some(_) => iss.add(format!("{at}.api_version"), format!("{api_version:?} is older than 3.17, the first REST API version with connected apps")),
-        None => iss.add(format!("{at}.api_version"), format!("{api_version:?} is not a version like \"3.22\"")),
+        Some(_) => iss.add(
+            format!("{at}.api_version"),
+            format!(
+                "{api_version:?} is older than 3.17, the first REST API version with connected apps"
+            ),
+        ),
+        None => iss.add(
+            format!("{at}.api_version"),
+            format!("{api_version:?} is not a version like \"3.22\""),
+        ),
     }
     let content_url = s.content_url.unwrap_or_default();
-    let session_ttl = iss.duration(&format!("{at}.session_ttl"), s.session_ttl.as_deref(), DEFAULT_SESSION_TTL);
-    let jwt_ttl = iss.duration(&format!("{at}.jwt_ttl"), s.jwt_ttl.as_deref(), DEFAULT_JWT_TTL);
+    let session_ttl = iss.duration(
+        &format!("{at}.session_ttl"),
+        s.session_ttl.as_deref(),
+        DEFAULT_SESSION_TTL,
+    );
+    let jwt_ttl = iss.duration(
+        &format!("{at}.jwt_ttl"),
+        s.jwt_ttl.as_deref(),
+        DEFAULT_JWT_TTL,
+    );
     if jwt_ttl > MAX_JWT_TTL {
-        iss.add(format!("{at}.jwt_ttl"), "Tableau refuses JWTs that live more than 10m; use at most \"10m\"");
+        iss.add(
+            format!("{at}.jwt_ttl"),
+            "Tableau refuses JWTs that live more than 10m; use at most \"10m\"",
+        );
     }
     if jwt_ttl.is_zero() {
         iss.add(format!("{at}.jwt_ttl"), "must be more than zero");
     }
     if session_ttl <= Duration::from_secs(60) {
-        iss.add(format!("{at}.session_ttl"), "too short to cache; Tableau Server defaults to 240m, Tableau Cloud to 120m");
+        iss.add(
+            format!("{at}.session_ttl"),
+            "too short to cache; Tableau Server defaults to 240m, Tableau Cloud to 120m",
+        );
     }
     let format = match s.format.as_deref() {
         None | Some("xml") => WireFormat::Xml,
         Some("json") => WireFormat::Json,
         Some(f) => {
-            iss.add(format!("{at}.format"), format!("{f:?} is not \"xml\" or \"json\""));
+            iss.add(
+                format!("{at}.format"),
+                format!("{f:?} is not \"xml\" or \"json\""),
+            );
             WireFormat::Xml
         }
     };
     let ca_bundle = s.ca_bundle.map(|p| resolve(&p));
     if let Some(p) = &ca_bundle {
         if !p.is_file() {
-            iss.add(format!("{at}.ca_bundle"), format!("{} is not a readable file", p.display()));
+            iss.add(
+                format!("{at}.ca_bundle"),
+                format!("{} is not a readable file", p.display()),
+            );
         }
     }
     let app = match s.connected_app {
@@ -570,26 +666,42 @@ fn build_app(
     let mut field = |name: &str, v: Option<String>| match v.map(|s| s.trim().to_owned()) {
         Some(s) if !s.is_empty() => Some(s),
         _ => {
-            iss.add(format!("{at}.{name}"), "missing: copy it from the connected app's page in Tableau");
+            iss.add(
+                format!("{at}.{name}"),
+                "missing: copy it from the connected app's page in Tableau",
+            );
             None
         }
     };
     let client_id = field("client_id", a.client_id);
     let secret_id = field("secret_id", a.secret_id);
-    let sources = [a.secret_file.is_some(), a.secret_env.is_some(), a.secret.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let sources = [
+        a.secret_file.is_some(),
+        a.secret_env.is_some(),
+        a.secret.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if sources != 1 {
-        iss.add(at, "give exactly one of secret_file, secret_env (or, in a development config, secret)");
+        iss.add(
+            at,
+            "give exactly one of secret_file, secret_env (or, in a development config, secret)",
+        );
         return None;
     }
     let (secret, secret_source) = if let Some(p) = a.secret_file {
         let p = resolve(&p);
         match std::fs::read_to_string(&p) {
-            Ok(s) => (SecretString::from(s.trim_end_matches(['\n', '\r']).to_owned()), format!("file {}", p.display())),
+            Ok(s) => (
+                SecretString::from(s.trim_end_matches(['\n', '\r']).to_owned()),
+                format!("file {}", p.display()),
+            ),
             Err(e) => {
-                iss.add(format!("{at}.secret_file"), format!("cannot read {}: {e}", p.display()));
+                iss.add(
+                    format!("{at}.secret_file"),
+                    format!("cannot read {}: {e}", p.display()),
+                );
                 return None;
             }
         }
@@ -597,7 +709,10 @@ fn build_app(
         match std::env::var(&var) {
             Ok(s) => (SecretString::from(s), format!("env {var}")),
             Err(_) => {
-                iss.add(format!("{at}.secret_env"), format!("environment variable {var} is not set (or not UTF-8)"));
+                iss.add(
+                    format!("{at}.secret_env"),
+                    format!("environment variable {var} is not set (or not UTF-8)"),
+                );
                 return None;
             }
         }
@@ -630,15 +745,27 @@ fn build_grant(
     sites: &BTreeMap<String, Arc<SiteConfig>>,
 ) -> Grant {
     if g.sites.is_empty() {
-        iss.add(format!("{at}.sites"), "empty: name at least one site (or \"*\" for every site)");
+        iss.add(
+            format!("{at}.sites"),
+            "empty: name at least one site (or \"*\" for every site)",
+        );
     }
     for (i, s) in g.sites.iter().enumerate() {
         if s != "*" && !sites.contains_key(s) {
-            iss.add(format!("{at}.sites[{i}]"), format!("unknown site {s:?}; configured sites: {:?}", sites.keys().collect::<Vec<_>>()));
+            iss.add(
+                format!("{at}.sites[{i}]"),
+                format!(
+                    "unknown site {s:?}; configured sites: {:?}",
+                    sites.keys().collect::<Vec<_>>()
+                ),
+            );
         }
     }
     if g.users.is_empty() {
-        iss.add(format!("{at}.users"), "empty: name at least one user or pattern (\"*\" for everyone must be written out)");
+        iss.add(
+            format!("{at}.users"),
+            "empty: name at least one user or pattern (\"*\" for everyone must be written out)",
+        );
     }
     let users = g
         .users
@@ -678,12 +805,18 @@ fn build_grant(
     let scopes = scopes_of("scopes", &g.scopes);
     let deny_scopes = scopes_of("deny_scopes", &g.deny_scopes);
     if g.scopes.is_empty() {
-        iss.add(format!("{at}.scopes"), "empty: a grant without scopes allows nothing");
+        iss.add(
+            format!("{at}.scopes"),
+            "empty: a grant without scopes allows nothing",
+        );
     }
     let max_jwt_ttl = g.max_jwt_ttl.as_deref().map(|s| {
         let d = iss.duration(&format!("{at}.max_jwt_ttl"), Some(s), MAX_JWT_TTL);
         if d > MAX_JWT_TTL {
-            iss.add(format!("{at}.max_jwt_ttl"), "more than 10m; Tableau would refuse such JWTs");
+            iss.add(
+                format!("{at}.max_jwt_ttl"),
+                "more than 10m; Tableau would refuse such JWTs",
+            );
         }
         d
     });

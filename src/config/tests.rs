@@ -65,11 +65,16 @@ fn good_config_loads_with_defaults() {
 fn every_error_is_located_and_reported_at_once() {
     let (_dir, path, text) = with_secret_file(GOOD);
     let text = text
-        .replace("\"tableau:views:download\"", "\"tableau:view:download\", \"tableau:datasource:read\"")
+        .replace(
+            "\"tableau:views:download\"",
+            "\"tableau:view:download\", \"tableau:datasource:read\"",
+        )
         .replace("jwt_ttl = \"5m\"", "jwt_ttl = \"11m\"")
         .replace("sites = [\"finance\"]", "sites = [\"finance\", \"sales\"]");
     let err = Config::from_toml(&text, &path).unwrap_err();
-    let ConfigError::Invalid { issues, .. } = &err else { panic!("{err}") };
+    let ConfigError::Invalid { issues, .. } = &err else {
+        panic!("{err}")
+    };
     let at: Vec<&str> = issues.iter().map(|i| i.at.as_str()).collect();
     assert!(at.contains(&"sites.finance.jwt_ttl"), "{at:?}");
     assert!(at.contains(&"callers[0].grants[0].scopes[1]"), "{at:?}");
@@ -77,13 +82,18 @@ fn every_error_is_located_and_reported_at_once() {
     assert!(at.contains(&"callers[0].grants[0].sites[1]"), "{at:?}");
     let msg = err.to_string();
     assert!(msg.contains("callers[0].grants[0].scopes[1]: unknown scope \"tableau:view:download\" (did you mean \"tableau:views:download\"?)"), "{msg}");
-    assert!(msg.contains("unknown scope \"tableau:datasource:read\""), "{msg}");
+    assert!(
+        msg.contains("unknown scope \"tableau:datasource:read\""),
+        "{msg}"
+    );
 }
 
 #[test]
 fn unknown_fields_and_bad_toml_name_the_place() {
     let (_dir, path, text) = with_secret_file(GOOD);
-    let err = Config::from_toml(&text.replace("jwt_ttl", "jwt_tll"), &path).unwrap_err().to_string();
+    let err = Config::from_toml(&text.replace("jwt_ttl", "jwt_tll"), &path)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("jwt_tll"), "{err}");
     assert!(err.contains("line"), "{err}");
 }
@@ -92,42 +102,71 @@ fn unknown_fields_and_bad_toml_name_the_place() {
 fn inline_secret_only_in_development() {
     let (_dir, path, text) = with_secret_file(GOOD);
     let inline = text.replace(
-        &text.lines().find(|l| l.starts_with("secret_file")).unwrap().to_owned(),
+        &text
+            .lines()
+            .find(|l| l.starts_with("secret_file"))
+            .unwrap()
+            .to_owned(),
         "secret = \"inline-secret-value\"",
     );
     let err = Config::from_toml(&inline, &path).unwrap_err().to_string();
-    assert!(err.contains("sites.finance.connected_app.secret: inline secrets are refused"), "{err}");
+    assert!(
+        err.contains("sites.finance.connected_app.secret: inline secrets are refused"),
+        "{err}"
+    );
     assert!(!err.contains("inline-secret-value"));
     let dev = format!("development = true\n{inline}");
     let c = Config::from_toml(&dev, &path).unwrap();
-    assert_eq!(c.site("finance").unwrap().app.secret_source, "inline (development)");
+    assert_eq!(
+        c.site("finance").unwrap().app.secret_source,
+        "inline (development)"
+    );
 }
 
 #[test]
 fn missing_secret_env_is_named_without_value() {
-    let err = Config::from_toml(&GOOD.replace("TTB_TEST_FINANCE_SECRET", "TTB_SURELY_UNSET_VAR_42"), Path::new("b.toml"))
-        .unwrap_err()
-        .to_string();
+    let err = Config::from_toml(
+        &GOOD.replace("TTB_TEST_FINANCE_SECRET", "TTB_SURELY_UNSET_VAR_42"),
+        Path::new("b.toml"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("sites.finance.connected_app.secret_env: environment variable TTB_SURELY_UNSET_VAR_42 is not set"), "{err}");
 }
 
 #[test]
 fn version_and_identity_checks() {
     let (_dir, path, text) = with_secret_file(GOOD);
-    let err = Config::from_toml(&text.replace("version = 1", "version = 2"), &path).unwrap_err().to_string();
+    let err = Config::from_toml(&text.replace("version = 1", "version = 2"), &path)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("version 2 is not supported"), "{err}");
-    let dup = format!("{text}\n[[callers]]\nidentity = \"spiffe://example.org/ns/reports/sa/renderer\"\n[[callers.grants]]\nsites=[\"finance\"]\nusers=[\"x\"]\nscopes=[\"tableau:content:read\"]\n");
+    let dup = format!(
+        "{text}\n[[callers]]\nidentity = \"spiffe://example.org/ns/reports/sa/renderer\"\n[[callers.grants]]\nsites=[\"finance\"]\nusers=[\"x\"]\nscopes=[\"tableau:content:read\"]\n"
+    );
     let err = Config::from_toml(&dup, &path).unwrap_err().to_string();
-    assert!(err.contains("callers[1].identity") && err.contains("already configured at callers[0]"), "{err}");
+    assert!(
+        err.contains("callers[1].identity") && err.contains("already configured at callers[0]"),
+        "{err}"
+    );
 }
 
 #[test]
 fn extra_scopes_extend_the_catalog() {
     let (_dir, path, text) = with_secret_file(GOOD);
-    let text = text.replace("version = 1", "version = 1\nextra_scopes = [\"tableau:pulse:read\"]").replace(
-        "\"tableau:views:download\"]",
-        "\"tableau:views:download\", \"tableau:pulse:read\"]",
-    );
+    let text = text
+        .replace(
+            "version = 1",
+            "version = 1\nextra_scopes = [\"tableau:pulse:read\"]",
+        )
+        .replace(
+            "\"tableau:views:download\"]",
+            "\"tableau:views:download\", \"tableau:pulse:read\"]",
+        );
     let c = Config::from_toml(&text, &path).unwrap();
-    assert!(c.policy.catalog().is_known(&"tableau:pulse:read".parse().unwrap()));
+    assert!(
+        c.policy
+            .catalog()
+            .is_known(&"tableau:pulse:read".parse().unwrap())
+    );
 }

@@ -1,0 +1,235 @@
+//! Command-line surface. `main.rs` parses [`Cli`] and dispatches; the work lives in library
+//! functions so tests can call them without a process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::catalog::Catalog;
+
+/// Exit code for a configuration that does not validate (BSD `EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Parses a humantime duration ("30s", "5m") for clap.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. \"30s\" or \"5m\""))
+}
+
+/// `tableau-token-broker`: Tableau credentials for internal services, over mTLS.
+#[derive(Debug, Parser)]
+#[command(name = "tableau-token-broker", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker (gRPC over mTLS).
+    #[command(
+        after_help = "Example:\n  tableau-token-broker serve --config /etc/tableau-token-broker/broker.toml"
+    )]
+    Serve {
+        /// Configuration file.
+        #[arg(long, short, env = "TTB_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print a summary (no secrets); exit 64 on errors.
+    #[command(
+        name = "check-config",
+        after_help = "Example:\n  tableau-token-broker check-config examples/config.toml"
+    )]
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+    },
+    /// Print a connected-app JWT offline, for debugging a connected app.
+    ///
+    /// Uses the configured secret and applies NO caller policy: it is an operator tool, for
+    /// whoever can already read the secret.
+    #[command(
+        after_help = "Example:\n  tableau-token-broker jwt --config broker.toml --site finance --user svc-renderer --scope tableau:content:read"
+    )]
+    Jwt {
+        /// Configuration file.
+        #[arg(long, short, env = "TTB_CONFIG")]
+        config: PathBuf,
+        /// Site name from the configuration.
+        #[arg(long)]
+        site: String,
+        /// Tableau username (the `sub` claim).
+        #[arg(long)]
+        user: String,
+        /// Scope for the `scp` claim; repeat for more.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Lifetime (default: the site's jwt_ttl; at most 10m).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Explore the scope catalog offline.
+    #[command(subcommand)]
+    Scopes(ScopesCommand),
+    /// Run the Tableau double (a stand-in for Tableau's REST API, for tests and demos).
+    #[command(
+        name = "fake-tableau",
+        after_help = "Example:\n  tableau-token-broker fake-tableau --config examples/fake-tableau.toml --listen 127.0.0.1:8080"
+    )]
+    FakeTableau {
+        /// Double's configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Address to listen on (overrides the file); port 0 picks a free one.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+}
+
+/// `scopes` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ScopesCommand {
+    /// List every known scope with its kind.
+    #[command(after_help = "Example:\n  tableau-token-broker scopes list")]
+    List(ScopesOpts),
+    /// Show the REST methods a scope enables.
+    #[command(after_help = "Example:\n  tableau-token-broker scopes explain 'tableau:tasks:*'")]
+    Explain {
+        /// The scope.
+        scope: String,
+        /// Output options.
+        #[command(flatten)]
+        opts: ScopesOpts,
+    },
+    /// The smallest scope set for some REST methods.
+    #[command(
+        after_help = "Example:\n  tableau-token-broker scopes for \"Query View PDF\" \"Update Workbook Now\""
+    )]
+    For {
+        /// Method names as in Tableau's REST reference.
+        #[arg(required = true)]
+        methods: Vec<String>,
+        /// Output options.
+        #[command(flatten)]
+        opts: ScopesOpts,
+    },
+}
+
+/// Options shared by the `scopes` subcommands.
+#[derive(Debug, Args)]
+pub struct ScopesOpts {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why an offline `scopes` query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopesError {
+    /// Not a scope at all.
+    #[error(transparent)]
+    Parse(#[from] crate::scope::ScopeParseError),
+    /// Well formed but unknown.
+    #[error("unknown scope {0:?}{1}; run `tableau-token-broker scopes list` to see the known ones")]
+    Unknown(String, String),
+    /// Some method names are unknown.
+    #[error(
+        "unknown method(s): {0:?}; names are as in Tableau's REST reference, e.g. \"Query View PDF\""
+    )]
+    UnknownMethods(Vec<String>),
+}
+
+/// `scopes list`.
+pub fn scopes_list(catalog: &Catalog, json: bool) -> String {
+    if json {
+        return serde_json::to_string_pretty(&catalog.scopes().collect::<Vec<_>>())
+            .unwrap_or_default();
+    }
+    let mut out = String::new();
+    for e in catalog.scopes() {
+        let n = catalog.methods_enabled_by(&e.scope).len();
+        out.push_str(&format!(
+            "{:<34} {:<13}{} {:>2} method(s){}\n",
+            e.scope.to_string(),
+            e.kind.as_str(),
+            if e.cross_category { " cross" } else { "      " },
+            n,
+            if e.notes.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", e.notes)
+            }
+        ));
+    }
+    out
+}
+
+/// `scopes explain SCOPE`.
+pub fn scopes_explain(catalog: &Catalog, scope: &str, json: bool) -> Result<String, ScopesError> {
+    let s: crate::scope::Scope = scope.trim().parse()?;
+    let Some(e) = catalog.get(&s) else {
+        let hint = catalog
+            .suggest(scope)
+            .map(|h| format!(" (did you mean {:?}?)", h.to_string()))
+            .unwrap_or_default();
+        return Err(ScopesError::Unknown(scope.to_owned(), hint));
+    };
+    let methods = catalog.methods_enabled_by(&s);
+    if json {
+        return Ok(serde_json::to_string_pretty(
+            &serde_json::json!({"scope": e, "methods": methods}),
+        )
+        .unwrap_or_default());
+    }
+    let mut out = format!(
+        "{}: {}{}\n",
+        e.scope,
+        e.kind.as_str(),
+        if e.cross_category {
+            ", cross-category"
+        } else {
+            ""
+        }
+    );
+    if !e.notes.is_empty() {
+        out.push_str(&format!("  note: {}\n", e.notes));
+    }
+    if !e.covers.is_empty() {
+        let c: Vec<String> = e.covers.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("  covers: {}\n", c.join(", ")));
+    }
+    if methods.is_empty() {
+        out.push_str("  enables no catalogued REST method\n");
+    }
+    for m in methods {
+        out.push_str(&format!(
+            "  {:<6} /api/{{v}}{:<70} {}\n",
+            m.http_method.unwrap_or("(bulk)"),
+            m.uri,
+            m.name
+        ));
+    }
+    Ok(out)
+}
+
+/// `scopes for METHOD...`.
+pub fn scopes_for(
+    catalog: &Catalog,
+    methods: &[String],
+    json: bool,
+) -> Result<String, ScopesError> {
+    let (scopes, unknown) = catalog.scopes_for_methods(methods.iter().map(String::as_str));
+    if !unknown.is_empty() {
+        return Err(ScopesError::UnknownMethods(unknown));
+    }
+    let scopes: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+    Ok(if json {
+        serde_json::to_string_pretty(&scopes).unwrap_or_default()
+    } else {
+        scopes.join("\n") + "\n"
+    })
+}
