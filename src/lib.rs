@@ -11,4 +11,6 @@
 
 pub mod catalog;
 pub mod clock;
+pub mod devcerts;
 pub mod scope;
+pub mod transport;
