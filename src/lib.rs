@@ -13,6 +13,8 @@ pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod devcerts;
 pub mod mint;
 pub mod policy;
 pub mod scope;
+pub mod transport;

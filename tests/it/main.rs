@@ -1,4 +1,6 @@
-//! The one integration-test binary: every module shares a single link step.
+//! The one integration-test binary: every module shares a single link step. Real parts throughout:
+//! TLS with rcgen certificates, HTTP on 127.0.0.1, the real binary for CLI tests.
 
 mod catalog;
 mod cli;
+mod transport;

@@ -1,0 +1,439 @@
+//! Who the caller is, derived only from its verified TLS client certificate.
+//!
+//! The rules follow the X.509-SVID profile where SPIFFE is in use: a certificate with more than
+//! one URI SAN is refused outright (an SVID carries exactly one), a single `spiffe://` URI SAN is
+//! the identity, a URI SAN that is not a SPIFFE ID is not an identity; otherwise the first DNS
+//! SAN, otherwise the subject CN. Which of these sources count, and in which order, is
+//! configurable with [`IdentitySources`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+
+/// Where a caller identity was taken from; kept with the identity so logs and policy errors can
+/// say which part of the certificate was used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum IdentitySource {
+    /// The certificate's single URI SAN, a SPIFFE ID (`spiffe://trust-domain/path`).
+    #[serde(rename = "spiffe")]
+    Spiffe,
+    /// The certificate's first DNS SAN.
+    #[serde(rename = "dns")]
+    Dns,
+    /// The subject's common name.
+    #[serde(rename = "cn")]
+    CommonName,
+}
+
+impl IdentitySource {
+    /// The name used in configuration files (`spiffe`, `dns`, `cn`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Spiffe => "spiffe",
+            Self::Dns => "dns",
+            Self::CommonName => "cn",
+        }
+    }
+}
+
+impl fmt::Display for IdentitySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The authenticated caller of an RPC: what policy is checked against. It can only be built
+/// from a verified certificate (or by tests), never from anything the client sends in a request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallerIdentity {
+    /// The identity string, e.g. `spiffe://example.org/ns/reports/sa/exporter`.
+    pub id: String,
+    /// Which part of the certificate it came from.
+    pub source: IdentitySource,
+}
+
+impl fmt::Display for CallerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.id, self.source)
+    }
+}
+
+/// Which certificate fields may name the caller, in the order they are tried. Operators narrow
+/// it (e.g. SPIFFE only) so that a certificate cannot identify itself through a weaker field.
+///
+/// Deserializes from a non-empty list of distinct names: `["spiffe", "dns", "cn"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<IdentitySource>", into = "Vec<IdentitySource>")]
+pub struct IdentitySources(Vec<IdentitySource>);
+
+impl Default for IdentitySources {
+    /// All three sources: SPIFFE ID, then DNS SAN, then subject CN.
+    fn default() -> Self {
+        Self(vec![
+            IdentitySource::Spiffe,
+            IdentitySource::Dns,
+            IdentitySource::CommonName,
+        ])
+    }
+}
+
+/// Why a list of identity sources was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentitySourcesError {
+    /// The list is empty, so no caller could ever be identified.
+    #[error("identity sources must not be empty; list at least one of \"spiffe\", \"dns\", \"cn\"")]
+    Empty,
+    /// A source is listed twice.
+    #[error("identity source \"{0}\" is listed twice; list each source at most once")]
+    Duplicate(IdentitySource),
+}
+
+impl IdentitySources {
+    /// Builds a list, refusing an empty one or one with duplicates.
+    pub fn new(sources: Vec<IdentitySource>) -> Result<Self, IdentitySourcesError> {
+        if sources.is_empty() {
+            return Err(IdentitySourcesError::Empty);
+        }
+        for (i, s) in sources.iter().enumerate() {
+            if sources[..i].contains(s) {
+                return Err(IdentitySourcesError::Duplicate(*s));
+            }
+        }
+        Ok(Self(sources))
+    }
+
+    /// The sources in the order they are tried.
+    pub fn as_slice(&self) -> &[IdentitySource] {
+        &self.0
+    }
+
+    /// Whether `source` may name the caller.
+    pub fn contains(&self, source: IdentitySource) -> bool {
+        self.0.contains(&source)
+    }
+}
+
+impl TryFrom<Vec<IdentitySource>> for IdentitySources {
+    type Error = IdentitySourcesError;
+    fn try_from(v: Vec<IdentitySource>) -> Result<Self, Self::Error> {
+        Self::new(v)
+    }
+}
+
+impl From<IdentitySources> for Vec<IdentitySource> {
+    fn from(s: IdentitySources) -> Self {
+        s.0
+    }
+}
+
+/// Why no caller identity could be derived from a (verified) certificate; the connection is
+/// then refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// The certificate could not be parsed as X.509.
+    #[error("client certificate is not valid X.509: {0}")]
+    Parse(String),
+    /// The certificate has more than one URI SAN, which the X.509-SVID rules forbid.
+    #[error(
+        "client certificate has {0} URI SANs; an X.509-SVID must have exactly one, so issue it with a single URI SAN"
+    )]
+    MultipleUriSans(usize),
+    /// The certificate has a SAN entry that could not be decoded.
+    #[error("client certificate has a malformed subject alternative name; reissue it")]
+    MalformedSan,
+    /// The single URI SAN claims to be a SPIFFE ID but is not a valid one.
+    #[error("client certificate URI SAN {uri:?} is not a valid SPIFFE ID: {reason}")]
+    InvalidSpiffeId {
+        /// The URI as found in the certificate.
+        uri: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// None of the enabled sources is present in the certificate.
+    #[error(
+        "client certificate has no identity in any enabled source ({tried}); issue it with one of those, or enable another source"
+    )]
+    NoIdentity {
+        /// The enabled sources, comma-separated.
+        tried: String,
+    },
+}
+
+/// Derives the caller identity from the DER of a leaf certificate that TLS has already
+/// verified, trying `sources` in order.
+pub fn identity_from_cert(
+    der: &[u8],
+    sources: &IdentitySources,
+) -> Result<CallerIdentity, IdentityError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
+    let names: Vec<&GeneralName<'_>> = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san.value.general_names.iter().collect(),
+        Ok(None) => Vec::new(),
+        Err(_) => return Err(IdentityError::MalformedSan),
+    };
+    if names.iter().any(|n| matches!(n, GeneralName::Invalid(..))) {
+        return Err(IdentityError::MalformedSan);
+    }
+    let uris: Vec<&str> = names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
+        })
+        .collect();
+    if uris.len() > 1 {
+        return Err(IdentityError::MultipleUriSans(uris.len()));
+    }
+
+    for source in sources.as_slice() {
+        let found = match source {
+            IdentitySource::Spiffe => match uris.first() {
+                Some(uri) if has_spiffe_scheme(uri) => {
+                    validate_spiffe_id(uri).map_err(|reason| IdentityError::InvalidSpiffeId {
+                        uri: (*uri).to_string(),
+                        reason,
+                    })?;
+                    Some((*uri).to_string())
+                }
+                _ => None,
+            },
+            IdentitySource::Dns => names.iter().find_map(|n| match n {
+                GeneralName::DNSName(d) if !d.is_empty() => Some((*d).to_string()),
+                _ => None,
+            }),
+            IdentitySource::CommonName => cert
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .filter(|cn| !cn.is_empty())
+                .map(str::to_string),
+        };
+        if let Some(id) = found {
+            return Ok(CallerIdentity {
+                id,
+                source: *source,
+            });
+        }
+    }
+    Err(IdentityError::NoIdentity {
+        tried: sources
+            .as_slice()
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+fn has_spiffe_scheme(uri: &str) -> bool {
+    uri.get(..9)
+        .is_some_and(|p| p.eq_ignore_ascii_case("spiffe://"))
+}
+
+/// Checks the SPIFFE ID shape: `spiffe://` scheme (lowercase), a lowercase trust domain of
+/// `[a-z0-9.-_]`, and a non-empty path of non-empty segments of `[a-zA-Z0-9.-_]` other than
+/// `.` and `..` (so no port, userinfo, query or fragment).
+fn validate_spiffe_id(uri: &str) -> Result<(), &'static str> {
+    const MAX_LEN: usize = 2048;
+    const MAX_TRUST_DOMAIN: usize = 255;
+    if uri.len() > MAX_LEN {
+        return Err("longer than 2048 bytes");
+    }
+    let rest = uri
+        .strip_prefix("spiffe://")
+        .ok_or("the scheme must be lowercase `spiffe://`")?;
+    let (trust_domain, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => return Err("the path is empty; a workload ID needs a path"),
+    };
+    if trust_domain.is_empty() {
+        return Err("the trust domain is empty");
+    }
+    if trust_domain.len() > MAX_TRUST_DOMAIN {
+        return Err("the trust domain is longer than 255 bytes");
+    }
+    if !trust_domain
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err(
+            "the trust domain may hold only lowercase letters, digits, `.`, `-` and `_` (no port, userinfo, query or fragment)",
+        );
+    }
+    // `path` starts with '/'.
+    let segments = path.split('/').skip(1);
+    for segment in segments {
+        if segment.is_empty() {
+            return Err("the path has an empty segment or a trailing `/`");
+        }
+        if segment == "." || segment == ".." {
+            return Err("the path has a `.` or `..` segment");
+        }
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        {
+            return Err(
+                "the path may hold only letters, digits, `.`, `-`, `_` and `/` (no query or fragment)",
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devcerts::DevPki;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    fn der(pem: &str) -> Vec<u8> {
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
+    fn ident(
+        uris: &[&str],
+        dns: &[&str],
+        cn: &str,
+        sources: &IdentitySources,
+    ) -> Result<CallerIdentity, IdentityError> {
+        let pki = DevPki::in_memory().unwrap();
+        let pair = pki.issue_client_with_uris(uris, dns, cn).unwrap();
+        identity_from_cert(&der(&pair.cert_pem), sources)
+    }
+
+    #[test]
+    fn spiffe_id_wins_by_default() {
+        let id = ident(
+            &["spiffe://example.org/ns/a/sa/b"],
+            &["a.example.org"],
+            "a",
+            &IdentitySources::default(),
+        )
+        .unwrap();
+        assert_eq!(id.id, "spiffe://example.org/ns/a/sa/b");
+        assert_eq!(id.source, IdentitySource::Spiffe);
+    }
+
+    #[test]
+    fn two_uri_sans_are_refused_whatever_the_sources() {
+        let sources = IdentitySources::new(vec![IdentitySource::CommonName]).unwrap();
+        let err = ident(
+            &["spiffe://example.org/a", "spiffe://example.org/b"],
+            &[],
+            "a",
+            &sources,
+        )
+        .unwrap_err();
+        assert_eq!(err, IdentityError::MultipleUriSans(2));
+    }
+
+    #[test]
+    fn non_spiffe_uri_falls_through_to_dns_then_cn() {
+        let d = IdentitySources::default();
+        let id = ident(&["https://example.org/x"], &["svc.example.org"], "svc", &d).unwrap();
+        assert_eq!(
+            (id.id.as_str(), id.source),
+            ("svc.example.org", IdentitySource::Dns)
+        );
+        let id = ident(&["https://example.org/x"], &[], "svc", &d).unwrap();
+        assert_eq!(
+            (id.id.as_str(), id.source),
+            ("svc", IdentitySource::CommonName)
+        );
+    }
+
+    #[test]
+    fn disabled_sources_are_skipped_and_order_is_respected() {
+        let only_cn = IdentitySources::new(vec![IdentitySource::CommonName]).unwrap();
+        let id = ident(
+            &["spiffe://example.org/a"],
+            &["a.example.org"],
+            "the-cn",
+            &only_cn,
+        )
+        .unwrap();
+        assert_eq!(id.id, "the-cn");
+        let dns_first =
+            IdentitySources::new(vec![IdentitySource::Dns, IdentitySource::Spiffe]).unwrap();
+        let id = ident(
+            &["spiffe://example.org/a"],
+            &["a.example.org"],
+            "x",
+            &dns_first,
+        )
+        .unwrap();
+        assert_eq!(id.source, IdentitySource::Dns);
+        let only_spiffe = IdentitySources::new(vec![IdentitySource::Spiffe]).unwrap();
+        let err = ident(&[], &["a.example.org"], "x", &only_spiffe).unwrap_err();
+        assert!(matches!(err, IdentityError::NoIdentity { .. }), "{err}");
+    }
+
+    #[test]
+    fn malformed_spiffe_ids_are_refused() {
+        for bad in [
+            "spiffe://Example.org/a",
+            "spiffe://example.org",
+            "spiffe://example.org/",
+            "spiffe://example.org/a?x=1",
+            "spiffe://example.org/a#f",
+            "spiffe://example.org:443/a",
+            "spiffe://user@example.org/a",
+            "spiffe://example.org/a//b",
+            "spiffe://example.org/../a",
+            "SPIFFE://example.org/a",
+            "spiffe:///a",
+        ] {
+            assert!(validate_spiffe_id(bad).is_err(), "{bad} should be refused");
+        }
+        for good in [
+            "spiffe://example.org/a",
+            "spiffe://td-1.x_y/ns/a.b/sa/c-d_e",
+        ] {
+            assert_eq!(validate_spiffe_id(good), Ok(()), "{good}");
+        }
+        let err = ident(
+            &["spiffe://Example.org/a"],
+            &["a"],
+            "a",
+            &IdentitySources::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, IdentityError::InvalidSpiffeId { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sources_deserialize_from_names_and_refuse_bad_lists() {
+        #[derive(Deserialize)]
+        struct C {
+            sources: IdentitySources,
+        }
+        let c: C = toml::from_str(r#"sources = ["dns", "cn"]"#).unwrap();
+        assert_eq!(
+            c.sources.as_slice(),
+            &[IdentitySource::Dns, IdentitySource::CommonName]
+        );
+        assert!(toml::from_str::<C>(r#"sources = []"#).is_err());
+        assert!(toml::from_str::<C>(r#"sources = ["dns", "dns"]"#).is_err());
+        assert!(toml::from_str::<C>(r#"sources = ["email"]"#).is_err());
+    }
+
+    #[test]
+    fn garbage_is_a_parse_error() {
+        assert!(matches!(
+            identity_from_cert(b"not a cert", &IdentitySources::default()),
+            Err(IdentityError::Parse(_))
+        ));
+    }
+}

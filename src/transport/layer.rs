@@ -1,0 +1,80 @@
+//! The tower layer that turns the connection's [`PeerInfo`] into the request's
+//! [`CallerIdentity`], so every RPC handler can authorize against it.
+
+use std::task::{Context, Poll};
+
+use futures::future::{Either, Ready, ready};
+use tower::{Layer, Service};
+
+use super::{CallerIdentity, PeerInfo};
+
+/// Puts the caller's [`CallerIdentity`] into every request's extensions, taken only from the
+/// connection's verified certificate ([`PeerInfo`]); headers and metadata are never read. A
+/// request that did not come through the mTLS transport is answered `UNAUTHENTICATED` and never
+/// reaches the service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdentityLayer;
+
+impl IdentityLayer {
+    /// The layer; it has no settings.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl<S> Layer<S> for IdentityLayer {
+    type Service = IdentityService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        IdentityService { inner }
+    }
+}
+
+/// The service [`IdentityLayer`] wraps around the gRPC routes.
+#[derive(Debug, Clone)]
+pub struct IdentityService<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for IdentityService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+        let identity = req
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|peer| peer.identity.clone());
+        match identity {
+            Some(identity) => {
+                // Overwrites anything already there: only the connection decides.
+                req.extensions_mut().insert(identity);
+                Either::Right(self.inner.call(req))
+            }
+            None => {
+                tracing::warn!("request without an authenticated peer refused");
+                let status = tonic::Status::unauthenticated(
+                    "no verified client certificate on this connection; connect with mTLS",
+                );
+                Either::Left(ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+/// The caller of an RPC, as put there by [`IdentityLayer`]; for handlers. Fails with
+/// `UNAUTHENTICATED` if the layer is missing from the server (a wiring bug, never trusted).
+pub fn caller_identity<T>(req: &tonic::Request<T>) -> Result<&CallerIdentity, tonic::Status> {
+    req.extensions()
+        .get::<CallerIdentity>()
+        .ok_or_else(|| tonic::Status::unauthenticated("caller identity unknown"))
+}

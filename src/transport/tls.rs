@@ -1,0 +1,267 @@
+//! Server TLS configuration: loading the broker's certificate, key and client CA from PEM files,
+//! and holding it so that it can be swapped without a restart.
+//!
+//! The configuration is strict on purpose: the `ring` provider is named explicitly (so the
+//! process-wide default cannot change it), only TLS 1.2 and 1.3 are offered, a client
+//! certificate signed by the client CA is required, and ALPN offers only `h2` (gRPC).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use zeroize::Zeroizing;
+
+/// The protocol versions the broker speaks: nothing older than TLS 1.2 is ever offered.
+pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// Why the server TLS configuration could not be built; each message names the file at fault
+/// and what to do about it, and never contains key material.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read at all (missing, unreadable).
+    #[error(
+        "cannot read {what} file {path}: {source}; check the path in the config and its permissions"
+    )]
+    Read {
+        /// Which file this is ("server certificate", "server key", "client CA").
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A certificate file is not valid PEM.
+    #[error(
+        "{what} file {path} is not valid PEM ({detail}); it must hold `-----BEGIN CERTIFICATE-----` blocks"
+    )]
+    BadPem {
+        /// Which file this is.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the PEM decoder said.
+        detail: String,
+    },
+    /// A certificate file holds no certificate.
+    #[error(
+        "{what} file {path} holds no certificate; it must hold at least one `-----BEGIN CERTIFICATE-----` block"
+    )]
+    NoCertificate {
+        /// Which file this is.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file holds no usable private key (its contents are never echoed).
+    #[error(
+        "server key file {path} holds no usable private key; it must hold one PKCS#8, PKCS#1 or SEC1 PEM private key"
+    )]
+    NoPrivateKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A certificate in the client CA file could not be used as a trust anchor.
+    #[error(
+        "client CA file {path} holds a certificate that cannot be a trust anchor ({detail}); it must hold the CA certificate(s) that sign client certificates"
+    )]
+    BadClientCa {
+        /// The file.
+        path: PathBuf,
+        /// What rustls said.
+        detail: String,
+    },
+    /// The client certificate verifier could not be built from the client CA.
+    #[error(
+        "cannot build the client certificate verifier from {path}: {detail}; check that it holds the client CA certificate"
+    )]
+    Verifier {
+        /// The client CA file.
+        path: PathBuf,
+        /// What rustls said.
+        detail: String,
+    },
+    /// rustls refused the certificate chain and key together (e.g. the key does not match).
+    #[error(
+        "server certificate {cert} and key {key} cannot be used together ({detail}); check that the key belongs to the certificate"
+    )]
+    CertKey {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls said.
+        detail: String,
+    },
+    /// The protocol versions could not be configured (a build without TLS 1.2 or 1.3 support).
+    #[error(
+        "cannot configure TLS 1.2/1.3 with the ring provider: {detail}; this is a build problem"
+    )]
+    Versions {
+        /// What rustls said.
+        detail: String,
+    },
+}
+
+/// The three PEM files the server TLS configuration is built from; kept together so that a
+/// reload re-reads exactly the same files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// The server private key.
+    pub key: PathBuf,
+    /// The CA certificate(s) that client certificates must chain to.
+    pub client_ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// Builds the server configuration from these files.
+    pub fn load(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        load_server_config(&self.cert, &self.key, &self.client_ca)
+    }
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Zeroizing<Vec<u8>>, TlsError> {
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|source| TlsError::Read {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read_file(what, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::BadPem {
+            what,
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            what,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read_file("server key", path)?;
+    // The decoder's error could quote the file; report only that no key was usable.
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::NoPrivateKey {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Builds the broker's server TLS configuration from PEM files: `cert` (chain, leaf first),
+/// `key`, and `client_ca` (the CA client certificates must be signed by).
+///
+/// The result requires a client certificate, speaks only TLS 1.2/1.3 with the `ring`
+/// provider and offers ALPN `h2`.
+pub fn load_server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = read_certs("server certificate", cert)?;
+    let key_der = read_key(key)?;
+    let ca_certs = read_certs("client CA", client_ca)?;
+
+    let mut roots = RootCertStore::empty();
+    for ca in ca_certs {
+        roots.add(ca).map_err(|e| TlsError::BadClientCa {
+            path: client_ca.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    }
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Verifier {
+            path: client_ca.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .map_err(|e| TlsError::Versions {
+            detail: e.to_string(),
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key_der)
+        .map_err(|e| TlsError::CertKey {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Holds the current server TLS configuration and can re-read it from its files, so that
+/// certificates can be rotated without restarting the broker.
+///
+/// Cloning is cheap and every clone sees the same configuration. Each new handshake uses
+/// whatever configuration is current when it starts; established connections are untouched.
+#[derive(Clone)]
+pub struct TlsReloader {
+    files: Arc<TlsFiles>,
+    current: Arc<ArcSwap<ServerConfig>>,
+}
+
+impl std::fmt::Debug for TlsReloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsReloader")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsReloader {
+    /// Loads the configuration from `files`; fails (and the broker should not start) if the
+    /// files are not usable.
+    pub fn new(files: TlsFiles) -> Result<Self, TlsError> {
+        let config = files.load()?;
+        Ok(Self {
+            files: Arc::new(files),
+            current: Arc::new(ArcSwap::new(config)),
+        })
+    }
+
+    /// Re-reads the files and, only if they make a valid configuration, makes it current.
+    /// On error the previous configuration stays in force and the error says why.
+    #[tracing::instrument(skip_all, fields(cert = %self.files.cert.display()))]
+    pub fn reload(&self) -> Result<(), TlsError> {
+        match self.files.load() {
+            Ok(config) => {
+                self.current.store(config);
+                tracing::info!("reloaded server TLS configuration");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS reload failed; keeping the previous configuration");
+                Err(e)
+            }
+        }
+    }
+
+    /// The configuration new handshakes use right now.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// The files this holder reads on [`TlsReloader::reload`].
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+}
