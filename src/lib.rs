@@ -12,3 +12,4 @@
 pub mod catalog;
 pub mod clock;
 pub mod scope;
+pub mod tableau;
