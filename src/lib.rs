@@ -17,4 +17,5 @@ pub mod devcerts;
 pub mod mint;
 pub mod policy;
 pub mod scope;
+pub mod tableau;
 pub mod transport;

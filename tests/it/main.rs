@@ -3,4 +3,5 @@
 
 mod catalog;
 mod cli;
+mod tableau_client;
 mod transport;
