@@ -9,13 +9,20 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod audit;
+pub mod broker;
+pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod devcerts;
+pub mod error;
+pub mod grpc;
 pub mod mint;
 pub mod policy;
 pub mod scope;
 pub mod tableau;
 pub mod transport;
+pub mod server;
+pub mod telemetry;

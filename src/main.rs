@@ -23,6 +23,13 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { file } => {
@@ -64,8 +71,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             print!("{out}");
         }
-        Command::Serve { .. } | Command::FakeTableau { .. } => {
-            anyhow::bail!("not wired yet");
+        Command::Serve { config: path } => {
+            let config = Config::load(&path)?;
+            let _telemetry = tableau_token_broker::telemetry::init(&config.telemetry)?;
+            runtime()?.block_on(tableau_token_broker::server::serve_until_signal(path, config))?;
+        }
+        Command::FakeTableau { .. } => {
+            anyhow::bail!("fake-tableau arrives with the Tableau double");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -16,6 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::catalog::Catalog;
 use crate::policy::{CallerEntry, Grant, IdentityPattern, Policy, UserPattern};
 use crate::scope::Scope;
+use crate::transport::identity::{IdentitySource, IdentitySources};
 use raw::{RawConfig, RawConnectedApp, RawGrant, RawSite};
 
 /// The only configuration format version this build understands.
@@ -117,8 +118,8 @@ pub struct ServerConfig {
     pub key: PathBuf,
     /// CA bundle client certificates must chain to.
     pub client_ca: PathBuf,
-    /// Which certificate fields may name the caller, in order ("spiffe", "dns", "cn").
-    pub identity_sources: Vec<String>,
+    /// Which certificate fields may name the caller, in order.
+    pub identity_sources: IdentitySources,
     /// Drain period after SIGTERM.
     pub grace_period: Duration,
 }
@@ -385,17 +386,24 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         let cert = path("cert", s.cert);
         let key = path("key", s.key);
         let client_ca = path("client_ca", s.client_ca);
-        let identity_sources = s
-            .identity_sources
-            .unwrap_or_else(|| vec!["spiffe".into(), "dns".into(), "cn".into()]);
-        for (i, src) in identity_sources.iter().enumerate() {
-            if !["spiffe", "dns", "cn"].contains(&src.as_str()) {
-                iss.add(format!("server.identity_sources[{i}]"), format!("{src:?} is not one of \"spiffe\", \"dns\", \"cn\""));
+        let identity_sources = match s.identity_sources {
+            None => IdentitySources::default(),
+            Some(names) => {
+                let mut list = Vec::new();
+                for (i, src) in names.iter().enumerate() {
+                    match src.as_str() {
+                        "spiffe" => list.push(IdentitySource::Spiffe),
+                        "dns" => list.push(IdentitySource::Dns),
+                        "cn" => list.push(IdentitySource::CommonName),
+                        _ => iss.add(format!("server.identity_sources[{i}]"), format!("{src:?} is not one of \"spiffe\", \"dns\", \"cn\"")),
+                    }
+                }
+                IdentitySources::new(list).unwrap_or_else(|e| {
+                    iss.add("server.identity_sources", e.to_string());
+                    IdentitySources::default()
+                })
             }
-        }
-        if identity_sources.is_empty() {
-            iss.add("server.identity_sources", "empty: no caller could ever be identified; list at least one of \"spiffe\", \"dns\", \"cn\"");
-        }
+        };
         let grace_period = iss.duration("server.grace_period", s.grace_period.as_deref(), DEFAULT_GRACE_PERIOD);
         ServerConfig {
             listen,
@@ -505,6 +513,9 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         }
     }
 
+    if let Some(site) = sites.values().find(|s| s.session_ttl <= cache.safety_margin) {
+        iss.add("cache.safety_margin", format!("not shorter than sites.{}.session_ttl: no token could ever be handed out; lower it", site.name));
+    }
     if !iss.0.is_empty() {
         return Err(iss.0);
     }

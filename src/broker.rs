@@ -1,0 +1,399 @@
+//! The broker's use cases, free of gRPC: get credentials (policy, cache, mint, sign-in), mint a
+//! JWT, invalidate a token, and describe a caller. The gRPC layer only converts messages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use secrecy::SecretString;
+use tokio::sync::mpsc;
+
+use crate::audit::Fingerprinter;
+use crate::cache::{CacheKey, CredentialCache, Credentials, Lookup};
+use crate::clock::SharedClock;
+use crate::config::{Config, MAX_JWT_TTL, SiteConfig, WireFormat};
+use crate::error::BrokerError;
+use crate::mint::{MintedJwt, Minter};
+use crate::policy::{AccessRequest, Allowed, CallerEntry};
+use crate::scope::Scope;
+use crate::tableau::{ClientOptions, Format, SignInTarget, TableauClient};
+
+/// A request for credentials, as the caller sent it.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialsRequest {
+    /// Site name from the configuration.
+    pub site: String,
+    /// Tableau username.
+    pub user: String,
+    /// Requested scopes.
+    pub scopes: Vec<String>,
+    /// Least remaining life a returned token must have.
+    pub min_remaining: Duration,
+    /// Sign in again and replace the cached entry.
+    pub force_refresh: bool,
+}
+
+/// Credentials handed to a caller.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    /// The session.
+    pub credentials: Arc<Credentials>,
+    /// True when no sign-in happened for this call.
+    pub from_cache: bool,
+    /// The site it is for.
+    pub site: Arc<SiteConfig>,
+}
+
+/// What an invalidation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalidated {
+    /// The broker held the token and dropped it.
+    pub evicted: bool,
+    /// The session was ended at Tableau.
+    pub signed_out: bool,
+}
+
+/// Everything derived from one configuration; swapped whole on reload.
+struct Runtime {
+    config: Arc<Config>,
+    clients: HashMap<String, TableauClient>,
+}
+
+impl Runtime {
+    fn new(config: Config, clock: &SharedClock) -> Result<Runtime, BrokerError> {
+        let mut clients = HashMap::new();
+        for (name, site) in &config.sites {
+            let client = TableauClient::new(ClientOptions {
+                connect_timeout: config.tableau.connect_timeout,
+                request_timeout: config.tableau.request_timeout,
+                ca_bundle: site.ca_bundle.clone(),
+                ..ClientOptions::default()
+            })
+            .map_err(|e| BrokerError::Internal(format!("site {name}: {e}")))?
+            .with_clock(clock.clone());
+            clients.insert(name.clone(), client);
+        }
+        Ok(Runtime {
+            config: Arc::new(config),
+            clients,
+        })
+    }
+}
+
+/// The broker. One per process; share it behind an `Arc`.
+pub struct Broker {
+    runtime: ArcSwap<Runtime>,
+    cache: CredentialCache,
+    minter: Minter,
+    clock: SharedClock,
+    fingerprints: Arc<Fingerprinter>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("cache", &self.cache).finish()
+    }
+}
+
+fn target(site: &SiteConfig) -> SignInTarget {
+    SignInTarget {
+        server_url: site.server_url.clone(),
+        api_version: site.api_version.clone(),
+        content_url: site.content_url.clone(),
+        format: match site.format {
+            WireFormat::Xml => Format::Xml,
+            WireFormat::Json => Format::Json,
+        },
+    }
+}
+
+impl Broker {
+    /// Builds the broker and starts its sign-out worker; call inside a tokio runtime.
+    pub fn new(config: Config, clock: SharedClock) -> Result<Arc<Broker>, BrokerError> {
+        let runtime = Runtime::new(config, &clock)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let evicted = runtime.config.cache.sign_out_on_evict.then_some(tx);
+        let cache = CredentialCache::new(runtime.config.cache.max_entries, clock.clone(), evicted);
+        let broker = Arc::new(Broker {
+            runtime: ArcSwap::from_pointee(runtime),
+            cache,
+            minter: Minter::new(clock.clone()),
+            clock,
+            fingerprints: Arc::new(Fingerprinter::new()),
+        });
+        tokio::spawn(sign_out_worker(Arc::downgrade(&broker), rx));
+        Ok(broker)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.runtime.load().config)
+    }
+
+    /// Replaces the configuration. Everything is built first; on error the running one stays.
+    /// Cached sessions stay too: each request is still checked against the new policy.
+    pub fn reload(&self, config: Config) -> Result<(), BrokerError> {
+        let runtime = Runtime::new(config, &self.clock)?;
+        self.runtime.store(Arc::new(runtime));
+        Ok(())
+    }
+
+    /// The cache, for metrics and tests.
+    pub fn cache(&self) -> &CredentialCache {
+        &self.cache
+    }
+
+    /// The token fingerprinter, so transport logs can match the audit lines.
+    pub fn fingerprints(&self) -> &Fingerprinter {
+        &self.fingerprints
+    }
+
+    fn authorize(
+        &self,
+        config: &Config,
+        identity: &str,
+        site: &str,
+        user: &str,
+        scopes: &[String],
+    ) -> Result<(Allowed, Arc<SiteConfig>), BrokerError> {
+        if site.trim().is_empty() {
+            return Err(BrokerError::InvalidArgument {
+                field: "site",
+                message: "empty: give a site name from the broker's configuration".into(),
+            });
+        }
+        if user.trim().is_empty() {
+            return Err(BrokerError::InvalidArgument {
+                field: "user",
+                message: "empty: give the Tableau username to sign in as".into(),
+            });
+        }
+        let allowed = config.policy.decide(&AccessRequest {
+            identity,
+            site,
+            user,
+            scopes,
+        })?;
+        let site_cfg = config
+            .site(site)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownSite { site: site.to_owned() })?;
+        Ok((allowed, site_cfg))
+    }
+
+    /// Credentials for a site, a user and scopes: policy first, then the cache, then one
+    /// sign-in shared by every concurrent miss for the same key.
+    #[tracing::instrument(skip_all, fields(caller = %identity, site = %req.site, user = %req.user))]
+    pub async fn get_credentials(&self, identity: &str, req: CredentialsRequest) -> Result<Granted, BrokerError> {
+        let result = self.get_credentials_inner(identity, &req).await;
+        match &result {
+            Ok(g) => tracing::info!(
+                target: "audit",
+                rpc = "GetCredentials",
+                caller = %identity,
+                site = %req.site,
+                user = %req.user,
+                scopes = %scopes_str(&g.credentials.key.scopes),
+                outcome = "ok",
+                from_cache = g.from_cache,
+                jti = if g.from_cache { "" } else { g.credentials.jti.as_str() },
+                token_fp = %g.credentials.fingerprint,
+            ),
+            Err(e) => tracing::info!(
+                target: "audit",
+                rpc = "GetCredentials",
+                caller = %identity,
+                site = %req.site,
+                user = %req.user,
+                scopes = %req.scopes.join(" "),
+                outcome = %e.reason(),
+                from_cache = false,
+                error = %e,
+            ),
+        }
+        result
+    }
+
+    async fn get_credentials_inner(&self, identity: &str, req: &CredentialsRequest) -> Result<Granted, BrokerError> {
+        let runtime = self.runtime.load_full();
+        let (allowed, site) = self.authorize(&runtime.config, identity, &req.site, &req.user, &req.scopes)?;
+        let usable = usable_life(&runtime.config, &site);
+        if req.min_remaining >= usable {
+            return Err(BrokerError::InvalidArgument {
+                field: "min_remaining",
+                message: format!(
+                    "{} is not less than the longest a token from site {:?} is handed out ({}); ask for less",
+                    humantime::format_duration(req.min_remaining),
+                    site.name,
+                    humantime::format_duration(usable)
+                ),
+            });
+        }
+        let key = CacheKey {
+            site: Arc::from(site.name.as_str()),
+            user: Arc::from(req.user.as_str()),
+            scopes: Arc::from(allowed.scopes),
+        };
+        let lookup = Lookup {
+            min_remaining: req.min_remaining,
+            force_refresh: req.force_refresh,
+        };
+        let client = runtime
+            .clients
+            .get(&site.name)
+            .cloned()
+            .ok_or_else(|| BrokerError::Internal(format!("no client for site {}", site.name)))?;
+        let sign_in = {
+            let site = Arc::clone(&site);
+            let key = key.clone();
+            let minter = self.minter.clone();
+            let clock = self.clock.clone();
+            let fp = Arc::clone(&self.fingerprints);
+            move || sign_in(client, site, key, minter, clock, usable, fp)
+        };
+        let (credentials, from_cache) = self.cache.get_or_sign_in(&key, lookup, sign_in).await?;
+        Ok(Granted {
+            credentials,
+            from_cache,
+            site,
+        })
+    }
+
+    /// A JWT for callers that sign in themselves or embed views; same policy as credentials.
+    #[tracing::instrument(skip_all, fields(caller = %identity, site = %site, user = %user))]
+    pub fn mint_jwt(
+        &self,
+        identity: &str,
+        site: &str,
+        user: &str,
+        scopes: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<MintedJwt, BrokerError> {
+        let config = self.config();
+        let result = (|| {
+            let (allowed, site_cfg) = self.authorize(&config, identity, site, user, scopes)?;
+            let limit = allowed
+                .max_jwt_ttl
+                .map_or(site_cfg.jwt_ttl, |g| g.min(site_cfg.jwt_ttl))
+                .min(MAX_JWT_TTL);
+            let ttl = ttl.unwrap_or(limit);
+            if ttl.is_zero() || ttl > limit {
+                return Err(BrokerError::InvalidArgument {
+                    field: "ttl",
+                    message: format!(
+                        "{} is outside (0, {}], the limit of your grant and site {site:?}",
+                        humantime::format_duration(ttl),
+                        humantime::format_duration(limit)
+                    ),
+                });
+            }
+            self.minter
+                .mint(&site_cfg.app, user, &allowed.scopes, ttl)
+                .map_err(|e| BrokerError::Internal(e.to_string()))
+                .map(|m| (m, allowed.scopes))
+        })();
+        match &result {
+            Ok((m, scopes)) => tracing::info!(target: "audit", rpc = "MintJwt", caller = %identity, site, user, scopes = %scopes_str(scopes), outcome = "ok", jti = %m.jti),
+            Err(e) => tracing::info!(target: "audit", rpc = "MintJwt", caller = %identity, site, user, scopes = %scopes.join(" "), outcome = %e.reason(), error = %e),
+        }
+        result.map(|(m, _)| m)
+    }
+
+    /// Drops a token Tableau refused and ends its session. Unknown tokens are not an error;
+    /// another caller's token is.
+    #[tracing::instrument(skip_all, fields(caller = %identity))]
+    pub async fn invalidate(&self, identity: &str, token: &SecretString) -> Result<Invalidated, BrokerError> {
+        let fp = self.fingerprints.fingerprint(token);
+        let digest = self.fingerprints.digest(token);
+        let Some(found) = self.cache.find_by_digest(&digest) else {
+            tracing::info!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, token_fp = %fp, outcome = "unknown_token");
+            return Ok(Invalidated { evicted: false, signed_out: false });
+        };
+        let config = self.config();
+        if !config.policy.may_hold(identity, &found.key.site, &found.key.user, &found.key.scopes) {
+            tracing::warn!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, site = %found.key.site, user = %found.key.user, token_fp = %fp, outcome = "TOKEN_NOT_YOURS");
+            return Err(BrokerError::NotYourToken);
+        }
+        let evicted = self.cache.remove_by_digest(&digest).is_some();
+        let signed_out = if config.cache.sign_out_on_evict {
+            self.sign_out(&found).await
+        } else {
+            false
+        };
+        tracing::info!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, site = %found.key.site, user = %found.key.user, token_fp = %fp, outcome = "ok", evicted, signed_out);
+        Ok(Invalidated { evicted, signed_out })
+    }
+
+    /// The caller entry that applies to an identity, if any.
+    pub fn whoami(&self, identity: &str) -> Option<CallerEntry> {
+        self.config().policy.caller(identity).cloned()
+    }
+
+    async fn sign_out(&self, c: &Credentials) -> bool {
+        let runtime = self.runtime.load_full();
+        let (Some(site), Some(client)) = (runtime.config.site(&c.key.site), runtime.clients.get(&*c.key.site)) else {
+            return false;
+        };
+        match client.sign_out(&site.server_url, &site.api_version, &c.token).await {
+            Ok(()) => {
+                tracing::debug!(site = %c.key.site, token_fp = %c.fingerprint, "signed out");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(site = %c.key.site, token_fp = %c.fingerprint, error = %e, "sign-out failed");
+                false
+            }
+        }
+    }
+}
+
+/// How long a token is handed out: Tableau's session lifetime less the safety margin.
+fn usable_life(config: &Config, site: &SiteConfig) -> Duration {
+    site.session_ttl.saturating_sub(config.cache.safety_margin)
+}
+
+fn scopes_str(scopes: &[Scope]) -> String {
+    scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+}
+
+async fn sign_in(
+    client: TableauClient,
+    site: Arc<SiteConfig>,
+    key: CacheKey,
+    minter: Minter,
+    clock: SharedClock,
+    usable: Duration,
+    fp: Arc<Fingerprinter>,
+) -> Result<Credentials, BrokerError> {
+    let minted = minter
+        .mint(&site.app, &key.user, &key.scopes, site.jwt_ttl)
+        .map_err(|e| BrokerError::Internal(e.to_string()))?;
+    let signed_in_at: SystemTime = clock.now();
+    let s = client
+        .sign_in(&target(&site), &minted.jwt)
+        .await
+        .map_err(|e| {
+            tracing::warn!(site = %site.name, server = %site.server_url, jti = %minted.jti, error = %e, "Tableau sign-in failed");
+            BrokerError::from_signin(&site.name, &key.user, e)
+        })?;
+    Ok(Credentials {
+        fingerprint: fp.fingerprint(&s.token),
+        digest: fp.digest(&s.token),
+        token: s.token,
+        site_luid: s.site_luid,
+        site_content_url: s.site_content_url,
+        user_luid: s.user_luid,
+        jti: minted.jti,
+        signed_in_at,
+        expires_at: signed_in_at + usable,
+        key,
+    })
+}
+
+async fn sign_out_worker(broker: std::sync::Weak<Broker>, mut rx: mpsc::UnboundedReceiver<Arc<Credentials>>) {
+    while let Some(c) = rx.recv().await {
+        let Some(b) = broker.upgrade() else { break };
+        b.sign_out(&c).await;
+    }
+}

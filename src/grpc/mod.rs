@@ -1,0 +1,201 @@
+//! The gRPC layer: generated types, the `TokenBroker` service, and the error mapping. Thin by
+//! design: it converts messages and delegates every decision to [`crate::broker::Broker`].
+
+pub mod status;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use secrecy::{ExposeSecret, SecretString};
+use tonic::{Request, Response, Status};
+
+use crate::broker::{Broker, CredentialsRequest};
+use crate::catalog::{Catalog, Method};
+use crate::transport::identity::CallerIdentity;
+
+/// Code generated from `proto/tableau_token_broker/v1/broker.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("tableau_token_broker.v1");
+
+    /// Encoded descriptors, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("broker_descriptor");
+}
+
+use pb::token_broker_server::TokenBroker;
+
+/// The `TokenBroker` service over a shared [`Broker`].
+#[derive(Debug, Clone)]
+pub struct TokenBrokerService {
+    broker: Arc<Broker>,
+}
+
+impl TokenBrokerService {
+    /// Wraps a broker.
+    pub fn new(broker: Arc<Broker>) -> TokenBrokerService {
+        TokenBrokerService { broker }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> pb::token_broker_server::TokenBrokerServer<TokenBrokerService> {
+        pb::token_broker_server::TokenBrokerServer::new(self)
+    }
+}
+
+/// The caller as the transport proved it. Requests without one never reach here (the identity
+/// layer refuses them), so a missing identity is an internal fault, not a client error.
+fn identity<T>(req: &Request<T>) -> Result<String, Status> {
+    req.extensions()
+        .get::<CallerIdentity>()
+        .map(|c| c.id.clone())
+        .ok_or_else(|| Status::unauthenticated("no verified client certificate identity on this connection"))
+}
+
+fn duration(field: &'static str, d: Option<prost_types::Duration>) -> Result<Option<Duration>, Status> {
+    match d {
+        None => Ok(None),
+        Some(d) => Duration::try_from(d)
+            .map(Some)
+            .map_err(|_| Status::invalid_argument(format!("{field}: must be a non-negative duration"))),
+    }
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+fn method_info(m: &Method) -> pb::MethodInfo {
+    pb::MethodInfo {
+        name: m.name.to_owned(),
+        category: m.category.to_owned(),
+        http_method: m.http_method.unwrap_or_default().to_owned(),
+        uri: m.uri.to_owned(),
+    }
+}
+
+/// `ResolveScopes` without a network: methods to the smallest scope set, scopes to methods.
+pub fn resolve_scopes(catalog: &Catalog, req: &pb::ResolveScopesRequest) -> pb::ResolveScopesResponse {
+    let (required, mut unknown) = catalog.scopes_for_methods(req.methods.iter().map(String::as_str));
+    let mut scopes = Vec::new();
+    for s in &req.scopes {
+        match s.trim().parse().ok().and_then(|p| catalog.get(&p)) {
+            Some(e) => scopes.push(pb::ScopeInfo {
+                scope: e.scope.to_string(),
+                kind: e.kind.as_str().to_owned(),
+                methods: catalog.methods_enabled_by(&e.scope).into_iter().map(method_info).collect(),
+                notes: e.notes.clone(),
+            }),
+            None => unknown.push(s.clone()),
+        }
+    }
+    pb::ResolveScopesResponse {
+        required_scopes: required.iter().map(ToString::to_string).collect(),
+        scopes,
+        unknown,
+    }
+}
+
+#[tonic::async_trait]
+impl TokenBroker for TokenBrokerService {
+    async fn get_credentials(
+        &self,
+        request: Request<pb::GetCredentialsRequest>,
+    ) -> Result<Response<pb::GetCredentialsResponse>, Status> {
+        let caller = identity(&request)?;
+        let r = request.into_inner();
+        let req = CredentialsRequest {
+            site: r.site,
+            user: r.user,
+            scopes: r.scopes,
+            min_remaining: duration("min_remaining", r.min_remaining)?.unwrap_or_default(),
+            force_refresh: r.force_refresh,
+        };
+        let g = self
+            .broker
+            .get_credentials(&caller, req)
+            .await
+            .map_err(|e| status::to_status(&e))?;
+        let c = &g.credentials;
+        Ok(Response::new(pb::GetCredentialsResponse {
+            token: c.token.expose_secret().to_owned(),
+            site_luid: c.site_luid.clone(),
+            site_content_url: c.site_content_url.clone(),
+            user_luid: c.user_luid.clone(),
+            server_url: g.site.server_url.clone(),
+            api_version: g.site.api_version.clone(),
+            expires_at: Some(timestamp(c.expires_at)),
+            scopes: c.key.scopes.iter().map(ToString::to_string).collect(),
+            from_cache: g.from_cache,
+        }))
+    }
+
+    async fn mint_jwt(&self, request: Request<pb::MintJwtRequest>) -> Result<Response<pb::MintJwtResponse>, Status> {
+        let caller = identity(&request)?;
+        let r = request.into_inner();
+        let ttl = duration("ttl", r.ttl)?;
+        let m = self
+            .broker
+            .mint_jwt(&caller, &r.site, &r.user, &r.scopes, ttl)
+            .map_err(|e| status::to_status(&e))?;
+        Ok(Response::new(pb::MintJwtResponse {
+            jwt: m.jwt.expose_secret().to_owned(),
+            jti: m.jti.clone(),
+            expires_at: Some(timestamp(m.expires_at)),
+        }))
+    }
+
+    async fn invalidate_credentials(
+        &self,
+        request: Request<pb::InvalidateCredentialsRequest>,
+    ) -> Result<Response<pb::InvalidateCredentialsResponse>, Status> {
+        let caller = identity(&request)?;
+        let token = SecretString::from(request.into_inner().token);
+        if token.expose_secret().is_empty() {
+            return Err(Status::invalid_argument("token: empty; send the credentials token Tableau refused"));
+        }
+        let out = self
+            .broker
+            .invalidate(&caller, &token)
+            .await
+            .map_err(|e| status::to_status(&e))?;
+        Ok(Response::new(pb::InvalidateCredentialsResponse {
+            evicted: out.evicted,
+            signed_out: out.signed_out,
+        }))
+    }
+
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let caller = identity(&request)?;
+        let entry = self.broker.whoami(&caller);
+        let (grants, matched_entry) = match entry {
+            None => (Vec::new(), String::new()),
+            Some(e) => (
+                e.grants
+                    .iter()
+                    .map(|g| pb::Grant {
+                        sites: g.sites.clone(),
+                        users: g.users.iter().map(|u| u.as_str().to_owned()).collect(),
+                        scopes: g.scopes.iter().map(ToString::to_string).collect(),
+                        deny_scopes: g.deny_scopes.iter().map(ToString::to_string).collect(),
+                        max_jwt_ttl: g.max_jwt_ttl.and_then(|d| prost_types::Duration::try_from(d).ok()),
+                    })
+                    .collect(),
+                e.pattern.to_string(),
+            ),
+        };
+        Ok(Response::new(pb::WhoAmIResponse {
+            identity: caller,
+            grants,
+            matched_entry,
+        }))
+    }
+
+    async fn resolve_scopes(
+        &self,
+        request: Request<pb::ResolveScopesRequest>,
+    ) -> Result<Response<pb::ResolveScopesResponse>, Status> {
+        identity(&request)?;
+        let catalog = Arc::clone(self.broker.config().policy.catalog());
+        Ok(Response::new(resolve_scopes(&catalog, request.get_ref())))
+    }
+}
