@@ -11,4 +11,5 @@
 
 pub mod catalog;
 pub mod clock;
+pub mod fake_tableau;
 pub mod scope;
