@@ -244,7 +244,11 @@ async fn mangle_body(s: &Shared, resp: Response, r: &Rolls, faults: &Faults) -> 
         }))
         .enumerate();
     let stream = futures::stream::iter(items).then(move |(i, item)| async move {
-        if i > 0 && !delay.is_zero() {
+        if item.is_err() {
+            // Let hyper flush the status line and the first half before the connection drops,
+            // so clients see a response whose body ends early rather than no response.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        } else if i > 0 && !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         item
