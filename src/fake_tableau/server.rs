@@ -333,6 +333,7 @@ fn parse_signin(body: &[u8]) -> Result<SigninRequest, String> {
     Ok(req)
 }
 
+#[tracing::instrument(skip_all, fields(endpoint = "signin"))]
 async fn signin(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     s.count_request("Sign In");
     let fmt = format_of(&headers);
@@ -428,6 +429,7 @@ fn token_of(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+#[tracing::instrument(skip_all, fields(endpoint = "signout"))]
 async fn signout(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     s.count_request("Sign Out");
     let fmt = format_of(&headers);
@@ -469,6 +471,7 @@ fn strip_api(path: &str) -> Option<&str> {
     Some(&rest[slash..])
 }
 
+#[tracing::instrument(skip_all, fields(verb = %verb, path = %uri.path()))]
 async fn rest(State(s): State<Arc<Shared>>, verb: Verb, uri: Uri, headers: HeaderMap) -> Response {
     let fmt = format_of(&headers);
     let Some(path) = strip_api(uri.path()) else {
