@@ -835,9 +835,8 @@ async fn latency_fault_delays_the_answer() {
     );
     assert_eq!(f.handle.stats().faults_injected.get("latency"), Some(&1));
     // Other endpoints are untouched.
-    let t = Instant::now();
     f.call("GET", &sites_path("/projects"), None).await;
-    assert!(t.elapsed() < Duration::from_millis(150));
+    assert_eq!(f.handle.stats().faults_injected.get("latency"), Some(&1));
 }
 
 #[tokio::test]
