@@ -92,7 +92,9 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("cache", &self.cache).finish()
+        f.debug_struct("Broker")
+            .field("cache", &self.cache)
+            .finish()
     }
 }
 
@@ -178,14 +180,20 @@ impl Broker {
         let site_cfg = config
             .site(site)
             .cloned()
-            .ok_or_else(|| BrokerError::UnknownSite { site: site.to_owned() })?;
+            .ok_or_else(|| BrokerError::UnknownSite {
+                site: site.to_owned(),
+            })?;
         Ok((allowed, site_cfg))
     }
 
     /// Credentials for a site, a user and scopes: policy first, then the cache, then one
     /// sign-in shared by every concurrent miss for the same key.
     #[tracing::instrument(skip_all, fields(caller = %identity, site = %req.site, user = %req.user))]
-    pub async fn get_credentials(&self, identity: &str, req: CredentialsRequest) -> Result<Granted, BrokerError> {
+    pub async fn get_credentials(
+        &self,
+        identity: &str,
+        req: CredentialsRequest,
+    ) -> Result<Granted, BrokerError> {
         let result = self.get_credentials_inner(identity, &req).await;
         match &result {
             Ok(g) => tracing::info!(
@@ -215,9 +223,14 @@ impl Broker {
         result
     }
 
-    async fn get_credentials_inner(&self, identity: &str, req: &CredentialsRequest) -> Result<Granted, BrokerError> {
+    async fn get_credentials_inner(
+        &self,
+        identity: &str,
+        req: &CredentialsRequest,
+    ) -> Result<Granted, BrokerError> {
         let runtime = self.runtime.load_full();
-        let (allowed, site) = self.authorize(&runtime.config, identity, &req.site, &req.user, &req.scopes)?;
+        let (allowed, site) =
+            self.authorize(&runtime.config, identity, &req.site, &req.user, &req.scopes)?;
         let usable = usable_life(&runtime.config, &site);
         if req.min_remaining >= usable {
             return Err(BrokerError::InvalidArgument {
@@ -239,11 +252,10 @@ impl Broker {
             min_remaining: req.min_remaining,
             force_refresh: req.force_refresh,
         };
-        let client = runtime
-            .clients
-            .get(&site.name)
-            .cloned()
-            .ok_or_else(|| BrokerError::Internal(format!("no client for site {}", site.name)))?;
+        let client =
+            runtime.clients.get(&site.name).cloned().ok_or_else(|| {
+                BrokerError::Internal(format!("no client for site {}", site.name))
+            })?;
         let sign_in = {
             let site = Arc::clone(&site);
             let key = key.clone();
@@ -294,8 +306,12 @@ impl Broker {
                 .map(|m| (m, allowed.scopes))
         })();
         match &result {
-            Ok((m, scopes)) => tracing::info!(target: "audit", rpc = "MintJwt", caller = %identity, site, user, scopes = %scopes_str(scopes), outcome = "ok", jti = %m.jti),
-            Err(e) => tracing::info!(target: "audit", rpc = "MintJwt", caller = %identity, site, user, scopes = %scopes.join(" "), outcome = %e.reason(), error = %e),
+            Ok((m, scopes)) => {
+                tracing::info!(target: "audit", rpc = "MintJwt", caller = %identity, site, user, scopes = %scopes_str(scopes), outcome = "ok", jti = %m.jti)
+            }
+            Err(e) => {
+                tracing::info!(target: "audit", rpc = "MintJwt", caller = %identity, site, user, scopes = %scopes.join(" "), outcome = %e.reason(), error = %e)
+            }
         }
         result.map(|(m, _)| m)
     }
@@ -303,15 +319,27 @@ impl Broker {
     /// Drops a token Tableau refused and ends its session. Unknown tokens are not an error;
     /// another caller's token is.
     #[tracing::instrument(skip_all, fields(caller = %identity))]
-    pub async fn invalidate(&self, identity: &str, token: &SecretString) -> Result<Invalidated, BrokerError> {
+    pub async fn invalidate(
+        &self,
+        identity: &str,
+        token: &SecretString,
+    ) -> Result<Invalidated, BrokerError> {
         let fp = self.fingerprints.fingerprint(token);
         let digest = self.fingerprints.digest(token);
         let Some(found) = self.cache.find_by_digest(&digest) else {
             tracing::info!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, token_fp = %fp, outcome = "unknown_token");
-            return Ok(Invalidated { evicted: false, signed_out: false });
+            return Ok(Invalidated {
+                evicted: false,
+                signed_out: false,
+            });
         };
         let config = self.config();
-        if !config.policy.may_hold(identity, &found.key.site, &found.key.user, &found.key.scopes) {
+        if !config.policy.may_hold(
+            identity,
+            &found.key.site,
+            &found.key.user,
+            &found.key.scopes,
+        ) {
             tracing::warn!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, site = %found.key.site, user = %found.key.user, token_fp = %fp, outcome = "TOKEN_NOT_YOURS");
             return Err(BrokerError::NotYourToken);
         }
@@ -322,7 +350,10 @@ impl Broker {
             false
         };
         tracing::info!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, site = %found.key.site, user = %found.key.user, token_fp = %fp, outcome = "ok", evicted, signed_out);
-        Ok(Invalidated { evicted, signed_out })
+        Ok(Invalidated {
+            evicted,
+            signed_out,
+        })
     }
 
     /// The caller entry that applies to an identity, if any.
@@ -332,10 +363,16 @@ impl Broker {
 
     async fn sign_out(&self, c: &Credentials) -> bool {
         let runtime = self.runtime.load_full();
-        let (Some(site), Some(client)) = (runtime.config.site(&c.key.site), runtime.clients.get(&*c.key.site)) else {
+        let (Some(site), Some(client)) = (
+            runtime.config.site(&c.key.site),
+            runtime.clients.get(&*c.key.site),
+        ) else {
             return false;
         };
-        match client.sign_out(&site.server_url, &site.api_version, &c.token).await {
+        match client
+            .sign_out(&site.server_url, &site.api_version, &c.token)
+            .await
+        {
             Ok(()) => {
                 tracing::debug!(site = %c.key.site, token_fp = %c.fingerprint, "signed out");
                 true
@@ -354,7 +391,11 @@ fn usable_life(config: &Config, site: &SiteConfig) -> Duration {
 }
 
 fn scopes_str(scopes: &[Scope]) -> String {
-    scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+    scopes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn sign_in(
@@ -391,7 +432,10 @@ async fn sign_in(
     })
 }
 
-async fn sign_out_worker(broker: std::sync::Weak<Broker>, mut rx: mpsc::UnboundedReceiver<Arc<Credentials>>) {
+async fn sign_out_worker(
+    broker: std::sync::Weak<Broker>,
+    mut rx: mpsc::UnboundedReceiver<Arc<Credentials>>,
+) {
     while let Some(c) = rx.recv().await {
         let Some(b) = broker.upgrade() else { break };
         b.sign_out(&c).await;

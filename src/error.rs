@@ -9,16 +9,24 @@ use crate::policy::Denial;
 /// A Tableau connected-app sub-code and what an operator should check for it.
 pub fn signin_hint(sub_code: u32) -> &'static str {
     match sub_code {
-        16 => "Tableau could not find the user, or the JWT's exp was more than 10 minutes ahead: check the username (case-sensitive), that the user is on the site, and the broker's clock",
+        16 => {
+            "Tableau could not find the user, or the JWT's exp was more than 10 minutes ahead: check the username (case-sensitive), that the user is on the site, and the broker's clock"
+        }
         5 => "the user was not found on the site; usernames are case-sensitive",
         10083 => "the JWT header lacks kid or iss: a broker bug, please report it",
-        10084 => "Tableau could not parse or verify the JWT: check the connected app's secret value and secret ID, and that the broker's clock is in sync",
-        10085 => "Tableau could not find the secret for this client ID: check client_id and secret_id against the connected app",
+        10084 => {
+            "Tableau could not parse or verify the JWT: check the connected app's secret value and secret ID, and that the broker's clock is in sync"
+        }
+        10085 => {
+            "Tableau could not find the secret for this client ID: check client_id and secret_id against the connected app"
+        }
         10087 => "Tableau refused the signing algorithm: a broker bug, please report it",
         10089 => "no connected app matches the client ID: check client_id",
         10090 => "the connected app is disabled in Tableau: enable it",
         126 => "the connected app was not found: check client_id",
-        127 => "the connected app secret was not found: check secret_id, and that the secret was not deleted or rotated",
+        127 => {
+            "the connected app secret was not found: check secret_id, and that the secret was not deleted or rotated"
+        }
         67 => "the connected-apps feature is not enabled on this Tableau site or server",
         _ => "see Tableau's connected-apps troubleshooting page for this code",
     }
@@ -40,7 +48,9 @@ pub enum BrokerError {
     #[error("{0}")]
     Denied(Denial),
     /// The site name is not in the broker's configuration.
-    #[error("site {site:?} is not configured in the broker; ask its operators, or call WhoAmI to see your grants")]
+    #[error(
+        "site {site:?} is not configured in the broker; ask its operators, or call WhoAmI to see your grants"
+    )]
     UnknownSite {
         /// The site asked for.
         site: String,
@@ -49,7 +59,9 @@ pub enum BrokerError {
     #[error("that token belongs to another caller's session; you can only invalidate your own")]
     NotYourToken,
     /// Tableau does not know the user (sub-codes 16 and 5).
-    #[error("Tableau could not sign in user {user:?} on site {site:?} (error {sub_code}): check the username (case-sensitive) and that the user belongs to the site")]
+    #[error(
+        "Tableau could not sign in user {user:?} on site {site:?} (error {sub_code}): check the username (case-sensitive) and that the user belongs to the site"
+    )]
     UserNotFound {
         /// Site name.
         site: String,
@@ -59,7 +71,9 @@ pub enum BrokerError {
         sub_code: u32,
     },
     /// Tableau refused the connected app (10083, 10084, 10085, 10087, 10089, 10090, 126, 127, 67).
-    #[error("Tableau refused the broker's connected app for site {site:?} (error {sub_code}); the broker's operators must check its configuration")]
+    #[error(
+        "Tableau refused the broker's connected app for site {site:?} (error {sub_code}); the broker's operators must check its configuration"
+    )]
     AppMisconfigured {
         /// Site name.
         site: String,
@@ -117,7 +131,9 @@ impl BrokerError {
             BrokerError::UnknownSite { .. } => "UNKNOWN_SITE".into(),
             BrokerError::NotYourToken => "TOKEN_NOT_YOURS".into(),
             BrokerError::UserNotFound { sub_code, .. }
-            | BrokerError::AppMisconfigured { sub_code, .. } => format!("TABLEAU_SIGNIN_{sub_code}"),
+            | BrokerError::AppMisconfigured { sub_code, .. } => {
+                format!("TABLEAU_SIGNIN_{sub_code}")
+            }
             BrokerError::SignInRejected { code, sub_code, .. } => match sub_code {
                 Some(s) => format!("TABLEAU_SIGNIN_{s}"),
                 None => format!("TABLEAU_{code}"),
@@ -131,9 +147,8 @@ impl BrokerError {
     /// Tableau's error code and sub-code, when Tableau answered.
     pub fn tableau_codes(&self) -> (Option<&str>, Option<u32>) {
         match self {
-            BrokerError::UserNotFound { sub_code, .. } | BrokerError::AppMisconfigured { sub_code, .. } => {
-                (Some("401001"), Some(*sub_code))
-            }
+            BrokerError::UserNotFound { sub_code, .. }
+            | BrokerError::AppMisconfigured { sub_code, .. } => (Some("401001"), Some(*sub_code)),
             BrokerError::SignInRejected { code, sub_code, .. } => (Some(code), *sub_code),
             BrokerError::RateLimited { .. } => (Some("429000"), None),
             _ => (None, None),
@@ -145,7 +160,10 @@ impl BrokerError {
         use crate::tableau::TableauError as T;
         let site = site.to_owned();
         match e {
-            T::Api { sub_code: Some(s @ (16 | 5)), .. } => BrokerError::UserNotFound {
+            T::Api {
+                sub_code: Some(s @ (16 | 5)),
+                ..
+            } => BrokerError::UserNotFound {
                 site,
                 user: user.to_owned(),
                 sub_code: s,
@@ -154,12 +172,20 @@ impl BrokerError {
                 sub_code: Some(s @ (10083 | 10084 | 10085 | 10087 | 10089 | 10090 | 126 | 127 | 67)),
                 ..
             } => BrokerError::AppMisconfigured { site, sub_code: s },
-            T::Api { code, .. } if code == "429000" => BrokerError::RateLimited { site, retry_after: None },
+            T::Api { code, .. } if code == "429000" => BrokerError::RateLimited {
+                site,
+                retry_after: None,
+            },
             T::Api { http_status, .. } if http_status >= 500 => BrokerError::Unavailable {
                 site,
                 reason: format!("HTTP {http_status}"),
             },
-            T::Api { code, sub_code, summary, .. } => BrokerError::SignInRejected {
+            T::Api {
+                code,
+                sub_code,
+                summary,
+                ..
+            } => BrokerError::SignInRejected {
                 site,
                 code,
                 sub_code,

@@ -74,10 +74,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config: path } => {
             let config = Config::load(&path)?;
             let _telemetry = tableau_token_broker::telemetry::init(&config.telemetry)?;
-            runtime()?.block_on(tableau_token_broker::server::serve_until_signal(path, config))?;
+            runtime()?.block_on(tableau_token_broker::server::serve_until_signal(
+                path, config,
+            ))?;
         }
-        Command::FakeTableau { .. } => {
-            anyhow::bail!("fake-tableau arrives with the Tableau double");
+        Command::FakeTableau { config, listen } => {
+            tableau_token_broker::telemetry::init_cli("info");
+            runtime()?.block_on(tableau_token_broker::fake_tableau::run_from_file(
+                &config, listen,
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)

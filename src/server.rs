@@ -62,7 +62,9 @@ pub struct RunningServer {
 
 impl std::fmt::Debug for RunningServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningServer").field("local_addr", &self.local_addr).finish()
+        f.debug_struct("RunningServer")
+            .field("local_addr", &self.local_addr)
+            .finish()
     }
 }
 
@@ -76,17 +78,23 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
     })?;
     let listener = TcpListener::bind(server.listen)
         .await
-        .map_err(|source| ServeError::Bind { addr: server.listen, source })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr: server.listen, source })?;
+        .map_err(|source| ServeError::Bind {
+            addr: server.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: server.listen,
+        source,
+    })?;
     let broker = Broker::new(config, clock)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<pb::token_broker_server::TokenBrokerServer<TokenBrokerService>>()
         .await;
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -146,7 +154,9 @@ impl RunningServer {
 
     /// Stops accepting, lets in-flight calls finish within the grace period, then returns.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
-        self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         self.health
             .set_not_serving::<pb::token_broker_server::TokenBrokerServer<TokenBrokerService>>()
             .await;
@@ -179,7 +189,10 @@ pub async fn serve_until_signal(config_path: PathBuf, config: Config) -> Result<
 #[cfg(unix)]
 async fn wait_for_signals(server: &RunningServer, config_path: &Path) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };

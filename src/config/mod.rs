@@ -373,13 +373,19 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
     let server = raw.server.map(|s| {
         let listen_s = s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen = listen_s.parse().unwrap_or_else(|e| {
-            iss.add("server.listen", format!("{listen_s:?} is not an address ({e}); write e.g. \"0.0.0.0:7443\""));
+            iss.add(
+                "server.listen",
+                format!("{listen_s:?} is not an address ({e}); write e.g. \"0.0.0.0:7443\""),
+            );
             SocketAddr::from(([0, 0, 0, 0], 7443))
         });
         let mut path = |field: &str, v: Option<PathBuf>| match v {
             Some(p) => resolve(&p),
             None => {
-                iss.add(format!("server.{field}"), "missing: the broker only serves mTLS; give a PEM file path");
+                iss.add(
+                    format!("server.{field}"),
+                    "missing: the broker only serves mTLS; give a PEM file path",
+                );
                 PathBuf::new()
             }
         };
@@ -395,7 +401,10 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
                         "spiffe" => list.push(IdentitySource::Spiffe),
                         "dns" => list.push(IdentitySource::Dns),
                         "cn" => list.push(IdentitySource::CommonName),
-                        _ => iss.add(format!("server.identity_sources[{i}]"), format!("{src:?} is not one of \"spiffe\", \"dns\", \"cn\"")),
+                        _ => iss.add(
+                            format!("server.identity_sources[{i}]"),
+                            format!("{src:?} is not one of \"spiffe\", \"dns\", \"cn\""),
+                        ),
                     }
                 }
                 IdentitySources::new(list).unwrap_or_else(|e| {
@@ -404,7 +413,11 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
                 })
             }
         };
-        let grace_period = iss.duration("server.grace_period", s.grace_period.as_deref(), DEFAULT_GRACE_PERIOD);
+        let grace_period = iss.duration(
+            "server.grace_period",
+            s.grace_period.as_deref(),
+            DEFAULT_GRACE_PERIOD,
+        );
         ServerConfig {
             listen,
             cert,
@@ -513,7 +526,10 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         }
     }
 
-    if let Some(site) = sites.values().find(|s| s.session_ttl <= cache.safety_margin) {
+    if let Some(site) = sites
+        .values()
+        .find(|s| s.session_ttl <= cache.safety_margin)
+    {
         iss.add("cache.safety_margin", format!("not shorter than sites.{}.session_ttl: no token could ever be handed out; lower it", site.name));
     }
     if !iss.0.is_empty() {

@@ -48,15 +48,20 @@ fn identity<T>(req: &Request<T>) -> Result<String, Status> {
     req.extensions()
         .get::<CallerIdentity>()
         .map(|c| c.id.clone())
-        .ok_or_else(|| Status::unauthenticated("no verified client certificate identity on this connection"))
+        .ok_or_else(|| {
+            Status::unauthenticated("no verified client certificate identity on this connection")
+        })
 }
 
-fn duration(field: &'static str, d: Option<prost_types::Duration>) -> Result<Option<Duration>, Status> {
+fn duration(
+    field: &'static str,
+    d: Option<prost_types::Duration>,
+) -> Result<Option<Duration>, Status> {
     match d {
         None => Ok(None),
-        Some(d) => Duration::try_from(d)
-            .map(Some)
-            .map_err(|_| Status::invalid_argument(format!("{field}: must be a non-negative duration"))),
+        Some(d) => Duration::try_from(d).map(Some).map_err(|_| {
+            Status::invalid_argument(format!("{field}: must be a non-negative duration"))
+        }),
     }
 }
 
@@ -74,15 +79,23 @@ fn method_info(m: &Method) -> pb::MethodInfo {
 }
 
 /// `ResolveScopes` without a network: methods to the smallest scope set, scopes to methods.
-pub fn resolve_scopes(catalog: &Catalog, req: &pb::ResolveScopesRequest) -> pb::ResolveScopesResponse {
-    let (required, mut unknown) = catalog.scopes_for_methods(req.methods.iter().map(String::as_str));
+pub fn resolve_scopes(
+    catalog: &Catalog,
+    req: &pb::ResolveScopesRequest,
+) -> pb::ResolveScopesResponse {
+    let (required, mut unknown) =
+        catalog.scopes_for_methods(req.methods.iter().map(String::as_str));
     let mut scopes = Vec::new();
     for s in &req.scopes {
         match s.trim().parse().ok().and_then(|p| catalog.get(&p)) {
             Some(e) => scopes.push(pb::ScopeInfo {
                 scope: e.scope.to_string(),
                 kind: e.kind.as_str().to_owned(),
-                methods: catalog.methods_enabled_by(&e.scope).into_iter().map(method_info).collect(),
+                methods: catalog
+                    .methods_enabled_by(&e.scope)
+                    .into_iter()
+                    .map(method_info)
+                    .collect(),
                 notes: e.notes.clone(),
             }),
             None => unknown.push(s.clone()),
@@ -129,7 +142,10 @@ impl TokenBroker for TokenBrokerService {
         }))
     }
 
-    async fn mint_jwt(&self, request: Request<pb::MintJwtRequest>) -> Result<Response<pb::MintJwtResponse>, Status> {
+    async fn mint_jwt(
+        &self,
+        request: Request<pb::MintJwtRequest>,
+    ) -> Result<Response<pb::MintJwtResponse>, Status> {
         let caller = identity(&request)?;
         let r = request.into_inner();
         let ttl = duration("ttl", r.ttl)?;
@@ -151,7 +167,9 @@ impl TokenBroker for TokenBrokerService {
         let caller = identity(&request)?;
         let token = SecretString::from(request.into_inner().token);
         if token.expose_secret().is_empty() {
-            return Err(Status::invalid_argument("token: empty; send the credentials token Tableau refused"));
+            return Err(Status::invalid_argument(
+                "token: empty; send the credentials token Tableau refused",
+            ));
         }
         let out = self
             .broker
@@ -164,7 +182,10 @@ impl TokenBroker for TokenBrokerService {
         }))
     }
 
-    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let caller = identity(&request)?;
         let entry = self.broker.whoami(&caller);
         let (grants, matched_entry) = match entry {
@@ -177,7 +198,9 @@ impl TokenBroker for TokenBrokerService {
                         users: g.users.iter().map(|u| u.as_str().to_owned()).collect(),
                         scopes: g.scopes.iter().map(ToString::to_string).collect(),
                         deny_scopes: g.deny_scopes.iter().map(ToString::to_string).collect(),
-                        max_jwt_ttl: g.max_jwt_ttl.and_then(|d| prost_types::Duration::try_from(d).ok()),
+                        max_jwt_ttl: g
+                            .max_jwt_ttl
+                            .and_then(|d| prost_types::Duration::try_from(d).ok()),
                     })
                     .collect(),
                 e.pattern.to_string(),

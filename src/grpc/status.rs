@@ -17,14 +17,14 @@ pub const ERROR_DOMAIN: &str = "tableau-token-broker";
 pub fn code(e: &BrokerError) -> Code {
     match e {
         BrokerError::InvalidArgument { .. } => Code::InvalidArgument,
-        BrokerError::Denied(Denial::NoScopes | Denial::MalformedScope(_) | Denial::UnknownScope { .. }) => {
-            Code::InvalidArgument
-        }
+        BrokerError::Denied(
+            Denial::NoScopes | Denial::MalformedScope(_) | Denial::UnknownScope { .. },
+        ) => Code::InvalidArgument,
         BrokerError::Denied(_) | BrokerError::NotYourToken => Code::PermissionDenied,
         BrokerError::UnknownSite { .. } => Code::NotFound,
-        BrokerError::UserNotFound { .. } | BrokerError::AppMisconfigured { .. } | BrokerError::SignInRejected { .. } => {
-            Code::FailedPrecondition
-        }
+        BrokerError::UserNotFound { .. }
+        | BrokerError::AppMisconfigured { .. }
+        | BrokerError::SignInRejected { .. } => Code::FailedPrecondition,
         BrokerError::Unavailable { .. } => Code::Unavailable,
         BrokerError::RateLimited { .. } => Code::ResourceExhausted,
         BrokerError::Internal(_) => Code::Internal,
@@ -42,12 +42,20 @@ pub fn to_status(e: &BrokerError) -> Status {
         metadata.insert("tableau_sub_code".to_owned(), s.to_string());
     }
     let mut details = ErrorDetails::with_error_info(e.reason(), ERROR_DOMAIN, metadata);
-    if let BrokerError::RateLimited { retry_after: Some(d), .. } = e {
+    if let BrokerError::RateLimited {
+        retry_after: Some(d),
+        ..
+    } = e
+    {
         details.set_retry_info(Some(*d));
     }
     let message = match e {
-        BrokerError::AppMisconfigured { sub_code, .. } => format!("{e}: {}", signin_hint(*sub_code)),
-        BrokerError::Internal(_) => "internal error in the broker; its logs have the details".to_owned(),
+        BrokerError::AppMisconfigured { sub_code, .. } => {
+            format!("{e}: {}", signin_hint(*sub_code))
+        }
+        BrokerError::Internal(_) => {
+            "internal error in the broker; its logs have the details".to_owned()
+        }
         _ => e.to_string(),
     };
     if let BrokerError::Internal(detail) = e {
