@@ -989,3 +989,121 @@ async fn bad_reload_keeps_the_running_configuration() {
     assert_eq!(e.code(), Code::PermissionDenied);
     let _ = &h.dir;
 }
+
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn audit_lines_match_tokens_without_revealing_them() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let logs = Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("trace"))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(move || sink.clone()),
+        );
+    // A current-thread test runtime: every task of this test logs through this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = Harness::start().await;
+    let mut c = h.client(RENDERER).await;
+    let scopes = ["tableau:content:read"];
+    let a = c
+        .get_credentials(req("finance", "svc-renderer", &scopes))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = c
+        .get_credentials(req("finance", "svc-renderer", &scopes))
+        .await
+        .unwrap()
+        .into_inner();
+    let m = c
+        .mint_jwt(pb::MintJwtRequest {
+            site: "finance".into(),
+            user: "svc-renderer".into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            ttl: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.get_credentials(req("finance", "mallory", &scopes))
+        .await
+        .unwrap_err();
+    c.invalidate_credentials(pb::InvalidateCredentialsRequest {
+        token: a.token.clone(),
+    })
+    .await
+    .unwrap();
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !text.contains(&a.token),
+        "a credentials token reached the logs"
+    );
+    assert!(!text.contains(&m.jwt), "a JWT reached the logs");
+    assert!(
+        !text.contains("eyJ"),
+        "something JWT-shaped reached the logs"
+    );
+    assert!(
+        !text.contains("finance-secret"),
+        "the connected-app secret reached the logs"
+    );
+
+    let audit: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "audit")
+        .collect();
+    let gets: Vec<&serde_json::Value> = audit
+        .iter()
+        .filter(|v| v["fields"]["rpc"] == "GetCredentials")
+        .collect();
+    assert_eq!(gets.len(), 3, "one audit line per call: {audit:#?}");
+    let (first, second, denied) = (&gets[0]["fields"], &gets[1]["fields"], &gets[2]["fields"]);
+    assert_eq!(first["caller"], RENDERER);
+    assert_eq!(first["site"], "finance");
+    assert_eq!(first["user"], "svc-renderer");
+    assert_eq!(first["scopes"], "tableau:content:read");
+    assert_eq!(first["outcome"], "ok");
+    assert_eq!(first["from_cache"], false);
+    assert_eq!(
+        first["jti"].as_str().unwrap().len(),
+        36,
+        "the sign-in's jti"
+    );
+    assert_eq!(second["from_cache"], true);
+    assert_eq!(second["jti"], "", "no JWT minted on a cache hit");
+    assert_eq!(
+        first["token_fp"], second["token_fp"],
+        "same token, same fingerprint"
+    );
+    assert_eq!(first["token_fp"].as_str().unwrap().len(), 16);
+    assert_eq!(denied["outcome"], "USER_NOT_ALLOWED");
+    assert!(
+        audit
+            .iter()
+            .any(|v| v["fields"]["rpc"] == "MintJwt" && v["fields"]["jti"] == m.jti.as_str())
+    );
+    let inv = audit
+        .iter()
+        .find(|v| v["fields"]["rpc"] == "InvalidateCredentials")
+        .unwrap();
+    assert_eq!(inv["fields"]["token_fp"], first["token_fp"]);
+    let _ = b;
+}
