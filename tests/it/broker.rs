@@ -990,47 +990,70 @@ async fn bad_reload_keeps_the_running_configuration() {
     let _ = &h.dir;
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
+/// Runs the real `serve` binary (JSON logs on stderr, as operators see them) against the double:
+/// a process of its own, so no other test's logging can interfere.
 #[tokio::test]
 async fn audit_lines_match_tokens_without_revealing_them() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let logs = Captured::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_subscriber::EnvFilter::new("trace"))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_writer(move || sink.clone()),
-        );
-    // A current-thread test runtime: every task of this test logs through this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    use std::io::BufRead;
     let h = Harness::start().await;
-    let mut c = h.client(RENDERER).await;
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let config = h.dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        text.replace(
+            "[tableau]",
+            "[telemetry]\nlog_format = \"json\"\nlog_filter = \"trace\"\n[tableau]",
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tableau-token-broker"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the broker starts");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        lines.push(line);
+        if v["fields"]["message"] == "broker listening (mTLS)" {
+            break v["fields"]["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    let pair = h.client_cert(RENDERER);
+    let ch = tableau_token_broker::transport::client::connect(
+        &addr,
+        h.pki.ca_cert_pem().as_bytes(),
+        pair.cert_pem.as_bytes(),
+        pair.key_pem.expose_secret().as_bytes(),
+        "localhost",
+    )
+    .await
+    .unwrap();
+    let mut c = TokenBrokerClient::new(ch);
     let scopes = ["tableau:content:read"];
     let a = c
         .get_credentials(req("finance", "svc-renderer", &scopes))
         .await
         .unwrap()
         .into_inner();
-    let b = c
-        .get_credentials(req("finance", "svc-renderer", &scopes))
+    c.get_credentials(req("finance", "svc-renderer", &scopes))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let m = c
         .mint_jwt(pb::MintJwtRequest {
             site: "finance".into(),
@@ -1049,8 +1072,23 @@ async fn audit_lines_match_tokens_without_revealing_them() {
     })
     .await
     .unwrap();
+    // SIGTERM through the shell's kill, so the broker drains and exits 0.
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+    lines.extend(rx.try_iter());
+    let text = lines.join("\n");
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(
         !text.contains(&a.token),
         "a credentials token reached the logs"
@@ -1065,8 +1103,8 @@ async fn audit_lines_match_tokens_without_revealing_them() {
         "the connected-app secret reached the logs"
     );
 
-    let audit: Vec<serde_json::Value> = text
-        .lines()
+    let audit: Vec<serde_json::Value> = lines
+        .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"] == "audit")
         .collect();
@@ -1105,5 +1143,4 @@ async fn audit_lines_match_tokens_without_revealing_them() {
         .find(|v| v["fields"]["rpc"] == "InvalidateCredentials")
         .unwrap();
     assert_eq!(inv["fields"]["token_fp"], first["token_fp"]);
-    let _ = b;
 }
