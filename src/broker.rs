@@ -125,6 +125,7 @@ impl Broker {
             fingerprints: Arc::new(Fingerprinter::new()),
         });
         tokio::spawn(sign_out_worker(Arc::downgrade(&broker), rx));
+        tokio::spawn(housekeeping(Arc::downgrade(&broker)));
         Ok(broker)
     }
 
@@ -430,6 +431,18 @@ async fn sign_in(
         expires_at: signed_in_at + usable,
         key,
     })
+}
+
+/// How often expired entries are dropped (and signed out) when the cache is otherwise idle.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
+
+async fn housekeeping(broker: std::sync::Weak<Broker>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Some(b) = broker.upgrade() else { break };
+        b.cache.run_pending_tasks();
+    }
 }
 
 async fn sign_out_worker(

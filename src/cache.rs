@@ -262,3 +262,111 @@ impl CredentialCache {
         lock(&self.inflight).len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock, system};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn key(user: &str) -> CacheKey {
+        CacheKey {
+            site: Arc::from("s"),
+            user: Arc::from(user),
+            scopes: Arc::from(vec!["tableau:content:read".parse::<Scope>().unwrap()]),
+        }
+    }
+
+    fn creds(key: &CacheKey, expires_at: SystemTime) -> Credentials {
+        Credentials {
+            key: key.clone(),
+            token: SecretString::from("t".to_owned()),
+            fingerprint: String::new(),
+            digest: [0; 32],
+            site_luid: String::new(),
+            site_content_url: String::new(),
+            user_luid: String::new(),
+            jti: String::new(),
+            signed_in_at: expires_at,
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn coalesces_and_does_not_cache_failures() {
+        let clock = ManualClock::new(SystemTime::now());
+        let cache = Arc::new(CredentialCache::new(10, clock.clone(), None));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = key("u");
+        let fail = cache
+            .get_or_sign_in(&k, Lookup::default(), || async {
+                Err(BrokerError::Internal("boom".into()))
+            })
+            .await;
+        assert!(fail.is_err());
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let (cache, calls, k, clock) = (cache.clone(), calls.clone(), k.clone(), clock.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_sign_in(&k, Lookup::default(), move || {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        let c = creds(&key("u"), clock.now() + Duration::from_secs(60));
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Ok(c)
+                        }
+                    })
+                    .await
+                    .map(|(_, hit)| hit)
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.inflight(), 0);
+        clock.advance(Duration::from_secs(61));
+        let (_, hit) = cache
+            .get_or_sign_in(&k, Lookup::default(), || async move {
+                Ok(creds(
+                    &key("u"),
+                    SystemTime::now() + Duration::from_secs(60),
+                ))
+            })
+            .await
+            .unwrap();
+        assert!(!hit, "expired by the injected clock");
+    }
+
+    #[tokio::test]
+    async fn evicts_expired_entries_on_its_own_and_reports_them() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let cache = CredentialCache::new(10, system(), Some(tx));
+        let k = key("u");
+        cache
+            .get_or_sign_in(&k, Lookup::default(), || async move {
+                Ok(creds(
+                    &key("u"),
+                    SystemTime::now() + Duration::from_millis(50),
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(cache.entries.iter().count(), 1);
+        // moka's timer wheel works in ~1 s buckets: poll, bounded.
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            cache.run_pending_tasks();
+            if cache.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(cache.len(), 0);
+        let gone = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(gone.key, k);
+    }
+}
