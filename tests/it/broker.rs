@@ -522,51 +522,42 @@ async fn each_policy_denial_is_named() {
     assert_eq!(h.fake.stats().signins_ok, 0);
 }
 
+impl Harness {
+    /// Connects with a client certificate and makes one call; true when the broker refused it.
+    pub async fn refuses(&self, pair: &CertPair) -> bool {
+        let r = tableau_token_broker::transport::client::connect(
+            &self.server().local_addr().to_string(),
+            self.pki.ca_cert_pem().as_bytes(),
+            pair.cert_pem.as_bytes(),
+            pair.key_pem.expose_secret().as_bytes(),
+            "localhost",
+        )
+        .await;
+        match r {
+            Err(_) => true,
+            Ok(ch) => TokenBrokerClient::new(ch)
+                .who_am_i(pb::WhoAmIRequest {})
+                .await
+                .is_err(),
+        }
+    }
+}
+
 #[tokio::test]
 async fn untrusted_and_two_uri_certificates_are_refused() {
     let h = Harness::start().await;
+    assert!(
+        !h.refuses(&h.client_cert(RENDERER)).await,
+        "control: a good certificate works"
+    );
     let other = DevPki::in_memory().unwrap();
-    let pair = other.issue_client(Some(RENDERER), &[], "x").unwrap();
-    let r = tableau_token_broker::transport::client::connect(
-        &h.server().local_addr().to_string(),
-        h.pki.ca_cert_pem().as_bytes(),
-        pair.cert_pem.as_bytes(),
-        pair.key_pem.expose_secret().as_bytes(),
-        "localhost",
-    )
-    .await;
-    let refused = match r {
-        Err(_) => true,
-        Ok(ch) => TokenBrokerClient::new(ch)
-            .who_am_i(pb::WhoAmIRequest {})
-            .await
-            .is_err(),
-    };
-    assert!(refused, "untrusted client CA must fail");
+    let untrusted = other.issue_client(Some(RENDERER), &[], "x").unwrap();
+    assert!(h.refuses(&untrusted).await, "untrusted client CA must fail");
     let two = h
         .pki
-        .issue_client_with_uris(
-            &[RENDERER, "spiffe://example.org/ns/ops/sa/admin"],
-            &[],
-            "x",
-        )
+        .issue_client_with_uris(&[RENDERER, ADMIN], &[], "x")
         .unwrap();
-    let r = tableau_token_broker::transport::client::connect(
-        &h.server().local_addr().to_string(),
-        h.pki.ca_cert_pem().as_bytes(),
-        two.cert_pem.as_bytes(),
-        two.key_pem.expose_secret().as_bytes(),
-        "localhost",
-    )
-    .await;
-    let refused = match r {
-        Err(_) => true,
-        Ok(ch) => TokenBrokerClient::new(ch)
-            .who_am_i(pb::WhoAmIRequest {})
-            .await
-            .is_err(),
-    };
-    assert!(refused, "two URI SANs must fail");
+    assert!(h.refuses(&two).await, "two URI SANs must fail");
 }
 
 async fn error_for(opts: Opts, user: &str, faults: Option<Faults>) -> tonic::Status {
