@@ -26,6 +26,9 @@ use crate::transport::client::{self, ClientError};
 /// use.
 const PREFIX_CHARS: usize = 4;
 
+/// How long a call runs before the spinner appears.
+const SPINNER_DELAY: Duration = Duration::from_millis(300);
+
 /// How to reach the broker; shared by every client command, each flag also read from the
 /// environment so scripts set them once.
 #[derive(Debug, Clone, Args)]
@@ -247,11 +250,17 @@ pub async fn connect(opts: &ConnectOpts) -> Result<TokenBrokerClient<Channel>, C
     Ok(TokenBrokerClient::new(channel))
 }
 
-/// Runs `fut` with a spinner on stderr when stderr is a terminal; nothing otherwise, so piped
-/// output and logs stay clean.
+/// Runs `fut`, showing a spinner on stderr when it takes longer than [`SPINNER_DELAY`] (a
+/// sign-in against a slow Tableau) and stderr is a terminal; nothing otherwise, so quick calls do
+/// not flicker and piped output and logs stay clean.
 async fn with_spinner<T>(message: &'static str, fut: impl Future<Output = T>) -> T {
     if !std::io::stderr().is_terminal() {
         return fut.await;
+    }
+    let mut fut = std::pin::pin!(fut);
+    tokio::select! {
+        out = &mut fut => return out,
+        () = tokio::time::sleep(SPINNER_DELAY) => {}
     }
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -286,7 +295,7 @@ pub async fn get(conn: &ConnectOpts, args: &GetArgs) -> Result<String, ClientCli
         min_remaining: proto_duration(args.min_remaining),
         force_refresh: args.force_refresh,
     };
-    let r = with_spinner("asking the broker for credentials…", c.get_credentials(req))
+    let r = with_spinner("waiting for the broker (signing in to Tableau)…", c.get_credentials(req))
         .await
         .map_err(|s| ClientCliError::from_status(&s))?
         .into_inner();
