@@ -295,10 +295,13 @@ pub async fn get(conn: &ConnectOpts, args: &GetArgs) -> Result<String, ClientCli
         min_remaining: proto_duration(args.min_remaining),
         force_refresh: args.force_refresh,
     };
-    let r = with_spinner("waiting for the broker (signing in to Tableau)…", c.get_credentials(req))
-        .await
-        .map_err(|s| ClientCliError::from_status(&s))?
-        .into_inner();
+    let r = with_spinner(
+        "waiting for the broker (signing in to Tableau)…",
+        c.get_credentials(req),
+    )
+    .await
+    .map_err(|s| ClientCliError::from_status(&s))?
+    .into_inner();
     Ok(render_credentials(&r, args.json, args.token_only))
 }
 
