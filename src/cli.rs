@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Catalog;
+use crate::client_cli::{ConnectOpts, GetArgs, InvalidateArgs, MintArgs, WhoamiArgs};
+use crate::demo::DemoOpts;
 
 /// Exit code for a configuration that does not validate (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
@@ -73,7 +75,10 @@ pub enum Command {
         ttl: Option<Duration>,
     },
     /// Explore the scope catalog offline.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  tableau-token-broker scopes explain 'tableau:tasks:*'"
+    )]
     Scopes(ScopesCommand),
     /// Run the Tableau double (a stand-in for Tableau's REST API, for tests and demos).
     #[command(
@@ -87,6 +92,66 @@ pub enum Command {
         /// Address to listen on (overrides the file); port 0 picks a free one.
         #[arg(long)]
         listen: Option<SocketAddr>,
+    },
+    /// Run the whole system locally: dev certificates, the Tableau double, the broker, a client.
+    ///
+    /// Creates (or reuses) a development CA and client certificates in the state folder, starts
+    /// the Tableau double and the broker on loopback, asks for credentials twice (a sign-in, then
+    /// a cache hit), shows a refused scope escalation, prints what to try next, and serves until
+    /// Ctrl-C.
+    #[command(
+        after_help = "Example:\n  tableau-token-broker demo\n  tableau-token-broker demo --listen 127.0.0.1:0 --state-dir /tmp/ttb-demo --no-wait"
+    )]
+    Demo(DemoOpts),
+    /// Get Tableau credentials (X-Tableau-Auth token, site LUID) from a broker.
+    ///
+    /// The summary shows only a short prefix of the token; --token-only or --json print it.
+    #[command(
+        after_help = "Example:\n  tableau-token-broker get --addr localhost:7443 --ca ca.crt --cert renderer.crt --key renderer.key \\\n    --site finance --user svc-renderer --scope tableau:content:read\n  export TOKEN=$(tableau-token-broker get --site finance --user svc-renderer --scope tableau:content:read --token-only)\n\nTTB_ADDR, TTB_CA, TTB_CERT and TTB_KEY set the connection once for every command."
+    )]
+    Get {
+        /// Connection.
+        #[command(flatten)]
+        conn: ConnectOpts,
+        /// Request.
+        #[command(flatten)]
+        args: GetArgs,
+    },
+    /// Get a connected-app JWT from a broker (for callers that sign in or embed themselves).
+    #[command(
+        after_help = "Example:\n  tableau-token-broker mint --site finance --user svc-renderer --scope tableau:views:embed --ttl 2m --json"
+    )]
+    Mint {
+        /// Connection.
+        #[command(flatten)]
+        conn: ConnectOpts,
+        /// Request.
+        #[command(flatten)]
+        args: MintArgs,
+    },
+    /// Report a token Tableau refused: the broker evicts it and signs its session out.
+    #[command(
+        after_help = "Example:\n  tableau-token-broker invalidate \"$TOKEN\"\n  echo \"$TOKEN\" | tableau-token-broker invalidate -"
+    )]
+    Invalidate {
+        /// Connection.
+        #[command(flatten)]
+        conn: ConnectOpts,
+        /// Request.
+        #[command(flatten)]
+        args: InvalidateArgs,
+    },
+    /// Show who the broker thinks this client is, and what it may ask for.
+    #[command(
+        after_help = "Example:\n  tableau-token-broker whoami --addr localhost:7443 --ca ca.crt --cert renderer.crt --key renderer.key"
+    )]
+    Whoami {
+        /// Connection.
+        #[command(flatten)]
+        conn: ConnectOpts,
+        /// Output.
+        #[command(flatten)]
+        args: WhoamiArgs,
     },
 }
 

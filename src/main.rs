@@ -7,6 +7,7 @@ use clap::Parser;
 use secrecy::ExposeSecret;
 use tableau_token_broker::catalog::Catalog;
 use tableau_token_broker::cli::{self, Cli, Command, ScopesCommand};
+use tableau_token_broker::client_cli::{self, ClientCliError};
 use tableau_token_broker::config::{Config, ConfigError};
 
 fn main() -> ExitCode {
@@ -78,6 +79,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 path, config,
             ))?;
         }
+        Command::Demo(opts) => {
+            tableau_token_broker::telemetry::init_cli("warn");
+            let mut out = std::io::stdout();
+            runtime()?.block_on(tableau_token_broker::demo::run(&opts, &mut out))?;
+        }
+        Command::Get { conn, args } => return client(client_cli::get(&conn, &args)),
+        Command::Mint { conn, args } => return client(client_cli::mint(&conn, &args)),
+        Command::Invalidate { conn, args } => return client(client_cli::invalidate(&conn, &args)),
+        Command::Whoami { conn, args } => return client(client_cli::whoami(&conn, &args)),
         Command::FakeTableau { config, listen } => {
             tableau_token_broker::telemetry::init_cli("info");
             runtime()?.block_on(tableau_token_broker::fake_tableau::run_from_file(
@@ -86,4 +96,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a client command: its output on stdout, or the broker's error on stderr and exit 1.
+fn client(
+    fut: impl std::future::Future<Output = Result<String, ClientCliError>>,
+) -> anyhow::Result<ExitCode> {
+    match runtime()?.block_on(fut) {
+        Ok(out) => {
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            // The whole cause chain, each cause once (some messages already quote their source).
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                let s_text = s.to_string();
+                if !msg.contains(&s_text) {
+                    msg.push_str(": ");
+                    msg.push_str(&s_text);
+                }
+                source = s.source();
+            }
+            eprintln!("error: {msg}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

@@ -4,6 +4,7 @@
 mod broker;
 mod catalog;
 mod cli;
+mod client_cli;
 mod fake_tableau;
 mod tableau_client;
 mod transport;

@@ -1,0 +1,536 @@
+//! The CLI client: `get`, `mint`, `invalidate` and `whoami` against a running broker over mTLS.
+//!
+//! Each command is a library function that returns the text to print (a readable summary, or
+//! JSON for scripts) or a [`ClientCliError`], so `main.rs` stays a thin dispatcher and tests can
+//! check the same code the binary runs. Tokens and JWTs are printed in full only when asked for
+//! (`--json`, `--token-only`, `--jwt-only`); summaries show a short prefix so a terminal or a
+//! screen share does not leak them.
+
+use std::future::Future;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+use crate::cli::parse_duration;
+use crate::grpc::pb;
+use crate::grpc::pb::token_broker_client::TokenBrokerClient;
+use crate::transport::client::{self, ClientError};
+
+/// Characters of a token or JWT shown in readable output: enough to tell two apart, too few to
+/// use.
+const PREFIX_CHARS: usize = 4;
+
+/// How long a call runs before the spinner appears.
+const SPINNER_DELAY: Duration = Duration::from_millis(300);
+
+/// How to reach the broker; shared by every client command, each flag also read from the
+/// environment so scripts set them once.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectOpts {
+    /// Broker address, host:port.
+    #[arg(long, env = "TTB_ADDR", default_value = "localhost:7443")]
+    pub addr: String,
+    /// Client certificate (PEM) the broker identifies this caller by.
+    #[arg(long, env = "TTB_CERT")]
+    pub cert: PathBuf,
+    /// Private key (PEM) of the client certificate.
+    #[arg(long, env = "TTB_KEY")]
+    pub key: PathBuf,
+    /// CA certificate (PEM) that signed the broker's certificate.
+    #[arg(long, env = "TTB_CA")]
+    pub ca: PathBuf,
+    /// Name to check the broker's certificate against (default: the host of --addr).
+    #[arg(long, env = "TTB_SERVER_NAME")]
+    pub server_name: Option<String>,
+}
+
+/// `get`: credentials for a site and user.
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// Site name from the broker's configuration.
+    #[arg(long)]
+    pub site: String,
+    /// Tableau username to sign in as.
+    #[arg(long)]
+    pub user: String,
+    /// Scope the token needs; repeat for more.
+    #[arg(long = "scope", required = true)]
+    pub scopes: Vec<String>,
+    /// Replace a cached token with less life left than this ("10m").
+    #[arg(long, value_parser = parse_duration)]
+    pub min_remaining: Option<Duration>,
+    /// Sign in again even when a cached token is still good.
+    #[arg(long)]
+    pub force_refresh: bool,
+    /// Print JSON (with the full token) instead of a summary.
+    #[arg(long, conflicts_with = "token_only")]
+    pub json: bool,
+    /// Print only the token, for `export TOKEN=$(...)`.
+    #[arg(long)]
+    pub token_only: bool,
+}
+
+/// `mint`: a connected-app JWT.
+#[derive(Debug, Clone, Args)]
+pub struct MintArgs {
+    /// Site name from the broker's configuration.
+    #[arg(long)]
+    pub site: String,
+    /// Tableau username for the JWT's sub claim.
+    #[arg(long)]
+    pub user: String,
+    /// Scope for the scp claim; repeat for more.
+    #[arg(long = "scope", required = true)]
+    pub scopes: Vec<String>,
+    /// Requested lifetime ("2m"); capped by the broker.
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Print JSON (with the full JWT) instead of a summary.
+    #[arg(long, conflicts_with = "jwt_only")]
+    pub json: bool,
+    /// Print only the JWT.
+    #[arg(long)]
+    pub jwt_only: bool,
+}
+
+/// `invalidate`: report a token Tableau refused.
+#[derive(Debug, Clone, Args)]
+pub struct InvalidateArgs {
+    /// The credentials token; "-" reads it from stdin (keeps it out of the process list).
+    #[arg(env = "TTB_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Print JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `whoami`: how the broker sees this caller.
+#[derive(Debug, Clone, Args)]
+pub struct WhoamiArgs {
+    /// Print JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientCliError {
+    /// A certificate or key file could not be read.
+    #[error("cannot read the {what} file {path}: {source}; check --{flag} (or ${env})")]
+    Read {
+        /// Which file ("client certificate", ...).
+        what: &'static str,
+        /// Its flag name.
+        flag: &'static str,
+        /// Its environment variable.
+        env: &'static str,
+        /// The path given.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The token could not be read from stdin.
+    #[error("cannot read the token from stdin: {0}")]
+    Stdin(std::io::Error),
+    /// TLS setup or connecting failed.
+    #[error(transparent)]
+    Connect(#[from] ClientError),
+    /// The broker answered with an error.
+    #[error("{code}{}: {message}", reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    Rpc {
+        /// The gRPC status code, as in the gRPC spec ("PERMISSION_DENIED").
+        code: &'static str,
+        /// `ErrorInfo.reason` from the status details, when the broker gave one.
+        reason: Option<String>,
+        /// The broker's message.
+        message: String,
+    },
+}
+
+impl ClientCliError {
+    /// Builds the error for a status the broker (or the transport) returned.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        ClientCliError::Rpc {
+            code: code_name(status.code()),
+            reason: status
+                .get_error_details()
+                .error_info()
+                .map(|i| i.reason.clone()),
+            message: status.message().to_owned(),
+        }
+    }
+}
+
+/// The gRPC spec's name of a status code, as operators read it in docs and dashboards.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A short, unusable prefix of a secret for readable output: `12ab…`.
+pub fn fingerprint(secret: &str) -> String {
+    let prefix: String = secret.chars().take(PREFIX_CHARS).collect();
+    format!("{prefix}…")
+}
+
+/// The address without a scheme, and the host part for certificate checks.
+fn split_addr(addr: &str) -> (String, String) {
+    let addr = addr
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let host = match addr.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => addr.as_str(),
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    (addr, host)
+}
+
+fn read(
+    path: &Path,
+    what: &'static str,
+    flag: &'static str,
+    env: &'static str,
+) -> Result<Vec<u8>, ClientCliError> {
+    std::fs::read(path).map_err(|source| ClientCliError::Read {
+        what,
+        flag,
+        env,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Connects to the broker with the certificate files in `opts`.
+pub async fn connect(opts: &ConnectOpts) -> Result<TokenBrokerClient<Channel>, ClientCliError> {
+    let ca = read(&opts.ca, "CA certificate", "ca", "TTB_CA")?;
+    let cert = read(&opts.cert, "client certificate", "cert", "TTB_CERT")?;
+    let key = SecretString::from(
+        String::from_utf8_lossy(&read(&opts.key, "client key", "key", "TTB_KEY")?).into_owned(),
+    );
+    let (addr, host) = split_addr(&opts.addr);
+    let server_name = opts.server_name.clone().unwrap_or(host);
+    let channel = client::connect(
+        &addr,
+        &ca,
+        &cert,
+        key.expose_secret().as_bytes(),
+        &server_name,
+    )
+    .await?;
+    Ok(TokenBrokerClient::new(channel))
+}
+
+/// Runs `fut`, showing a spinner on stderr when it takes longer than [`SPINNER_DELAY`] (a
+/// sign-in against a slow Tableau) and stderr is a terminal; nothing otherwise, so quick calls do
+/// not flicker and piped output and logs stay clean.
+async fn with_spinner<T>(message: &'static str, fut: impl Future<Output = T>) -> T {
+    if !std::io::stderr().is_terminal() {
+        return fut.await;
+    }
+    let mut fut = std::pin::pin!(fut);
+    tokio::select! {
+        out = &mut fut => return out,
+        () = tokio::time::sleep(SPINNER_DELAY) => {}
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    spinner.set_message(message);
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let out = fut.await;
+    spinner.finish_and_clear();
+    out
+}
+
+fn rfc3339(ts: Option<prost_types::Timestamp>) -> String {
+    ts.and_then(|t| SystemTime::try_from(t).ok())
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_else(|| "(not set)".to_owned())
+}
+
+fn proto_duration(d: Option<Duration>) -> Option<prost_types::Duration> {
+    d.and_then(|d| prost_types::Duration::try_from(d).ok())
+}
+
+fn to_json(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
+}
+
+/// `get`: asks for credentials; shows a spinner while the broker signs in.
+pub async fn get(conn: &ConnectOpts, args: &GetArgs) -> Result<String, ClientCliError> {
+    let mut c = connect(conn).await?;
+    let req = pb::GetCredentialsRequest {
+        site: args.site.clone(),
+        user: args.user.clone(),
+        scopes: args.scopes.clone(),
+        min_remaining: proto_duration(args.min_remaining),
+        force_refresh: args.force_refresh,
+    };
+    let r = with_spinner(
+        "waiting for the broker (signing in to Tableau)…",
+        c.get_credentials(req),
+    )
+    .await
+    .map_err(|s| ClientCliError::from_status(&s))?
+    .into_inner();
+    Ok(render_credentials(&r, args.json, args.token_only))
+}
+
+/// Formats a `GetCredentials` answer: JSON, the bare token, or a summary without the token.
+pub fn render_credentials(r: &pb::GetCredentialsResponse, json: bool, token_only: bool) -> String {
+    if token_only {
+        return format!("{}\n", r.token);
+    }
+    if json {
+        return to_json(&serde_json::json!({
+            "token": r.token,
+            "site_luid": r.site_luid,
+            "site_content_url": r.site_content_url,
+            "user_luid": r.user_luid,
+            "server_url": r.server_url,
+            "api_version": r.api_version,
+            "expires_at": rfc3339(r.expires_at),
+            "scopes": r.scopes,
+            "from_cache": r.from_cache,
+        }));
+    }
+    format!(
+        "token        {} (full token: --token-only or --json)\n\
+         source       {}\n\
+         site LUID    {}\n\
+         content URL  {:?}\n\
+         user LUID    {}\n\
+         server       {} (REST API {})\n\
+         scopes       {}\n\
+         expires at   {}\n",
+        fingerprint(&r.token),
+        if r.from_cache {
+            "cache hit"
+        } else {
+            "fresh sign-in"
+        },
+        r.site_luid,
+        r.site_content_url,
+        r.user_luid,
+        r.server_url,
+        r.api_version,
+        r.scopes.join(", "),
+        rfc3339(r.expires_at),
+    )
+}
+
+/// `mint`: a connected-app JWT.
+pub async fn mint(conn: &ConnectOpts, args: &MintArgs) -> Result<String, ClientCliError> {
+    let mut c = connect(conn).await?;
+    let req = pb::MintJwtRequest {
+        site: args.site.clone(),
+        user: args.user.clone(),
+        scopes: args.scopes.clone(),
+        ttl: proto_duration(args.ttl),
+    };
+    let r = c
+        .mint_jwt(req)
+        .await
+        .map_err(|s| ClientCliError::from_status(&s))?
+        .into_inner();
+    if args.jwt_only {
+        return Ok(format!("{}\n", r.jwt));
+    }
+    if args.json {
+        return Ok(to_json(&serde_json::json!({
+            "jwt": r.jwt,
+            "jti": r.jti,
+            "expires_at": rfc3339(r.expires_at),
+        })));
+    }
+    Ok(format!(
+        "jwt          {} (full JWT: --jwt-only or --json)\n\
+         jti          {}\n\
+         expires at   {}\n",
+        fingerprint(&r.jwt),
+        r.jti,
+        rfc3339(r.expires_at),
+    ))
+}
+
+/// `invalidate`: evicts a token Tableau refused and ends its session.
+pub async fn invalidate(
+    conn: &ConnectOpts,
+    args: &InvalidateArgs,
+) -> Result<String, ClientCliError> {
+    let token = if args.token == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(ClientCliError::Stdin)?;
+        SecretString::from(s.trim().to_owned())
+    } else {
+        SecretString::from(args.token.clone())
+    };
+    let mut c = connect(conn).await?;
+    let r = c
+        .invalidate_credentials(pb::InvalidateCredentialsRequest {
+            token: token.expose_secret().to_owned(),
+        })
+        .await
+        .map_err(|s| ClientCliError::from_status(&s))?
+        .into_inner();
+    if args.json {
+        return Ok(to_json(&serde_json::json!({
+            "evicted": r.evicted,
+            "signed_out": r.signed_out,
+        })));
+    }
+    Ok(format!(
+        "token {}: {}, {}\n",
+        fingerprint(token.expose_secret()),
+        if r.evicted {
+            "evicted from the cache"
+        } else {
+            "not in the cache"
+        },
+        if r.signed_out {
+            "session signed out at Tableau"
+        } else {
+            "no session signed out"
+        },
+    ))
+}
+
+/// `whoami`: the identity the broker read from the client certificate and its grants.
+pub async fn whoami(conn: &ConnectOpts, args: &WhoamiArgs) -> Result<String, ClientCliError> {
+    let mut c = connect(conn).await?;
+    let r = c
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .map_err(|s| ClientCliError::from_status(&s))?
+        .into_inner();
+    let ttl = |g: &pb::Grant| {
+        g.max_jwt_ttl
+            .and_then(|d| Duration::try_from(d).ok())
+            .map(|d| humantime::format_duration(d).to_string())
+    };
+    if args.json {
+        let grants: Vec<_> = r
+            .grants
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "sites": g.sites,
+                    "users": g.users,
+                    "scopes": g.scopes,
+                    "deny_scopes": g.deny_scopes,
+                    "max_jwt_ttl": ttl(g),
+                })
+            })
+            .collect();
+        return Ok(to_json(&serde_json::json!({
+            "identity": r.identity,
+            "matched_entry": r.matched_entry,
+            "grants": grants,
+        })));
+    }
+    let mut out = format!(
+        "identity     {}\nmatched      {}\n",
+        r.identity, r.matched_entry
+    );
+    if r.grants.is_empty() {
+        out.push_str("grants       none: the broker refuses every request from this caller\n");
+    }
+    for (i, g) in r.grants.iter().enumerate() {
+        out.push_str(&format!(
+            "grant {}\n  sites      {}\n  users      {}\n  scopes     {}\n",
+            i + 1,
+            g.sites.join(", "),
+            g.users.join(", "),
+            g.scopes.join(", ")
+        ));
+        if !g.deny_scopes.is_empty() {
+            out.push_str(&format!("  denied     {}\n", g.deny_scopes.join(", ")));
+        }
+        if let Some(t) = ttl(g) {
+            out.push_str(&format!("  max JWT    {t}\n"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_split_into_dial_target_and_host() {
+        assert_eq!(
+            split_addr("localhost:7443"),
+            ("localhost:7443".into(), "localhost".into())
+        );
+        assert_eq!(
+            split_addr("https://127.0.0.1:9/"),
+            ("127.0.0.1:9".into(), "127.0.0.1".into())
+        );
+        assert_eq!(
+            split_addr("[::1]:7443"),
+            ("[::1]:7443".into(), "::1".into())
+        );
+    }
+
+    #[test]
+    fn errors_read_like_the_broker_said_them() {
+        let e = ClientCliError::Rpc {
+            code: code_name(Code::PermissionDenied),
+            reason: Some("SCOPE_NOT_ALLOWED".into()),
+            message: "scope x is not granted".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "PERMISSION_DENIED (SCOPE_NOT_ALLOWED): scope x is not granted"
+        );
+        assert_eq!(fingerprint("12abcdef"), "12ab…");
+    }
+
+    #[test]
+    fn summaries_never_hold_the_token() {
+        let r = pb::GetCredentialsResponse {
+            token: "0123456789abcdef0123456789abcdef".into(),
+            ..Default::default()
+        };
+        let text = render_credentials(&r, false, false);
+        assert!(!text.contains(&r.token), "{text}");
+        assert!(text.contains("0123…"), "{text}");
+        assert!(render_credentials(&r, true, false).contains(&r.token));
+        assert_eq!(
+            render_credentials(&r, false, true),
+            format!("{}\n", r.token)
+        );
+    }
+}
