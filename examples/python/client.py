@@ -62,9 +62,21 @@ def get_credentials(pb2, pb2_grpc, args):
         try:
             return stub.GetCredentials(request, timeout=30)
         except grpc.RpcError as e:
-            # The broker's reason (ErrorInfo) travels in the status details; the code and
-            # message are enough to act on here.
-            sys.exit(f"error: {e.code().name}: {e.details()}")
+            sys.exit(f"error: {e.code().name} ({error_reason(e)}): {e.details()}")
+
+
+def error_reason(err):
+    """The broker's stable reason (google.rpc.ErrorInfo in the status details), e.g. SCOPE_NOT_ALLOWED."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(err)
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return "no reason"
 
 
 def list_workbooks(resp):

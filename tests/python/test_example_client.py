@@ -99,7 +99,7 @@ def test_example_lists_workbooks_with_a_broker_token(demo):
 def test_example_reports_a_refused_scope(demo):
     out = run_client(demo, "--scope", "tableau:users:read")
     assert out.returncode != 0
-    assert "PERMISSION_DENIED" in out.stderr and "tableau:users:read" in out.stderr, out.stderr
+    assert "PERMISSION_DENIED (SCOPE_NOT_ALLOWED)" in out.stderr and "tableau:users:read" in out.stderr, out.stderr
 
 
 def test_demo_exits_cleanly_on_sigterm(demo):
