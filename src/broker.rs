@@ -283,29 +283,7 @@ impl Broker {
         scopes: &[String],
         ttl: Option<Duration>,
     ) -> Result<MintedJwt, BrokerError> {
-        let config = self.config();
-        let result = (|| {
-            let (allowed, site_cfg) = self.authorize(&config, identity, site, user, scopes)?;
-            let limit = allowed
-                .max_jwt_ttl
-                .map_or(site_cfg.jwt_ttl, |g| g.min(site_cfg.jwt_ttl))
-                .min(MAX_JWT_TTL);
-            let ttl = ttl.unwrap_or(limit);
-            if ttl.is_zero() || ttl > limit {
-                return Err(BrokerError::InvalidArgument {
-                    field: "ttl",
-                    message: format!(
-                        "{} is outside (0, {}], the limit of your grant and site {site:?}",
-                        humantime::format_duration(ttl),
-                        humantime::format_duration(limit)
-                    ),
-                });
-            }
-            self.minter
-                .mint(&site_cfg.app, user, &allowed.scopes, ttl)
-                .map_err(|e| BrokerError::Internal(e.to_string()))
-                .map(|m| (m, allowed.scopes))
-        })();
+        let result = self.mint_jwt_inner(identity, site, user, scopes, ttl);
         match &result {
             Ok((m, scopes)) => {
                 tracing::info!(target: "audit", rpc = "MintJwt", caller = %identity, site, user, scopes = %scopes_str(scopes), outcome = "ok", jti = %m.jti)
@@ -315,6 +293,37 @@ impl Broker {
             }
         }
         result.map(|(m, _)| m)
+    }
+
+    fn mint_jwt_inner(
+        &self,
+        identity: &str,
+        site: &str,
+        user: &str,
+        scopes: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<(MintedJwt, Vec<Scope>), BrokerError> {
+        let config = self.config();
+        let (allowed, site_cfg) = self.authorize(&config, identity, site, user, scopes)?;
+        let limit = allowed
+            .max_jwt_ttl
+            .map_or(site_cfg.jwt_ttl, |g| g.min(site_cfg.jwt_ttl))
+            .min(MAX_JWT_TTL);
+        let ttl = ttl.unwrap_or(limit);
+        if ttl.is_zero() || ttl > limit {
+            return Err(BrokerError::InvalidArgument {
+                field: "ttl",
+                message: format!(
+                    "{} is outside (0, {}], the limit of your grant and site {site:?}",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(limit)
+                ),
+            });
+        }
+        self.minter
+            .mint(&site_cfg.app, user, &allowed.scopes, ttl)
+            .map_err(|e| BrokerError::Internal(e.to_string()))
+            .map(|m| (m, allowed.scopes))
     }
 
     /// Drops a token Tableau refused and ends its session. Unknown tokens are not an error;

@@ -81,6 +81,8 @@ type SharedSignIn = Shared<BoxFuture<'static, Result<Arc<Credentials>, BrokerErr
 /// Bounded, coalescing credentials cache.
 pub struct CredentialCache {
     entries: moka::sync::Cache<CacheKey, Arc<Credentials>>,
+    /// Token digest to key, so invalidation is a lookup rather than a scan.
+    by_digest: Arc<Mutex<HashMap<[u8; 32], CacheKey>>>,
     inflight: Arc<Mutex<HashMap<CacheKey, SharedSignIn>>>,
     clock: SharedClock,
 }
@@ -137,21 +139,26 @@ impl CredentialCache {
         clock: SharedClock,
         evicted: Option<mpsc::UnboundedSender<Arc<Credentials>>>,
     ) -> CredentialCache {
-        let mut builder = moka::sync::Cache::builder()
+        let by_digest: Arc<Mutex<HashMap<[u8; 32], CacheKey>>> = Arc::default();
+        let index = Arc::clone(&by_digest);
+        let entries = moka::sync::Cache::builder()
             .max_capacity(max_entries)
             .expire_after(ExpireAtDeadline {
                 clock: clock.clone(),
-            });
-        if let Some(tx) = evicted {
-            builder = builder.eviction_listener(move |_k, v: Arc<Credentials>, cause| {
+            })
+            .eviction_listener(move |_k, v: Arc<Credentials>, cause| {
+                lock(&index).remove(&v.digest);
                 // Explicit removals are invalidations, which sign out themselves.
                 if cause != RemovalCause::Explicit {
-                    let _ = tx.send(v);
+                    if let Some(tx) = &evicted {
+                        let _ = tx.send(v);
+                    }
                 }
-            });
-        }
+            })
+            .build();
         CredentialCache {
-            entries: builder.build(),
+            entries,
+            by_digest,
             inflight: Arc::new(Mutex::new(HashMap::new())),
             clock,
         }
@@ -192,6 +199,7 @@ impl CredentialCache {
                 None => {
                     let fut = sign_in();
                     let entries = self.entries.clone();
+                    let by_digest = Arc::clone(&self.by_digest);
                     let guard = InflightGuard {
                         map: Arc::clone(&self.inflight),
                         key: key.clone(),
@@ -199,6 +207,7 @@ impl CredentialCache {
                     let task = tokio::spawn(async move {
                         let result = fut.await.map(Arc::new);
                         if let Ok(c) = &result {
+                            lock(&by_digest).insert(c.digest, guard.key.clone());
                             entries.insert(guard.key.clone(), Arc::clone(c));
                         }
                         drop(guard);
@@ -221,20 +230,14 @@ impl CredentialCache {
 
     /// Finds the entry holding a token (by its HMAC digest) and removes it.
     pub fn remove_by_digest(&self, digest: &[u8; 32]) -> Option<Arc<Credentials>> {
-        let key = self
-            .entries
-            .iter()
-            .find(|(_, c)| &c.digest == digest)
-            .map(|(k, _)| k)?;
-        self.entries.remove(key.as_ref())
+        let found = self.find_by_digest(digest)?;
+        self.entries.remove(&found.key)
     }
 
     /// Finds the entry holding a token without removing it.
     pub fn find_by_digest(&self, digest: &[u8; 32]) -> Option<Arc<Credentials>> {
-        self.entries
-            .iter()
-            .find(|(_, c)| &c.digest == digest)
-            .map(|(_, c)| c)
+        let key = lock(&self.by_digest).get(digest).cloned()?;
+        self.entries.get(&key).filter(|c| &c.digest == digest)
     }
 
     /// Removes an entry by key.
