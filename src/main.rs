@@ -1,5 +1,8 @@
 //! The `tableau-token-broker` command: parse the CLI, load config, run.
 
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::ExitCode;
 
 use anyhow::Context;
