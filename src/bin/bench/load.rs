@@ -22,6 +22,8 @@ pub struct Point {
     pub p999_us: f64,
     /// Requests that failed (should be 0).
     pub errors: u64,
+    /// Requests that succeeded.
+    pub count: u64,
 }
 
 impl Point {
@@ -35,6 +37,7 @@ impl Point {
             p99_us: sum(|p| p.p99_us),
             p999_us: sum(|p| p.p999_us),
             errors: points.iter().map(|p| p.errors).sum(),
+            count: points.iter().map(|p| p.count).sum(),
         }
     }
 }
@@ -124,5 +127,6 @@ pub fn summarize(h: &Histogram<u64>, errors: u64, elapsed_s: f64) -> Point {
         p99_us: us(0.99),
         p999_us: us(0.999),
         errors,
+        count: h.len(),
     }
 }

@@ -27,8 +27,8 @@ use prost::Message;
 use secrecy::SecretString;
 use sha2::Digest;
 use tableau_token_broker::cache::{CacheKey, CredentialCache, Credentials, Lookup};
-use tableau_token_broker::error::BrokerError;
 use tableau_token_broker::config::WireFormat;
+use tableau_token_broker::error::BrokerError;
 use tableau_token_broker::tableau::{ClientOptions, Format, SignInTarget, TableauClient};
 
 use crate::load::Point;
@@ -42,9 +42,13 @@ struct Args {
     /// A short run that only checks the harness works (what CI runs); figures are rough.
     #[arg(long)]
     quick: bool,
-    /// Only drive cache hits at concurrency 16 for this many seconds (for a profiler).
-    #[arg(long, value_name = "SECONDS")]
-    profile_hit: Option<f64>,
+    /// Only drive one kind of load at concurrency 16 (for a profiler such as callgrind):
+    /// `hit` (cache-hit GetCredentials), `echo`, or `idle` (start-up only, to subtract).
+    #[arg(long, value_name = "KIND")]
+    profile: Option<ProfileKind>,
+    /// How long `--profile` drives the load.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    seconds: f64,
     /// Where results.json goes.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -119,9 +123,17 @@ async fn main() -> anyhow::Result<()> {
     let world = World::start(SIGNIN_LATENCY, max_entries).await?;
     let mut users = Users(1);
 
-    if let Some(secs) = args.profile_hit {
-        let p = hit_point(&world, &plan, 16, Duration::ZERO, Duration::from_secs_f64(secs)).await?;
-        println!("cache hits at c=16: {:.0} req/s, p99 {:.0} µs", p.rps, p.p99_us);
+    if let Some(kind) = args.profile {
+        let d = Duration::from_secs_f64(args.seconds);
+        let p = match kind {
+            ProfileKind::Idle => Point::mean(&[]),
+            ProfileKind::Hit => hit_point(&world, &plan, 16, Duration::ZERO, d).await?,
+            ProfileKind::Echo => echo_point(&world, &plan, 16, d).await?,
+        };
+        println!(
+            "{kind:?} at c=16: {} requests, {:.0} req/s, p99 {:.0} µs",
+            p.count, p.rps, p.p99_us
+        );
         return Ok(());
     }
 
@@ -164,6 +176,17 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `--profile` drives.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ProfileKind {
+    /// Cache-hit GetCredentials.
+    Hit,
+    /// The echo baseline.
+    Echo,
+    /// Nothing: start-up cost only.
+    Idle,
+}
+
 /// Hands out user names the broker has not cached yet.
 struct Users(usize);
 
@@ -199,6 +222,27 @@ async fn hit_point(
     .await
 }
 
+async fn echo_point(
+    world: &World,
+    plan: &Plan,
+    concurrency: usize,
+    measure: Duration,
+) -> anyhow::Result<Point> {
+    let clients = Arc::new(world.echo_clients(plan.connections).await?);
+    let req = credentials_request(&user(0));
+    let echo_req = pb::EchoRequest {
+        payload: vec![b'r'; req.encoded_len()],
+        // The size of the benchmark's GetCredentialsResponse (figure msg.get_credentials_response).
+        reply_size: 184,
+    };
+    load::run(concurrency, Duration::ZERO, measure, move |i| {
+        let mut c = clients[i % clients.len()].clone();
+        let r = echo_req.clone();
+        async move { c.echo(r).await.map(|_| ()) }
+    })
+    .await
+}
+
 async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let bclients = Arc::new(world.broker_clients(plan.connections).await?);
     let eclients = Arc::new(world.echo_clients(plan.connections).await?);
@@ -213,8 +257,16 @@ async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow
         reply_size: resp.encoded_len() as u32,
     };
     report.section("Message sizes");
-    report.add("msg.get_credentials_request", req.encoded_len() as f64, "bytes");
-    report.add("msg.get_credentials_response", resp.encoded_len() as f64, "bytes");
+    report.add(
+        "msg.get_credentials_request",
+        req.encoded_len() as f64,
+        "bytes",
+    );
+    report.add(
+        "msg.get_credentials_response",
+        resp.encoded_len() as f64,
+        "bytes",
+    );
     for &c in &plan.levels {
         let mut echo = Vec::new();
         let mut broker = Vec::new();
@@ -299,12 +351,19 @@ async fn cold_path(
         let t0 = Instant::now();
         let r = client.get_credentials(credentials_request(&u)).await?;
         h.saturating_record(t0.elapsed().as_nanos() as u64);
-        anyhow::ensure!(!r.into_inner().from_cache, "a cold request was answered from cache");
+        anyhow::ensure!(
+            !r.into_inner().from_cache,
+            "a cold request was answered from cache"
+        );
     }
     let broker_mean = h.mean() / 1e6;
     let broker_p50 = h.value_at_quantile(0.5) as f64 / 1e6;
     report.section("Cold path (Tableau double with a fixed 20 ms sign-in latency)");
-    report.add("cold.double_signin_latency_injected", SIGNIN_LATENCY.as_secs_f64() * 1e3, "ms");
+    report.add(
+        "cold.double_signin_latency_injected",
+        SIGNIN_LATENCY.as_secs_f64() * 1e3,
+        "ms",
+    );
     report.add("cold.direct_signin.mean", direct_mean, "ms");
     report.add("cold.direct_signin.p50", direct_p50, "ms");
     report.add("cold.broker.mean", broker_mean, "ms");
@@ -372,15 +431,15 @@ async fn tsc_peer(
     users: &mut Users,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    report.section("Peer: a request that signs in itself with tableauserverclient (same double, same 20 ms)");
+    report.section(
+        "Peer: a request that signs in itself with tableauserverclient (same double, same 20 ms)",
+    );
     let before = world.fake.stats().signins;
     let peer_user = users.take(1)?.remove(0);
     let url = world.fake.base_url().to_owned();
     let count = plan.tsc_count;
-    let peer = tokio::task::spawn_blocking(move || {
-        peers::tsc_peer(&url, SITE, &peer_user, count)
-    })
-    .await?;
+    let peer =
+        tokio::task::spawn_blocking(move || peers::tsc_peer(&url, SITE, &peer_user, count)).await?;
     let peer_signins = world.fake.stats().signins - before;
 
     // The broker: one client, the same number of requests in a row, first one cold.
@@ -449,37 +508,50 @@ async fn scale(world: &World, plan: &Plan, report: &mut Report) -> anyhow::Resul
     let cache = broker.cache();
     // A real entry to copy field sizes from.
     let mut client = world.broker_clients(1).await?.remove(0);
-    client.get_credentials(credentials_request(&user(0))).await?;
+    client
+        .get_credentials(credentials_request(&user(0)))
+        .await?;
     let template = cache
-        .find_by_digest(&broker.fingerprints().digest(&SecretString::from(
-            client
-                .get_credentials(credentials_request(&user(0)))
-                .await?
-                .into_inner()
-                .token,
-        )))
+        .find_by_digest(
+            &broker.fingerprints().digest(&SecretString::from(
+                client
+                    .get_credentials(credentials_request(&user(0)))
+                    .await?
+                    .into_inner()
+                    .token,
+            )),
+        )
         .context("the warm entry is not in the cache")?;
     cache.run_pending_tasks();
-    let base_entries = cache.len();
-    let rss0 = rss_bytes();
+    let mut prev_entries = cache.len();
+    let mut prev_rss = rss_bytes();
     let mut filled = 0usize;
     let clients = Arc::new(world.broker_clients(plan.connections).await?);
     for &n in &plan.scale {
         let t0 = Instant::now();
         fill(cache, &template, filled, n).await?;
+        let added = n - filled;
         filled = n;
         cache.run_pending_tasks();
         let fill_s = t0.elapsed().as_secs_f64();
         let label = label(n);
-        report.add(format!("scale.{label}.fill_rate"), n as f64 / fill_s, "inserts/s");
-        if let (Some(a), Some(b)) = (rss0, rss_bytes()) {
-            let entries = cache.len().saturating_sub(base_entries).max(1);
+        report.add(
+            format!("scale.{label}.fill_rate"),
+            added as f64 / fill_s,
+            "inserts/s",
+        );
+        // Marginal: resident-set growth over the entries added since the previous level.
+        let rss = rss_bytes();
+        let entries = cache.len();
+        if let (Some(a), Some(b)) = (prev_rss, rss) {
             report.add(
                 format!("scale.{label}.rss_per_entry"),
-                b.saturating_sub(a) as f64 / entries as f64,
+                b.saturating_sub(a) as f64 / entries.saturating_sub(prev_entries).max(1) as f64,
                 "bytes",
             );
         }
+        prev_rss = rss;
+        prev_entries = entries;
         // In-process lookups over a sample of keys spread across the whole population.
         let sample: Vec<CacheKey> = (0..10_000usize)
             .map(|j| scale_key(&template, spread(j, n)))
@@ -506,8 +578,16 @@ async fn scale(world: &World, plan: &Plan, report: &mut Report) -> anyhow::Resul
             plan.scale_lookups as f64 / secs,
             "lookups/s",
         );
-        report.add(format!("scale.{label}.lookup.p50"), h.value_at_quantile(0.5) as f64, "ns");
-        report.add(format!("scale.{label}.lookup.p99"), h.value_at_quantile(0.99) as f64, "ns");
+        report.add(
+            format!("scale.{label}.lookup.p50"),
+            h.value_at_quantile(0.5) as f64,
+            "ns",
+        );
+        report.add(
+            format!("scale.{label}.lookup.p99"),
+            h.value_at_quantile(0.99) as f64,
+            "ns",
+        );
         if misses > 0 {
             report.note(format!("scale {label}: {misses} lookups missed"));
         }
@@ -524,7 +604,10 @@ async fn scale(world: &World, plan: &Plan, report: &mut Report) -> anyhow::Resul
         if p.errors > 0 {
             report.note(format!("scale {label}: {} gRPC lookups failed", p.errors));
         }
-        eprintln!("  {label}: filled in {fill_s:.1} s; gRPC {:.0} req/s", p.rps);
+        eprintln!(
+            "  {label}: filled in {fill_s:.1} s; gRPC {:.0} req/s",
+            p.rps
+        );
     }
     Ok(())
 }

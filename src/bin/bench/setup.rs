@@ -169,7 +169,10 @@ scopes = ["{SCOPE}"]
     }
 
     /// `n` broker clients, each on its own HTTP/2 connection.
-    pub async fn broker_clients(&self, n: usize) -> anyhow::Result<Vec<TokenBrokerClient<Channel>>> {
+    pub async fn broker_clients(
+        &self,
+        n: usize,
+    ) -> anyhow::Result<Vec<TokenBrokerClient<Channel>>> {
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             v.push(TokenBrokerClient::new(
@@ -207,9 +210,7 @@ impl Echo for EchoService {
 }
 
 /// A cache-hit request for `user`.
-pub fn credentials_request(
-    user: &str,
-) -> tableau_token_broker::grpc::pb::GetCredentialsRequest {
+pub fn credentials_request(user: &str) -> tableau_token_broker::grpc::pb::GetCredentialsRequest {
     tableau_token_broker::grpc::pb::GetCredentialsRequest {
         site: SITE.into(),
         user: user.into(),
