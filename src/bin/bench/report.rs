@@ -271,6 +271,8 @@ impl Report {
                 .x_desc("concurrent requests (log scale)")
                 .y_desc(unit)
                 .label_style(("sans-serif", 14))
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| format!("{v:.0}"))
                 .draw()?;
             for (broker, color, name) in [(false, BLUE, "echo"), (true, RED, "broker")] {
                 let pts = series(f, broker);
@@ -282,6 +284,7 @@ impl Report {
             }
             chart
                 .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .label_font(("sans-serif", 14))
