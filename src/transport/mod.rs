@@ -187,6 +187,11 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Small gRPC replies must not wait on Nagle's algorithm (tonic sets TCP_NODELAY only on
+        // listeners it binds itself); without it a reply can stall for a delayed ACK (~40 ms).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "setting TCP_NODELAY failed; continuing without it");
+        }
         let acceptor = TlsAcceptor::from(tls.current());
         let sources = sources.clone();
         let tx = tx.clone();

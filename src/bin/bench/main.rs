@@ -1,0 +1,665 @@
+//! The benchmark harness: `cargo run --release --bin bench -- [--quick]`.
+//!
+//! Measures a cache-hit `GetCredentials` against a bare echo service on the same mTLS stack, the
+//! cold path and sign-in coalescing against the Tableau double, lookups with up to a million
+//! cached entries, HS256 minting against PyJWT, and a broker cache hit against a client that
+//! signs in itself with tableauserverclient. It reports figures; it never fails on a number.
+//! See docs/benchmarks.md.
+
+mod load;
+mod peers;
+mod report;
+mod setup;
+
+/// The echo baseline's generated code (`proto/bench/v1/echo.proto`).
+#[allow(missing_docs, clippy::all)]
+mod pb {
+    tonic::include_proto!("bench.v1");
+}
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use clap::Parser;
+use prost::Message;
+use secrecy::SecretString;
+use sha2::Digest;
+use tableau_token_broker::cache::{CacheKey, CredentialCache, Credentials, Lookup};
+use tableau_token_broker::config::WireFormat;
+use tableau_token_broker::error::BrokerError;
+use tableau_token_broker::tableau::{ClientOptions, Format, SignInTarget, TableauClient};
+
+use crate::load::Point;
+use crate::report::{Pair, Report};
+use crate::setup::{SITE, World, credentials_request, user};
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks the broker against the transport's limit and against its peers")]
+struct Args {
+    /// A short run that only checks the harness works (what CI runs); figures are rough.
+    #[arg(long)]
+    quick: bool,
+    /// Only drive one kind of load at concurrency 16 (for a profiler such as callgrind):
+    /// `hit` (cache-hit GetCredentials), `echo`, or `idle` (start-up only, to subtract).
+    #[arg(long, value_name = "KIND")]
+    profile: Option<ProfileKind>,
+    /// How long `--profile` drives the load.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    seconds: f64,
+    /// Where results.json goes.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+/// Sizes and durations of one run.
+struct Plan {
+    levels: Vec<usize>,
+    connections: usize,
+    warmup: Duration,
+    measure: Duration,
+    rounds: usize,
+    cold_sequential: usize,
+    coalesce_one: usize,
+    coalesce_many: (usize, usize),
+    scale: Vec<usize>,
+    scale_lookups: usize,
+    scale_grpc: Duration,
+    mints: usize,
+    tsc_count: usize,
+    peer_requests: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                levels: vec![1, 16],
+                connections: 8,
+                warmup: Duration::from_millis(100),
+                measure: Duration::from_millis(300),
+                rounds: 1,
+                cold_sequential: 5,
+                coalesce_one: 100,
+                coalesce_many: (1_000, 10),
+                scale: vec![1_000],
+                scale_lookups: 10_000,
+                scale_grpc: Duration::from_millis(300),
+                mints: 2_000,
+                tsc_count: 10,
+                peer_requests: 1_000,
+            }
+        } else {
+            Plan {
+                levels: vec![1, 16, 64, 256],
+                connections: 8,
+                warmup: Duration::from_secs(1),
+                measure: Duration::from_secs(4),
+                rounds: 2,
+                cold_sequential: 50,
+                coalesce_one: 1_000,
+                coalesce_many: (10_000, 100),
+                scale: vec![1_000, 100_000, 1_000_000],
+                scale_lookups: 200_000,
+                scale_grpc: Duration::from_secs(3),
+                mints: 50_000,
+                tsc_count: 200,
+                peer_requests: 1_000,
+            }
+        }
+    }
+}
+
+/// Injected sign-in latency of the Tableau double.
+const SIGNIN_LATENCY: Duration = Duration::from_millis(20);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let plan = Plan::new(args.quick);
+    let max_entries = plan.scale.iter().max().copied().unwrap_or(1_000) as u64 * 2;
+    let world = World::start(SIGNIN_LATENCY, max_entries).await?;
+    let mut users = Users(1);
+
+    if let Some(kind) = args.profile {
+        let d = Duration::from_secs_f64(args.seconds);
+        let p = match kind {
+            ProfileKind::Idle => Point::mean(&[]),
+            ProfileKind::Hit => hit_point(&world, &plan, 16, Duration::ZERO, d).await?,
+            ProfileKind::Echo => echo_point(&world, &plan, 16, d).await?,
+        };
+        println!(
+            "{kind:?} at c=16: {} requests, {:.0} req/s, p99 {:.0} µs",
+            p.count, p.rps, p.p99_us
+        );
+        return Ok(());
+    }
+
+    let mut report = Report {
+        quick: args.quick,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        date: httpdate::fmt_http_date(SystemTime::now()),
+        ..Report::default()
+    };
+
+    eprintln!("[1/5] cache hits vs echo");
+    hits_vs_echo(&world, &plan, &mut report).await?;
+    eprintln!("[2/5] cold path and coalescing");
+    cold_path(&world, &plan, &mut users, &mut report).await?;
+    eprintln!("[3/5] tableauserverclient peer");
+    tsc_peer(&world, &plan, &mut users, &mut report).await?;
+    eprintln!("[4/5] minting vs PyJWT");
+    minting(&plan, &mut report)?;
+    eprintln!("[5/5] scale");
+    scale(&world, &plan, &mut report).await?;
+
+    report.print();
+    let json = args.out.join("results.json");
+    report.write_json(&json)?;
+    println!("\nwrote {}", json.display());
+    if !args.quick {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs");
+        std::fs::create_dir_all(&docs)?;
+        let png = docs.join("bench-throughput.png");
+        let plotted = match report.plot(&png) {
+            Ok(()) => Some("bench-throughput.png"),
+            Err(e) => {
+                report.note(format!("no plot: {e:#}"));
+                None
+            }
+        };
+        report.write_markdown(&docs.join("benchmarks.md"), plotted)?;
+        println!("wrote docs/benchmarks.md");
+    }
+    Ok(())
+}
+
+/// What `--profile` drives.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ProfileKind {
+    /// Cache-hit GetCredentials.
+    Hit,
+    /// The echo baseline.
+    Echo,
+    /// Nothing: start-up cost only.
+    Idle,
+}
+
+/// Hands out user names the broker has not cached yet.
+struct Users(usize);
+
+impl Users {
+    fn take(&mut self, n: usize) -> anyhow::Result<Vec<String>> {
+        let v: Vec<String> = (self.0..self.0 + n).map(user).collect();
+        self.0 += n;
+        anyhow::ensure!(
+            self.0 <= setup::USERS,
+            "the double has too few users ({})",
+            setup::USERS
+        );
+        Ok(v)
+    }
+}
+
+async fn hit_point(
+    world: &World,
+    plan: &Plan,
+    concurrency: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<Point> {
+    let clients = Arc::new(world.broker_clients(plan.connections).await?);
+    let req = credentials_request(&user(0));
+    // One sign-in first so that everything measured is a hit.
+    clients[0].clone().get_credentials(req.clone()).await?;
+    load::run(concurrency, warmup, measure, move |i| {
+        let mut c = clients[i % clients.len()].clone();
+        let r = req.clone();
+        async move { c.get_credentials(r).await.map(|_| ()) }
+    })
+    .await
+}
+
+async fn echo_point(
+    world: &World,
+    plan: &Plan,
+    concurrency: usize,
+    measure: Duration,
+) -> anyhow::Result<Point> {
+    let clients = Arc::new(world.echo_clients(plan.connections).await?);
+    let req = credentials_request(&user(0));
+    let echo_req = pb::EchoRequest {
+        payload: vec![b'r'; req.encoded_len()],
+        // The size of the benchmark's GetCredentialsResponse (figure msg.get_credentials_response).
+        reply_size: 184,
+    };
+    load::run(concurrency, Duration::ZERO, measure, move |i| {
+        let mut c = clients[i % clients.len()].clone();
+        let r = echo_req.clone();
+        async move { c.echo(r).await.map(|_| ()) }
+    })
+    .await
+}
+
+async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+    let bclients = Arc::new(world.broker_clients(plan.connections).await?);
+    let eclients = Arc::new(world.echo_clients(plan.connections).await?);
+    let req = credentials_request(&user(0));
+    let resp = bclients[0]
+        .clone()
+        .get_credentials(req.clone())
+        .await?
+        .into_inner();
+    let echo_req = pb::EchoRequest {
+        payload: vec![b'r'; req.encoded_len()],
+        reply_size: resp.encoded_len() as u32,
+    };
+    report.section("Message sizes");
+    report.add(
+        "msg.get_credentials_request",
+        req.encoded_len() as f64,
+        "bytes",
+    );
+    report.add(
+        "msg.get_credentials_response",
+        resp.encoded_len() as f64,
+        "bytes",
+    );
+    for &c in &plan.levels {
+        let mut echo = Vec::new();
+        let mut broker = Vec::new();
+        for _ in 0..plan.rounds {
+            let clients = Arc::clone(&eclients);
+            let r = echo_req.clone();
+            echo.push(
+                load::run(c, plan.warmup, plan.measure, move |i| {
+                    let mut cl = clients[i % clients.len()].clone();
+                    let r = r.clone();
+                    async move { cl.echo(r).await.map(|_| ()) }
+                })
+                .await?,
+            );
+            let clients = Arc::clone(&bclients);
+            let r = req.clone();
+            broker.push(
+                load::run(c, plan.warmup, plan.measure, move |i| {
+                    let mut cl = clients[i % clients.len()].clone();
+                    let r = r.clone();
+                    async move { cl.get_credentials(r).await.map(|_| ()) }
+                })
+                .await?,
+            );
+        }
+        let pair = Pair {
+            concurrency: c,
+            echo: Point::mean(&echo),
+            broker: Point::mean(&broker),
+        };
+        eprintln!(
+            "  c={c}: echo {:.0} req/s p99 {:.0} µs | broker {:.0} req/s p99 {:.0} µs",
+            pair.echo.rps, pair.echo.p99_us, pair.broker.rps, pair.broker.p99_us
+        );
+        if pair.echo.errors + pair.broker.errors > 0 {
+            report.note(format!(
+                "c={c}: {} echo and {} broker requests failed",
+                pair.echo.errors, pair.broker.errors
+            ));
+        }
+        report.pairs.push(pair);
+    }
+    Ok(())
+}
+
+async fn cold_path(
+    world: &World,
+    plan: &Plan,
+    users: &mut Users,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let broker = world.broker.broker();
+    let config = broker.config();
+    let site = config.site(SITE).context("the benchmark site is missing")?;
+    let app = site.app.clone();
+    let target = SignInTarget {
+        server_url: world.fake.base_url().to_owned(),
+        api_version: site.api_version.clone(),
+        content_url: SITE.to_owned(),
+        format: match site.format {
+            WireFormat::Xml => Format::Xml,
+            WireFormat::Json => Format::Json,
+        },
+    };
+    // The double's own sign-in latency, as a direct client sees it (mint + HTTP sign-in).
+    let direct = TableauClient::new(ClientOptions::default())?;
+    let minter = tableau_token_broker::mint::Minter::new(tableau_token_broker::clock::system());
+    let scopes = tableau_token_broker::scope::normalize([setup::SCOPE])?;
+    let mut h = load::histogram()?;
+    for u in users.take(plan.cold_sequential)? {
+        let t0 = Instant::now();
+        let jwt = minter.mint(&app, &u, &scopes, Duration::from_secs(300))?;
+        direct.sign_in(&target, &jwt.jwt).await?;
+        h.saturating_record(t0.elapsed().as_nanos() as u64);
+    }
+    let direct_mean = h.mean() / 1e6;
+    let direct_p50 = h.value_at_quantile(0.5) as f64 / 1e6;
+
+    let mut client = world.broker_clients(1).await?.remove(0);
+    let mut h = load::histogram()?;
+    for u in users.take(plan.cold_sequential)? {
+        let t0 = Instant::now();
+        let r = client.get_credentials(credentials_request(&u)).await?;
+        h.saturating_record(t0.elapsed().as_nanos() as u64);
+        anyhow::ensure!(
+            !r.into_inner().from_cache,
+            "a cold request was answered from cache"
+        );
+    }
+    let broker_mean = h.mean() / 1e6;
+    let broker_p50 = h.value_at_quantile(0.5) as f64 / 1e6;
+    report.section("Cold path (Tableau double with a fixed 20 ms sign-in latency)");
+    report.add(
+        "cold.double_signin_latency_injected",
+        SIGNIN_LATENCY.as_secs_f64() * 1e3,
+        "ms",
+    );
+    report.add("cold.direct_signin.mean", direct_mean, "ms");
+    report.add("cold.direct_signin.p50", direct_p50, "ms");
+    report.add("cold.broker.mean", broker_mean, "ms");
+    report.add("cold.broker.p50", broker_p50, "ms");
+    report.add("cold.broker_added.mean", broker_mean - direct_mean, "ms");
+    report.add("cold.broker_added.p50", broker_p50 - direct_p50, "ms");
+
+    let clients = Arc::new(world.broker_clients(plan.connections).await?);
+    let one = users.take(1)?.remove(0);
+    let (signins, failed) =
+        burst(world, &clients, (0..plan.coalesce_one).map(|_| one.clone())).await?;
+    report.add(
+        format!("coalesce.{}_concurrent_one_key.signins", plan.coalesce_one),
+        signins as f64,
+        "sign-ins",
+    );
+    let (n, keys) = plan.coalesce_many;
+    let many = users.take(keys)?;
+    let (signins_many, failed_many) =
+        burst(world, &clients, (0..n).map(|i| many[i % keys].clone())).await?;
+    report.add(
+        format!("coalesce.{n}_over_{keys}_keys.signins"),
+        signins_many as f64,
+        "sign-ins",
+    );
+    if failed + failed_many > 0 {
+        report.note(format!(
+            "coalescing: {} requests failed",
+            failed + failed_many
+        ));
+    }
+    Ok(())
+}
+
+/// Sends all requests at once; returns the sign-ins Tableau saw and the failures.
+async fn burst(
+    world: &World,
+    clients: &Arc<Vec<pb_broker::TokenBrokerClient<tonic::transport::Channel>>>,
+    users: impl Iterator<Item = String>,
+) -> anyhow::Result<(u64, u64)> {
+    let before = world.fake.stats().signins;
+    let tasks: Vec<_> = users
+        .enumerate()
+        .map(|(i, u)| {
+            let mut c = clients[i % clients.len()].clone();
+            tokio::spawn(async move { c.get_credentials(credentials_request(&u)).await })
+        })
+        .collect();
+    let mut failed = 0;
+    for t in tasks {
+        if !matches!(t.await, Ok(Ok(_))) {
+            failed += 1;
+        }
+    }
+    Ok((world.fake.stats().signins - before, failed))
+}
+
+mod pb_broker {
+    pub use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
+}
+
+async fn tsc_peer(
+    world: &World,
+    plan: &Plan,
+    users: &mut Users,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    report.section(
+        "Peer: a request that signs in itself with tableauserverclient (same double, same 20 ms)",
+    );
+    let before = world.fake.stats().signins;
+    let peer_user = users.take(1)?.remove(0);
+    let url = world.fake.base_url().to_owned();
+    let count = plan.tsc_count;
+    let peer =
+        tokio::task::spawn_blocking(move || peers::tsc_peer(&url, SITE, &peer_user, count)).await?;
+    let peer_signins = world.fake.stats().signins - before;
+
+    // The broker: one client, the same number of requests in a row, first one cold.
+    let mut client = world.broker_clients(1).await?.remove(0);
+    let u = users.take(1)?.remove(0);
+    let before = world.fake.stats().signins;
+    let mut h = load::histogram()?;
+    for _ in 0..plan.peer_requests {
+        let t0 = Instant::now();
+        client.get_credentials(credentials_request(&u)).await?;
+        h.saturating_record(t0.elapsed().as_nanos() as u64);
+    }
+    let broker_signins = world.fake.stats().signins - before;
+    let broker_mean_ms = h.mean() / 1e6;
+    let broker_p50_ms = h.value_at_quantile(0.5) as f64 / 1e6;
+    report.add("peer.broker.time_to_token.mean", broker_mean_ms, "ms");
+    report.add("peer.broker.time_to_token.p50", broker_p50_ms, "ms");
+    report.add(
+        "peer.broker.signins_per_1000_requests",
+        broker_signins as f64 * 1000.0 / plan.peer_requests as f64,
+        "sign-ins",
+    );
+    match peer {
+        Ok(p) => {
+            report.add("peer.tsc.time_to_token.mean", p.mean_ms, "ms");
+            report.add("peer.tsc.time_to_token.p50", p.p50_ms, "ms");
+            report.add(
+                "peer.tsc.signins_per_1000_requests",
+                peer_signins as f64 * 1000.0 / p.count.max(1) as f64,
+                "sign-ins",
+            );
+            report.add(
+                "peer.time_to_token_ratio_tsc_over_broker",
+                p.mean_ms / broker_mean_ms,
+                "x",
+            );
+        }
+        Err(e) => report.note(format!("tableauserverclient peer skipped: {e:#}")),
+    }
+    Ok(())
+}
+
+fn minting(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+    report.section("Minting HS256 connected-app JWTs (one thread)");
+    let rust = peers::mint_rate(plan.mints)?;
+    report.add("mint.broker", rust, "JWT/s");
+    match peers::pyjwt_rate(plan.mints) {
+        Ok(py) => {
+            report.add("mint.pyjwt", py, "JWT/s");
+            report.add("mint.ratio_broker_over_pyjwt", rust / py, "x");
+        }
+        Err(e) => report.note(format!("PyJWT comparison skipped: {e}")),
+    }
+    Ok(())
+}
+
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+async fn scale(world: &World, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+    report.section("Scale: lookups with many cached entries (filled directly, no Tableau)");
+    let broker = world.broker.broker();
+    let cache = broker.cache();
+    // A real entry to copy field sizes from.
+    let mut client = world.broker_clients(1).await?.remove(0);
+    client
+        .get_credentials(credentials_request(&user(0)))
+        .await?;
+    let template = cache
+        .find_by_digest(
+            &broker.fingerprints().digest(&SecretString::from(
+                client
+                    .get_credentials(credentials_request(&user(0)))
+                    .await?
+                    .into_inner()
+                    .token,
+            )),
+        )
+        .context("the warm entry is not in the cache")?;
+    cache.run_pending_tasks();
+    let mut prev_entries = cache.len();
+    let mut prev_rss = rss_bytes();
+    let mut filled = 0usize;
+    let clients = Arc::new(world.broker_clients(plan.connections).await?);
+    for &n in &plan.scale {
+        let t0 = Instant::now();
+        fill(cache, &template, filled, n).await?;
+        let added = n - filled;
+        filled = n;
+        cache.run_pending_tasks();
+        let fill_s = t0.elapsed().as_secs_f64();
+        let label = label(n);
+        report.add(
+            format!("scale.{label}.fill_rate"),
+            added as f64 / fill_s,
+            "inserts/s",
+        );
+        // Marginal: resident-set growth over the entries added since the previous level.
+        let rss = rss_bytes();
+        let entries = cache.len();
+        if let (Some(a), Some(b)) = (prev_rss, rss) {
+            report.add(
+                format!("scale.{label}.rss_per_entry"),
+                b.saturating_sub(a) as f64 / entries.saturating_sub(prev_entries).max(1) as f64,
+                "bytes",
+            );
+        }
+        prev_rss = rss;
+        prev_entries = entries;
+        // In-process lookups over a sample of keys spread across the whole population.
+        let sample: Vec<CacheKey> = (0..10_000usize)
+            .map(|j| scale_key(&template, spread(j, n)))
+            .collect();
+        let mut h = load::histogram()?;
+        let mut misses = 0u64;
+        let t0 = Instant::now();
+        for j in 0..plan.scale_lookups {
+            let k = &sample[j % sample.len()];
+            let t = Instant::now();
+            let r = cache
+                .get_or_sign_in(k, Lookup::default(), || async {
+                    Err::<Credentials, _>(BrokerError::Internal("benchmark lookup missed".into()))
+                })
+                .await;
+            h.saturating_record(t.elapsed().as_nanos() as u64);
+            if !matches!(r, Ok((_, true))) {
+                misses += 1;
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        report.add(
+            format!("scale.{label}.lookup.throughput_one_task"),
+            plan.scale_lookups as f64 / secs,
+            "lookups/s",
+        );
+        report.add(
+            format!("scale.{label}.lookup.p50"),
+            h.value_at_quantile(0.5) as f64,
+            "ns",
+        );
+        report.add(
+            format!("scale.{label}.lookup.p99"),
+            h.value_at_quantile(0.99) as f64,
+            "ns",
+        );
+        if misses > 0 {
+            report.note(format!("scale {label}: {misses} lookups missed"));
+        }
+        // End to end over gRPC, keys spread over the population, concurrency 64.
+        let cl = Arc::clone(&clients);
+        let p = load::run(64, Duration::ZERO, plan.scale_grpc, move |i| {
+            let mut c = cl[i % cl.len()].clone();
+            let r = credentials_request(&format!("scale-{}", spread(i, n)));
+            async move { c.get_credentials(r).await.map(|_| ()) }
+        })
+        .await?;
+        report.add(format!("scale.{label}.grpc_c64.throughput"), p.rps, "req/s");
+        report.add(format!("scale.{label}.grpc_c64.p99"), p.p99_us, "µs");
+        if p.errors > 0 {
+            report.note(format!("scale {label}: {} gRPC lookups failed", p.errors));
+        }
+        eprintln!(
+            "  {label}: filled in {fill_s:.1} s; gRPC {:.0} req/s",
+            p.rps
+        );
+    }
+    Ok(())
+}
+
+/// Index `j` scattered over `0..n`.
+fn spread(j: usize, n: usize) -> usize {
+    (j.wrapping_mul(2_654_435_761)) % n
+}
+
+fn label(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+fn scale_key(template: &Credentials, i: usize) -> CacheKey {
+    // Allocated per key, as the broker does for every request it caches.
+    CacheKey {
+        site: Arc::from(&*template.key.site),
+        user: Arc::from(format!("scale-{i}")),
+        scopes: Arc::from(template.key.scopes.to_vec()),
+    }
+}
+
+/// Inserts entries `from..to` through the cache's own path (a "sign-in" that answers at once).
+async fn fill(
+    cache: &CredentialCache,
+    template: &Credentials,
+    from: usize,
+    to: usize,
+) -> anyhow::Result<()> {
+    let now = SystemTime::now();
+    for i in from..to {
+        let key = scale_key(template, i);
+        let token = format!("{i:032x}");
+        let creds = Credentials {
+            key: key.clone(),
+            digest: sha2::Sha256::digest(token.as_bytes()).into(),
+            token: SecretString::from(token),
+            fingerprint: template.fingerprint.clone(),
+            site_luid: template.site_luid.clone(),
+            site_content_url: template.site_content_url.clone(),
+            user_luid: format!("00000000-0000-4000-8000-{i:012}"),
+            jti: template.jti.clone(),
+            signed_in_at: now,
+            expires_at: now + Duration::from_secs(4 * 3600),
+        };
+        cache
+            .get_or_sign_in(&key, Lookup::default(), move || async move { Ok(creds) })
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! Output: the stdout table, `target/bench/results.json`, and (full runs) `docs/benchmarks.md`
+//! with `docs/bench-throughput.png`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::prelude::*;
+
+use crate::load::Point;
+
+/// One named figure.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: &'static str,
+}
+
+/// Figures under a heading.
+#[derive(Debug, Default)]
+pub struct Section {
+    pub title: String,
+    pub figures: Vec<Figure>,
+}
+
+/// Broker and echo at one concurrency.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub concurrency: usize,
+    pub echo: Point,
+    pub broker: Point,
+}
+
+/// Everything one run produced.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub quick: bool,
+    pub cores: usize,
+    pub date: String,
+    pub sections: Vec<Section>,
+    pub pairs: Vec<Pair>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// Starts a new section; later [`Report::add`] calls go into it.
+    pub fn section(&mut self, title: &str) {
+        self.sections.push(Section {
+            title: title.to_owned(),
+            figures: Vec::new(),
+        });
+    }
+
+    /// Adds a figure to the current section.
+    pub fn add(&mut self, name: impl Into<String>, value: f64, unit: &'static str) {
+        if self.sections.is_empty() {
+            self.section("figures");
+        }
+        if let Some(s) = self.sections.last_mut() {
+            s.figures.push(Figure {
+                name: name.into(),
+                value,
+                unit,
+            });
+        }
+    }
+
+    /// A remark printed under the figures (skipped measurements, caveats).
+    pub fn note(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        eprintln!("note: {text}");
+        self.notes.push(text);
+    }
+
+    fn pairs_table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "| concurrency | echo req/s | broker req/s | throughput ratio | echo p50 µs | broker p50 µs | echo p99 µs | broker p99 µs | p99 ratio | echo p99.9 µs | broker p99.9 µs |"
+        );
+        let _ = writeln!(
+            s,
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for p in &self.pairs {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.0} | {:.0} | {:.0} | {:.3} | {:.0} | {:.0} |",
+                p.concurrency,
+                p.echo.rps,
+                p.broker.rps,
+                p.broker.rps / p.echo.rps,
+                p.echo.p50_us,
+                p.broker.p50_us,
+                p.echo.p99_us,
+                p.broker.p99_us,
+                p.broker.p99_us / p.echo.p99_us,
+                p.echo.p999_us,
+                p.broker.p999_us,
+            );
+        }
+        s
+    }
+
+    fn sections_markdown(&self) -> String {
+        let mut s = String::new();
+        for sec in &self.sections {
+            let _ = writeln!(s, "\n### {}\n", sec.title);
+            let _ = writeln!(s, "| figure | value | unit |\n|---|---:|---|");
+            for f in &sec.figures {
+                let _ = writeln!(s, "| `{}` | {} | {} |", f.name, fmt_value(f.value), f.unit);
+            }
+        }
+        s
+    }
+
+    /// The table on stdout.
+    pub fn print(&self) {
+        println!(
+            "\n== tableau-token-broker benchmark ({}; {} cores; {}) ==\n",
+            if self.quick { "quick" } else { "full" },
+            self.cores,
+            self.date
+        );
+        println!("Cache-hit GetCredentials vs echo over the same mTLS stack:\n");
+        print!("{}", self.pairs_table());
+        for sec in &self.sections {
+            println!("\n-- {} --", sec.title);
+            for f in &sec.figures {
+                println!("  {:<52} {:>14} {}", f.name, fmt_value(f.value), f.unit);
+            }
+        }
+        if !self.notes.is_empty() {
+            println!("\nNotes:");
+            for n in &self.notes {
+                println!("  - {n}");
+            }
+        }
+    }
+
+    /// Writes `results.json` (one object: date, cores, quick, figures by name with units).
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let mut figures = serde_json::Map::new();
+        for p in &self.pairs {
+            let c = p.concurrency;
+            for (who, pt) in [("echo", &p.echo), ("broker", &p.broker)] {
+                figures.insert(format!("hit.c{c}.{who}.throughput"), fig(pt.rps, "req/s"));
+                figures.insert(format!("hit.c{c}.{who}.p50"), fig(pt.p50_us, "µs"));
+                figures.insert(format!("hit.c{c}.{who}.p99"), fig(pt.p99_us, "µs"));
+                figures.insert(format!("hit.c{c}.{who}.p99_9"), fig(pt.p999_us, "µs"));
+                figures.insert(
+                    format!("hit.c{c}.{who}.errors"),
+                    fig(pt.errors as f64, "requests"),
+                );
+            }
+            figures.insert(
+                format!("hit.c{c}.throughput_ratio"),
+                fig(p.broker.rps / p.echo.rps, "broker/echo"),
+            );
+            figures.insert(
+                format!("hit.c{c}.p99_ratio"),
+                fig(p.broker.p99_us / p.echo.p99_us, "broker/echo"),
+            );
+        }
+        for sec in &self.sections {
+            for f in &sec.figures {
+                figures.insert(f.name.clone(), fig(f.value, f.unit));
+            }
+        }
+        let doc = serde_json::json!({
+            "date": self.date,
+            "cores": self.cores,
+            "quick": self.quick,
+            "figures": figures,
+            "notes": self.notes,
+        });
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Replaces the generated part of `docs/benchmarks.md` (between the markers), keeping the
+    /// hand-written parts (reproduction, profile).
+    pub fn write_markdown(&self, path: &Path, plot: Option<&str>) -> anyhow::Result<()> {
+        const START: &str =
+            "<!-- results:start (generated by `cargo run --release --bin bench`) -->";
+        const END: &str = "<!-- results:end -->";
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "{START}\n\nLatest full run: {} on {} cores (load generator, broker, echo server and Tableau double share them).\n",
+            self.date, self.cores
+        );
+        let _ = writeln!(
+            md,
+            "### Cache-hit GetCredentials vs echo (same mTLS stack)\n"
+        );
+        md.push_str(&self.pairs_table());
+        if let Some(png) = plot {
+            let _ = writeln!(md, "\n![throughput and p99 against concurrency]({png})");
+        }
+        md.push_str(&self.sections_markdown());
+        if !self.notes.is_empty() {
+            let _ = writeln!(md, "\nNotes from the run:\n");
+            for n in &self.notes {
+                let _ = writeln!(md, "- {n}");
+            }
+        }
+        let _ = write!(md, "\n{END}");
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        let text = match (old.find(START), old.find(END)) {
+            (Some(a), Some(b)) if a < b => {
+                format!("{}{}{}", &old[..a], md, &old[b + END.len()..])
+            }
+            _ => format!("# Benchmarks\n\n{md}\n"),
+        };
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Throughput and p99 against concurrency for broker and echo. Needs a TrueType font for
+    /// labels (DejaVu Sans from the system); without one, no plot and a note.
+    pub fn plot(&self, path: &Path) -> anyhow::Result<()> {
+        let font = FONTS.iter().find_map(|f| std::fs::read(f).ok()).context(
+            "no TrueType font found for the plot's labels (apt-get install fonts-dejavu-core)",
+        )?;
+        let font: &'static [u8] = Box::leak(font.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, font)
+            .map_err(|_| anyhow::anyhow!("the font file could not be read"))?;
+        let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (left, right) = root.split_horizontally(600);
+        let cmax = self.pairs.iter().map(|p| p.concurrency).max().unwrap_or(1) as f64 * 1.2;
+        let series = |f: fn(&Point) -> f64, broker: bool| -> Vec<(f64, f64)> {
+            self.pairs
+                .iter()
+                .map(|p| {
+                    let pt = if broker { &p.broker } else { &p.echo };
+                    (p.concurrency as f64, f(pt))
+                })
+                .collect()
+        };
+        for (area, title, unit, f) in [
+            (
+                &left,
+                "Throughput",
+                "requests per second",
+                (|p: &Point| p.rps) as fn(&Point) -> f64,
+            ),
+            (&right, "p99 latency", "microseconds", |p: &Point| p.p99_us),
+        ] {
+            let ymax = self
+                .pairs
+                .iter()
+                .flat_map(|p| [f(&p.echo), f(&p.broker)])
+                .fold(0.0, f64::max)
+                * 1.15;
+            let mut chart = ChartBuilder::on(area)
+                .caption(
+                    format!("{title}: broker cache hit vs echo"),
+                    ("sans-serif", 20),
+                )
+                .margin(15)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d((0.8f64..cmax).log_scale(), 0f64..ymax.max(1.0))?;
+            chart
+                .configure_mesh()
+                .x_desc("concurrent requests (log scale)")
+                .y_desc(unit)
+                .label_style(("sans-serif", 14))
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| format!("{v:.0}"))
+                .draw()?;
+            for (broker, color, name) in [(false, BLUE, "echo"), (true, RED, "broker")] {
+                let pts = series(f, broker);
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                    .label(name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+                chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 14))
+                .draw()?;
+        }
+        root.present()?;
+        Ok(())
+    }
+}
+
+const FONTS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+];
+
+fn fig(value: f64, unit: &str) -> serde_json::Value {
+    serde_json::json!({ "value": value, "unit": unit })
+}
+
+fn fmt_value(v: f64) -> String {
+    if (v.fract() == 0.0 && v.abs() < 1e15) || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
+    }
+}
