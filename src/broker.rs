@@ -253,17 +253,21 @@ impl Broker {
             min_remaining: req.min_remaining,
             force_refresh: req.force_refresh,
         };
-        let client =
-            runtime.clients.get(&site.name).cloned().ok_or_else(|| {
-                BrokerError::Internal(format!("no client for site {}", site.name))
-            })?;
-        let sign_in = {
-            let site = Arc::clone(&site);
-            let key = key.clone();
-            let minter = self.minter.clone();
-            let clock = self.clock.clone();
-            let fp = Arc::clone(&self.fingerprints);
-            move || sign_in(client, site, key, minter, clock, usable, fp)
+        // Built on every call but cheap: it only borrows. Clones happen on a miss, inside it.
+        let sign_in = || {
+            let client = runtime.clients.get(&site.name).cloned();
+            let (site, key) = (Arc::clone(&site), key.clone());
+            let (minter, clock, fp) = (
+                self.minter.clone(),
+                self.clock.clone(),
+                Arc::clone(&self.fingerprints),
+            );
+            async move {
+                let client = client.ok_or_else(|| {
+                    BrokerError::Internal(format!("no client for site {}", site.name))
+                })?;
+                sign_in(client, site, key, minter, clock, usable, fp).await
+            }
         };
         let (credentials, from_cache) = self.cache.get_or_sign_in(&key, lookup, sign_in).await?;
         Ok(Granted {

@@ -109,17 +109,24 @@ pub enum ScopeParseError {
     },
 }
 
-/// A syntactically valid Tableau scope. Ordered and hashable so scope sets can key the cache.
+/// A syntactically valid Tableau scope. Ordered (by its text) and hashable so scope sets can key
+/// the cache. Keeps its text, so showing it on the hot path is a copy, not formatting.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Scope {
-    resource: String,
+    text: Box<str>,
     action: Action,
 }
 
 impl Scope {
     /// The resource part, such as `views`, or `*` for `tableau:*:*`.
     pub fn resource(&self) -> &str {
-        &self.resource
+        let rest = &self.text[NAMESPACE.len() + 1..];
+        rest.split(':').next().unwrap_or(rest)
+    }
+
+    /// The scope as written, e.g. `tableau:views:download`.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 
     /// The action part.
@@ -173,7 +180,7 @@ impl FromStr for Scope {
             });
         }
         Ok(Scope {
-            resource: resource.to_owned(),
+            text: input.into(),
             action,
         })
     }
@@ -181,13 +188,13 @@ impl FromStr for Scope {
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{NAMESPACE}:{}:{}", self.resource, self.action.as_str())
+        f.write_str(&self.text)
     }
 }
 
 impl serde::Serialize for Scope {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(&self.text)
     }
 }
 
@@ -222,6 +229,7 @@ mod tests {
         ] {
             let scope: Scope = s.parse().unwrap();
             assert_eq!(scope.to_string(), s);
+            assert_eq!(scope.resource(), s.split(':').nth(1).unwrap());
         }
     }
 

@@ -137,7 +137,7 @@ impl TokenBroker for TokenBrokerService {
             server_url: g.site.server_url.clone(),
             api_version: g.site.api_version.clone(),
             expires_at: Some(timestamp(c.expires_at)),
-            scopes: c.key.scopes.iter().map(ToString::to_string).collect(),
+            scopes: c.key.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
             from_cache: g.from_cache,
         }))
     }
