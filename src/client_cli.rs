@@ -50,18 +50,26 @@ pub struct ConnectOpts {
     pub server_name: Option<String>,
 }
 
-/// `get`: credentials for a site and user.
+/// What `get` and `mint` ask for: the same three things the broker's policy decides on.
 #[derive(Debug, Clone, Args)]
-pub struct GetArgs {
+pub struct TargetArgs {
     /// Site name from the broker's configuration.
     #[arg(long)]
     pub site: String,
-    /// Tableau username to sign in as.
+    /// Tableau username (the JWT's sub claim).
     #[arg(long)]
     pub user: String,
     /// Scope the token needs; repeat for more.
     #[arg(long = "scope", required = true)]
     pub scopes: Vec<String>,
+}
+
+/// `get`: credentials for a site and user.
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// Site, user and scopes.
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Replace a cached token with less life left than this ("10m").
     #[arg(long, value_parser = parse_duration)]
     pub min_remaining: Option<Duration>,
@@ -79,15 +87,9 @@ pub struct GetArgs {
 /// `mint`: a connected-app JWT.
 #[derive(Debug, Clone, Args)]
 pub struct MintArgs {
-    /// Site name from the broker's configuration.
-    #[arg(long)]
-    pub site: String,
-    /// Tableau username for the JWT's sub claim.
-    #[arg(long)]
-    pub user: String,
-    /// Scope for the scp claim; repeat for more.
-    #[arg(long = "scope", required = true)]
-    pub scopes: Vec<String>,
+    /// Site, user and scopes.
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Requested lifetime ("2m"); capped by the broker.
     #[arg(long, value_parser = parse_duration)]
     pub ttl: Option<Duration>,
@@ -289,9 +291,9 @@ fn to_json(v: &serde_json::Value) -> String {
 pub async fn get(conn: &ConnectOpts, args: &GetArgs) -> Result<String, ClientCliError> {
     let mut c = connect(conn).await?;
     let req = pb::GetCredentialsRequest {
-        site: args.site.clone(),
-        user: args.user.clone(),
-        scopes: args.scopes.clone(),
+        site: args.target.site.clone(),
+        user: args.target.user.clone(),
+        scopes: args.target.scopes.clone(),
         min_remaining: proto_duration(args.min_remaining),
         force_refresh: args.force_refresh,
     };
@@ -352,9 +354,9 @@ pub fn render_credentials(r: &pb::GetCredentialsResponse, json: bool, token_only
 pub async fn mint(conn: &ConnectOpts, args: &MintArgs) -> Result<String, ClientCliError> {
     let mut c = connect(conn).await?;
     let req = pb::MintJwtRequest {
-        site: args.site.clone(),
-        user: args.user.clone(),
-        scopes: args.scopes.clone(),
+        site: args.target.site.clone(),
+        user: args.target.user.clone(),
+        scopes: args.target.scopes.clone(),
         ttl: proto_duration(args.ttl),
     };
     let r = c
