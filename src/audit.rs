@@ -9,6 +9,41 @@ use sha2::Sha256;
 /// logs, and too little to be worth attacking.
 pub const FINGERPRINT_HEX_LEN: usize = 16;
 
+/// A token's HMAC, truncated to 128 bits: what the cache indexes tokens by, so an invalidation
+/// finds its entry without the cache comparing tokens. 128 bits keep collisions out of reach
+/// (about 2^-88 over a million entries) at half the memory of the full MAC.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest([u8; 16]);
+
+impl TokenDigest {
+    /// The short form shown in logs (the first 64 bits in hex), so that log lines about one
+    /// token can be matched.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint(*self)
+    }
+}
+
+impl std::fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenDigest({})", self.fingerprint())
+    }
+}
+
+/// A token's log fingerprint, formatted on display rather than stored as text.
+#[derive(Clone, Copy)]
+pub struct Fingerprint(TokenDigest);
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = [0u8; FINGERPRINT_HEX_LEN];
+        // Both lengths are fixed and match, so encoding cannot fail.
+        match hex::encode_to_slice(&self.0.0[..FINGERPRINT_HEX_LEN / 2], &mut buf) {
+            Ok(()) => f.write_str(std::str::from_utf8(&buf).map_err(|_| std::fmt::Error)?),
+            Err(_) => Err(std::fmt::Error),
+        }
+    }
+}
+
 /// HMAC-SHA256 under a key drawn at process start. Fingerprints match within one process only,
 /// so they cannot be correlated with other systems or brute-forced offline from logs.
 pub struct Fingerprinter {
@@ -36,20 +71,19 @@ impl Fingerprinter {
     }
 
     /// The fingerprint of a token: truncated hex HMAC.
-    pub fn fingerprint(&self, token: &SecretString) -> String {
-        hex::encode(self.digest(token))[..FINGERPRINT_HEX_LEN].to_owned()
+    pub fn fingerprint(&self, token: &SecretString) -> Fingerprint {
+        self.digest(token).fingerprint()
     }
 
-    /// The full HMAC, for comparing tokens without holding them side by side.
-    pub fn digest(&self, token: &SecretString) -> [u8; 32] {
+    /// The token's HMAC (truncated), for finding and comparing tokens without holding them.
+    pub fn digest(&self, token: &SecretString) -> TokenDigest {
+        let mut out = [0; 16];
         // HMAC accepts keys of any length, so this cannot fail; fall back to a zero digest anyway.
-        match <Hmac<Sha256> as Mac>::new_from_slice(&self.key) {
-            Ok(mut mac) => {
-                mac.update(token.expose_secret().as_bytes());
-                mac.finalize().into_bytes().into()
-            }
-            Err(_) => [0; 32],
+        if let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&self.key) {
+            mac.update(token.expose_secret().as_bytes());
+            out.copy_from_slice(&mac.finalize().into_bytes()[..16]);
         }
+        TokenDigest(out)
     }
 }
 
@@ -62,9 +96,20 @@ mod tests {
         let a = Fingerprinter::new();
         let b = Fingerprinter::new();
         let t = SecretString::from("12ab34cd56ef78ab90cd12ef34ab56cd".to_owned());
-        assert_eq!(a.fingerprint(&t), a.fingerprint(&t));
-        assert_ne!(a.fingerprint(&t), b.fingerprint(&t));
-        assert_eq!(a.fingerprint(&t).len(), FINGERPRINT_HEX_LEN);
-        assert!(!a.fingerprint(&t).contains("12ab34cd"));
+        let fp = |f: &Fingerprinter| f.fingerprint(&t).to_string();
+        assert_eq!(fp(&a), fp(&a));
+        assert_eq!(a.digest(&t), a.digest(&t));
+        assert_ne!(fp(&a), fp(&b));
+        assert_eq!(fp(&a).len(), FINGERPRINT_HEX_LEN);
+        assert!(fp(&a).bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(!fp(&a).contains("12ab34cd"));
+        // The fingerprint is the start of the MAC, so logs and the index agree.
+        let mac = {
+            let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&a.key).unwrap();
+            m.update(t.expose_secret().as_bytes());
+            hex::encode(m.finalize().into_bytes())
+        };
+        assert_eq!(&mac[..FINGERPRINT_HEX_LEN], fp(&a));
+        assert!(!format!("{:?}", a.digest(&t)).contains(&mac[FINGERPRINT_HEX_LEN..]));
     }
 }

@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use secrecy::SecretString;
 use tokio::sync::mpsc;
 
 use crate::audit::Fingerprinter;
-use crate::cache::{CacheKey, CredentialCache, Credentials, Lookup};
+use crate::cache::{CacheKey, CredentialCache, Credentials, KeyRef, Lookup};
 use crate::clock::SharedClock;
 use crate::config::{Config, MAX_JWT_TTL, SiteConfig, WireFormat};
 use crate::error::BrokerError;
@@ -206,8 +206,8 @@ impl Broker {
                 scopes = %scopes_str(&g.credentials.key.scopes),
                 outcome = "ok",
                 from_cache = g.from_cache,
-                jti = if g.from_cache { "" } else { g.credentials.jti.as_str() },
-                token_fp = %g.credentials.fingerprint,
+                jti = %Jti(g),
+                token_fp = %g.credentials.digest.fingerprint(),
             ),
             Err(e) => tracing::info!(
                 target: "audit",
@@ -244,17 +244,17 @@ impl Broker {
                 ),
             });
         }
-        let key = CacheKey {
-            site: Arc::from(site.name.as_str()),
-            user: Arc::from(req.user.as_str()),
-            scopes: Arc::from(allowed.scopes),
+        let key = KeyRef {
+            site: &site.name,
+            user: &req.user,
+            scopes: &allowed.scopes,
         };
         let lookup = Lookup {
             min_remaining: req.min_remaining,
             force_refresh: req.force_refresh,
         };
         // Built on every call but cheap: it only borrows. Clones happen on a miss, inside it.
-        let sign_in = || {
+        let sign_in = |key: &CacheKey| {
             let client = runtime.clients.get(&site.name).cloned();
             let (site, key) = (Arc::clone(&site), key.clone());
             let (minter, clock, fp) = (
@@ -269,7 +269,7 @@ impl Broker {
                 sign_in(client, site, key, minter, clock, usable, fp).await
             }
         };
-        let (credentials, from_cache) = self.cache.get_or_sign_in(&key, lookup, sign_in).await?;
+        let (credentials, from_cache) = self.cache.get_or_sign_in(key, lookup, sign_in).await?;
         Ok(Granted {
             credentials,
             from_cache,
@@ -388,11 +388,11 @@ impl Broker {
             .await
         {
             Ok(()) => {
-                tracing::debug!(site = %c.key.site, token_fp = %c.fingerprint, "signed out");
+                tracing::debug!(site = %c.key.site, token_fp = %c.digest.fingerprint(), "signed out");
                 true
             }
             Err(e) => {
-                tracing::warn!(site = %c.key.site, token_fp = %c.fingerprint, error = %e, "sign-out failed");
+                tracing::warn!(site = %c.key.site, token_fp = %c.digest.fingerprint(), error = %e, "sign-out failed");
                 false
             }
         }
@@ -402,6 +402,19 @@ impl Broker {
 /// How long a token is handed out: Tableau's session lifetime less the safety margin.
 fn usable_life(config: &Config, site: &SiteConfig) -> Duration {
     site.session_ttl.saturating_sub(config.cache.safety_margin)
+}
+
+/// The `jti` in an audit line: only a sign-in has one; a cache hit shows it empty.
+struct Jti<'a>(&'a Granted);
+
+impl std::fmt::Display for Jti<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.from_cache {
+            Ok(())
+        } else {
+            std::fmt::Display::fmt(&self.0.credentials.jti.hyphenated(), f)
+        }
+    }
 }
 
 fn scopes_str(scopes: &[Scope]) -> String {
@@ -424,7 +437,7 @@ async fn sign_in(
     let minted = minter
         .mint(&site.app, &key.user, &key.scopes, site.jwt_ttl)
         .map_err(|e| BrokerError::Internal(e.to_string()))?;
-    let signed_in_at: SystemTime = clock.now();
+    let signed_in_at = clock.now();
     let s = client
         .sign_in(&target(&site), &minted.jwt)
         .await
@@ -433,14 +446,12 @@ async fn sign_in(
             BrokerError::from_signin(&site.name, &key.user, e)
         })?;
     Ok(Credentials {
-        fingerprint: fp.fingerprint(&s.token),
         digest: fp.digest(&s.token),
         token: s.token,
-        site_luid: s.site_luid,
-        site_content_url: s.site_content_url,
-        user_luid: s.user_luid,
+        site_luid: Arc::from(s.site_luid),
+        site_content_url: Arc::from(s.site_content_url),
+        user_luid: s.user_luid.into(),
         jti: minted.jti,
-        signed_in_at,
         expires_at: signed_in_at + usable,
         key,
     })

@@ -4,10 +4,17 @@
 //! A miss starts the sign-in as its own task. Callers wait on a shared handle to it, so a caller
 //! that gives up (deadline, cancel) neither aborts the sign-in for the others nor starts a second
 //! one. Failures are handed to every waiter and never cached.
+//!
+//! A hit allocates nothing here: it is looked up with a borrowed [`KeyRef`]. An entry is kept
+//! small because a broker may hold a million of them: values shared by many entries (site names,
+//! scope sets, site LUIDs and content URLs) are interned, LUIDs that are UUIDs are kept as 16
+//! bytes, and the log fingerprint is derived from the token digest rather than stored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
@@ -16,19 +23,115 @@ use moka::notification::RemovalCause;
 use secrecy::SecretString;
 use tokio::sync::mpsc;
 
+use crate::audit::TokenDigest;
 use crate::clock::SharedClock;
 use crate::error::BrokerError;
 use crate::scope::Scope;
 
+/// The hasher for the cache's maps. Keys only exist once policy has allowed them, so the cost
+/// that matters is per lookup: foldhash, seeded per process, is several times cheaper than
+/// SipHash on short keys and still unpredictable from outside.
+type Hasher = foldhash::fast::RandomState;
+
 /// What a session is cached under: site name, user, normalized scopes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
-    /// Site name from the configuration.
+    /// Site name from the configuration (interned: shared by every entry of the site).
     pub site: Arc<str>,
     /// Tableau username.
     pub user: Arc<str>,
-    /// Deduplicated, sorted scopes.
+    /// Deduplicated, sorted scopes (interned: shared by every entry with the same set).
     pub scopes: Arc<[Scope]>,
+}
+
+impl CacheKey {
+    /// The key as borrowed parts, which is what it hashes as.
+    pub fn as_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            site: &self.site,
+            user: &self.user,
+            scopes: &self.scopes,
+        }
+    }
+}
+
+impl Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Must hash exactly as KeyRef does, so a borrowed key finds an owned one.
+        self.as_ref().hash(state);
+    }
+}
+
+/// A cache key made of borrowed parts, so that a lookup needs no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyRef<'a> {
+    /// Site name from the configuration.
+    pub site: &'a str,
+    /// Tableau username.
+    pub user: &'a str,
+    /// Deduplicated, sorted scopes.
+    pub scopes: &'a [Scope],
+}
+
+impl equivalent::Equivalent<CacheKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        *self == key.as_ref()
+    }
+}
+
+/// A Tableau LUID. Tableau's are UUIDs, kept as their 16 bytes; anything else (or a UUID not
+/// written in canonical lowercase) is kept as the text it came as, so it is handed back unchanged.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Luid {
+    /// A canonical lowercase, hyphenated UUID.
+    Uuid(uuid::Uuid),
+    /// Any other text.
+    Text(Box<str>),
+}
+
+impl From<String> for Luid {
+    fn from(s: String) -> Luid {
+        if let Ok(u) = uuid::Uuid::try_parse(&s) {
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            if u.hyphenated().encode_lower(&mut buf).as_bytes() == s.as_bytes() {
+                return Luid::Uuid(u);
+            }
+        }
+        Luid::Text(s.into_boxed_str())
+    }
+}
+
+impl fmt::Display for Luid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Luid::Uuid(u) => fmt::Display::fmt(&u.hyphenated(), f),
+            Luid::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl fmt::Debug for Luid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_string(), f)
+    }
+}
+
+impl PartialEq<str> for Luid {
+    fn eq(&self, other: &str) -> bool {
+        match self {
+            Luid::Uuid(u) => {
+                let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                u.hyphenated().encode_lower(&mut buf) == other
+            }
+            Luid::Text(t) => &**t == other,
+        }
+    }
+}
+
+impl PartialEq<&str> for Luid {
+    fn eq(&self, other: &&str) -> bool {
+        self == *other
+    }
 }
 
 /// A signed-in Tableau session.
@@ -37,30 +140,26 @@ pub struct Credentials {
     pub key: CacheKey,
     /// The credentials token (`X-Tableau-Auth`).
     pub token: SecretString,
-    /// HMAC fingerprint of the token, for logs.
-    pub fingerprint: String,
-    /// Full HMAC of the token, to find it on invalidation.
-    pub digest: [u8; 32],
+    /// HMAC of the token: finds it on invalidation and fingerprints it in logs.
+    pub digest: TokenDigest,
     /// Site LUID.
-    pub site_luid: String,
+    pub site_luid: Arc<str>,
     /// Site content URL.
-    pub site_content_url: String,
+    pub site_content_url: Arc<str>,
     /// User LUID.
-    pub user_luid: String,
+    pub user_luid: Luid,
     /// `jti` of the JWT that signed in.
-    pub jti: String,
-    /// When the sign-in happened.
-    pub signed_in_at: SystemTime,
+    pub jti: uuid::Uuid,
     /// When the broker stops handing it out: sign-in + session lifetime − safety margin.
     pub expires_at: SystemTime,
 }
 
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
             .field("key", &self.key)
             .field("token", &"[REDACTED]")
-            .field("fingerprint", &self.fingerprint)
+            .field("fingerprint", &self.digest.fingerprint().to_string())
             .field("site_luid", &self.site_luid)
             .field("expires_at", &crate::clock::unix_secs(self.expires_at))
             .finish()
@@ -78,17 +177,51 @@ pub struct Lookup {
 
 type SharedSignIn = Shared<BoxFuture<'static, Result<Arc<Credentials>, BrokerError>>>;
 
+/// One shared copy of each value in use. Entries are dropped by [`Interner::prune`] once
+/// nothing but the interner holds them, so it never grows past what the cache refers to.
+struct Interner<T: ?Sized>(Mutex<HashSet<Arc<T>, Hasher>>);
+
+impl<T: ?Sized + Hash + Eq> Interner<T>
+where
+    for<'a> Arc<T>: From<&'a T>,
+{
+    fn new() -> Self {
+        Interner(Mutex::new(HashSet::default()))
+    }
+
+    fn intern(&self, value: &T) -> Arc<T> {
+        let mut set = lock(&self.0);
+        if let Some(v) = set.get(value) {
+            return Arc::clone(v);
+        }
+        let v: Arc<T> = Arc::from(value);
+        set.insert(Arc::clone(&v));
+        v
+    }
+
+    fn prune(&self) {
+        lock(&self.0).retain(|v| Arc::strong_count(v) > 1);
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.0).len()
+    }
+}
+
 /// Bounded, coalescing credentials cache.
 pub struct CredentialCache {
-    entries: moka::sync::Cache<CacheKey, Arc<Credentials>>,
-    /// Token digest to key, so invalidation is a lookup rather than a scan.
-    by_digest: Arc<Mutex<HashMap<[u8; 32], CacheKey>>>,
+    entries: moka::sync::Cache<CacheKey, Arc<Credentials>, Hasher>,
+    /// Token digest to entry, so invalidation is a lookup rather than a scan. Weak, so the index
+    /// never keeps a token alive.
+    by_digest: Arc<Mutex<HashMap<TokenDigest, Weak<Credentials>, Hasher>>>,
     inflight: Arc<Mutex<HashMap<CacheKey, SharedSignIn>>>,
+    strings: Arc<Interner<str>>,
+    scope_sets: Interner<[Scope]>,
     clock: SharedClock,
 }
 
-impl std::fmt::Debug for CredentialCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for CredentialCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CredentialCache")
             .field("entries", &self.entries.entry_count())
             .finish()
@@ -139,7 +272,7 @@ impl CredentialCache {
         clock: SharedClock,
         evicted: Option<mpsc::UnboundedSender<Arc<Credentials>>>,
     ) -> CredentialCache {
-        let by_digest: Arc<Mutex<HashMap<[u8; 32], CacheKey>>> = Arc::default();
+        let by_digest: Arc<Mutex<HashMap<TokenDigest, Weak<Credentials>, Hasher>>> = Arc::default();
         let index = Arc::clone(&by_digest);
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_entries)
@@ -147,7 +280,16 @@ impl CredentialCache {
                 clock: clock.clone(),
             })
             .eviction_listener(move |_k, v: Arc<Credentials>, cause| {
-                lock(&index).remove(&v.digest);
+                {
+                    let mut index = lock(&index);
+                    // Only this entry's mapping: a replacement has its own token and digest.
+                    if index
+                        .get(&v.digest)
+                        .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&v)))
+                    {
+                        index.remove(&v.digest);
+                    }
+                }
                 // Explicit removals are invalidations, which sign out themselves.
                 if cause != RemovalCause::Explicit {
                     if let Some(tx) = &evicted {
@@ -155,59 +297,72 @@ impl CredentialCache {
                     }
                 }
             })
-            .build();
+            .build_with_hasher(Hasher::default());
         CredentialCache {
             entries,
             by_digest,
             inflight: Arc::new(Mutex::new(HashMap::new())),
+            strings: Arc::new(Interner::new()),
+            scope_sets: Interner::new(),
             clock,
         }
     }
 
-    fn fresh(&self, key: &CacheKey, lookup: Lookup) -> Option<Arc<Credentials>> {
+    fn fresh(&self, key: KeyRef<'_>, lookup: Lookup) -> Option<Arc<Credentials>> {
         if lookup.force_refresh {
             return None;
         }
-        let c = self.entries.get(key)?;
+        let c = self.entries.get(&key)?;
         let now = self.clock.now();
         (c.expires_at > now + lookup.min_remaining).then_some(c)
     }
 
     /// Returns a cached session (`true`) or one from a sign-in shared with every concurrent miss
-    /// for the key (`false`). `sign_in` runs only when no good session is cached and none is in flight.
+    /// for the key (`false`). `sign_in` runs only when no good session is cached and none is in
+    /// flight; it is given the owned key the session will be cached under.
     pub async fn get_or_sign_in<F, Fut>(
         &self,
-        key: &CacheKey,
+        key: KeyRef<'_>,
         lookup: Lookup,
         sign_in: F,
     ) -> Result<(Arc<Credentials>, bool), BrokerError>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(&CacheKey) -> Fut,
         Fut: Future<Output = Result<Credentials, BrokerError>> + Send + 'static,
     {
         if let Some(c) = self.fresh(key, lookup) {
             return Ok((c, true));
         }
+        let owned = CacheKey {
+            site: self.strings.intern(key.site),
+            user: Arc::from(key.user),
+            scopes: self.scope_sets.intern(key.scopes),
+        };
         let shared = {
             let mut inflight = lock(&self.inflight);
             // Checked again under the lock: a sign-in inserts before it leaves the map.
             if let Some(c) = self.fresh(key, lookup) {
                 return Ok((c, true));
             }
-            match inflight.get(key) {
+            match inflight.get(&owned) {
                 Some(s) => s.clone(),
                 None => {
-                    let fut = sign_in();
+                    let fut = sign_in(&owned);
                     let entries = self.entries.clone();
                     let by_digest = Arc::clone(&self.by_digest);
+                    let strings = Arc::clone(&self.strings);
                     let guard = InflightGuard {
                         map: Arc::clone(&self.inflight),
-                        key: key.clone(),
+                        key: owned.clone(),
                     };
                     let task = tokio::spawn(async move {
-                        let result = fut.await.map(Arc::new);
+                        let result = fut.await.map(|mut c| {
+                            c.site_luid = strings.intern(&c.site_luid);
+                            c.site_content_url = strings.intern(&c.site_content_url);
+                            Arc::new(c)
+                        });
                         if let Ok(c) = &result {
-                            lock(&by_digest).insert(c.digest, guard.key.clone());
+                            lock(&by_digest).insert(c.digest, Arc::downgrade(c));
                             entries.insert(guard.key.clone(), Arc::clone(c));
                         }
                         drop(guard);
@@ -220,7 +375,7 @@ impl CredentialCache {
                     }
                     .boxed()
                     .shared();
-                    inflight.insert(key.clone(), shared.clone());
+                    inflight.insert(owned, shared.clone());
                     shared
                 }
             }
@@ -228,16 +383,16 @@ impl CredentialCache {
         shared.await.map(|c| (c, false))
     }
 
-    /// Finds the entry holding a token (by its HMAC digest) and removes it.
-    pub fn remove_by_digest(&self, digest: &[u8; 32]) -> Option<Arc<Credentials>> {
+    /// Finds the entry holding a token (by its digest) and removes it.
+    pub fn remove_by_digest(&self, digest: &TokenDigest) -> Option<Arc<Credentials>> {
         let found = self.find_by_digest(digest)?;
         self.entries.remove(&found.key)
     }
 
     /// Finds the entry holding a token without removing it.
-    pub fn find_by_digest(&self, digest: &[u8; 32]) -> Option<Arc<Credentials>> {
-        let key = lock(&self.by_digest).get(digest).cloned()?;
-        self.entries.get(&key).filter(|c| &c.digest == digest)
+    pub fn find_by_digest(&self, digest: &TokenDigest) -> Option<Arc<Credentials>> {
+        let c = lock(&self.by_digest).get(digest)?.upgrade()?;
+        self.entries.get(&c.key).filter(|e| Arc::ptr_eq(e, &c))
     }
 
     /// Removes an entry by key.
@@ -245,9 +400,12 @@ impl CredentialCache {
         self.entries.remove(key)
     }
 
-    /// Runs moka's pending housekeeping (expiry, eviction notifications) now.
+    /// Runs moka's pending housekeeping (expiry, eviction notifications) now, and forgets
+    /// interned values no entry uses any more.
     pub fn run_pending_tasks(&self) {
         self.entries.run_pending_tasks();
+        self.strings.prune();
+        self.scope_sets.prune();
     }
 
     /// Entries held (approximate until housekeeping runs).
@@ -263,6 +421,11 @@ impl CredentialCache {
     /// Sign-ins in flight now.
     pub fn inflight(&self) -> usize {
         lock(&self.inflight).len()
+    }
+
+    /// Distinct shared values (site names, scope sets, site LUIDs and URLs) held for entries.
+    pub fn interned(&self) -> usize {
+        self.strings.len() + self.scope_sets.len()
     }
 }
 
@@ -281,18 +444,25 @@ mod tests {
     }
 
     fn creds(key: &CacheKey, expires_at: SystemTime) -> Credentials {
+        creds_with(key, expires_at, "t")
+    }
+
+    fn creds_with(key: &CacheKey, expires_at: SystemTime, token: &str) -> Credentials {
+        let token = SecretString::from(token.to_owned());
         Credentials {
             key: key.clone(),
-            token: SecretString::from("t".to_owned()),
-            fingerprint: String::new(),
-            digest: [0; 32],
-            site_luid: String::new(),
-            site_content_url: String::new(),
-            user_luid: String::new(),
-            jti: String::new(),
-            signed_in_at: expires_at,
+            digest: FP.with(|fp| fp.digest(&token)),
+            token,
+            site_luid: Arc::from("9a8b7c6d-0000-4000-8000-000000000001"),
+            site_content_url: Arc::from("finance"),
+            user_luid: String::from("u-1").into(),
+            jti: uuid::Uuid::new_v4(),
             expires_at,
         }
+    }
+
+    thread_local! {
+        static FP: crate::audit::Fingerprinter = crate::audit::Fingerprinter::new();
     }
 
     #[tokio::test]
@@ -302,7 +472,7 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let k = key("u");
         let fail = cache
-            .get_or_sign_in(&k, Lookup::default(), || async {
+            .get_or_sign_in(k.as_ref(), Lookup::default(), |_| async {
                 Err(BrokerError::Internal("boom".into()))
             })
             .await;
@@ -312,7 +482,7 @@ mod tests {
             let (cache, calls, k, clock) = (cache.clone(), calls.clone(), k.clone(), clock.clone());
             tasks.push(tokio::spawn(async move {
                 cache
-                    .get_or_sign_in(&k, Lookup::default(), move || {
+                    .get_or_sign_in(k.as_ref(), Lookup::default(), move |_| {
                         calls.fetch_add(1, Ordering::SeqCst);
                         let c = creds(&key("u"), clock.now() + Duration::from_secs(60));
                         async move {
@@ -331,7 +501,7 @@ mod tests {
         assert_eq!(cache.inflight(), 0);
         clock.advance(Duration::from_secs(61));
         let (_, hit) = cache
-            .get_or_sign_in(&k, Lookup::default(), || async move {
+            .get_or_sign_in(k.as_ref(), Lookup::default(), |_| async move {
                 Ok(creds(
                     &key("u"),
                     SystemTime::now() + Duration::from_secs(60),
@@ -348,7 +518,7 @@ mod tests {
         let cache = CredentialCache::new(10, system(), Some(tx));
         let k = key("u");
         cache
-            .get_or_sign_in(&k, Lookup::default(), || async move {
+            .get_or_sign_in(k.as_ref(), Lookup::default(), |_| async move {
                 Ok(creds(
                     &key("u"),
                     SystemTime::now() + Duration::from_millis(50),
@@ -371,5 +541,140 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(gone.key, k);
+    }
+
+    #[tokio::test]
+    async fn borrowed_keys_find_owned_ones_and_shared_values_are_interned() {
+        let cache = CredentialCache::new(10, system(), None);
+        let scopes: Vec<Scope> = vec!["tableau:content:read".parse().unwrap()];
+        let late = SystemTime::now() + Duration::from_secs(600);
+        for user in ["a", "b"] {
+            let key = KeyRef {
+                site: "s",
+                user,
+                scopes: &scopes,
+            };
+            let (_, hit) = cache
+                .get_or_sign_in(key, Lookup::default(), |k| {
+                    let c = creds_with(k, late, user);
+                    async move { Ok(c) }
+                })
+                .await
+                .unwrap();
+            assert!(!hit);
+            let (_, hit) = cache
+                .get_or_sign_in(key, Lookup::default(), |_| async {
+                    Err(BrokerError::Internal("should be a hit".into()))
+                })
+                .await
+                .unwrap();
+            assert!(hit, "a borrowed key finds the entry its owned copy keys");
+        }
+        let (a, b) = (
+            cache
+                .entries
+                .get(&KeyRef {
+                    site: "s",
+                    user: "a",
+                    scopes: &scopes,
+                })
+                .unwrap(),
+            cache
+                .entries
+                .get(&KeyRef {
+                    site: "s",
+                    user: "b",
+                    scopes: &scopes,
+                })
+                .unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a.key.site, &b.key.site));
+        assert!(Arc::ptr_eq(&a.key.scopes, &b.key.scopes));
+        assert!(Arc::ptr_eq(&a.site_luid, &b.site_luid));
+        assert!(Arc::ptr_eq(&a.site_content_url, &b.site_content_url));
+        assert_eq!(cache.interned(), 4);
+    }
+
+    #[test]
+    fn the_interner_forgets_what_nothing_uses() {
+        // moka frees removed keys through epoch-based reclamation, later and not on cue, so
+        // the pruning is checked on the interner itself.
+        let strings: Interner<str> = Interner::new();
+        let a = strings.intern("finance");
+        let b = strings.intern("finance");
+        let c = strings.intern("sales");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(strings.len(), 2);
+        drop((a, c));
+        strings.prune();
+        assert_eq!(strings.len(), 1, "b still uses finance");
+        drop(b);
+        strings.prune();
+        assert_eq!(strings.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_digest_index_follows_replacements() {
+        let cache = CredentialCache::new(10, system(), None);
+        let k = key("u");
+        let late = SystemTime::now() + Duration::from_secs(600);
+        let sign_in = |token: &'static str| {
+            move |k: &CacheKey| {
+                let c = creds_with(k, late, token);
+                async move { Ok(c) }
+            }
+        };
+        let (old, _) = cache
+            .get_or_sign_in(k.as_ref(), Lookup::default(), sign_in("old"))
+            .await
+            .unwrap();
+        assert!(cache.find_by_digest(&old.digest).is_some());
+        let refresh = Lookup {
+            force_refresh: true,
+            ..Lookup::default()
+        };
+        let (new, _) = cache
+            .get_or_sign_in(k.as_ref(), refresh, sign_in("new"))
+            .await
+            .unwrap();
+        cache.run_pending_tasks();
+        assert!(cache.find_by_digest(&old.digest).is_none(), "replaced");
+        let found = cache.find_by_digest(&new.digest).unwrap();
+        assert!(Arc::ptr_eq(&found, &new));
+        assert!(cache.remove_by_digest(&new.digest).is_some());
+        assert!(cache.find_by_digest(&new.digest).is_none());
+    }
+
+    #[test]
+    fn luids_keep_their_text() {
+        for s in [
+            "9a8b7c6d-0000-4000-8000-000000000001",
+            "9A8B7C6D-0000-4000-8000-000000000001",
+            "9a8b7c6d000040008000000000000001",
+            "u-1",
+            "",
+        ] {
+            let l = Luid::from(s.to_owned());
+            assert_eq!(l.to_string(), s);
+            assert!(l == s);
+        }
+        assert!(matches!(
+            Luid::from("9a8b7c6d-0000-4000-8000-000000000001".to_owned()),
+            Luid::Uuid(_)
+        ));
+        assert!(matches!(
+            Luid::from("9A8B7C6D-0000-4000-8000-000000000001".to_owned()),
+            Luid::Text(_)
+        ));
+    }
+
+    #[test]
+    fn an_entry_stays_small() {
+        // A regression guard on the per-entry footprint (the benchmark measures the whole).
+        assert!(
+            std::mem::size_of::<Credentials>() <= 168,
+            "{}",
+            std::mem::size_of::<Credentials>()
+        );
     }
 }

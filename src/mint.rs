@@ -36,8 +36,8 @@ pub enum MintError {
 pub struct MintedJwt {
     /// The compact JWT.
     pub jwt: SecretString,
-    /// The `jti` claim, safe to log.
-    pub jti: String,
+    /// The `jti` claim (a random UUID), safe to log.
+    pub jti: uuid::Uuid,
     /// The `iat` claim.
     pub issued_at: SystemTime,
     /// The `exp` claim.
@@ -62,7 +62,7 @@ struct Claims<'a> {
     iat: u64,
     exp: u64,
     jti: &'a str,
-    scp: Vec<String>,
+    scp: &'a [Scope],
 }
 
 /// Mints JWTs with an injected clock, so tests decide `iat` and `exp`.
@@ -99,7 +99,8 @@ impl Minter {
         let now = self.clock.now();
         let iat = unix_secs(now);
         let exp = iat + ttl.as_secs();
-        let jti = uuid::Uuid::new_v4().to_string();
+        let jti = uuid::Uuid::new_v4();
+        let mut jti_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some("JWT".to_owned());
         header.kid = Some(app.secret_id.clone());
@@ -110,8 +111,8 @@ impl Minter {
             aud: AUDIENCE,
             iat,
             exp,
-            jti: &jti,
-            scp: scopes.iter().map(ToString::to_string).collect(),
+            jti: jti.hyphenated().encode_lower(&mut jti_buf),
+            scp: scopes,
         };
         let key = EncodingKey::from_secret(app.secret.expose_secret().as_bytes());
         let jwt = jsonwebtoken::encode(&header, &claims, &key)
@@ -182,11 +183,8 @@ mod tests {
             c["scp"],
             serde_json::json!(["tableau:content:read", "tableau:views:download"])
         );
-        assert_eq!(c["jti"], out.jti.as_str());
-        assert_eq!(
-            uuid::Uuid::parse_str(&out.jti).unwrap().get_version_num(),
-            4
-        );
+        assert_eq!(c["jti"], out.jti.to_string());
+        assert_eq!(out.jti.get_version_num(), 4);
         assert!(!format!("{out:?}").contains(jwt));
     }
 

@@ -280,6 +280,25 @@ impl Policy {
     /// Parses and normalizes requested scopes against the catalog, refusing empty, malformed and
     /// unknown ones. Independent of who asks.
     pub fn normalize_scopes(&self, scopes: &[String]) -> Result<Vec<Scope>, Denial> {
+        // The common case: every scope is known, so each is a catalog lookup.
+        let mut known = Vec::with_capacity(scopes.len());
+        for s in scopes {
+            match self.catalog.canonical(s.trim()) {
+                Some(scope) => known.push(scope.clone()),
+                None => return self.normalize_slow(scopes),
+            }
+        }
+        if known.is_empty() {
+            return Err(Denial::NoScopes);
+        }
+        known.sort_unstable();
+        known.dedup();
+        Ok(known)
+    }
+
+    /// Parses every scope, so that errors are reported as before the fast path: empty first,
+    /// then the first malformed one, then the first unknown one in sorted order.
+    fn normalize_slow(&self, scopes: &[String]) -> Result<Vec<Scope>, Denial> {
         if scopes.iter().all(|s| s.trim().is_empty()) {
             return Err(Denial::NoScopes);
         }
@@ -299,59 +318,64 @@ impl Policy {
     /// and covers every requested scope without denying any.
     pub fn decide(&self, req: &AccessRequest<'_>) -> Result<Allowed, Denial> {
         let scopes = self.normalize_scopes(req.scopes)?;
-        let identity = req.identity.to_owned();
         let Some(entry) = self.caller(req.identity) else {
-            return Err(Denial::UnknownCaller { identity });
+            return Err(Denial::UnknownCaller {
+                identity: req.identity.to_owned(),
+            });
         };
-        let for_site: Vec<&Grant> = entry
-            .grants
-            .iter()
-            .filter(|g| g.matches_site(req.site))
-            .collect();
-        if for_site.is_empty() {
+        // One pass, no allocation: the common case is an allowed request.
+        let (mut site_matched, mut user_matched, mut allowed) = (false, false, false);
+        let (mut unlimited, mut max_jwt_ttl) = (false, None);
+        for g in entry.grants.iter().filter(|g| g.matches_site(req.site)) {
+            site_matched = true;
+            if !g.matches_user(req.user) {
+                continue;
+            }
+            user_matched = true;
+            if scopes.iter().all(|s| g.allows(&self.catalog, s)) {
+                allowed = true;
+                match g.max_jwt_ttl {
+                    None => unlimited = true,
+                    Some(t) => max_jwt_ttl = max_jwt_ttl.max(Some(t)),
+                }
+            }
+        }
+        if allowed {
+            return Ok(Allowed {
+                scopes,
+                max_jwt_ttl: if unlimited { None } else { max_jwt_ttl },
+            });
+        }
+        let identity = req.identity.to_owned();
+        if !site_matched {
             return Err(Denial::Site {
                 identity,
                 site: req.site.to_owned(),
             });
         }
-        let for_user: Vec<&Grant> = for_site
-            .into_iter()
-            .filter(|g| g.matches_user(req.user))
-            .collect();
-        if for_user.is_empty() {
+        if !user_matched {
             return Err(Denial::User {
                 identity,
                 site: req.site.to_owned(),
                 user: req.user.to_owned(),
             });
         }
-        let allowing: Vec<&&Grant> = for_user
+        let for_user = entry
+            .grants
             .iter()
-            .filter(|g| scopes.iter().all(|s| g.allows(&self.catalog, s)))
-            .collect();
-        if allowing.is_empty() {
-            if let Some(s) = scopes
-                .iter()
-                .find(|s| !for_user.iter().any(|g| g.allows(&self.catalog, s)))
-            {
-                return Err(Denial::Scope {
-                    identity,
-                    site: req.site.to_owned(),
-                    user: req.user.to_owned(),
-                    scope: s.to_string(),
-                });
-            }
-            return Err(Denial::Split { identity });
+            .filter(|g| g.matches_site(req.site) && g.matches_user(req.user));
+        if let Some(s) = scopes
+            .iter()
+            .find(|s| !for_user.clone().any(|g| g.allows(&self.catalog, s)))
+        {
+            return Err(Denial::Scope {
+                identity,
+                site: req.site.to_owned(),
+                user: req.user.to_owned(),
+                scope: s.to_string(),
+            });
         }
-        let max_jwt_ttl = if allowing.iter().any(|g| g.max_jwt_ttl.is_none()) {
-            None
-        } else {
-            allowing.iter().filter_map(|g| g.max_jwt_ttl).max()
-        };
-        Ok(Allowed {
-            scopes,
-            max_jwt_ttl,
-        })
+        Err(Denial::Split { identity })
     }
 
     /// True when the caller may hold credentials for this site, user and (normalized) scopes:

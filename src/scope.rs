@@ -3,8 +3,11 @@
 //! A [`Scope`] is only ever built by parsing, so every value in the broker is well formed; the
 //! catalog decides separately whether Tableau knows it.
 
+use std::borrow::Borrow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// The namespace every Tableau scope starts with.
 pub const NAMESPACE: &str = "tableau";
@@ -109,12 +112,46 @@ pub enum ScopeParseError {
     },
 }
 
-/// A syntactically valid Tableau scope. Ordered (by its text) and hashable so scope sets can key
-/// the cache. Keeps its text, so showing it on the hot path is a copy, not formatting.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A syntactically valid Tableau scope. Ordered, compared and hashed by its text alone (the
+/// action follows from the text), so a catalog can be searched with a `&str`. The text is shared:
+/// cloning a catalog's scope onto a request is a reference count, not an allocation.
+#[derive(Debug, Clone)]
 pub struct Scope {
-    text: Box<str>,
+    text: Arc<str>,
     action: Action,
+}
+
+impl PartialEq for Scope {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Scope {}
+
+impl PartialOrd for Scope {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scope {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
+impl Hash for Scope {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
+// Consistent with Eq, Ord and Hash above, which look at the text only.
+impl Borrow<str> for Scope {
+    fn borrow(&self) -> &str {
+        &self.text
+    }
 }
 
 impl Scope {

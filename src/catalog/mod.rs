@@ -203,6 +203,13 @@ impl Catalog {
         self.scopes.contains_key(scope)
     }
 
+    /// The catalog's own copy of a known scope, found by its text. Requests are matched through
+    /// it so that a known scope costs a lookup and a reference count, not a parse and an
+    /// allocation.
+    pub fn canonical(&self, text: &str) -> Option<&Scope> {
+        self.scopes.get_key_value(text).map(|(k, _)| k)
+    }
+
     /// The entry for a scope.
     pub fn get(&self, scope: &Scope) -> Option<&ScopeEntry> {
         self.scopes.get(scope)

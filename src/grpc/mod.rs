@@ -44,7 +44,7 @@ impl TokenBrokerService {
 
 /// The caller as the transport proved it. Requests without one never reach here (the identity
 /// layer refuses them), so a missing identity is an internal fault, not a client error.
-fn identity<T>(req: &Request<T>) -> Result<String, Status> {
+fn identity<T>(req: &Request<T>) -> Result<Arc<str>, Status> {
     req.extensions()
         .get::<CallerIdentity>()
         .map(|c| c.id.clone())
@@ -131,9 +131,9 @@ impl TokenBroker for TokenBrokerService {
         let c = &g.credentials;
         Ok(Response::new(pb::GetCredentialsResponse {
             token: c.token.expose_secret().to_owned(),
-            site_luid: c.site_luid.clone(),
-            site_content_url: c.site_content_url.clone(),
-            user_luid: c.user_luid.clone(),
+            site_luid: c.site_luid.to_string(),
+            site_content_url: c.site_content_url.to_string(),
+            user_luid: c.user_luid.to_string(),
             server_url: g.site.server_url.clone(),
             api_version: g.site.api_version.clone(),
             expires_at: Some(timestamp(c.expires_at)),
@@ -155,7 +155,7 @@ impl TokenBroker for TokenBrokerService {
             .map_err(|e| status::to_status(&e))?;
         Ok(Response::new(pb::MintJwtResponse {
             jwt: m.jwt.expose_secret().to_owned(),
-            jti: m.jti.clone(),
+            jti: m.jti.to_string(),
             expires_at: Some(timestamp(m.expires_at)),
         }))
     }
@@ -207,7 +207,7 @@ impl TokenBroker for TokenBrokerService {
             ),
         };
         Ok(Response::new(pb::WhoAmIResponse {
-            identity: caller,
+            identity: caller.to_string(),
             grants,
             matched_entry,
         }))

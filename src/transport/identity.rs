@@ -7,6 +7,7 @@
 //! configurable with [`IdentitySources`].
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use x509_parser::certificate::X509Certificate;
@@ -49,8 +50,9 @@ impl fmt::Display for IdentitySource {
 /// from a verified certificate (or by tests), never from anything the client sends in a request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CallerIdentity {
-    /// The identity string, e.g. `spiffe://example.org/ns/reports/sa/exporter`.
-    pub id: String,
+    /// The identity string, e.g. `spiffe://example.org/ns/reports/sa/exporter`. Shared, because
+    /// every request on the connection carries a copy.
+    pub id: Arc<str>,
     /// Which part of the certificate it came from.
     pub source: IdentitySource,
 }
@@ -215,7 +217,7 @@ pub fn identity_from_cert(
         };
         if let Some(id) = found {
             return Ok(CallerIdentity {
-                id,
+                id: Arc::from(id),
                 source: *source,
             });
         }
@@ -319,7 +321,7 @@ mod tests {
             &IdentitySources::default(),
         )
         .unwrap();
-        assert_eq!(id.id, "spiffe://example.org/ns/a/sa/b");
+        assert_eq!(&*id.id, "spiffe://example.org/ns/a/sa/b");
         assert_eq!(id.source, IdentitySource::Spiffe);
     }
 
@@ -341,14 +343,11 @@ mod tests {
         let d = IdentitySources::default();
         let id = ident(&["https://example.org/x"], &["svc.example.org"], "svc", &d).unwrap();
         assert_eq!(
-            (id.id.as_str(), id.source),
+            (&*id.id, id.source),
             ("svc.example.org", IdentitySource::Dns)
         );
         let id = ident(&["https://example.org/x"], &[], "svc", &d).unwrap();
-        assert_eq!(
-            (id.id.as_str(), id.source),
-            ("svc", IdentitySource::CommonName)
-        );
+        assert_eq!((&*id.id, id.source), ("svc", IdentitySource::CommonName));
     }
 
     #[test]
@@ -361,7 +360,7 @@ mod tests {
             &only_cn,
         )
         .unwrap();
-        assert_eq!(id.id, "the-cn");
+        assert_eq!(&*id.id, "the-cn");
         let dns_first =
             IdentitySources::new(vec![IdentitySource::Dns, IdentitySource::Spiffe]).unwrap();
         let id = ident(

@@ -24,9 +24,10 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use clap::Parser;
 use prost::Message;
+use secrecy::ExposeSecret;
 use secrecy::SecretString;
-use sha2::Digest;
-use tableau_token_broker::cache::{CacheKey, CredentialCache, Credentials, Lookup};
+use tableau_token_broker::audit::Fingerprinter;
+use tableau_token_broker::cache::{CacheKey, CredentialCache, Credentials, KeyRef, Lookup};
 use tableau_token_broker::config::WireFormat;
 use tableau_token_broker::error::BrokerError;
 use tableau_token_broker::tableau::{ClientOptions, Format, SignInTarget, TableauClient};
@@ -529,7 +530,7 @@ async fn scale(world: &World, plan: &Plan, report: &mut Report) -> anyhow::Resul
     let clients = Arc::new(world.broker_clients(plan.connections).await?);
     for &n in &plan.scale {
         let t0 = Instant::now();
-        fill(cache, &template, filled, n).await?;
+        fill(cache, broker.fingerprints(), &template, filled, n).await?;
         let added = n - filled;
         filled = n;
         cache.run_pending_tasks();
@@ -553,17 +554,19 @@ async fn scale(world: &World, plan: &Plan, report: &mut Report) -> anyhow::Resul
         prev_rss = rss;
         prev_entries = entries;
         // In-process lookups over a sample of keys spread across the whole population.
-        let sample: Vec<CacheKey> = (0..10_000usize)
-            .map(|j| scale_key(&template, spread(j, n)))
-            .collect();
+        let sample: Vec<String> = (0..10_000usize).map(|j| scale_user(spread(j, n))).collect();
         let mut h = load::histogram()?;
         let mut misses = 0u64;
         let t0 = Instant::now();
         for j in 0..plan.scale_lookups {
-            let k = &sample[j % sample.len()];
+            let k = KeyRef {
+                site: &template.key.site,
+                user: &sample[j % sample.len()],
+                scopes: &template.key.scopes,
+            };
             let t = Instant::now();
             let r = cache
-                .get_or_sign_in(k, Lookup::default(), || async {
+                .get_or_sign_in(k, Lookup::default(), |_| async {
                     Err::<Credentials, _>(BrokerError::Internal("benchmark lookup missed".into()))
                 })
                 .await;
@@ -625,41 +628,44 @@ fn label(n: usize) -> String {
     }
 }
 
-fn scale_key(template: &Credentials, i: usize) -> CacheKey {
-    // Allocated per key, as the broker does for every request it caches.
-    CacheKey {
-        site: Arc::from(&*template.key.site),
-        user: Arc::from(format!("scale-{i}")),
-        scopes: Arc::from(template.key.scopes.to_vec()),
-    }
+fn scale_user(i: usize) -> String {
+    format!("scale-{i}")
 }
 
-/// Inserts entries `from..to` through the cache's own path (a "sign-in" that answers at once).
+/// Inserts entries `from..to` through the cache's own path (a "sign-in" that answers at once),
+/// each shaped like the template: a token of the same length, its own user and user LUID, and
+/// the site's LUID and content URL as fresh strings (the cache interns them, as on a sign-in).
 async fn fill(
     cache: &CredentialCache,
+    fingerprints: &Fingerprinter,
     template: &Credentials,
     from: usize,
     to: usize,
 ) -> anyhow::Result<()> {
     let now = SystemTime::now();
+    let width = template.token.expose_secret().len();
     for i in from..to {
-        let key = scale_key(template, i);
-        let token = format!("{i:032x}");
-        let creds = Credentials {
-            key: key.clone(),
-            digest: sha2::Sha256::digest(token.as_bytes()).into(),
-            token: SecretString::from(token),
-            fingerprint: template.fingerprint.clone(),
-            site_luid: template.site_luid.clone(),
-            site_content_url: template.site_content_url.clone(),
-            user_luid: format!("00000000-0000-4000-8000-{i:012}"),
-            jti: template.jti.clone(),
-            signed_in_at: now,
-            expires_at: now + Duration::from_secs(4 * 3600),
+        let user = scale_user(i);
+        let token = SecretString::from(format!("{i:0width$x}"));
+        let creds = |key: &CacheKey| {
+            let c = Credentials {
+                key: key.clone(),
+                digest: fingerprints.digest(&token),
+                token: token.clone(),
+                site_luid: Arc::from(template.site_luid.to_string()),
+                site_content_url: Arc::from(template.site_content_url.to_string()),
+                user_luid: format!("00000000-0000-4000-8000-{i:012}").into(),
+                jti: uuid::Uuid::new_v4(),
+                expires_at: now + Duration::from_secs(4 * 3600),
+            };
+            async move { Ok(c) }
         };
-        cache
-            .get_or_sign_in(&key, Lookup::default(), move || async move { Ok(creds) })
-            .await?;
+        let key = KeyRef {
+            site: &template.key.site,
+            user: &user,
+            scopes: &template.key.scopes,
+        };
+        cache.get_or_sign_in(key, Lookup::default(), creds).await?;
     }
     Ok(())
 }
