@@ -6,8 +6,10 @@
 //! signs in itself with tableauserverclient. It reports figures; it never fails on a number.
 //! See docs/benchmarks.md.
 
+mod hits;
 mod load;
 mod peers;
+mod raw;
 mod report;
 mod setup;
 
@@ -32,6 +34,7 @@ use tableau_token_broker::config::WireFormat;
 use tableau_token_broker::error::BrokerError;
 use tableau_token_broker::tableau::{ClientOptions, Format, SignInTarget, TableauClient};
 
+use crate::hits::{BrokerLoad, ClientKind, EchoLoad};
 use crate::load::Point;
 use crate::report::{Pair, Report};
 use crate::setup::{SITE, World, credentials_request, user};
@@ -128,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         let d = Duration::from_secs_f64(args.seconds);
         let p = match kind {
             ProfileKind::Idle => Point::mean(&[]),
-            ProfileKind::Hit => hit_point(&world, &plan, 16, Duration::ZERO, d).await?,
+            ProfileKind::Hit => hit_point(&world, &plan, 16, d).await?,
             ProfileKind::Echo => echo_point(&world, &plan, 16, d).await?,
         };
         println!(
@@ -204,59 +207,88 @@ impl Users {
     }
 }
 
+/// Concurrency of the extra pair driven by the generated (decoding) clients.
+const DECODED_CONCURRENCY: usize = 64;
+
+/// `--profile hit`: cache hits from the raw client.
 async fn hit_point(
     world: &World,
     plan: &Plan,
     concurrency: usize,
-    warmup: Duration,
     measure: Duration,
 ) -> anyhow::Result<Point> {
-    let clients = Arc::new(world.broker_clients(plan.connections).await?);
-    let req = credentials_request(&user(0));
+    let broker = BrokerLoad::new(world, plan.connections, credentials_request(&user(0))).await?;
     // One sign-in first so that everything measured is a hit.
-    clients[0].clone().get_credentials(req.clone()).await?;
-    load::run(concurrency, warmup, measure, move |i| {
-        let mut c = clients[i % clients.len()].clone();
-        let r = req.clone();
-        async move { c.get_credentials(r).await.map(|_| ()) }
-    })
-    .await
+    broker.call_once().await?;
+    broker
+        .point(ClientKind::Raw, concurrency, Duration::ZERO, measure)
+        .await
 }
 
+/// `--profile echo`: the echo baseline from the raw client.
 async fn echo_point(
     world: &World,
     plan: &Plan,
     concurrency: usize,
     measure: Duration,
 ) -> anyhow::Result<Point> {
-    let clients = Arc::new(world.echo_clients(plan.connections).await?);
-    let req = credentials_request(&user(0));
-    let echo_req = pb::EchoRequest {
-        payload: vec![b'r'; req.encoded_len()],
+    let echo = EchoLoad::new(
+        world,
+        plan.connections,
+        credentials_request(&user(0)).encoded_len(),
         // The size of the benchmark's GetCredentialsResponse (figure msg.get_credentials_response).
-        reply_size: 184,
+        184,
+    )
+    .await?;
+    echo.point(ClientKind::Raw, concurrency, Duration::ZERO, measure)
+        .await
+}
+
+/// Echo, broker, echo, broker, ... at `concurrency` with `client`; the mean of each.
+async fn pair(
+    broker: &BrokerLoad,
+    echo: &EchoLoad,
+    plan: &Plan,
+    client: ClientKind,
+    concurrency: usize,
+) -> anyhow::Result<Pair> {
+    let mut e = Vec::new();
+    let mut b = Vec::new();
+    for _ in 0..plan.rounds {
+        e.push(
+            echo.point(client, concurrency, plan.warmup, plan.measure)
+                .await?,
+        );
+        b.push(
+            broker
+                .point(client, concurrency, plan.warmup, plan.measure)
+                .await?,
+        );
+    }
+    let pair = Pair {
+        concurrency,
+        echo: Point::mean(&e),
+        broker: Point::mean(&b),
     };
-    load::run(concurrency, Duration::ZERO, measure, move |i| {
-        let mut c = clients[i % clients.len()].clone();
-        let r = echo_req.clone();
-        async move { c.echo(r).await.map(|_| ()) }
-    })
-    .await
+    eprintln!(
+        "  c={concurrency} ({client:?} client): echo {:.0} req/s p99 {:.0} µs | broker {:.0} req/s p99 {:.0} µs",
+        pair.echo.rps, pair.echo.p99_us, pair.broker.rps, pair.broker.p99_us
+    );
+    Ok(pair)
 }
 
 async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
-    let bclients = Arc::new(world.broker_clients(plan.connections).await?);
-    let eclients = Arc::new(world.echo_clients(plan.connections).await?);
     let req = credentials_request(&user(0));
-    let resp = bclients[0]
-        .clone()
-        .get_credentials(req.clone())
-        .await?
-        .into_inner();
-    let echo_req = pb::EchoRequest {
-        payload: vec![b'r'; req.encoded_len()],
-        reply_size: resp.encoded_len() as u32,
-    };
+    let broker = BrokerLoad::new(world, plan.connections, req.clone()).await?;
+    // The first call signs in; every later one is a hit.
+    let resp = broker.call_once().await?;
+    let echo = EchoLoad::new(
+        world,
+        plan.connections,
+        broker.request_len(),
+        resp.encoded_len() as u32,
+    )
+    .await?;
     report.section("Message sizes");
     report.add(
         "msg.get_credentials_request",
@@ -269,39 +301,7 @@ async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow
         "bytes",
     );
     for &c in &plan.levels {
-        let mut echo = Vec::new();
-        let mut broker = Vec::new();
-        for _ in 0..plan.rounds {
-            let clients = Arc::clone(&eclients);
-            let r = echo_req.clone();
-            echo.push(
-                load::run(c, plan.warmup, plan.measure, move |i| {
-                    let mut cl = clients[i % clients.len()].clone();
-                    let r = r.clone();
-                    async move { cl.echo(r).await.map(|_| ()) }
-                })
-                .await?,
-            );
-            let clients = Arc::clone(&bclients);
-            let r = req.clone();
-            broker.push(
-                load::run(c, plan.warmup, plan.measure, move |i| {
-                    let mut cl = clients[i % clients.len()].clone();
-                    let r = r.clone();
-                    async move { cl.get_credentials(r).await.map(|_| ()) }
-                })
-                .await?,
-            );
-        }
-        let pair = Pair {
-            concurrency: c,
-            echo: Point::mean(&echo),
-            broker: Point::mean(&broker),
-        };
-        eprintln!(
-            "  c={c}: echo {:.0} req/s p99 {:.0} µs | broker {:.0} req/s p99 {:.0} µs",
-            pair.echo.rps, pair.echo.p99_us, pair.broker.rps, pair.broker.p99_us
-        );
+        let pair = pair(&broker, &echo, plan, ClientKind::Raw, c).await?;
         if pair.echo.errors + pair.broker.errors > 0 {
             report.note(format!(
                 "c={c}: {} echo and {} broker requests failed",
@@ -309,6 +309,39 @@ async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow
             ));
         }
         report.pairs.push(pair);
+    }
+
+    // The same pair with the generated clients, which decode every reply (as a real caller
+    // would): the client's decode work is charged against the broker here.
+    let c = DECODED_CONCURRENCY;
+    let d = pair(&broker, &echo, plan, ClientKind::Decoded, c).await?;
+    report.section(&format!(
+        "Decoded client at concurrency {c} (generated tonic clients, every reply decoded)"
+    ));
+    let name = |what: &str| format!("hit.c{c}.decoded_client.{what}");
+    report.add(name("echo.throughput"), d.echo.rps, "req/s");
+    report.add(name("broker.throughput"), d.broker.rps, "req/s");
+    report.add(
+        name("throughput_ratio"),
+        d.broker.rps / d.echo.rps,
+        "broker/echo",
+    );
+    report.add(name("echo.p50"), d.echo.p50_us, "µs");
+    report.add(name("broker.p50"), d.broker.p50_us, "µs");
+    report.add(name("echo.p99"), d.echo.p99_us, "µs");
+    report.add(name("broker.p99"), d.broker.p99_us, "µs");
+    report.add(
+        name("p99_ratio"),
+        d.broker.p99_us / d.echo.p99_us,
+        "broker/echo",
+    );
+    report.add(name("echo.errors"), d.echo.errors as f64, "requests");
+    report.add(name("broker.errors"), d.broker.errors as f64, "requests");
+    if d.echo.errors + d.broker.errors > 0 {
+        report.note(format!(
+            "decoded client, c={c}: {} echo and {} broker requests failed",
+            d.echo.errors, d.broker.errors
+        ));
     }
     Ok(())
 }

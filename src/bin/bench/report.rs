@@ -123,7 +123,7 @@ impl Report {
             self.cores,
             self.date
         );
-        println!("Cache-hit GetCredentials vs echo over the same mTLS stack:\n");
+        println!("Cache-hit GetCredentials vs echo over the same mTLS stack ({RAW_CLIENT}):\n");
         print!("{}", self.pairs_table());
         for sec in &self.sections {
             println!("\n-- {} --", sec.title);
@@ -196,7 +196,7 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "### Cache-hit GetCredentials vs echo (same mTLS stack)\n"
+            "### Cache-hit GetCredentials vs echo (same mTLS stack)\n\nLoad generator: {RAW_CLIENT}; the generated, decoding clients are compared under their own heading below.\n"
         );
         md.push_str(&self.pairs_table());
         if let Some(png) = plot {
@@ -294,6 +294,9 @@ impl Report {
         Ok(())
     }
 }
+
+/// How the pairs table's load generator talks to both services.
+const RAW_CLIENT: &str = "pre-encoded requests; replies read as bytes, status and length checked";
 
 const FONTS: &[&str] = &[
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",

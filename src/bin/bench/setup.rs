@@ -20,7 +20,6 @@ use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::pb::echo_client::EchoClient;
 use crate::pb::echo_server::{Echo, EchoServer};
 use crate::pb::{EchoRequest, EchoResponse};
 
@@ -168,27 +167,35 @@ scopes = ["{SCOPE}"]
         .await?)
     }
 
+    /// `n` HTTP/2 connections to the broker.
+    pub async fn broker_channels(&self, n: usize) -> anyhow::Result<Vec<Channel>> {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(self.channel(self.broker.local_addr()).await?);
+        }
+        Ok(v)
+    }
+
+    /// `n` HTTP/2 connections to the echo server.
+    pub async fn echo_channels(&self, n: usize) -> anyhow::Result<Vec<Channel>> {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(self.channel(self.echo_addr).await?);
+        }
+        Ok(v)
+    }
+
     /// `n` broker clients, each on its own HTTP/2 connection.
     pub async fn broker_clients(
         &self,
         n: usize,
     ) -> anyhow::Result<Vec<TokenBrokerClient<Channel>>> {
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            v.push(TokenBrokerClient::new(
-                self.channel(self.broker.local_addr()).await?,
-            ));
-        }
-        Ok(v)
-    }
-
-    /// `n` echo clients, each on its own HTTP/2 connection.
-    pub async fn echo_clients(&self, n: usize) -> anyhow::Result<Vec<EchoClient<Channel>>> {
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            v.push(EchoClient::new(self.channel(self.echo_addr).await?));
-        }
-        Ok(v)
+        Ok(self
+            .broker_channels(n)
+            .await?
+            .into_iter()
+            .map(TokenBrokerClient::new)
+            .collect())
     }
 }
 

@@ -1,0 +1,252 @@
+//! The two loads compared in "cache hit vs the transport": cache-hit `GetCredentials` on the
+//! broker and the echo baseline, each driven either by [`RawClient`]s (pre-encoded requests,
+//! replies read as bytes: the same client work for both services) or by the generated clients
+//! (every reply decoded, as a real caller would).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use prost::Message;
+use prost::bytes::Bytes;
+use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
+use tableau_token_broker::grpc::pb::{GetCredentialsRequest, GetCredentialsResponse};
+use tonic::transport::Channel;
+
+use crate::load::{self, Point};
+use crate::pb::echo_client::EchoClient;
+use crate::pb::{EchoRequest, EchoResponse};
+use crate::raw::{self, RawClient};
+use crate::setup::World;
+
+/// Which client drives a load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// [`RawClient`]: the request encoded once before the run, each reply checked for status
+    /// and length only.
+    Raw,
+    /// The generated tonic client: every request encoded and every reply decoded.
+    Decoded,
+}
+
+/// Cache-hit `GetCredentials` for one key, over one set of connections.
+pub struct BrokerLoad {
+    decoding: Arc<Vec<TokenBrokerClient<Channel>>>,
+    raw: Arc<Vec<RawClient>>,
+    request: GetCredentialsRequest,
+    body: Bytes,
+}
+
+impl BrokerLoad {
+    /// `connections` connections to the broker, all asking for `request`.
+    pub async fn new(
+        world: &World,
+        connections: usize,
+        request: GetCredentialsRequest,
+    ) -> anyhow::Result<BrokerLoad> {
+        let channels = world.broker_channels(connections).await?;
+        Ok(BrokerLoad {
+            decoding: Arc::new(
+                channels
+                    .iter()
+                    .cloned()
+                    .map(TokenBrokerClient::new)
+                    .collect(),
+            ),
+            raw: Arc::new(
+                channels
+                    .into_iter()
+                    .map(|c| RawClient::new(c, raw::GET_CREDENTIALS))
+                    .collect(),
+            ),
+            body: Bytes::from(request.encode_to_vec()),
+            request,
+        })
+    }
+
+    /// The encoded request.
+    pub fn request_len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// One call with the decoding client (the first one may sign in).
+    pub async fn call_once(&self) -> anyhow::Result<GetCredentialsResponse> {
+        let mut c = self
+            .decoding
+            .first()
+            .context("no broker connection")?
+            .clone();
+        Ok(c.get_credentials(self.request.clone()).await?.into_inner())
+    }
+
+    /// Checks the key is cached: one decoded reply must be a cache hit with a token, and one raw
+    /// reply must be as long as it. Returns that length, which every raw reply must have.
+    pub async fn check(&self) -> anyhow::Result<usize> {
+        let reply = self.call_once().await?;
+        anyhow::ensure!(
+            reply.from_cache,
+            "the benchmark key was not answered from cache; the load would measure sign-ins"
+        );
+        anyhow::ensure!(!reply.token.is_empty(), "a cache hit came without a token");
+        let expected = reply.encoded_len();
+        let mut c = self.raw.first().context("no broker connection")?.clone();
+        let got = c.call(self.body.clone()).await?.len();
+        anyhow::ensure!(
+            got == expected,
+            "a raw GetCredentials reply is {got} bytes, the decoded one {expected}"
+        );
+        Ok(expected)
+    }
+
+    /// Checks the key is cached, then drives `concurrency` requests in flight with `client`.
+    pub async fn point(
+        &self,
+        client: ClientKind,
+        concurrency: usize,
+        warmup: Duration,
+        measure: Duration,
+    ) -> anyhow::Result<Point> {
+        let expected = self.check().await?;
+        match client {
+            ClientKind::Raw => {
+                raw_load(
+                    &self.raw,
+                    &self.body,
+                    expected,
+                    concurrency,
+                    warmup,
+                    measure,
+                )
+                .await
+            }
+            ClientKind::Decoded => {
+                let clients = Arc::clone(&self.decoding);
+                let req = self.request.clone();
+                load::run(concurrency, warmup, measure, move |i| {
+                    let mut c = clients[i % clients.len()].clone();
+                    let r = req.clone();
+                    async move { c.get_credentials(r).await.map(|_| ()) }
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// The echo baseline, its request and reply sized like `GetCredentials`' ones.
+pub struct EchoLoad {
+    decoding: Arc<Vec<EchoClient<Channel>>>,
+    raw: Arc<Vec<RawClient>>,
+    request: EchoRequest,
+    body: Bytes,
+    expected: usize,
+}
+
+impl EchoLoad {
+    /// `connections` connections to the echo server, sending `request_len` bytes of payload and
+    /// asking for `reply_size` bytes back.
+    pub async fn new(
+        world: &World,
+        connections: usize,
+        request_len: usize,
+        reply_size: u32,
+    ) -> anyhow::Result<EchoLoad> {
+        let channels = world.echo_channels(connections).await?;
+        let request = EchoRequest {
+            payload: vec![b'r'; request_len],
+            reply_size,
+        };
+        // What the server answers, encoded: known from the request.
+        let expected = EchoResponse {
+            payload: vec![b'x'; reply_size as usize],
+        }
+        .encoded_len();
+        Ok(EchoLoad {
+            decoding: Arc::new(channels.iter().cloned().map(EchoClient::new).collect()),
+            raw: Arc::new(
+                channels
+                    .into_iter()
+                    .map(|c| RawClient::new(c, raw::ECHO))
+                    .collect(),
+            ),
+            body: Bytes::from(request.encode_to_vec()),
+            request,
+            expected,
+        })
+    }
+
+    /// One decoded and one raw reply must be the expected size.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        let mut c = self.decoding.first().context("no echo connection")?.clone();
+        let reply = c.echo(self.request.clone()).await?.into_inner();
+        anyhow::ensure!(
+            reply.payload.len() == self.request.reply_size as usize
+                && reply.encoded_len() == self.expected,
+            "an echo reply is {} bytes, {} were asked for",
+            reply.payload.len(),
+            self.request.reply_size
+        );
+        let mut c = self.raw.first().context("no echo connection")?.clone();
+        let got = c.call(self.body.clone()).await?.len();
+        anyhow::ensure!(
+            got == self.expected,
+            "a raw echo reply is {got} bytes, {} were expected",
+            self.expected
+        );
+        Ok(())
+    }
+
+    /// Checks the replies, then drives `concurrency` requests in flight with `client`.
+    pub async fn point(
+        &self,
+        client: ClientKind,
+        concurrency: usize,
+        warmup: Duration,
+        measure: Duration,
+    ) -> anyhow::Result<Point> {
+        self.check().await?;
+        match client {
+            ClientKind::Raw => {
+                raw_load(
+                    &self.raw,
+                    &self.body,
+                    self.expected,
+                    concurrency,
+                    warmup,
+                    measure,
+                )
+                .await
+            }
+            ClientKind::Decoded => {
+                let clients = Arc::clone(&self.decoding);
+                let req = self.request.clone();
+                load::run(concurrency, warmup, measure, move |i| {
+                    let mut c = clients[i % clients.len()].clone();
+                    let r = req.clone();
+                    async move { c.echo(r).await.map(|_| ()) }
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// The same loop for both services: clone a client and the request (a reference count), send,
+/// check status and length.
+async fn raw_load(
+    clients: &Arc<Vec<RawClient>>,
+    body: &Bytes,
+    expected: usize,
+    concurrency: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<Point> {
+    let clients = Arc::clone(clients);
+    let body = body.clone();
+    load::run(concurrency, warmup, measure, move |i| {
+        let mut c = clients[i % clients.len()].clone();
+        let b = body.clone();
+        async move { c.call_expecting(b, expected).await }
+    })
+    .await
+}
