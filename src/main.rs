@@ -13,6 +13,12 @@ use tableau_token_broker::cli::{self, Cli, Command, ScopesCommand};
 use tableau_token_broker::client_cli::{self, ClientCliError};
 use tableau_token_broker::config::{Config, ConfigError};
 
+/// mimalloc rather than glibc's malloc: a tokio server allocates small, short-lived buffers on
+/// every thread, where glibc's per-thread arenas cost more per call and hold more memory per
+/// cached entry (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {

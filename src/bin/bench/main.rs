@@ -13,6 +13,12 @@ mod raw;
 mod report;
 mod setup;
 
+/// mimalloc as in the broker's own binary, so the figures are the broker's: a tokio server allocates small, short-lived buffers on
+/// every thread, where glibc's per-thread arenas cost more per call and hold more memory per
+/// cached entry (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The echo baseline's generated code (`proto/bench/v1/echo.proto`).
 #[allow(missing_docs, clippy::all)]
 mod pb {
