@@ -104,7 +104,10 @@ impl From<String> for Luid {
 impl fmt::Display for Luid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Luid::Uuid(u) => fmt::Display::fmt(&u.hyphenated(), f),
+            Luid::Uuid(u) => {
+                let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                f.write_str(u.hyphenated().encode_lower(&mut buf))
+            }
             Luid::Text(t) => f.write_str(t),
         }
     }

@@ -14,7 +14,7 @@ use tableau_token_broker::grpc::pb::{GetCredentialsRequest, GetCredentialsRespon
 use tonic::transport::Channel;
 
 use crate::load::{self, Point};
-use crate::pb::echo_client::EchoClient;
+use crate::pb::echo_sized_like_the_broker_client::EchoSizedLikeTheBrokerClient as EchoClient;
 use crate::pb::{EchoRequest, EchoResponse};
 use crate::raw::{self, RawClient};
 use crate::setup::World;
@@ -178,7 +178,10 @@ impl EchoLoad {
     /// One decoded and one raw reply must be the expected size.
     pub async fn check(&self) -> anyhow::Result<()> {
         let mut c = self.decoding.first().context("no echo connection")?.clone();
-        let reply = c.echo(self.request.clone()).await?.into_inner();
+        let reply = c
+            .echo_get_credentials(self.request.clone())
+            .await?
+            .into_inner();
         anyhow::ensure!(
             reply.payload.len() == self.request.reply_size as usize
                 && reply.encoded_len() == self.expected,
@@ -223,7 +226,7 @@ impl EchoLoad {
                 load::run(concurrency, warmup, measure, move |i| {
                     let mut c = clients[i % clients.len()].clone();
                     let r = req.clone();
-                    async move { c.echo(r).await.map(|_| ()) }
+                    async move { c.echo_get_credentials(r).await.map(|_| ()) }
                 })
                 .await
             }

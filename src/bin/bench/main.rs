@@ -52,16 +52,38 @@ struct Args {
     /// A short run that only checks the harness works (what CI runs); figures are rough.
     #[arg(long)]
     quick: bool,
-    /// Only drive one kind of load at concurrency 16 (for a profiler such as callgrind):
+    /// Only drive one kind of load (at `--concurrency`, for a profiler such as callgrind):
     /// `hit` (cache-hit GetCredentials), `echo`, or `idle` (start-up only, to subtract).
     #[arg(long, value_name = "KIND")]
     profile: Option<ProfileKind>,
     /// How long `--profile` drives the load.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     seconds: f64,
+    /// Requests `--profile` keeps in flight.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    concurrency: usize,
     /// Where results.json goes.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Run one section only, e.g. to repeat it and see how much it moves between runs. Writes
+    /// results.json but leaves docs/benchmarks.md alone (it reports complete runs only).
+    #[arg(long, value_enum, value_name = "SECTION")]
+    only: Option<Section>,
+}
+
+/// A part of the benchmark, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// Cache hits vs echo.
+    Hits,
+    /// Cold path and coalescing.
+    Cold,
+    /// The tableauserverclient peer.
+    Peer,
+    /// Minting vs PyJWT.
+    Mint,
+    /// Many cached entries.
+    Scale,
 }
 
 /// Sizes and durations of one run.
@@ -105,9 +127,9 @@ impl Plan {
             Plan {
                 levels: vec![1, 16, 64, 256],
                 connections: 8,
-                warmup: Duration::from_secs(1),
-                measure: Duration::from_secs(4),
-                rounds: 2,
+                warmup: Duration::from_millis(500),
+                measure: Duration::from_millis(1500),
+                rounds: 8,
                 cold_sequential: 50,
                 coalesce_one: 1_000,
                 coalesce_many: (10_000, 100),
@@ -137,12 +159,12 @@ async fn main() -> anyhow::Result<()> {
         let d = Duration::from_secs_f64(args.seconds);
         let p = match kind {
             ProfileKind::Idle => Point::mean(&[]),
-            ProfileKind::Hit => hit_point(&world, &plan, 16, d).await?,
-            ProfileKind::Echo => echo_point(&world, &plan, 16, d).await?,
+            ProfileKind::Hit => hit_point(&world, &plan, args.concurrency, d).await?,
+            ProfileKind::Echo => echo_point(&world, &plan, args.concurrency, d).await?,
         };
         println!(
-            "{kind:?} at c=16: {} requests, {:.0} req/s, p99 {:.0} µs",
-            p.count, p.rps, p.p99_us
+            "{kind:?} at c={}: {} requests, {:.0} req/s, p99 {:.0} µs",
+            args.concurrency, p.count, p.rps, p.p99_us
         );
         return Ok(());
     }
@@ -154,22 +176,33 @@ async fn main() -> anyhow::Result<()> {
         ..Report::default()
     };
 
-    eprintln!("[1/5] cache hits vs echo");
-    hits_vs_echo(&world, &plan, &mut report).await?;
-    eprintln!("[2/5] cold path and coalescing");
-    cold_path(&world, &plan, &mut users, &mut report).await?;
-    eprintln!("[3/5] tableauserverclient peer");
-    tsc_peer(&world, &plan, &mut users, &mut report).await?;
-    eprintln!("[4/5] minting vs PyJWT");
-    minting(&plan, &mut report)?;
-    eprintln!("[5/5] scale");
-    scale(&world, &plan, &mut report).await?;
+    let runs = |section| args.only.is_none_or(|only| only == section);
+    if runs(Section::Hits) {
+        eprintln!("[1/5] cache hits vs echo");
+        hits_vs_echo(&world, &plan, &mut report).await?;
+    }
+    if runs(Section::Cold) {
+        eprintln!("[2/5] cold path and coalescing");
+        cold_path(&world, &plan, &mut users, &mut report).await?;
+    }
+    if runs(Section::Peer) {
+        eprintln!("[3/5] tableauserverclient peer");
+        tsc_peer(&world, &plan, &mut users, &mut report).await?;
+    }
+    if runs(Section::Mint) {
+        eprintln!("[4/5] minting vs PyJWT");
+        minting(&plan, &mut report)?;
+    }
+    if runs(Section::Scale) {
+        eprintln!("[5/5] scale");
+        scale(&world, &plan, &mut report).await?;
+    }
 
     report.print();
     let json = args.out.join("results.json");
     report.write_json(&json)?;
     println!("\nwrote {}", json.display());
-    if !args.quick {
+    if !args.quick && args.only.is_none() {
         let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs");
         std::fs::create_dir_all(&docs)?;
         let png = docs.join("bench-throughput.png");
@@ -260,21 +293,33 @@ async fn pair(
 ) -> anyhow::Result<Pair> {
     let mut e = Vec::new();
     let mut b = Vec::new();
-    for _ in 0..plan.rounds {
-        e.push(
+    // Short runs side by side, in alternating order (echo first, then broker first), so that
+    // whatever else the machine does lands on both; each round gives one ratio.
+    for round in 0..plan.rounds {
+        let run_echo = async || {
             echo.point(client, concurrency, plan.warmup, plan.measure)
-                .await?,
-        );
-        b.push(
+                .await
+        };
+        let run_broker = async || {
             broker
                 .point(client, concurrency, plan.warmup, plan.measure)
-                .await?,
-        );
+                .await
+        };
+        if round % 2 == 0 {
+            e.push(run_echo().await?);
+            b.push(run_broker().await?);
+        } else {
+            b.push(run_broker().await?);
+            e.push(run_echo().await?);
+        }
     }
     let pair = Pair {
         concurrency,
-        echo: Point::mean(&e),
-        broker: Point::mean(&b),
+        ratios: e.iter().zip(&b).map(|(e, b)| b.rps / e.rps).collect(),
+        p99_ratios: e.iter().zip(&b).map(|(e, b)| b.p99_us / e.p99_us).collect(),
+        cpu_ratios: e.iter().zip(&b).map(|(e, b)| b.cpu_us / e.cpu_us).collect(),
+        echo: Point::median(&e),
+        broker: Point::median(&b),
     };
     eprintln!(
         "  c={concurrency} ({client:?} client): echo {:.0} req/s p99 {:.0} µs | broker {:.0} req/s p99 {:.0} µs",
@@ -327,20 +372,12 @@ async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow
     let name = |what: &str| format!("hit.c{c}.decoded_client.{what}");
     report.add(name("echo.throughput"), d.echo.rps, "req/s");
     report.add(name("broker.throughput"), d.broker.rps, "req/s");
-    report.add(
-        name("throughput_ratio"),
-        d.broker.rps / d.echo.rps,
-        "broker/echo",
-    );
+    report.add(name("throughput_ratio"), d.ratio(), "broker/echo");
     report.add(name("echo.p50"), d.echo.p50_us, "µs");
     report.add(name("broker.p50"), d.broker.p50_us, "µs");
     report.add(name("echo.p99"), d.echo.p99_us, "µs");
     report.add(name("broker.p99"), d.broker.p99_us, "µs");
-    report.add(
-        name("p99_ratio"),
-        d.broker.p99_us / d.echo.p99_us,
-        "broker/echo",
-    );
+    report.add(name("p99_ratio"), d.p99_ratio(), "broker/echo");
     report.add(name("echo.errors"), d.echo.errors as f64, "requests");
     report.add(name("broker.errors"), d.broker.errors as f64, "requests");
     if d.echo.errors + d.broker.errors > 0 {

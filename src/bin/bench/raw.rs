@@ -15,7 +15,10 @@ use tonic::{Request, Status};
 /// `GetCredentials` on the broker (as in the generated `TokenBrokerClient`).
 pub const GET_CREDENTIALS: &str = "/tableau_token_broker.v1.TokenBroker/GetCredentials";
 /// `Echo` on the baseline (as in the generated `EchoClient`).
-pub const ECHO: &str = "/bench.v1.Echo/Echo";
+pub const ECHO: &str = "/bench.v1.EchoSizedLikeTheBroker/EchoGetCredentials";
+
+// The baseline's path is sent and parsed with every request, like the broker's: same length.
+const _: () = assert!(ECHO.len() == GET_CREDENTIALS.len());
 
 /// A codec whose messages are already-encoded protobuf: the encoder copies the bytes into the
 /// frame, the decoder hands back the frame's bytes without looking at them.

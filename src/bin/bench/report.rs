@@ -28,8 +28,40 @@ pub struct Section {
 #[derive(Debug, Clone)]
 pub struct Pair {
     pub concurrency: usize,
+    /// Median of the rounds, figure by figure.
     pub echo: Point,
+    /// Median of the rounds, figure by figure.
     pub broker: Point,
+    /// Broker/echo throughput, one value per round (each from the two runs side by side).
+    pub ratios: Vec<f64>,
+    /// Broker/echo p99, one value per round.
+    pub p99_ratios: Vec<f64>,
+    /// Broker/echo process CPU time per request, one value per round.
+    pub cpu_ratios: Vec<f64>,
+}
+
+impl Pair {
+    /// The median of the per-round throughput ratios.
+    pub fn ratio(&self) -> f64 {
+        crate::load::median(self.ratios.clone())
+    }
+
+    /// The median of the per-round CPU-per-request ratios.
+    pub fn cpu_ratio(&self) -> f64 {
+        crate::load::median(self.cpu_ratios.clone())
+    }
+
+    /// The median of the per-round p99 ratios.
+    pub fn p99_ratio(&self) -> f64 {
+        crate::load::median(self.p99_ratios.clone())
+    }
+
+    fn range(v: &[f64]) -> (f64, f64) {
+        v.iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            })
+    }
 }
 
 /// Everything one run produced.
@@ -77,25 +109,27 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "| concurrency | echo req/s | broker req/s | throughput ratio | echo p50 µs | broker p50 µs | echo p99 µs | broker p99 µs | p99 ratio | echo p99.9 µs | broker p99.9 µs |"
+            "| concurrency | echo req/s | broker req/s | throughput ratio | ratio range over rounds | CPU per request ratio | echo p50 µs | broker p50 µs | echo p99 µs | broker p99 µs | p99 ratio | echo p99.9 µs | broker p99.9 µs |"
         );
         let _ = writeln!(
             s,
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for p in &self.pairs {
+            let (lo, hi) = Pair::range(&p.ratios);
             let _ = writeln!(
                 s,
-                "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.0} | {:.0} | {:.0} | {:.3} | {:.0} | {:.0} |",
+                "| {} | {:.0} | {:.0} | {:.3} | {lo:.3}-{hi:.3} | {:.3} | {:.0} | {:.0} | {:.0} | {:.0} | {:.3} | {:.0} | {:.0} |",
                 p.concurrency,
                 p.echo.rps,
                 p.broker.rps,
-                p.broker.rps / p.echo.rps,
+                p.ratio(),
+                p.cpu_ratio(),
                 p.echo.p50_us,
                 p.broker.p50_us,
                 p.echo.p99_us,
                 p.broker.p99_us,
-                p.broker.p99_us / p.echo.p99_us,
+                p.p99_ratio(),
                 p.echo.p999_us,
                 p.broker.p999_us,
             );
@@ -150,17 +184,34 @@ impl Report {
                 figures.insert(format!("hit.c{c}.{who}.p99"), fig(pt.p99_us, "µs"));
                 figures.insert(format!("hit.c{c}.{who}.p99_9"), fig(pt.p999_us, "µs"));
                 figures.insert(
+                    format!("hit.c{c}.{who}.cpu_per_request"),
+                    fig(pt.cpu_us, "µs"),
+                );
+                figures.insert(
                     format!("hit.c{c}.{who}.errors"),
                     fig(pt.errors as f64, "requests"),
                 );
             }
+            let (lo, hi) = Pair::range(&p.ratios);
             figures.insert(
                 format!("hit.c{c}.throughput_ratio"),
-                fig(p.broker.rps / p.echo.rps, "broker/echo"),
+                fig(p.ratio(), "broker/echo"),
+            );
+            figures.insert(
+                format!("hit.c{c}.throughput_ratio_min"),
+                fig(lo, "broker/echo"),
+            );
+            figures.insert(
+                format!("hit.c{c}.throughput_ratio_max"),
+                fig(hi, "broker/echo"),
+            );
+            figures.insert(
+                format!("hit.c{c}.cpu_per_request_ratio"),
+                fig(p.cpu_ratio(), "broker/echo"),
             );
             figures.insert(
                 format!("hit.c{c}.p99_ratio"),
-                fig(p.broker.p99_us / p.echo.p99_us, "broker/echo"),
+                fig(p.p99_ratio(), "broker/echo"),
             );
         }
         for sec in &self.sections {

@@ -20,7 +20,9 @@ use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::pb::echo_server::{Echo, EchoServer};
+use crate::pb::echo_sized_like_the_broker_server::{
+    EchoSizedLikeTheBroker as Echo, EchoSizedLikeTheBrokerServer as EchoServer,
+};
 use crate::pb::{EchoRequest, EchoResponse};
 
 /// The load generator's identity (a SPIFFE ID in its client certificate).
@@ -205,7 +207,10 @@ struct EchoService;
 
 #[tonic::async_trait]
 impl Echo for EchoService {
-    async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+    async fn echo_get_credentials(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
         let req = request.into_inner();
         let payload = if req.reply_size == 0 {
             req.payload
