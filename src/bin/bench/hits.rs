@@ -3,6 +3,7 @@
 //! replies read as bytes: the same client work for both services) or by the generated clients
 //! (every reply decoded, as a real caller would).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,12 +54,7 @@ impl BrokerLoad {
                     .map(TokenBrokerClient::new)
                     .collect(),
             ),
-            raw: Arc::new(
-                channels
-                    .into_iter()
-                    .map(|c| RawClient::new(c, raw::GET_CREDENTIALS))
-                    .collect(),
-            ),
+            raw: RawClient::on_each(channels, raw::GET_CREDENTIALS),
             body: Bytes::from(request.encode_to_vec()),
             request,
         })
@@ -107,26 +103,16 @@ impl BrokerLoad {
         measure: Duration,
     ) -> anyhow::Result<Point> {
         let expected = self.check().await?;
+        let times = (concurrency, warmup, measure);
         match client {
-            ClientKind::Raw => {
-                raw_load(
-                    &self.raw,
-                    &self.body,
-                    expected,
-                    concurrency,
-                    warmup,
-                    measure,
-                )
-                .await
-            }
+            ClientKind::Raw => raw_load(&self.raw, &self.body, expected, times).await,
             ClientKind::Decoded => {
-                let clients = Arc::clone(&self.decoding);
-                let req = self.request.clone();
-                load::run(concurrency, warmup, measure, move |i| {
-                    let mut c = clients[i % clients.len()].clone();
-                    let r = req.clone();
-                    async move { c.get_credentials(r).await.map(|_| ()) }
-                })
+                decoded_load(
+                    &self.decoding,
+                    &self.request,
+                    times,
+                    |mut c, r| async move { c.get_credentials(r).await.map(|_| ()) },
+                )
                 .await
             }
         }
@@ -163,12 +149,7 @@ impl EchoLoad {
         .encoded_len();
         Ok(EchoLoad {
             decoding: Arc::new(channels.iter().cloned().map(EchoClient::new).collect()),
-            raw: Arc::new(
-                channels
-                    .into_iter()
-                    .map(|c| RawClient::new(c, raw::ECHO))
-                    .collect(),
-            ),
+            raw: RawClient::on_each(channels, raw::ECHO),
             body: Bytes::from(request.encode_to_vec()),
             request,
             expected,
@@ -208,26 +189,16 @@ impl EchoLoad {
         measure: Duration,
     ) -> anyhow::Result<Point> {
         self.check().await?;
+        let times = (concurrency, warmup, measure);
         match client {
-            ClientKind::Raw => {
-                raw_load(
-                    &self.raw,
-                    &self.body,
-                    self.expected,
-                    concurrency,
-                    warmup,
-                    measure,
-                )
-                .await
-            }
+            ClientKind::Raw => raw_load(&self.raw, &self.body, self.expected, times).await,
             ClientKind::Decoded => {
-                let clients = Arc::clone(&self.decoding);
-                let req = self.request.clone();
-                load::run(concurrency, warmup, measure, move |i| {
-                    let mut c = clients[i % clients.len()].clone();
-                    let r = req.clone();
-                    async move { c.echo_get_credentials(r).await.map(|_| ()) }
-                })
+                decoded_load(
+                    &self.decoding,
+                    &self.request,
+                    times,
+                    |mut c, r| async move { c.echo_get_credentials(r).await.map(|_| ()) },
+                )
                 .await
             }
         }
@@ -240,9 +211,7 @@ async fn raw_load(
     clients: &Arc<Vec<RawClient>>,
     body: &Bytes,
     expected: usize,
-    concurrency: usize,
-    warmup: Duration,
-    measure: Duration,
+    (concurrency, warmup, measure): (usize, Duration, Duration),
 ) -> anyhow::Result<Point> {
     let clients = Arc::clone(clients);
     let body = body.clone();
@@ -250,6 +219,27 @@ async fn raw_load(
         let mut c = clients[i % clients.len()].clone();
         let b = body.clone();
         async move { c.call_expecting(b, expected).await }
+    })
+    .await
+}
+
+/// The loop with a generated client: `call` sends the request and decodes the reply.
+async fn decoded_load<C, R, F, Fut>(
+    clients: &Arc<Vec<C>>,
+    request: &R,
+    (concurrency, warmup, measure): (usize, Duration, Duration),
+    call: F,
+) -> anyhow::Result<Point>
+where
+    C: Clone + Send + Sync + 'static,
+    R: Clone + Send + Sync + 'static,
+    F: Fn(C, R) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    let clients = Arc::clone(clients);
+    let request = request.clone();
+    load::run(concurrency, warmup, measure, move |i| {
+        call(clients[i % clients.len()].clone(), request.clone())
     })
     .await
 }

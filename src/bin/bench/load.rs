@@ -45,21 +45,6 @@ impl Point {
             cpu_us: med(|p| p.cpu_us),
         }
     }
-
-    /// The mean of several runs of the same point (figure by figure).
-    pub fn mean(points: &[Point]) -> Point {
-        let n = points.len().max(1) as f64;
-        let sum = |f: fn(&Point) -> f64| points.iter().map(f).sum::<f64>() / n;
-        Point {
-            rps: sum(|p| p.rps),
-            p50_us: sum(|p| p.p50_us),
-            p99_us: sum(|p| p.p99_us),
-            p999_us: sum(|p| p.p999_us),
-            errors: points.iter().map(|p| p.errors).sum(),
-            count: points.iter().map(|p| p.count).sum(),
-            cpu_us: sum(|p| p.cpu_us),
-        }
-    }
 }
 
 /// The median of some values (the mean of the middle two for an even count; 0 for none).

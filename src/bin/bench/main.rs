@@ -158,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(kind) = args.profile {
         let d = Duration::from_secs_f64(args.seconds);
         let p = match kind {
-            ProfileKind::Idle => Point::mean(&[]),
+            ProfileKind::Idle => Point::median(&[]),
             ProfileKind::Hit => hit_point(&world, &plan, args.concurrency, d).await?,
             ProfileKind::Echo => echo_point(&world, &plan, args.concurrency, d).await?,
         };

@@ -77,6 +77,16 @@ impl RawClient {
         }
     }
 
+    /// One client per channel, shared by the load's tasks.
+    pub fn on_each(channels: Vec<Channel>, path: &'static str) -> std::sync::Arc<Vec<RawClient>> {
+        std::sync::Arc::new(
+            channels
+                .into_iter()
+                .map(|c| RawClient::new(c, path))
+                .collect(),
+        )
+    }
+
     /// Sends `request` (an encoded protobuf message) and returns the reply's encoded message.
     /// A status other than OK is an error.
     pub async fn call(&mut self, request: Bytes) -> Result<Bytes, Status> {
