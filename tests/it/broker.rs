@@ -3,17 +3,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use secrecy::ExposeSecret;
 use tableau_token_broker::clock::{Clock, ManualClock};
-use tableau_token_broker::config::Config;
 use tableau_token_broker::devcerts::{CertPair, DevPki};
-use tableau_token_broker::fake_tableau::{
-    AppSecret, ConnectedApp, FakeTableau, FakeTableauConfig, FakeTableauHandle, Faults, Latency,
-    Site, SiteUser,
-};
+use tableau_token_broker::fake_tableau::{FakeTableauHandle, Faults, Latency, SiteUser};
 use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
 use tableau_token_broker::grpc::pb::{self};
-use tableau_token_broker::server::{self, RunningServer};
+use tableau_token_broker::local::{self, LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite};
+use tableau_token_broker::server::RunningServer;
+use tableau_token_broker::transport::client::ClientError;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -59,106 +56,58 @@ impl Harness {
     pub async fn start_with(opts: Opts) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(SystemTime::now());
-        let mut app =
-            ConnectedApp::new("client-1", vec![AppSecret::new("sid-1", "finance-secret")]);
+        let mut app = LocalApp::new("client-1", "sid-1", "finance-secret");
         app.enabled = opts.app_enabled;
-        let fake_cfg = FakeTableauConfig::new(
+        let mut finance = LocalSite::new(
+            "finance",
+            "finance",
+            FIN_LUID,
             vec![
-                Site::new(
-                    "Finance",
-                    "finance",
-                    FIN_LUID,
-                    vec![
-                        SiteUser::new("svc-renderer", "u-1"),
-                        SiteUser::new("ann@example.com", "u-2"),
-                    ],
-                ),
-                Site::new(
-                    "Default",
-                    "",
-                    "0f0f0f0f-0000-4000-8000-000000000000",
-                    vec![SiteUser::new("svc-renderer", "u-3")],
-                ),
+                SiteUser::new("svc-renderer", "u-1"),
+                SiteUser::new("ann@example.com", "u-2"),
             ],
-            vec![app],
-        );
-        let fake = FakeTableau::start_with_clock(fake_cfg, clock.clone())
+        )
+        .broker_secret(opts.secret_id, opts.secret)
+        .secret_in_file();
+        if let Some(url) = opts.server_url {
+            finance = finance.server_url(url);
+        }
+        let default = LocalSite::new(
+            "default",
+            "",
+            "0f0f0f0f-0000-4000-8000-000000000000",
+            vec![SiteUser::new("svc-renderer", "u-3")],
+        )
+        .json();
+        let local = LocalSetup::new(dir.path(), app)
+            .clock(clock.clone())
+            .max_entries(opts.max_entries)
+            .site(finance)
+            .site(default)
+            .caller(LocalCaller::new(
+                RENDERER,
+                LocalGrant::new(
+                    &["finance", "default"],
+                    &["svc-renderer", "*@example.com", "ghost"],
+                    &["tableau:content:read", "tableau:views:download"],
+                )
+                .max_jwt_ttl(Duration::from_secs(120)),
+            ))
+            .caller(LocalCaller::new(
+                "spiffe://example.org/ns/ops/*",
+                LocalGrant::new(&["*"], &["*"], &["tableau:tasks:*", "tableau:content:read"])
+                    .deny(&["tableau:tasks:delete"]),
+            ))
+            .start()
             .await
             .unwrap();
-        let pki = DevPki::in_memory().unwrap();
-        let (cert, key) = pki.server().write(dir.path(), "server").unwrap();
-        let ca = dir.path().join("ca.crt");
-        std::fs::write(&ca, pki.ca_cert_pem()).unwrap();
-        let secret = dir.path().join("finance.secret");
-        std::fs::write(&secret, opts.secret).unwrap();
-        let server_url = opts
-            .server_url
-            .unwrap_or_else(|| fake.base_url().to_owned());
-        let text = format!(
-            r#"version = 1
-development = true
-[server]
-listen = "127.0.0.1:0"
-cert = {cert:?}
-key = {key:?}
-client_ca = {ca:?}
-grace_period = "5s"
-[cache]
-max_entries = {max}
-safety_margin = "5m"
-[tableau]
-connect_timeout = "2s"
-request_timeout = "5s"
-[sites.finance]
-server_url = "{server_url}"
-content_url = "finance"
-session_ttl = "240m"
-jwt_ttl = "5m"
-[sites.finance.connected_app]
-client_id = "client-1"
-secret_id = "{sid}"
-secret_file = {secret:?}
-[sites.default]
-server_url = "{server_url}"
-content_url = ""
-format = "json"
-[sites.default.connected_app]
-client_id = "client-1"
-secret_id = "sid-1"
-secret = "finance-secret"
-[[callers]]
-identity = "{RENDERER}"
-[[callers.grants]]
-sites = ["finance", "default"]
-users = ["svc-renderer", "*@example.com", "ghost"]
-scopes = ["tableau:content:read", "tableau:views:download"]
-max_jwt_ttl = "2m"
-[[callers]]
-identity = "spiffe://example.org/ns/ops/*"
-[[callers.grants]]
-sites = ["*"]
-users = ["*"]
-scopes = ["tableau:tasks:*", "tableau:content:read"]
-deny_scopes = ["tableau:tasks:delete"]
-"#,
-            cert = cert.display().to_string(),
-            key = key.display().to_string(),
-            ca = ca.display().to_string(),
-            secret = secret.display().to_string(),
-            max = opts.max_entries,
-            sid = opts.secret_id,
-        );
-        let config_path = dir.path().join("broker.toml");
-        std::fs::write(&config_path, &text).unwrap();
-        let config = Config::load(&config_path).unwrap();
-        let server = server::start(config, clock.clone()).await.unwrap();
         Harness {
             dir,
-            pki,
-            fake,
-            server: Some(server),
+            pki: local.pki,
+            fake: local.double,
+            server: Some(local.server),
             clock,
-            config_path,
+            config_path: local.config_path,
         }
     }
 
@@ -172,17 +121,13 @@ deny_scopes = ["tableau:tasks:delete"]
             .unwrap()
     }
 
+    /// An mTLS channel to the broker as the holder of `pair`.
+    pub async fn channel(&self, pair: &CertPair) -> Result<Channel, ClientError> {
+        local::connect(&self.pki, self.server().local_addr(), pair).await
+    }
+
     pub async fn client_with(&self, pair: &CertPair) -> TokenBrokerClient<Channel> {
-        let ch = tableau_token_broker::transport::client::connect(
-            &self.server().local_addr().to_string(),
-            self.pki.ca_cert_pem().as_bytes(),
-            pair.cert_pem.as_bytes(),
-            pair.key_pem.expose_secret().as_bytes(),
-            "localhost",
-        )
-        .await
-        .unwrap();
-        TokenBrokerClient::new(ch)
+        TokenBrokerClient::new(self.channel(pair).await.unwrap())
     }
 
     pub async fn client(&self, spiffe: &str) -> TokenBrokerClient<Channel> {
@@ -525,15 +470,7 @@ async fn each_policy_denial_is_named() {
 impl Harness {
     /// Connects with a client certificate and makes one call; true when the broker refused it.
     pub async fn refuses(&self, pair: &CertPair) -> bool {
-        let r = tableau_token_broker::transport::client::connect(
-            &self.server().local_addr().to_string(),
-            self.pki.ca_cert_pem().as_bytes(),
-            pair.cert_pem.as_bytes(),
-            pair.key_pem.expose_secret().as_bytes(),
-            "localhost",
-        )
-        .await;
-        match r {
+        match self.channel(pair).await {
             Err(_) => true,
             Ok(ch) => TokenBrokerClient::new(ch)
                 .who_am_i(pb::WhoAmIRequest {})
@@ -878,16 +815,7 @@ async fn whoami_resolve_scopes_and_mint_jwt() {
 #[tokio::test]
 async fn health_and_reflection_are_served() {
     let h = Harness::start().await;
-    let pair = h.client_cert(RENDERER);
-    let ch = tableau_token_broker::transport::client::connect(
-        &h.server().local_addr().to_string(),
-        h.pki.ca_cert_pem().as_bytes(),
-        pair.cert_pem.as_bytes(),
-        pair.key_pem.expose_secret().as_bytes(),
-        "localhost",
-    )
-    .await
-    .unwrap();
+    let ch = h.channel(&h.client_cert(RENDERER)).await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     let s = health
         .check(tonic_health::pb::HealthCheckRequest {
@@ -1025,16 +953,9 @@ async fn audit_lines_match_tokens_without_revealing_them() {
             break v["fields"]["addr"].as_str().unwrap().to_owned();
         }
     };
-    let pair = h.client_cert(RENDERER);
-    let ch = tableau_token_broker::transport::client::connect(
-        &addr,
-        h.pki.ca_cert_pem().as_bytes(),
-        pair.cert_pem.as_bytes(),
-        pair.key_pem.expose_secret().as_bytes(),
-        "localhost",
-    )
-    .await
-    .unwrap();
+    let ch = local::connect(&h.pki, addr.parse().unwrap(), &h.client_cert(RENDERER))
+        .await
+        .unwrap();
     let mut c = TokenBrokerClient::new(ch);
     let scopes = ["tableau:content:read"];
     let a = c
