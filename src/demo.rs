@@ -152,13 +152,12 @@ fn setup(state: &Path, listen: SocketAddr, secret: &str) -> LocalSetup {
             "# Written by `tableau-token-broker demo` on every run; edits are overwritten.\n\
              # A development configuration: inline secret and plain-http Tableau (the in-process double).",
         )
-        .site(LocalSite::new(
-            "finance",
-            "finance",
-            FINANCE_LUID,
-            users("aaaaaaaa"),
-        ))
-        .site(LocalSite::new("sales", "", SALES_LUID, users("bbbbbbbb")).json())
+        .site(LocalSite::new("finance", FINANCE_LUID, users("aaaaaaaa")))
+        .site(
+            LocalSite::new("sales", SALES_LUID, users("bbbbbbbb"))
+                .default_site()
+                .json(),
+        )
         .caller(
             LocalCaller::new(
                 RENDERER_ID,

@@ -17,7 +17,6 @@
 //! let local = LocalSetup::new(&dir, LocalApp::new("client-id", "secret-id", "secret"))
 //!     .site(LocalSite::new(
 //!         "finance",
-//!         "finance",
 //!         "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d",
 //!         vec![SiteUser::new("svc-renderer", "u-1")],
 //!     ))
@@ -114,14 +113,11 @@ impl LocalApp {
 /// A site both sides know: a site of the double and a `[sites.NAME]` of the broker.
 #[derive(Debug, Clone)]
 pub struct LocalSite {
-    /// The name callers use (`[sites.NAME]`); capitalised, also the double's display name.
+    /// The name callers use (`[sites.NAME]`).
     pub name: String,
-    /// The site's content URL (`""` is Tableau's default site).
-    pub content_url: String,
-    /// The site LUID the double answers at sign-in.
-    pub luid: String,
-    /// The users the double knows on this site.
-    pub users: Vec<SiteUser>,
+    /// The site as the double knows it: display name (`name` capitalised), content URL, LUID
+    /// and users.
+    pub double: Site,
     /// The sign-in body format the broker uses.
     pub format: WireFormat,
     /// Where the broker sends this site's sign-ins; the double when `None`.
@@ -135,23 +131,24 @@ pub struct LocalSite {
 }
 
 impl LocalSite {
-    /// An XML site served by the double, with the app's secret inline.
-    pub fn new(
-        name: impl Into<String>,
-        content_url: impl Into<String>,
-        luid: impl Into<String>,
-        users: Vec<SiteUser>,
-    ) -> Self {
+    /// A site whose content URL is its name, served by the double with XML sign-ins, and the
+    /// app's secret inline.
+    pub fn new(name: impl Into<String>, luid: impl Into<String>, users: Vec<SiteUser>) -> Self {
+        let name = name.into();
         LocalSite {
-            name: name.into(),
-            content_url: content_url.into(),
-            luid: luid.into(),
-            users,
+            double: Site::new(title(&name), &name, luid, users),
+            name,
             format: WireFormat::Xml,
             server_url: None,
             broker_secret: None,
             secret_in_file: false,
         }
+    }
+
+    /// Makes this Tableau's default site (content URL `""`).
+    pub fn default_site(mut self) -> Self {
+        self.double.content_url = String::new();
+        self
     }
 
     /// Signs in with JSON bodies instead of XML.
@@ -181,15 +178,15 @@ impl LocalSite {
         self.secret_in_file = true;
         self
     }
+}
 
-    /// The double's display name: the broker's name, capitalised.
-    fn title(&self) -> String {
-        let mut chars = self.name.chars();
-        chars
-            .next()
-            .map(|c| c.to_uppercase().chain(chars).collect())
-            .unwrap_or_default()
-    }
+/// A site's display name in the double: the broker's name, capitalised.
+fn title(name: &str) -> String {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// A `[[callers]]` entry.
@@ -384,11 +381,7 @@ impl LocalSetup {
 
     /// The double's configuration: every site with its users, and the app.
     pub fn double_config(&self) -> FakeTableauConfig {
-        let sites = self
-            .sites
-            .iter()
-            .map(|s| Site::new(s.title(), &s.content_url, &s.luid, s.users.clone()))
-            .collect();
+        let sites = self.sites.iter().map(|s| s.double.clone()).collect();
         let mut app = ConnectedApp::new(
             &self.app.client_id,
             vec![AppSecret::new(
@@ -428,7 +421,7 @@ impl LocalSetup {
             let name = &site.name;
             let _ = writeln!(t, "[sites.{name}]");
             let _ = writeln!(t, "server_url = {}", quoted(url));
-            let _ = writeln!(t, "content_url = {}", quoted(&site.content_url));
+            let _ = writeln!(t, "content_url = {}", quoted(&site.double.content_url));
             let _ = writeln!(t, "session_ttl = \"240m\"\njwt_ttl = \"5m\"");
             if site.format == WireFormat::Json {
                 let _ = writeln!(t, "format = \"json\"");
@@ -620,8 +613,8 @@ mod tests {
 
     #[test]
     fn site_titles_are_capitalised_names() {
-        let s = LocalSite::new("finance", "finance", "l", vec![]);
-        assert_eq!(s.title(), "Finance");
-        assert_eq!(LocalSite::new("", "", "l", vec![]).title(), "");
+        let s = LocalSite::new("finance", "l", vec![]);
+        assert_eq!(s.double.name, "Finance");
+        assert_eq!(title(""), "");
     }
 }

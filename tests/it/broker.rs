@@ -60,7 +60,6 @@ impl Harness {
         app.enabled = opts.app_enabled;
         let mut finance = LocalSite::new(
             "finance",
-            "finance",
             FIN_LUID,
             vec![
                 SiteUser::new("svc-renderer", "u-1"),
@@ -74,10 +73,10 @@ impl Harness {
         }
         let default = LocalSite::new(
             "default",
-            "",
             "0f0f0f0f-0000-4000-8000-000000000000",
             vec![SiteUser::new("svc-renderer", "u-3")],
         )
+        .default_site()
         .json();
         let local = LocalSetup::new(dir.path(), app)
             .clock(clock.clone())

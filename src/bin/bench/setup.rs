@@ -63,7 +63,7 @@ impl World {
         let local = LocalSetup::new(dir.path(), LocalApp::new(CLIENT_ID, SECRET_ID, SECRET))
             .grace_period(Duration::from_secs(2))
             .max_entries(max_entries)
-            .site(LocalSite::new(SITE, SITE, SITE_LUID, users))
+            .site(LocalSite::new(SITE, SITE_LUID, users))
             .caller(LocalCaller::new(
                 CALLER,
                 LocalGrant::new(&[SITE], &["*"], &[SCOPE]),
