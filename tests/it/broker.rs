@@ -135,6 +135,11 @@ impl Harness {
     }
 }
 
+/// The renderer's everyday request: content read on finance as svc-renderer.
+fn read_req() -> pb::GetCredentialsRequest {
+    req("finance", "svc-renderer", &["tableau:content:read"])
+}
+
 pub fn req(site: &str, user: &str, scopes: &[&str]) -> pb::GetCredentialsRequest {
     pb::GetCredentialsRequest {
         site: site.into(),
@@ -236,21 +241,13 @@ async fn first_call_signs_in_second_comes_from_cache() {
 #[tokio::test]
 async fn concurrent_cold_calls_share_one_sign_in_even_when_half_cancel() {
     let h = Harness::start().await;
-    h.fake
-        .set_faults(
-            "signin",
-            Faults {
-                latency: Some(Latency::Fixed(Duration::from_millis(400))),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    h.slow_signins(Duration::from_millis(400));
     let c = h.client(RENDERER).await;
     let mut tasks = Vec::new();
     for i in 0..200 {
         let mut c = c.clone();
         tasks.push(tokio::spawn(async move {
-            let call = c.get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]));
+            let call = c.get_credentials(read_req());
             if i % 2 == 0 {
                 tokio::time::timeout(Duration::from_millis(50), call)
                     .await
@@ -275,11 +272,7 @@ async fn concurrent_cold_calls_share_one_sign_in_even_when_half_cancel() {
     assert_eq!(tokens.len(), 1, "every caller got the one token");
     assert_eq!(h.fake.stats().signins, 1);
     let mut c = c.clone();
-    let again = c
-        .get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-        .await
-        .unwrap()
-        .into_inner();
+    let again = c.get_credentials(read_req()).await.unwrap().into_inner();
     assert!(again.from_cache);
     assert_eq!(h.fake.stats().signins, 1);
 }
@@ -287,17 +280,9 @@ async fn concurrent_cold_calls_share_one_sign_in_even_when_half_cancel() {
 #[tokio::test]
 async fn cancelled_callers_do_not_abort_the_sign_in() {
     let h = Harness::start().await;
-    h.fake
-        .set_faults(
-            "signin",
-            Faults {
-                latency: Some(Latency::Fixed(Duration::from_millis(300))),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    h.slow_signins(Duration::from_millis(300));
     let mut c = h.client(RENDERER).await;
-    let call = c.get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]));
+    let call = c.get_credentials(read_req());
     assert!(
         tokio::time::timeout(Duration::from_millis(50), call)
             .await
@@ -308,11 +293,7 @@ async fn cancelled_callers_do_not_abort_the_sign_in() {
         h.server().broker().cache().inflight() == 0
     })
     .await;
-    let r = c
-        .get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = c.get_credentials(read_req()).await.unwrap().into_inner();
     assert!(r.from_cache);
     assert_eq!(h.fake.stats().signins, 1);
 }
@@ -457,16 +438,22 @@ async fn each_policy_denial_is_named() {
     assert_eq!(e.code(), Code::NotFound);
     // An identity with no entry at all.
     let mut stranger = h.client("spiffe://example.org/ns/other/sa/x").await;
-    let e = stranger
-        .get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-        .await
-        .unwrap_err();
+    let e = stranger.get_credentials(read_req()).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert_eq!(reason(&e), "CALLER_NOT_ALLOWED");
     assert_eq!(h.fake.stats().signins_ok, 0);
 }
 
 impl Harness {
+    /// Makes every sign-in at the double take `latency`.
+    fn slow_signins(&self, latency: Duration) {
+        let faults = Faults {
+            latency: Some(Latency::Fixed(latency)),
+            ..Faults::default()
+        };
+        self.fake.set_faults("signin", faults).unwrap();
+    }
+
     /// Connects with a client certificate and makes one call; true when the broker refused it.
     pub async fn refuses(&self, pair: &CertPair) -> bool {
         match self.channel(pair).await {
@@ -496,6 +483,21 @@ async fn untrusted_and_two_uri_certificates_are_refused() {
     assert!(h.refuses(&two).await, "two URI SANs must fail");
 }
 
+/// The error of a renderer's sign-in that Tableau refuses with `sub_code`, via a broker set up
+/// with `opts`.
+async fn signin_refused(opts: Opts, user: &str, sub_code: &str) -> tonic::Status {
+    let e = error_for(opts, user, None).await;
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (
+            Code::FailedPrecondition,
+            format!("TABLEAU_SIGNIN_{sub_code}").as_str()
+        ),
+        "{e:?}"
+    );
+    e
+}
+
 async fn error_for(opts: Opts, user: &str, faults: Option<Faults>) -> tonic::Status {
     let h = Harness::start_with(opts).await;
     if let Some(f) = faults {
@@ -509,12 +511,7 @@ async fn error_for(opts: Opts, user: &str, faults: Option<Faults>) -> tonic::Sta
 
 #[tokio::test]
 async fn tableau_errors_map_to_documented_statuses() {
-    let e = error_for(Opts::default(), "ghost", None).await;
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::FailedPrecondition, "TABLEAU_SIGNIN_16"),
-        "{e:?}"
-    );
+    let e = signin_refused(Opts::default(), "ghost", "16").await;
     let info = e.get_error_details().error_info().cloned().unwrap();
     assert_eq!(
         info.metadata.get("tableau_code").map(String::as_str),
@@ -525,20 +522,11 @@ async fn tableau_errors_map_to_documented_statuses() {
         Some("16")
     );
 
-    let e = error_for(
-        Opts {
-            secret: "wrong-secret",
-            ..Opts::default()
-        },
-        "svc-renderer",
-        None,
-    )
-    .await;
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::FailedPrecondition, "TABLEAU_SIGNIN_10084"),
-        "{e:?}"
-    );
+    let opts = Opts {
+        secret: "wrong-secret",
+        ..Opts::default()
+    };
+    let e = signin_refused(opts, "svc-renderer", "10084").await;
     assert!(
         e.message().contains("check the connected app's secret"),
         "{}",
@@ -546,39 +534,21 @@ async fn tableau_errors_map_to_documented_statuses() {
     );
     assert!(!e.message().contains("wrong-secret"));
 
-    let e = error_for(
-        Opts {
-            secret_id: "sid-unknown",
-            ..Opts::default()
-        },
-        "svc-renderer",
-        None,
-    )
-    .await;
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::FailedPrecondition, "TABLEAU_SIGNIN_10085"),
-        "{e:?}"
-    );
+    let opts = Opts {
+        secret_id: "sid-unknown",
+        ..Opts::default()
+    };
+    let e = signin_refused(opts, "svc-renderer", "10085").await;
     assert!(
         !e.message().contains("sid-unknown"),
         "secret IDs stay in the log"
     );
 
-    let e = error_for(
-        Opts {
-            app_enabled: false,
-            ..Opts::default()
-        },
-        "svc-renderer",
-        None,
-    )
-    .await;
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::FailedPrecondition, "TABLEAU_SIGNIN_10090"),
-        "{e:?}"
-    );
+    let opts = Opts {
+        app_enabled: false,
+        ..Opts::default()
+    };
+    signin_refused(opts, "svc-renderer", "10090").await;
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
@@ -638,17 +608,9 @@ async fn tableau_errors_map_to_documented_statuses() {
         )
         .unwrap();
     let mut c = h.client(RENDERER).await;
-    assert!(
-        c.get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-            .await
-            .is_err()
-    );
+    assert!(c.get_credentials(read_req()).await.is_err());
     h.fake.clear_faults();
-    assert!(
-        c.get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-            .await
-            .is_ok()
-    );
+    assert!(c.get_credentials(read_req()).await.is_ok());
 }
 
 #[tokio::test]
@@ -689,11 +651,7 @@ async fn invalidation_signs_out_and_guards_other_callers_tokens() {
         .unwrap()
         .into_inner();
     assert!(!again.evicted && !again.signed_out);
-    let fresh = c
-        .get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-        .await
-        .unwrap()
-        .into_inner();
+    let fresh = c.get_credentials(read_req()).await.unwrap().into_inner();
     assert!(!fresh.from_cache);
 }
 
@@ -853,20 +811,9 @@ async fn health_and_reflection_are_served() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_the_in_flight_call() {
     let mut h = Harness::start().await;
-    h.fake
-        .set_faults(
-            "signin",
-            Faults {
-                latency: Some(Latency::Fixed(Duration::from_millis(500))),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    h.slow_signins(Duration::from_millis(500));
     let mut c = h.client(RENDERER).await;
-    let call = tokio::spawn(async move {
-        c.get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-            .await
-    });
+    let call = tokio::spawn(async move { c.get_credentials(read_req()).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
     let server = h.server.take().unwrap();
     let addr = server.local_addr();
