@@ -9,20 +9,19 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use secrecy::ExposeSecret;
 
 use crate::client_cli::{ClientCliError, code_name, fingerprint};
-use crate::config::{Config, ConfigError};
+use crate::config::ConfigError;
 use crate::devcerts::{DevCertsError, DevPki, DevPkiFiles};
-use crate::fake_tableau::{
-    AppSecret, ConnectedApp, FakeTableau, FakeTableauConfig, FakeTableauError, Site, SiteUser,
-};
+use crate::fake_tableau::{FakeTableauError, SiteUser};
 use crate::grpc::pb;
 use crate::grpc::pb::token_broker_client::TokenBrokerClient;
-use crate::server::{self, ServeError};
+use crate::local::{LocalApp, LocalCaller, LocalError, LocalGrant, LocalSetup, LocalSite};
+use crate::server::ServeError;
 use crate::transport::client::ClientError;
 
 /// SPIFFE ID of the demo's report renderer (narrow grant).
@@ -106,6 +105,18 @@ pub enum DemoError {
     Signal(std::io::Error),
 }
 
+impl From<LocalError> for DemoError {
+    fn from(e: LocalError) -> Self {
+        match e {
+            LocalError::Io { path, source } => DemoError::Io { path, source },
+            LocalError::Pki(e) => DemoError::Pki(e),
+            LocalError::Double(e) => DemoError::Double(e),
+            LocalError::Config(e) => DemoError::Config(e),
+            LocalError::Serve(e) => DemoError::Serve(e),
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
     move |source| DemoError::Io {
         path: path.to_path_buf(),
@@ -120,9 +131,11 @@ macro_rules! say {
     ($out:expr, $($arg:tt)*) => {{ let _ = writeln!($out, $($arg)*); let _ = $out.flush(); }};
 }
 
-/// The demo's Tableau double: two sites (`finance`, and `sales` as the default site), the users
-/// the callers may sign in as, and one connected app with `secret`.
-fn double_config(secret: &str) -> FakeTableauConfig {
+/// The demo's double and broker: two sites (`finance`, and `sales` as Tableau's default site,
+/// signed in with JSON), the users the callers may sign in as, one connected app with `secret`,
+/// and the two callers. The broker's configuration is written to `state/broker.toml` and loaded
+/// like any other.
+fn setup(state: &Path, listen: SocketAddr, secret: &str) -> LocalSetup {
     let users = |prefix: &str| {
         vec![
             SiteUser::new(DEMO_USER, format!("{prefix}-0000-4000-8000-000000000011")),
@@ -133,87 +146,44 @@ fn double_config(secret: &str) -> FakeTableauConfig {
             ),
         ]
     };
-    FakeTableauConfig::new(
-        vec![
-            Site::new("Finance", "finance", FINANCE_LUID, users("aaaaaaaa")),
-            Site::new("Sales", "", SALES_LUID, users("bbbbbbbb")),
-        ],
-        vec![ConnectedApp::new(
-            CLIENT_ID,
-            vec![AppSecret::new(SECRET_ID, secret)],
-        )],
-    )
-}
-
-/// The broker configuration the demo writes and then loads like any other.
-fn broker_config(listen: SocketAddr, pki: &DevPkiFiles, double_url: &str, secret: &str) -> String {
-    let p = |p: &Path| format!("{:?}", p.display().to_string());
-    format!(
-        r#"# Written by `tableau-token-broker demo` on every run; edits are overwritten.
-# A development configuration: inline secret and plain-http Tableau (the in-process double).
-version = 1
-development = true
-
-[server]
-listen = "{listen}"
-cert = {cert}
-key = {key}
-client_ca = {ca}
-grace_period = "5s"
-
-[cache]
-max_entries = 1000
-safety_margin = "5m"
-
-[tableau]
-connect_timeout = "2s"
-request_timeout = "10s"
-
-[sites.finance]
-server_url = "{double_url}"
-content_url = "finance"
-session_ttl = "240m"
-jwt_ttl = "5m"
-
-[sites.finance.connected_app]
-client_id = "{CLIENT_ID}"
-secret_id = "{SECRET_ID}"
-secret = "{secret}"
-
-[sites.sales]
-server_url = "{double_url}"
-content_url = ""
-format = "json"
-
-[sites.sales.connected_app]
-client_id = "{CLIENT_ID}"
-secret_id = "{SECRET_ID}"
-secret = "{secret}"
-
-# The report renderer: read content and download views on finance, as svc-renderer only.
-[[callers]]
-identity = "{RENDERER_ID}"
-
-[[callers.grants]]
-sites = ["finance"]
-users = ["{DEMO_USER}"]
-scopes = ["tableau:content:read", "tableau:views:download"]
-max_jwt_ttl = "2m"
-
-# Every ops workload: run tasks on every site as svc-ops, but never delete them.
-[[callers]]
-identity = "spiffe://demo.local/ns/ops/*"
-
-[[callers.grants]]
-sites = ["*"]
-users = ["svc-ops"]
-scopes = ["tableau:tasks:*", "tableau:content:read"]
-deny_scopes = ["tableau:tasks:delete"]
-"#,
-        cert = p(&pki.server_cert),
-        key = p(&pki.server_key),
-        ca = p(&pki.ca_cert),
-    )
+    LocalSetup::new(state, LocalApp::new(CLIENT_ID, SECRET_ID, secret))
+        .listen(listen)
+        .header(
+            "# Written by `tableau-token-broker demo` on every run; edits are overwritten.\n\
+             # A development configuration: inline secret and plain-http Tableau (the in-process double).",
+        )
+        .site(LocalSite::new("finance", FINANCE_LUID, users("aaaaaaaa")))
+        .site(
+            LocalSite::new("sales", SALES_LUID, users("bbbbbbbb"))
+                .default_site()
+                .json(),
+        )
+        .caller(
+            LocalCaller::new(
+                RENDERER_ID,
+                LocalGrant::new(
+                    &["finance"],
+                    &[DEMO_USER],
+                    &["tableau:content:read", "tableau:views:download"],
+                )
+                .max_jwt_ttl(Duration::from_secs(120)),
+            )
+            .comment(
+                "The report renderer: read content and download views on finance, as svc-renderer only.",
+            ),
+        )
+        .caller(
+            LocalCaller::new(
+                "spiffe://demo.local/ns/ops/*",
+                LocalGrant::new(
+                    &["*"],
+                    &["svc-ops"],
+                    &["tableau:tasks:*", "tableau:content:read"],
+                )
+                .deny(&["tableau:tasks:delete"]),
+            )
+            .comment("Every ops workload: run tasks on every site as svc-ops, but never delete them."),
+        )
 }
 
 /// Issues `NAME.crt`/`NAME.key` for a caller unless they exist and the CA did not change.
@@ -279,40 +249,32 @@ pub async fn run(opts: &DemoOpts, out: &mut impl Write) -> Result<(), DemoError>
 
     // A fresh secret each run: the double and the config written below share it.
     let secret = uuid::Uuid::new_v4().simple().to_string();
-    let double = FakeTableau::start(double_config(&secret)).await?;
-    let double_url = double.base_url().to_owned();
-    say!(out, "tableau double on {double_url}");
-
-    let config_path = state.join("broker.toml");
-    std::fs::write(
-        &config_path,
-        broker_config(opts.listen, &files, &double_url, &secret),
-    )
-    .map_err(io_err(&config_path))?;
-    let config = Config::load(&config_path)?;
-    let server = match server::start(config, crate::clock::system()).await {
-        Ok(s) => s,
-        Err(ServeError::Bind { addr, source })
+    let local = match setup(&state, opts.listen, &secret)
+        .pki(pki, files.tls_files())
+        .start()
+        .await
+    {
+        Ok(local) => local,
+        Err(LocalError::Serve(ServeError::Bind { addr, source }))
             if source.kind() == std::io::ErrorKind::AddrInUse =>
         {
-            double.shutdown().await;
             return Err(DemoError::PortBusy(addr));
         }
-        Err(e) => {
-            double.shutdown().await;
-            return Err(e.into());
-        }
+        Err(e) => return Err(e.into()),
     };
-    let addr = server.local_addr();
+    let double = &local.double;
+    let double_url = double.base_url().to_owned();
+    let config_path = local.config_path.clone();
+    say!(out, "tableau double on {double_url}");
+    let addr = local.server.local_addr();
     say!(out, "broker listening on {addr}");
     say!(out, "  config        {}", config_path.display());
     say!(out, "  callers       {RENDERER_ID} (renderer.crt)");
     say!(out, "                {OPS_ID} (ops.crt)");
 
-    let script = script(out, addr, &files, &renderer_crt, &renderer_key, &double).await;
+    let script = script(out, addr, &files, &renderer_crt, &renderer_key, double).await;
     if let Err(e) = script {
-        let _ = server.shutdown().await;
-        double.shutdown().await;
+        let _ = local.shutdown().await;
         return Err(e);
     }
 
@@ -356,8 +318,7 @@ pub async fn run(opts: &DemoOpts, out: &mut impl Write) -> Result<(), DemoError>
         say!(out, "Serving until Ctrl-C.");
         let waited = wait_for_signal().await;
         say!(out, "stopping");
-        server.shutdown().await?;
-        double.shutdown().await;
+        local.shutdown().await?;
         waited?;
         say!(out, "stopped");
         return Ok(());
@@ -367,8 +328,7 @@ pub async fn run(opts: &DemoOpts, out: &mut impl Write) -> Result<(), DemoError>
         out,
         "--no-wait: stopping now; run without it to keep the broker up for the commands above."
     );
-    server.shutdown().await?;
-    double.shutdown().await;
+    local.shutdown().await?;
     Ok(())
 }
 
@@ -509,23 +469,19 @@ mod tests {
     #[test]
     fn the_demo_configuration_loads() {
         let dir = tempfile::tempdir().unwrap();
-        let pki = DevPki::load_or_create(dir.path()).unwrap();
-        drop(pki);
+        drop(DevPki::load_or_create(dir.path()).unwrap());
         let files = DevPkiFiles::in_dir(dir.path());
+        let setup = setup(dir.path(), "127.0.0.1:0".parse().unwrap(), "s3cret");
         let path = dir.path().join("broker.toml");
-        std::fs::write(
-            &path,
-            broker_config(
-                "127.0.0.1:0".parse().unwrap(),
-                &files,
-                "http://127.0.0.1:1",
-                "s3cret",
-            ),
-        )
-        .unwrap();
-        let config = Config::load(&path).unwrap();
+        let text = setup.broker_toml("http://127.0.0.1:1", &files.tls_files());
+        assert!(
+            text.starts_with("# Written by `tableau-token-broker demo`"),
+            "{text}"
+        );
+        std::fs::write(&path, text).unwrap();
+        let config = crate::config::Config::load(&path).unwrap();
         assert!(config.site("finance").is_some());
         assert!(config.site("sales").is_some());
-        double_config("s3cret").validate().unwrap();
+        setup.double_config().validate().unwrap();
     }
 }

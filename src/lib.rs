@@ -22,6 +22,7 @@ pub mod devcerts;
 pub mod error;
 pub mod fake_tableau;
 pub mod grpc;
+pub mod local;
 pub mod mint;
 pub mod policy;
 pub mod scope;

@@ -3,17 +3,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use secrecy::ExposeSecret;
 use tableau_token_broker::clock::{Clock, ManualClock};
-use tableau_token_broker::config::Config;
 use tableau_token_broker::devcerts::{CertPair, DevPki};
-use tableau_token_broker::fake_tableau::{
-    AppSecret, ConnectedApp, FakeTableau, FakeTableauConfig, FakeTableauHandle, Faults, Latency,
-    Site, SiteUser,
-};
+use tableau_token_broker::fake_tableau::{FakeTableauHandle, Faults, Latency, SiteUser};
 use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
 use tableau_token_broker::grpc::pb::{self};
-use tableau_token_broker::server::{self, RunningServer};
+use tableau_token_broker::local::{self, LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite};
+use tableau_token_broker::server::RunningServer;
+use tableau_token_broker::transport::client::ClientError;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -59,106 +56,57 @@ impl Harness {
     pub async fn start_with(opts: Opts) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(SystemTime::now());
-        let mut app =
-            ConnectedApp::new("client-1", vec![AppSecret::new("sid-1", "finance-secret")]);
+        let mut app = LocalApp::new("client-1", "sid-1", "finance-secret");
         app.enabled = opts.app_enabled;
-        let fake_cfg = FakeTableauConfig::new(
+        let mut finance = LocalSite::new(
+            "finance",
+            FIN_LUID,
             vec![
-                Site::new(
-                    "Finance",
-                    "finance",
-                    FIN_LUID,
-                    vec![
-                        SiteUser::new("svc-renderer", "u-1"),
-                        SiteUser::new("ann@example.com", "u-2"),
-                    ],
-                ),
-                Site::new(
-                    "Default",
-                    "",
-                    "0f0f0f0f-0000-4000-8000-000000000000",
-                    vec![SiteUser::new("svc-renderer", "u-3")],
-                ),
+                SiteUser::new("svc-renderer", "u-1"),
+                SiteUser::new("ann@example.com", "u-2"),
             ],
-            vec![app],
-        );
-        let fake = FakeTableau::start_with_clock(fake_cfg, clock.clone())
+        )
+        .broker_secret(opts.secret_id, opts.secret)
+        .secret_in_file();
+        if let Some(url) = opts.server_url {
+            finance = finance.server_url(url);
+        }
+        let default = LocalSite::new(
+            "default",
+            "0f0f0f0f-0000-4000-8000-000000000000",
+            vec![SiteUser::new("svc-renderer", "u-3")],
+        )
+        .default_site()
+        .json();
+        let local = LocalSetup::new(dir.path(), app)
+            .clock(clock.clone())
+            .max_entries(opts.max_entries)
+            .site(finance)
+            .site(default)
+            .caller(LocalCaller::new(
+                RENDERER,
+                LocalGrant::new(
+                    &["finance", "default"],
+                    &["svc-renderer", "*@example.com", "ghost"],
+                    &["tableau:content:read", "tableau:views:download"],
+                )
+                .max_jwt_ttl(Duration::from_secs(120)),
+            ))
+            .caller(LocalCaller::new(
+                "spiffe://example.org/ns/ops/*",
+                LocalGrant::new(&["*"], &["*"], &["tableau:tasks:*", "tableau:content:read"])
+                    .deny(&["tableau:tasks:delete"]),
+            ))
+            .start()
             .await
             .unwrap();
-        let pki = DevPki::in_memory().unwrap();
-        let (cert, key) = pki.server().write(dir.path(), "server").unwrap();
-        let ca = dir.path().join("ca.crt");
-        std::fs::write(&ca, pki.ca_cert_pem()).unwrap();
-        let secret = dir.path().join("finance.secret");
-        std::fs::write(&secret, opts.secret).unwrap();
-        let server_url = opts
-            .server_url
-            .unwrap_or_else(|| fake.base_url().to_owned());
-        let text = format!(
-            r#"version = 1
-development = true
-[server]
-listen = "127.0.0.1:0"
-cert = {cert:?}
-key = {key:?}
-client_ca = {ca:?}
-grace_period = "5s"
-[cache]
-max_entries = {max}
-safety_margin = "5m"
-[tableau]
-connect_timeout = "2s"
-request_timeout = "5s"
-[sites.finance]
-server_url = "{server_url}"
-content_url = "finance"
-session_ttl = "240m"
-jwt_ttl = "5m"
-[sites.finance.connected_app]
-client_id = "client-1"
-secret_id = "{sid}"
-secret_file = {secret:?}
-[sites.default]
-server_url = "{server_url}"
-content_url = ""
-format = "json"
-[sites.default.connected_app]
-client_id = "client-1"
-secret_id = "sid-1"
-secret = "finance-secret"
-[[callers]]
-identity = "{RENDERER}"
-[[callers.grants]]
-sites = ["finance", "default"]
-users = ["svc-renderer", "*@example.com", "ghost"]
-scopes = ["tableau:content:read", "tableau:views:download"]
-max_jwt_ttl = "2m"
-[[callers]]
-identity = "spiffe://example.org/ns/ops/*"
-[[callers.grants]]
-sites = ["*"]
-users = ["*"]
-scopes = ["tableau:tasks:*", "tableau:content:read"]
-deny_scopes = ["tableau:tasks:delete"]
-"#,
-            cert = cert.display().to_string(),
-            key = key.display().to_string(),
-            ca = ca.display().to_string(),
-            secret = secret.display().to_string(),
-            max = opts.max_entries,
-            sid = opts.secret_id,
-        );
-        let config_path = dir.path().join("broker.toml");
-        std::fs::write(&config_path, &text).unwrap();
-        let config = Config::load(&config_path).unwrap();
-        let server = server::start(config, clock.clone()).await.unwrap();
         Harness {
             dir,
-            pki,
-            fake,
-            server: Some(server),
+            pki: local.pki,
+            fake: local.double,
+            server: Some(local.server),
             clock,
-            config_path,
+            config_path: local.config_path,
         }
     }
 
@@ -172,23 +120,24 @@ deny_scopes = ["tableau:tasks:delete"]
             .unwrap()
     }
 
+    /// An mTLS channel to the broker as the holder of `pair`.
+    pub async fn channel(&self, pair: &CertPair) -> Result<Channel, ClientError> {
+        local::connect(&self.pki, self.server().local_addr(), pair).await
+    }
+
     pub async fn client_with(&self, pair: &CertPair) -> TokenBrokerClient<Channel> {
-        let ch = tableau_token_broker::transport::client::connect(
-            &self.server().local_addr().to_string(),
-            self.pki.ca_cert_pem().as_bytes(),
-            pair.cert_pem.as_bytes(),
-            pair.key_pem.expose_secret().as_bytes(),
-            "localhost",
-        )
-        .await
-        .unwrap();
-        TokenBrokerClient::new(ch)
+        TokenBrokerClient::new(self.channel(pair).await.unwrap())
     }
 
     pub async fn client(&self, spiffe: &str) -> TokenBrokerClient<Channel> {
         let pair = self.client_cert(spiffe);
         self.client_with(&pair).await
     }
+}
+
+/// The renderer's everyday request: content read on finance as svc-renderer.
+fn read_req() -> pb::GetCredentialsRequest {
+    req("finance", "svc-renderer", &["tableau:content:read"])
 }
 
 pub fn req(site: &str, user: &str, scopes: &[&str]) -> pb::GetCredentialsRequest {
@@ -292,21 +241,13 @@ async fn first_call_signs_in_second_comes_from_cache() {
 #[tokio::test]
 async fn concurrent_cold_calls_share_one_sign_in_even_when_half_cancel() {
     let h = Harness::start().await;
-    h.fake
-        .set_faults(
-            "signin",
-            Faults {
-                latency: Some(Latency::Fixed(Duration::from_millis(400))),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    h.slow_signins(Duration::from_millis(400));
     let c = h.client(RENDERER).await;
     let mut tasks = Vec::new();
     for i in 0..200 {
         let mut c = c.clone();
         tasks.push(tokio::spawn(async move {
-            let call = c.get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]));
+            let call = c.get_credentials(read_req());
             if i % 2 == 0 {
                 tokio::time::timeout(Duration::from_millis(50), call)
                     .await
@@ -331,11 +272,7 @@ async fn concurrent_cold_calls_share_one_sign_in_even_when_half_cancel() {
     assert_eq!(tokens.len(), 1, "every caller got the one token");
     assert_eq!(h.fake.stats().signins, 1);
     let mut c = c.clone();
-    let again = c
-        .get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-        .await
-        .unwrap()
-        .into_inner();
+    let again = c.get_credentials(read_req()).await.unwrap().into_inner();
     assert!(again.from_cache);
     assert_eq!(h.fake.stats().signins, 1);
 }
@@ -343,17 +280,9 @@ async fn concurrent_cold_calls_share_one_sign_in_even_when_half_cancel() {
 #[tokio::test]
 async fn cancelled_callers_do_not_abort_the_sign_in() {
     let h = Harness::start().await;
-    h.fake
-        .set_faults(
-            "signin",
-            Faults {
-                latency: Some(Latency::Fixed(Duration::from_millis(300))),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    h.slow_signins(Duration::from_millis(300));
     let mut c = h.client(RENDERER).await;
-    let call = c.get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]));
+    let call = c.get_credentials(read_req());
     assert!(
         tokio::time::timeout(Duration::from_millis(50), call)
             .await
@@ -364,11 +293,7 @@ async fn cancelled_callers_do_not_abort_the_sign_in() {
         h.server().broker().cache().inflight() == 0
     })
     .await;
-    let r = c
-        .get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = c.get_credentials(read_req()).await.unwrap().into_inner();
     assert!(r.from_cache);
     assert_eq!(h.fake.stats().signins, 1);
 }
@@ -513,27 +438,25 @@ async fn each_policy_denial_is_named() {
     assert_eq!(e.code(), Code::NotFound);
     // An identity with no entry at all.
     let mut stranger = h.client("spiffe://example.org/ns/other/sa/x").await;
-    let e = stranger
-        .get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-        .await
-        .unwrap_err();
+    let e = stranger.get_credentials(read_req()).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert_eq!(reason(&e), "CALLER_NOT_ALLOWED");
     assert_eq!(h.fake.stats().signins_ok, 0);
 }
 
 impl Harness {
+    /// Makes every sign-in at the double take `latency`.
+    fn slow_signins(&self, latency: Duration) {
+        let faults = Faults {
+            latency: Some(Latency::Fixed(latency)),
+            ..Faults::default()
+        };
+        self.fake.set_faults("signin", faults).unwrap();
+    }
+
     /// Connects with a client certificate and makes one call; true when the broker refused it.
     pub async fn refuses(&self, pair: &CertPair) -> bool {
-        let r = tableau_token_broker::transport::client::connect(
-            &self.server().local_addr().to_string(),
-            self.pki.ca_cert_pem().as_bytes(),
-            pair.cert_pem.as_bytes(),
-            pair.key_pem.expose_secret().as_bytes(),
-            "localhost",
-        )
-        .await;
-        match r {
+        match self.channel(pair).await {
             Err(_) => true,
             Ok(ch) => TokenBrokerClient::new(ch)
                 .who_am_i(pb::WhoAmIRequest {})
@@ -560,6 +483,21 @@ async fn untrusted_and_two_uri_certificates_are_refused() {
     assert!(h.refuses(&two).await, "two URI SANs must fail");
 }
 
+/// The error of a renderer's sign-in that Tableau refuses with `sub_code`, via a broker set up
+/// with `opts`.
+async fn signin_refused(opts: Opts, user: &str, sub_code: &str) -> tonic::Status {
+    let e = error_for(opts, user, None).await;
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (
+            Code::FailedPrecondition,
+            format!("TABLEAU_SIGNIN_{sub_code}").as_str()
+        ),
+        "{e:?}"
+    );
+    e
+}
+
 async fn error_for(opts: Opts, user: &str, faults: Option<Faults>) -> tonic::Status {
     let h = Harness::start_with(opts).await;
     if let Some(f) = faults {
@@ -573,12 +511,7 @@ async fn error_for(opts: Opts, user: &str, faults: Option<Faults>) -> tonic::Sta
 
 #[tokio::test]
 async fn tableau_errors_map_to_documented_statuses() {
-    let e = error_for(Opts::default(), "ghost", None).await;
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::FailedPrecondition, "TABLEAU_SIGNIN_16"),
-        "{e:?}"
-    );
+    let e = signin_refused(Opts::default(), "ghost", "16").await;
     let info = e.get_error_details().error_info().cloned().unwrap();
     assert_eq!(
         info.metadata.get("tableau_code").map(String::as_str),
@@ -589,20 +522,11 @@ async fn tableau_errors_map_to_documented_statuses() {
         Some("16")
     );
 
-    let e = error_for(
-        Opts {
-            secret: "wrong-secret",
-            ..Opts::default()
-        },
-        "svc-renderer",
-        None,
-    )
-    .await;
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::FailedPrecondition, "TABLEAU_SIGNIN_10084"),
-        "{e:?}"
-    );
+    let opts = Opts {
+        secret: "wrong-secret",
+        ..Opts::default()
+    };
+    let e = signin_refused(opts, "svc-renderer", "10084").await;
     assert!(
         e.message().contains("check the connected app's secret"),
         "{}",
@@ -610,39 +534,21 @@ async fn tableau_errors_map_to_documented_statuses() {
     );
     assert!(!e.message().contains("wrong-secret"));
 
-    let e = error_for(
-        Opts {
-            secret_id: "sid-unknown",
-            ..Opts::default()
-        },
-        "svc-renderer",
-        None,
-    )
-    .await;
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::FailedPrecondition, "TABLEAU_SIGNIN_10085"),
-        "{e:?}"
-    );
+    let opts = Opts {
+        secret_id: "sid-unknown",
+        ..Opts::default()
+    };
+    let e = signin_refused(opts, "svc-renderer", "10085").await;
     assert!(
         !e.message().contains("sid-unknown"),
         "secret IDs stay in the log"
     );
 
-    let e = error_for(
-        Opts {
-            app_enabled: false,
-            ..Opts::default()
-        },
-        "svc-renderer",
-        None,
-    )
-    .await;
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (Code::FailedPrecondition, "TABLEAU_SIGNIN_10090"),
-        "{e:?}"
-    );
+    let opts = Opts {
+        app_enabled: false,
+        ..Opts::default()
+    };
+    signin_refused(opts, "svc-renderer", "10090").await;
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
@@ -702,17 +608,9 @@ async fn tableau_errors_map_to_documented_statuses() {
         )
         .unwrap();
     let mut c = h.client(RENDERER).await;
-    assert!(
-        c.get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-            .await
-            .is_err()
-    );
+    assert!(c.get_credentials(read_req()).await.is_err());
     h.fake.clear_faults();
-    assert!(
-        c.get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-            .await
-            .is_ok()
-    );
+    assert!(c.get_credentials(read_req()).await.is_ok());
 }
 
 #[tokio::test]
@@ -753,11 +651,7 @@ async fn invalidation_signs_out_and_guards_other_callers_tokens() {
         .unwrap()
         .into_inner();
     assert!(!again.evicted && !again.signed_out);
-    let fresh = c
-        .get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-        .await
-        .unwrap()
-        .into_inner();
+    let fresh = c.get_credentials(read_req()).await.unwrap().into_inner();
     assert!(!fresh.from_cache);
 }
 
@@ -878,16 +772,7 @@ async fn whoami_resolve_scopes_and_mint_jwt() {
 #[tokio::test]
 async fn health_and_reflection_are_served() {
     let h = Harness::start().await;
-    let pair = h.client_cert(RENDERER);
-    let ch = tableau_token_broker::transport::client::connect(
-        &h.server().local_addr().to_string(),
-        h.pki.ca_cert_pem().as_bytes(),
-        pair.cert_pem.as_bytes(),
-        pair.key_pem.expose_secret().as_bytes(),
-        "localhost",
-    )
-    .await
-    .unwrap();
+    let ch = h.channel(&h.client_cert(RENDERER)).await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     let s = health
         .check(tonic_health::pb::HealthCheckRequest {
@@ -926,20 +811,9 @@ async fn health_and_reflection_are_served() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_the_in_flight_call() {
     let mut h = Harness::start().await;
-    h.fake
-        .set_faults(
-            "signin",
-            Faults {
-                latency: Some(Latency::Fixed(Duration::from_millis(500))),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    h.slow_signins(Duration::from_millis(500));
     let mut c = h.client(RENDERER).await;
-    let call = tokio::spawn(async move {
-        c.get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
-            .await
-    });
+    let call = tokio::spawn(async move { c.get_credentials(read_req()).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
     let server = h.server.take().unwrap();
     let addr = server.local_addr();
@@ -1025,16 +899,9 @@ async fn audit_lines_match_tokens_without_revealing_them() {
             break v["fields"]["addr"].as_str().unwrap().to_owned();
         }
     };
-    let pair = h.client_cert(RENDERER);
-    let ch = tableau_token_broker::transport::client::connect(
-        &addr,
-        h.pki.ca_cert_pem().as_bytes(),
-        pair.cert_pem.as_bytes(),
-        pair.key_pem.expose_secret().as_bytes(),
-        "localhost",
-    )
-    .await
-    .unwrap();
+    let ch = local::connect(&h.pki, addr.parse().unwrap(), &h.client_cert(RENDERER))
+        .await
+        .unwrap();
     let mut c = TokenBrokerClient::new(ch);
     let scopes = ["tableau:content:read"];
     let a = c

@@ -68,15 +68,23 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(&ok(out)).unwrap()
 }
 
-const GET: [&str; 7] = [
-    "get",
-    "--site",
-    "finance",
-    "--user",
-    "svc-renderer",
-    "--scope",
-    "tableau:content:read",
-];
+/// `CMD` (get or mint) as svc-renderer on finance for `scope`, then `extra` flags.
+fn as_renderer<'a>(cmd: &'a str, scope: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let flags = [
+        "--site",
+        "finance",
+        "--user",
+        "svc-renderer",
+        "--scope",
+        scope,
+    ];
+    [&[cmd][..], &flags, extra].concat()
+}
+
+/// `get` of content read, then `extra` flags.
+fn get(extra: &[&'static str]) -> Vec<&'static str> {
+    as_renderer("get", "tableau:content:read", extra)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_json_whoami_mint_and_invalidate_through_the_binary() {
@@ -84,7 +92,7 @@ async fn get_json_whoami_mint_and_invalidate_through_the_binary() {
     let c = Conn::new(&h, RENDERER, "renderer");
 
     // Summary: a sign-in, the token only as a prefix.
-    let first = c.run(&[&GET[..], &["--json"]].concat()).await;
+    let first = c.run(&get(&["--json"])).await;
     let first = json(&first);
     let token = first["token"].as_str().unwrap().to_owned();
     assert_eq!(token.len(), 32);
@@ -93,7 +101,7 @@ async fn get_json_whoami_mint_and_invalidate_through_the_binary() {
     assert_eq!(first["scopes"], serde_json::json!(["tableau:content:read"]));
     assert!(first["expires_at"].as_str().unwrap().ends_with('Z'));
 
-    let summary = ok(&c.run(&GET).await);
+    let summary = ok(&c.run(&get(&[])).await);
     assert!(summary.contains("cache hit"), "{summary}");
     assert!(summary.contains(FIN_LUID), "{summary}");
     assert!(summary.contains(&format!("{}…", &token[..4])), "{summary}");
@@ -102,7 +110,7 @@ async fn get_json_whoami_mint_and_invalidate_through_the_binary() {
         "the summary leaks the token: {summary}"
     );
 
-    let only = ok(&c.run(&[&GET[..], &["--token-only"]].concat()).await);
+    let only = ok(&c.run(&get(&["--token-only"])).await);
     assert_eq!(only, format!("{token}\n"));
     assert_eq!(h.fake.stats().signins_ok, 1);
 
@@ -116,17 +124,8 @@ async fn get_json_whoami_mint_and_invalidate_through_the_binary() {
     assert_eq!(who["grants"][0]["max_jwt_ttl"], "2m");
 
     let minted = json(
-        &c.run(&[
-            "mint",
-            "--site",
-            "finance",
-            "--user",
-            "svc-renderer",
-            "--scope",
-            "tableau:content:read",
-            "--json",
-        ])
-        .await,
+        &c.run(&as_renderer("mint", "tableau:content:read", &["--json"]))
+            .await,
     );
     assert_eq!(minted["jwt"].as_str().unwrap().split('.').count(), 3);
     assert!(!minted["jti"].as_str().unwrap().is_empty());
@@ -141,7 +140,7 @@ async fn get_json_whoami_mint_and_invalidate_through_the_binary() {
     );
 
     // After invalidation the next get signs in again.
-    let fresh = json(&c.run(&[&GET[..], &["--json"]].concat()).await);
+    let fresh = json(&c.run(&get(&["--json"])).await);
     assert_eq!(fresh["from_cache"], false);
     assert_ne!(fresh["token"], token.as_str());
 }
@@ -150,17 +149,7 @@ async fn get_json_whoami_mint_and_invalidate_through_the_binary() {
 async fn a_denied_get_exits_non_zero_with_status_reason_and_message() {
     let h = Harness::start().await;
     let c = Conn::new(&h, RENDERER, "renderer");
-    let out = c
-        .run(&[
-            "get",
-            "--site",
-            "finance",
-            "--user",
-            "svc-renderer",
-            "--scope",
-            "tableau:users:read",
-        ])
-        .await;
+    let out = c.run(&as_renderer("get", "tableau:users:read", &[])).await;
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -174,15 +163,7 @@ async fn a_denied_get_exits_non_zero_with_status_reason_and_message() {
     // Deny wins for the ops caller, whose wildcard covers tableau:tasks:delete.
     let ops = Conn::new(&h, ADMIN, "ops");
     let out = ops
-        .run(&[
-            "get",
-            "--site",
-            "finance",
-            "--user",
-            "svc-renderer",
-            "--scope",
-            "tableau:tasks:delete",
-        ])
+        .run(&as_renderer("get", "tableau:tasks:delete", &[]))
         .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -256,6 +256,17 @@ async fn each_signin_rule_gives_its_sub_code() {
         edit(&mut h, &mut c);
         sign(&h, &c, SECRET)
     };
+    let without_claim = |k: &str| {
+        ok(&|_, c| {
+            c.as_object_mut().unwrap().remove(k);
+        })
+    };
+    let without_header = |k: &str| {
+        ok(&|h, _| {
+            h.as_object_mut().unwrap().remove(k);
+        })
+    };
+    let with_claim = |k: &str, v: Value| ok(&|_, c| c[k] = v.clone());
     let none_alg = format!(
         "{}.{}.",
         b64(json!({"alg": "none", "kid": KID, "iss": CLIENT})
@@ -267,20 +278,8 @@ async fn each_signin_rule_gives_its_sub_code() {
         ("alg none", none_alg, "10087"),
         ("alg HS512", ok(&|h, _| h["alg"] = json!("HS512")), "10084"),
         ("not a JWT", "abc.def".to_owned(), "10084"),
-        (
-            "header without kid",
-            ok(&|h, _| {
-                h.as_object_mut().unwrap().remove("kid");
-            }),
-            "10083",
-        ),
-        (
-            "header without iss",
-            ok(&|h, _| {
-                h.as_object_mut().unwrap().remove("iss");
-            }),
-            "10083",
-        ),
+        ("header without kid", without_header("kid"), "10083"),
+        ("header without iss", without_header("iss"), "10083"),
         (
             "unknown client ID",
             ok(&|h, c| {
@@ -308,42 +307,20 @@ async fn each_signin_rule_gives_its_sub_code() {
             sign(&header(), &f.claims(json!([])), "wrong-secret"),
             "10084",
         ),
-        (
-            "aud Tableau",
-            ok(&|_, c| c["aud"] = json!("Tableau")),
-            "10084",
-        ),
+        ("aud Tableau", with_claim("aud", json!("Tableau")), "10084"),
         (
             "aud as a list",
-            ok(&|_, c| c["aud"] = json!(["tableau"])),
+            with_claim("aud", json!(["tableau"])),
             "10084",
         ),
-        (
-            "aud missing",
-            ok(&|_, c| {
-                c.as_object_mut().unwrap().remove("aud");
-            }),
-            "10084",
-        ),
-        (
-            "sub missing",
-            ok(&|_, c| {
-                c.as_object_mut().unwrap().remove("sub");
-            }),
-            "10084",
-        ),
+        ("aud missing", without_claim("aud"), "10084"),
+        ("sub missing", without_claim("sub"), "10084"),
         (
             "claim iss differs",
-            ok(&|_, c| c["iss"] = json!("someone-else")),
+            with_claim("iss", json!("someone-else")),
             "10084",
         ),
-        (
-            "exp missing",
-            ok(&|_, c| {
-                c.as_object_mut().unwrap().remove("exp");
-            }),
-            "16",
-        ),
+        ("exp missing", without_claim("exp"), "16"),
         (
             "exp past",
             ok(&|_, c| {
@@ -354,7 +331,7 @@ async fn each_signin_rule_gives_its_sub_code() {
         ),
         (
             "exp 11 minutes out",
-            ok(&|_, c| c["exp"] = json!(now + 660)),
+            with_claim("exp", json!(now + 660)),
             "16",
         ),
         (
@@ -367,17 +344,17 @@ async fn each_signin_rule_gives_its_sub_code() {
         ),
         (
             "unknown user",
-            ok(&|_, c| c["sub"] = json!("mallory@example.com")),
+            with_claim("sub", json!("mallory@example.com")),
             "16",
         ),
         (
             "user name in another case",
-            ok(&|_, c| c["sub"] = json!("Alice@example.com")),
+            with_claim("sub", json!("Alice@example.com")),
             "16",
         ),
         (
             "user of another site",
-            ok(&|_, c| c["sub"] = json!("bob")),
+            with_claim("sub", json!("bob")),
             "16",
         ),
     ];

@@ -6,16 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use secrecy::ExposeSecret;
-use tableau_token_broker::config::Config;
-use tableau_token_broker::devcerts::DevPki;
-use tableau_token_broker::fake_tableau::{
-    AppSecret, ConnectedApp, FakeTableau, FakeTableauConfig, FakeTableauHandle, Faults, Latency,
-    Site, SiteUser,
-};
+use tableau_token_broker::devcerts::{CertPair, DevPki};
+use tableau_token_broker::fake_tableau::{FakeTableauHandle, Faults, Latency, SiteUser};
 use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
-use tableau_token_broker::server::{self, RunningServer};
-use tableau_token_broker::transport::{self, IdentityLayer, TlsFiles, TlsReloader};
+use tableau_token_broker::local::{self, LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite};
+use tableau_token_broker::server::RunningServer;
+use tableau_token_broker::transport::{self, IdentityLayer, TlsReloader};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -53,8 +49,7 @@ pub struct World {
     pub fake: FakeTableauHandle,
     pub broker: RunningServer,
     pub echo_addr: SocketAddr,
-    pub client_cert: String,
-    pub client_key: String,
+    client: CertPair,
 }
 
 impl World {
@@ -65,14 +60,18 @@ impl World {
         let users = (0..USERS)
             .map(|i| SiteUser::new(user(i), format!("00000000-0000-4000-8000-{i:012}")))
             .collect();
-        let app = ConnectedApp::new(CLIENT_ID, vec![AppSecret::new(SECRET_ID, SECRET)]);
-        let fake = FakeTableau::start(FakeTableauConfig::new(
-            vec![Site::new("Finance", SITE, SITE_LUID, users)],
-            vec![app],
-        ))
-        .await
-        .context("starting the Tableau double")?;
-        fake.set_faults(
+        let local = LocalSetup::new(dir.path(), LocalApp::new(CLIENT_ID, SECRET_ID, SECRET))
+            .grace_period(Duration::from_secs(2))
+            .max_entries(max_entries)
+            .site(LocalSite::new(SITE, SITE_LUID, users))
+            .caller(LocalCaller::new(
+                CALLER,
+                LocalGrant::new(&[SITE], &["*"], &[SCOPE]),
+            ))
+            .start()
+            .await
+            .context("starting the Tableau double and the broker")?;
+        local.double.set_faults(
             "signin",
             Faults {
                 latency: Some(Latency::Fixed(signin_latency)),
@@ -80,93 +79,29 @@ impl World {
             },
         )?;
 
-        let pki = DevPki::in_memory()?;
-        let (cert, key) = pki.server().write(dir.path(), "server")?;
-        let ca = dir.path().join("ca.crt");
-        std::fs::write(&ca, pki.ca_cert_pem())?;
-        let text = format!(
-            r#"version = 1
-development = true
-[server]
-listen = "127.0.0.1:0"
-cert = {cert:?}
-key = {key:?}
-client_ca = {ca:?}
-grace_period = "2s"
-[cache]
-max_entries = {max_entries}
-safety_margin = "5m"
-[tableau]
-connect_timeout = "2s"
-request_timeout = "10s"
-[sites.{SITE}]
-server_url = "{url}"
-content_url = "{SITE}"
-session_ttl = "240m"
-jwt_ttl = "5m"
-[sites.{SITE}.connected_app]
-client_id = "{CLIENT_ID}"
-secret_id = "{SECRET_ID}"
-secret = "{SECRET}"
-[[callers]]
-identity = "{CALLER}"
-[[callers.grants]]
-sites = ["{SITE}"]
-users = ["*"]
-scopes = ["{SCOPE}"]
-"#,
-            cert = cert.display().to_string(),
-            key = key.display().to_string(),
-            ca = ca.display().to_string(),
-            url = fake.base_url(),
-        );
-        let path = dir.path().join("broker.toml");
-        std::fs::write(&path, &text)?;
-        let config = Config::load(&path).context("loading the benchmark's broker config")?;
-        let identity_sources = config
-            .server
-            .as_ref()
-            .map(|s| s.identity_sources.clone())
-            .context("no [server] section")?;
-        let broker = server::start(config, tableau_token_broker::clock::system())
-            .await
-            .context("starting the broker")?;
-
         // The echo baseline: same acceptor, certificates, identity layer and tonic server.
-        let tls = TlsReloader::new(TlsFiles {
-            cert,
-            key,
-            client_ca: ca,
-        })?;
+        let tls = TlsReloader::new(local.tls.clone())?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let echo_addr = listener.local_addr()?;
-        let incoming = transport::incoming(listener, tls, identity_sources);
+        let incoming = transport::incoming(listener, tls, local.identity_sources.clone());
         let router = tonic::transport::Server::builder()
             .layer(IdentityLayer::new())
             .add_service(EchoServer::new(EchoService));
         tokio::spawn(router.serve_with_incoming(incoming));
 
-        let pair = pki.issue_client(Some(CALLER), &[], "bench-loadgen")?;
+        let client = local.pki.issue_client(Some(CALLER), &[], "bench-loadgen")?;
         Ok(World {
             _dir: dir,
-            client_cert: pair.cert_pem.clone(),
-            client_key: pair.key_pem.expose_secret().to_owned(),
-            pki,
-            fake,
-            broker,
+            client,
+            pki: local.pki,
+            fake: local.double,
+            broker: local.server,
             echo_addr,
         })
     }
 
     async fn channel(&self, addr: SocketAddr) -> anyhow::Result<Channel> {
-        Ok(transport::client::connect(
-            &addr.to_string(),
-            self.pki.ca_cert_pem().as_bytes(),
-            self.client_cert.as_bytes(),
-            self.client_key.as_bytes(),
-            "localhost",
-        )
-        .await?)
+        Ok(local::connect(&self.pki, addr, &self.client).await?)
     }
 
     /// `n` HTTP/2 connections to the broker.

@@ -1,0 +1,620 @@
+//! A broker and a Tableau double on loopback with development certificates, for the demo, the
+//! benchmark and tests.
+//!
+//! All three need the same thing: a [double](crate::fake_tableau) that knows some sites, users
+//! and one connected app, and a broker configured for the same sites, apps and callers, each
+//! started on `127.0.0.1`. [`LocalSetup`] says that once, from a few parameters, so the double's
+//! configuration and the broker's cannot drift apart. [`LocalSetup::start`] starts the double,
+//! writes the broker's configuration as a file (a development configuration like any other, which
+//! `check-config` and `serve` read), loads it and starts the broker the way `serve` does.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), tableau_token_broker::local::LocalError> {
+//! use tableau_token_broker::fake_tableau::SiteUser;
+//! use tableau_token_broker::local::{LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite};
+//!
+//! let dir = std::env::temp_dir().join("local-example");
+//! let local = LocalSetup::new(&dir, LocalApp::new("client-id", "secret-id", "secret"))
+//!     .site(LocalSite::new(
+//!         "finance",
+//!         "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d",
+//!         vec![SiteUser::new("svc-renderer", "u-1")],
+//!     ))
+//!     .caller(LocalCaller::new(
+//!         "spiffe://example.org/ns/reports/sa/renderer",
+//!         LocalGrant::new(&["finance"], &["svc-renderer"], &["tableau:content:read"]),
+//!     ))
+//!     .start()
+//!     .await?;
+//! println!("broker on {}", local.server.local_addr());
+//! local.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use tonic::transport::Channel;
+
+use crate::clock::{self, SharedClock};
+use crate::config::{Config, ConfigError, WireFormat};
+use crate::devcerts::{CertPair, DevCertsError, DevPki};
+use crate::fake_tableau::{
+    AppSecret, ConnectedApp, FakeTableau, FakeTableauConfig, FakeTableauError, FakeTableauHandle,
+    Site, SiteUser,
+};
+use crate::server::{self, RunningServer, ServeError};
+use crate::transport::TlsFiles;
+use crate::transport::client::ClientError;
+use crate::transport::identity::IdentitySources;
+
+/// The broker configuration's file name inside the setup's folder.
+pub const CONFIG_FILE: &str = "broker.toml";
+
+/// Why a local system could not be set up or started.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// A file in the setup's folder could not be written.
+    #[error("cannot write {path}: {source}; check that the folder is writable")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The development PKI could not be made or its files written.
+    #[error(transparent)]
+    Pki(#[from] DevCertsError),
+    /// The Tableau double did not start.
+    #[error(transparent)]
+    Double(#[from] FakeTableauError),
+    /// The broker configuration written from the setup did not load (a bug in the setup).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The broker did not start (the double has been shut down again).
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// The one connected app the double trusts and every site of the broker signs in with.
+#[derive(Debug, Clone)]
+pub struct LocalApp {
+    /// Client ID (the JWT's `iss`).
+    pub client_id: String,
+    /// Secret ID (the JWT's `kid`).
+    pub secret_id: String,
+    /// The secret value, written inline into the development configuration unless a site keeps
+    /// it in a file.
+    pub secret: SecretString,
+    /// Whether the double accepts the app's JWTs; `false` tests Tableau's "app disabled" answer.
+    pub enabled: bool,
+}
+
+impl LocalApp {
+    /// An enabled app with one secret.
+    pub fn new(
+        client_id: impl Into<String>,
+        secret_id: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> Self {
+        LocalApp {
+            client_id: client_id.into(),
+            secret_id: secret_id.into(),
+            secret: SecretString::from(secret.into()),
+            enabled: true,
+        }
+    }
+}
+
+/// A site both sides know: a site of the double and a `[sites.NAME]` of the broker.
+#[derive(Debug, Clone)]
+pub struct LocalSite {
+    /// The name callers use (`[sites.NAME]`).
+    pub name: String,
+    /// The site as the double knows it: display name (`name` capitalised), content URL, LUID
+    /// and users.
+    pub double: Site,
+    /// The sign-in body format the broker uses.
+    pub format: WireFormat,
+    /// Where the broker sends this site's sign-ins; the double when `None`.
+    pub server_url: Option<String>,
+    /// Secret ID and value the broker is given instead of the app's, so tests can see Tableau
+    /// refuse a wrong one.
+    pub broker_secret: Option<(String, SecretString)>,
+    /// Keep the secret in `NAME.secret` next to the configuration (`secret_file`) rather than
+    /// inline, as production configurations do.
+    pub secret_in_file: bool,
+}
+
+impl LocalSite {
+    /// A site whose content URL is its name, served by the double with XML sign-ins, and the
+    /// app's secret inline.
+    pub fn new(name: impl Into<String>, luid: impl Into<String>, users: Vec<SiteUser>) -> Self {
+        let name = name.into();
+        LocalSite {
+            double: Site::new(title(&name), &name, luid, users),
+            name,
+            format: WireFormat::Xml,
+            server_url: None,
+            broker_secret: None,
+            secret_in_file: false,
+        }
+    }
+
+    /// Makes this Tableau's default site (content URL `""`).
+    pub fn default_site(mut self) -> Self {
+        self.double.content_url = String::new();
+        self
+    }
+
+    /// Signs in with JSON bodies instead of XML.
+    pub fn json(mut self) -> Self {
+        self.format = WireFormat::Json;
+        self
+    }
+
+    /// Sends this site's sign-ins to `url` instead of the double (e.g. a closed port).
+    pub fn server_url(mut self, url: impl Into<String>) -> Self {
+        self.server_url = Some(url.into());
+        self
+    }
+
+    /// Gives the broker this secret ID and value instead of the app's.
+    pub fn broker_secret(
+        mut self,
+        secret_id: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> Self {
+        self.broker_secret = Some((secret_id.into(), SecretString::from(secret.into())));
+        self
+    }
+
+    /// Keeps the secret in a file (`secret_file`) rather than inline.
+    pub fn secret_in_file(mut self) -> Self {
+        self.secret_in_file = true;
+        self
+    }
+}
+
+/// A site's display name in the double: the broker's name, capitalised.
+fn title(name: &str) -> String {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// A `[[callers]]` entry.
+#[derive(Debug, Clone)]
+pub struct LocalCaller {
+    /// SPIFFE ID (optionally ending in `/*`), DNS name or subject CN.
+    pub identity: String,
+    /// A comment written above the entry, for configurations people read (the demo's).
+    pub comment: Option<String>,
+    /// What the caller may ask for.
+    pub grants: Vec<LocalGrant>,
+}
+
+impl LocalCaller {
+    /// A caller with one grant.
+    pub fn new(identity: impl Into<String>, grant: LocalGrant) -> Self {
+        LocalCaller {
+            identity: identity.into(),
+            comment: None,
+            grants: vec![grant],
+        }
+    }
+
+    /// Writes `text` as a comment above the entry.
+    pub fn comment(mut self, text: impl Into<String>) -> Self {
+        self.comment = Some(text.into());
+        self
+    }
+}
+
+/// A `[[callers.grants]]` entry.
+#[derive(Debug, Clone)]
+pub struct LocalGrant {
+    /// Site names, or `*`.
+    pub sites: Vec<String>,
+    /// User names or patterns.
+    pub users: Vec<String>,
+    /// Granted scopes (wildcards allowed).
+    pub scopes: Vec<String>,
+    /// Scopes refused even when `scopes` covers them.
+    pub deny_scopes: Vec<String>,
+    /// Longest JWT lifetime this grant allows; the site's when `None`.
+    pub max_jwt_ttl: Option<Duration>,
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl LocalGrant {
+    /// A grant of `scopes` on `sites` as `users`.
+    pub fn new(sites: &[&str], users: &[&str], scopes: &[&str]) -> Self {
+        LocalGrant {
+            sites: strings(sites),
+            users: strings(users),
+            scopes: strings(scopes),
+            deny_scopes: Vec::new(),
+            max_jwt_ttl: None,
+        }
+    }
+
+    /// Refuses `scopes` even where the granted ones cover them.
+    pub fn deny(mut self, scopes: &[&str]) -> Self {
+        self.deny_scopes = strings(scopes);
+        self
+    }
+
+    /// Caps the JWT lifetime.
+    pub fn max_jwt_ttl(mut self, ttl: Duration) -> Self {
+        self.max_jwt_ttl = Some(ttl);
+        self
+    }
+}
+
+/// What to start: the app, sites and callers, and a few broker settings. Build it with the
+/// methods below, then [`Self::start`].
+pub struct LocalSetup {
+    dir: PathBuf,
+    app: LocalApp,
+    pki: Option<(DevPki, TlsFiles)>,
+    clock: SharedClock,
+    listen: SocketAddr,
+    grace_period: Duration,
+    max_entries: u64,
+    header: Option<String>,
+    sites: Vec<LocalSite>,
+    callers: Vec<LocalCaller>,
+}
+
+impl std::fmt::Debug for LocalSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSetup")
+            .field("dir", &self.dir)
+            .field("listen", &self.listen)
+            .field("sites", &self.sites)
+            .field("callers", &self.callers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `d` as the configuration writes durations: whole minutes as `Nm`, otherwise seconds.
+fn duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs > 0 && secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// A TOML string.
+fn quoted(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn path(p: &Path) -> String {
+    quoted(&p.display().to_string())
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| quoted(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+impl LocalSetup {
+    /// A setup that keeps its files (configuration, secrets, certificates of an in-memory PKI) in
+    /// `dir`, with `app` as the one connected app. Defaults: a fresh in-memory PKI, the system
+    /// clock, `127.0.0.1:0`, a 5 s grace period and a cache of 1000 entries.
+    pub fn new(dir: impl Into<PathBuf>, app: LocalApp) -> Self {
+        LocalSetup {
+            dir: dir.into(),
+            app,
+            pki: None,
+            clock: clock::system(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            grace_period: Duration::from_secs(5),
+            max_entries: 1000,
+            header: None,
+            sites: Vec::new(),
+            callers: Vec::new(),
+        }
+    }
+
+    /// Uses `pki`, whose server certificate, key and CA are already in `files` (the demo keeps
+    /// one across runs), instead of a fresh in-memory one.
+    pub fn pki(mut self, pki: DevPki, files: TlsFiles) -> Self {
+        self.pki = Some((pki, files));
+        self
+    }
+
+    /// Gives the double and the broker this clock, so tests can move time by hand.
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The broker's address; port 0 picks a free one.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// How long in-flight calls may run when the broker shuts down.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = grace;
+        self
+    }
+
+    /// The most sessions the broker's cache holds.
+    pub fn max_entries(mut self, n: u64) -> Self {
+        self.max_entries = n;
+        self
+    }
+
+    /// A comment at the top of the configuration file (one or more lines, each starting `#`).
+    pub fn header(mut self, comment: impl Into<String>) -> Self {
+        self.header = Some(comment.into());
+        self
+    }
+
+    /// Adds a site.
+    pub fn site(mut self, site: LocalSite) -> Self {
+        self.sites.push(site);
+        self
+    }
+
+    /// Adds a caller.
+    pub fn caller(mut self, caller: LocalCaller) -> Self {
+        self.callers.push(caller);
+        self
+    }
+
+    /// The double's configuration: every site with its users, and the app.
+    pub fn double_config(&self) -> FakeTableauConfig {
+        let sites = self.sites.iter().map(|s| s.double.clone()).collect();
+        let mut app = ConnectedApp::new(
+            &self.app.client_id,
+            vec![AppSecret::new(
+                &self.app.secret_id,
+                self.app.secret.expose_secret(),
+            )],
+        );
+        app.enabled = self.app.enabled;
+        FakeTableauConfig::new(sites, vec![app])
+    }
+
+    /// Where a site's secret file goes when it keeps its secret in one.
+    fn secret_path(&self, site: &LocalSite) -> PathBuf {
+        self.dir.join(format!("{}.secret", site.name))
+    }
+
+    /// The broker's configuration text for a double at `double_url` and the server TLS files
+    /// `tls`, as [`Self::start`] writes it.
+    pub fn broker_toml(&self, double_url: &str, tls: &TlsFiles) -> String {
+        let mut t = String::new();
+        if let Some(header) = &self.header {
+            let _ = writeln!(t, "{}", header.trim_end());
+        }
+        let _ = writeln!(t, "version = 1\ndevelopment = true\n");
+        let _ = writeln!(t, "[server]");
+        let _ = writeln!(t, "listen = {}", quoted(&self.listen.to_string()));
+        let _ = writeln!(t, "cert = {}", path(&tls.cert));
+        let _ = writeln!(t, "key = {}", path(&tls.key));
+        let _ = writeln!(t, "client_ca = {}", path(&tls.client_ca));
+        let _ = writeln!(t, "grace_period = \"{}\"\n", duration(self.grace_period));
+        let _ = writeln!(t, "[cache]\nmax_entries = {}", self.max_entries);
+        let _ = writeln!(t, "safety_margin = \"5m\"\n");
+        let _ = writeln!(t, "[tableau]\nconnect_timeout = \"2s\"");
+        let _ = writeln!(t, "request_timeout = \"10s\"\n");
+        for site in &self.sites {
+            let url = site.server_url.as_deref().unwrap_or(double_url);
+            let name = &site.name;
+            let _ = writeln!(t, "[sites.{name}]");
+            let _ = writeln!(t, "server_url = {}", quoted(url));
+            let _ = writeln!(t, "content_url = {}", quoted(&site.double.content_url));
+            let _ = writeln!(t, "session_ttl = \"240m\"\njwt_ttl = \"5m\"");
+            if site.format == WireFormat::Json {
+                let _ = writeln!(t, "format = \"json\"");
+            }
+            let (secret_id, secret) = match &site.broker_secret {
+                Some((id, secret)) => (id, secret),
+                None => (&self.app.secret_id, &self.app.secret),
+            };
+            let _ = writeln!(t, "\n[sites.{name}.connected_app]");
+            let _ = writeln!(t, "client_id = {}", quoted(&self.app.client_id));
+            let _ = writeln!(t, "secret_id = {}", quoted(secret_id));
+            if site.secret_in_file {
+                let _ = writeln!(t, "secret_file = {}\n", path(&self.secret_path(site)));
+            } else {
+                let _ = writeln!(t, "secret = {}\n", quoted(secret.expose_secret()));
+            }
+        }
+        for caller in &self.callers {
+            if let Some(comment) = &caller.comment {
+                let _ = writeln!(t, "# {comment}");
+            }
+            let _ = writeln!(t, "[[callers]]\nidentity = {}", quoted(&caller.identity));
+            for g in &caller.grants {
+                let _ = writeln!(t, "\n[[callers.grants]]");
+                let _ = writeln!(t, "sites = {}", list(&g.sites));
+                let _ = writeln!(t, "users = {}", list(&g.users));
+                let _ = writeln!(t, "scopes = {}", list(&g.scopes));
+                if !g.deny_scopes.is_empty() {
+                    let _ = writeln!(t, "deny_scopes = {}", list(&g.deny_scopes));
+                }
+                if let Some(ttl) = g.max_jwt_ttl {
+                    let _ = writeln!(t, "max_jwt_ttl = \"{}\"", duration(ttl));
+                }
+            }
+            t.push('\n');
+        }
+        t
+    }
+
+    /// Starts the double, writes the PKI's files (unless given), the secret files and
+    /// [`CONFIG_FILE`] into the folder, loads the configuration and starts the broker. When the
+    /// broker does not start, the double is shut down before the error returns.
+    pub async fn start(mut self) -> Result<LocalSystem, LocalError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LocalError::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let double =
+            FakeTableau::start_with_clock(self.double_config(), self.clock.clone()).await?;
+        let given = self.pki.take();
+        let written = self.write_files(given, double.base_url());
+        let config =
+            match written.and_then(|(pki, tls, path)| Ok((pki, tls, Config::load(&path)?, path))) {
+                Ok(v) => v,
+                Err(e) => {
+                    double.shutdown().await;
+                    return Err(e);
+                }
+            };
+        let (pki, tls, config, config_path) = config;
+        let identity_sources = config
+            .server
+            .as_ref()
+            .map(|s| s.identity_sources.clone())
+            .unwrap_or_default();
+        match server::start(config, self.clock.clone()).await {
+            Ok(server) => Ok(LocalSystem {
+                pki,
+                tls,
+                double,
+                server,
+                config_path,
+                identity_sources,
+            }),
+            Err(e) => {
+                double.shutdown().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Writes what the broker's configuration names; returns the PKI, its TLS files and the
+    /// configuration's path.
+    fn write_files(
+        &self,
+        given: Option<(DevPki, TlsFiles)>,
+        double_url: &str,
+    ) -> Result<(DevPki, TlsFiles, PathBuf), LocalError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LocalError::Io { path, source }
+        };
+        let (pki, tls) = match given {
+            Some(given) => given,
+            None => {
+                let pki = DevPki::in_memory()?;
+                let (cert, key) = pki.server().write(&self.dir, "server")?;
+                let client_ca = self.dir.join("ca.crt");
+                std::fs::write(&client_ca, pki.ca_cert_pem()).map_err(io(&client_ca))?;
+                (
+                    pki,
+                    TlsFiles {
+                        cert,
+                        key,
+                        client_ca,
+                    },
+                )
+            }
+        };
+        for site in self.sites.iter().filter(|s| s.secret_in_file) {
+            let secret = match &site.broker_secret {
+                Some((_, s)) => s,
+                None => &self.app.secret,
+            };
+            let p = self.secret_path(site);
+            std::fs::write(&p, secret.expose_secret()).map_err(io(&p))?;
+        }
+        let config_path = self.dir.join(CONFIG_FILE);
+        std::fs::write(&config_path, self.broker_toml(double_url, &tls))
+            .map_err(io(&config_path))?;
+        Ok((pki, tls, config_path))
+    }
+}
+
+/// A running double and broker, and what a client needs to reach them.
+pub struct LocalSystem {
+    /// The development PKI: its CA signs the server certificate and issues client certificates.
+    pub pki: DevPki,
+    /// The broker's server certificate, key and client CA files.
+    pub tls: TlsFiles,
+    /// The Tableau double.
+    pub double: FakeTableauHandle,
+    /// The broker.
+    pub server: RunningServer,
+    /// The configuration file the broker loaded.
+    pub config_path: PathBuf,
+    /// The certificate fields that name callers, as configured (for servers beside the broker
+    /// that should identify callers the same way).
+    pub identity_sources: IdentitySources,
+}
+
+impl std::fmt::Debug for LocalSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSystem")
+            .field("broker", &self.server.local_addr())
+            .field("double", &self.double.base_url())
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalSystem {
+    /// Stops the broker (letting in-flight calls finish), then the double.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let stopped = self.server.shutdown().await;
+        self.double.shutdown().await;
+        stopped
+    }
+}
+
+/// An mTLS channel to `addr` as the holder of `client`, trusting `pki`'s CA for the server
+/// (which it checks as `localhost`, a name every development server certificate carries).
+pub async fn connect(
+    pki: &DevPki,
+    addr: SocketAddr,
+    client: &CertPair,
+) -> Result<Channel, ClientError> {
+    crate::transport::client::connect(
+        &addr.to_string(),
+        pki.ca_cert_pem().as_bytes(),
+        client.cert_pem.as_bytes(),
+        client.key_pem.expose_secret().as_bytes(),
+        "localhost",
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_written_as_the_configuration_reads_them() {
+        assert_eq!(duration(Duration::from_secs(240 * 60)), "240m");
+        assert_eq!(duration(Duration::from_secs(2)), "2s");
+        assert_eq!(duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn site_titles_are_capitalised_names() {
+        let s = LocalSite::new("finance", "l", vec![]);
+        assert_eq!(s.double.name, "Finance");
+        assert_eq!(title(""), "");
+    }
+}
