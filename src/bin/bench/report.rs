@@ -247,7 +247,7 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "### Cache-hit GetCredentials vs echo (same mTLS stack)\n\nLoad generator: {RAW_CLIENT}; the generated, decoding clients are compared under their own heading below.\n"
+            "### Cache-hit GetCredentials vs echo (same mTLS stack)\n\nLoad generator: {RAW_CLIENT}; the generated, decoding clients are compared under their own heading below. {ROUNDS}\n"
         );
         md.push_str(&self.pairs_table());
         if let Some(png) = plot {
@@ -347,6 +347,8 @@ impl Report {
 }
 
 /// How the pairs table's load generator talks to both services.
+const ROUNDS: &str = "Each level is eight rounds of echo and broker side by side. Requests per second and latencies are the median of each over the rounds; a ratio is the median of the per-round ratios, so it need not equal the quotient of the two medians.";
+
 const RAW_CLIENT: &str = "pre-encoded requests; replies read as bytes, status and length checked";
 
 const FONTS: &[&str] = &[
