@@ -31,7 +31,7 @@ use crate::scope::Scope;
 /// The hasher for the cache's maps. Keys only exist once policy has allowed them, so the cost
 /// that matters is per lookup: foldhash, seeded per process, is several times cheaper than
 /// SipHash on short keys and still unpredictable from outside.
-type Hasher = foldhash::fast::RandomState;
+type FastHash = foldhash::fast::RandomState;
 
 /// What a session is cached under: site name, user, normalized scopes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +182,7 @@ type SharedSignIn = Shared<BoxFuture<'static, Result<Arc<Credentials>, BrokerErr
 
 /// One shared copy of each value in use. Entries are dropped by [`Interner::prune`] once
 /// nothing but the interner holds them, so it never grows past what the cache refers to.
-struct Interner<T: ?Sized>(Mutex<HashSet<Arc<T>, Hasher>>);
+struct Interner<T: ?Sized>(Mutex<HashSet<Arc<T>, FastHash>>);
 
 impl<T: ?Sized + Hash + Eq> Interner<T>
 where
@@ -213,10 +213,10 @@ where
 
 /// Bounded, coalescing credentials cache.
 pub struct CredentialCache {
-    entries: moka::sync::Cache<CacheKey, Arc<Credentials>, Hasher>,
+    entries: moka::sync::Cache<CacheKey, Arc<Credentials>, FastHash>,
     /// Token digest to entry, so invalidation is a lookup rather than a scan. Weak, so the index
     /// never keeps a token alive.
-    by_digest: Arc<Mutex<HashMap<TokenDigest, Weak<Credentials>, Hasher>>>,
+    by_digest: Arc<Mutex<HashMap<TokenDigest, Weak<Credentials>, FastHash>>>,
     inflight: Arc<Mutex<HashMap<CacheKey, SharedSignIn>>>,
     strings: Arc<Interner<str>>,
     scope_sets: Interner<[Scope]>,
@@ -275,7 +275,8 @@ impl CredentialCache {
         clock: SharedClock,
         evicted: Option<mpsc::UnboundedSender<Arc<Credentials>>>,
     ) -> CredentialCache {
-        let by_digest: Arc<Mutex<HashMap<TokenDigest, Weak<Credentials>, Hasher>>> = Arc::default();
+        let by_digest: Arc<Mutex<HashMap<TokenDigest, Weak<Credentials>, FastHash>>> =
+            Arc::default();
         let index = Arc::clone(&by_digest);
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_entries)
@@ -300,7 +301,7 @@ impl CredentialCache {
                     }
                 }
             })
-            .build_with_hasher(Hasher::default());
+            .build_with_hasher(FastHash::default());
         CredentialCache {
             entries,
             by_digest,

@@ -131,8 +131,8 @@ impl TokenBroker for TokenBrokerService {
         let c = &g.credentials;
         Ok(Response::new(pb::GetCredentialsResponse {
             token: c.token.expose_secret().to_owned(),
-            site_luid: c.site_luid.to_string(),
-            site_content_url: c.site_content_url.to_string(),
+            site_luid: String::from(&*c.site_luid),
+            site_content_url: String::from(&*c.site_content_url),
             user_luid: c.user_luid.to_string(),
             server_url: g.site.server_url.clone(),
             api_version: g.site.api_version.clone(),
