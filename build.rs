@@ -10,11 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure().compile_fds(fds)?;
-    // The benchmark's echo baseline (`cargo run --release --bin bench`), compiled apart so the
-    // broker's reflection descriptors do not list it.
-    let bench = ["proto/bench/v1/echo.proto"];
-    tonic_prost_build::configure().compile_fds(protox::compile(bench, ["proto"])?)?;
-    for p in protos.iter().chain(&bench) {
+    for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }
     Ok(())

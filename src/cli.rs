@@ -9,10 +9,48 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Catalog;
 use crate::client_cli::{ConnectOpts, GetArgs, InvalidateArgs, MintArgs, WhoamiArgs};
-use crate::demo::DemoOpts;
+#[cfg(feature = "dev-kit")]
+use crate::devkit::demo::DemoOpts;
 
 /// Exit code for a configuration that does not validate (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
+
+/// Why `tableau-token-broker jwt` could not print a JWT.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineJwtError {
+    /// The site is not in the configuration.
+    #[error("site {0:?} is not in the configuration; use a [sites.NAME] name from it")]
+    UnknownSite(String),
+    /// A scope is unknown or malformed, or none was given.
+    #[error("{0}")]
+    Scopes(#[from] crate::policy::Denial),
+    /// Signing failed.
+    #[error("{0}")]
+    Mint(#[from] crate::mint::MintError),
+}
+
+/// `tableau-token-broker jwt`: a connected-app JWT for `site` with the configured secret, for
+/// operators debugging a connected app. No caller policy applies: whoever can read the
+/// configuration's secrets can sign anyway.
+pub fn offline_jwt(
+    config: &crate::config::Config,
+    site: &str,
+    user: &str,
+    scopes: &[String],
+    ttl: Option<Duration>,
+) -> Result<crate::mint::MintedJwt, OfflineJwtError> {
+    let site_cfg = config
+        .site(site)
+        .ok_or_else(|| OfflineJwtError::UnknownSite(site.to_owned()))?;
+    let scopes = config.policy.normalize_scopes(scopes)?;
+    let minter = crate::mint::Minter::new(crate::clock::system());
+    Ok(minter.mint(
+        &site_cfg.app,
+        user,
+        &scopes,
+        ttl.unwrap_or(site_cfg.jwt_ttl),
+    )?)
+}
 
 /// Parses a humantime duration ("30s", "5m") for clap.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -81,6 +119,9 @@ pub enum Command {
     )]
     Scopes(ScopesCommand),
     /// Run the Tableau double (a stand-in for Tableau's REST API, for tests and demos).
+    ///
+    /// Development builds only (the `dev-kit` feature); the same program ships as `tableau-double`.
+    #[cfg(feature = "dev-kit")]
     #[command(
         name = "fake-tableau",
         after_help = "Example:\n  tableau-token-broker fake-tableau --config examples/fake-tableau.toml --listen 127.0.0.1:8080"
@@ -98,7 +139,8 @@ pub enum Command {
     /// Creates (or reuses) a development CA and client certificates in the state folder, starts
     /// the Tableau double and the broker on loopback, asks for credentials twice (a sign-in, then
     /// a cache hit), shows a refused scope escalation, prints what to try next, and serves until
-    /// Ctrl-C.
+    /// Ctrl-C. Development builds only (the `dev-kit` feature).
+    #[cfg(feature = "dev-kit")]
     #[command(
         after_help = "Example:\n  tableau-token-broker demo\n  tableau-token-broker demo --listen 127.0.0.1:0 --state-dir /tmp/ttb-demo --no-wait"
     )]

@@ -1,7 +1,5 @@
-//! The `tableau-token-broker` command: parse the CLI, load config, run.
-
-#![forbid(unsafe_code)]
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The `tableau-token-broker` command: parse the CLI, hand each command to the library, turn its
+//! result into an exit code.
 
 use std::process::ExitCode;
 
@@ -54,18 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ttl,
         } => {
             let config = Config::load(&config)?;
-            let site_cfg = config
-                .site(&site)
-                .with_context(|| format!("site {site:?} is not in the configuration"))?;
-            let scopes = config.policy.normalize_scopes(&scopes)?;
-            let minted =
-                tableau_token_broker::mint::Minter::new(tableau_token_broker::clock::system())
-                    .mint(
-                        &site_cfg.app,
-                        &user,
-                        &scopes,
-                        ttl.unwrap_or(site_cfg.jwt_ttl),
-                    )?;
+            let minted = cli::offline_jwt(&config, &site, &user, &scopes, ttl)?;
             println!("{}", minted.jwt.expose_secret());
         }
         Command::Scopes(cmd) => {
@@ -88,21 +75,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 path, config,
             ))?;
         }
+        #[cfg(feature = "dev-kit")]
         Command::Demo(opts) => {
             tableau_token_broker::telemetry::init_cli("warn");
             let mut out = std::io::stdout();
-            runtime()?.block_on(tableau_token_broker::demo::run(&opts, &mut out))?;
+            runtime()?.block_on(tableau_token_broker::devkit::demo::run(&opts, &mut out))?;
+        }
+        #[cfg(feature = "dev-kit")]
+        Command::FakeTableau { config, listen } => {
+            tableau_token_broker::telemetry::init_cli("info");
+            runtime()?.block_on(tableau_double::run_from_file(&config, listen))?;
         }
         Command::Get { conn, args } => return client(client_cli::get(&conn, &args)),
         Command::Mint { conn, args } => return client(client_cli::mint(&conn, &args)),
         Command::Invalidate { conn, args } => return client(client_cli::invalidate(&conn, &args)),
         Command::Whoami { conn, args } => return client(client_cli::whoami(&conn, &args)),
-        Command::FakeTableau { config, listen } => {
-            tableau_token_broker::telemetry::init_cli("info");
-            runtime()?.block_on(tableau_token_broker::fake_tableau::run_from_file(
-                &config, listen,
-            ))?;
-        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -117,18 +104,7 @@ fn client(
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            // The whole cause chain, each cause once (some messages already quote their source).
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                let s_text = s.to_string();
-                if !msg.contains(&s_text) {
-                    msg.push_str(": ");
-                    msg.push_str(&s_text);
-                }
-                source = s.source();
-            }
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", tableau_token_broker::error::error_chain(&e));
             Ok(ExitCode::FAILURE)
         }
     }

@@ -120,7 +120,7 @@ impl TableauClient {
         let http = builder.build().map_err(|e| TableauError::Config {
             what: format!(
                 "could not set up the HTTP client ({}); check the CA bundle",
-                error_chain(&e.without_url())
+                crate::error::error_chain(&e.without_url())
             ),
         })?;
         Ok(TableauClient {
@@ -285,7 +285,7 @@ fn load_ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, T
         what: format!(
             "CA bundle {} is not valid PEM ({})",
             path.display(),
-            error_chain(&e)
+            crate::error::error_chain(&e)
         ),
     })?;
     if certs.is_empty() {
@@ -355,46 +355,37 @@ fn transport_error(e: reqwest::Error) -> TableauError {
         let reason = if e.is_timeout() {
             "connect timed out".to_owned()
         } else {
-            error_chain(&e)
+            crate::error::error_chain(&e)
         };
         TableauError::Connect { reason }
     } else if e.is_timeout() {
         TableauError::Timeout
     } else if e.is_builder() {
         TableauError::Config {
-            what: format!("cannot build the request ({})", error_chain(&e)),
+            what: format!(
+                "cannot build the request ({})",
+                crate::error::error_chain(&e)
+            ),
         }
     } else if e.is_decode() {
         TableauError::Malformed {
-            what: format!("response could not be decoded ({})", error_chain(&e)),
+            what: format!(
+                "response could not be decoded ({})",
+                crate::error::error_chain(&e)
+            ),
         }
     } else if e.is_body() {
         TableauError::Connect {
             reason: format!(
                 "connection lost while reading the response: {}",
-                error_chain(&e)
+                crate::error::error_chain(&e)
             ),
         }
     } else {
         TableauError::Connect {
-            reason: error_chain(&e),
+            reason: crate::error::error_chain(&e),
         }
     }
-}
-
-/// `outer: inner: innermost`, for an error whose layers each add a little.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

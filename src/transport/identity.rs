@@ -288,10 +288,11 @@ fn validate_spiffe_id(uri: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-#[cfg(test)]
+// The development PKI makes the certificates, so these run in the default (dev-kit) build.
+#[cfg(all(test, feature = "dev-kit"))]
 mod tests {
     use super::*;
-    use crate::devcerts::DevPki;
+    use crate::devkit::certs::DevPki;
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
 

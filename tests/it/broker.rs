@@ -3,23 +3,25 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tableau_double::{FakeTableauHandle, Faults, Latency, SiteUser};
 use tableau_token_broker::clock::{Clock, ManualClock};
-use tableau_token_broker::devcerts::{CertPair, DevPki};
-use tableau_token_broker::fake_tableau::{FakeTableauHandle, Faults, Latency, SiteUser};
+use tableau_token_broker::devkit::certs::{CertPair, DevPki};
+use tableau_token_broker::devkit::local::{
+    self, LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite,
+};
 use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
 use tableau_token_broker::grpc::pb::{self};
-use tableau_token_broker::local::{self, LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite};
 use tableau_token_broker::server::RunningServer;
 use tableau_token_broker::transport::client::ClientError;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-pub const RENDERER: &str = "spiffe://example.org/ns/reports/sa/renderer";
-pub const ADMIN: &str = "spiffe://example.org/ns/ops/sa/admin";
-pub const FIN_LUID: &str = "9a8b7c6d-e4f3-a2b1-c0d9-e8f7a6b5c4d3";
+pub(crate) const RENDERER: &str = "spiffe://example.org/ns/reports/sa/renderer";
+pub(crate) const ADMIN: &str = "spiffe://example.org/ns/ops/sa/admin";
+pub(crate) const FIN_LUID: &str = "9a8b7c6d-e4f3-a2b1-c0d9-e8f7a6b5c4d3";
 
-pub struct Harness {
+pub(crate) struct Harness {
     pub dir: tempfile::TempDir,
     pub pki: DevPki,
     pub fake: FakeTableauHandle,
@@ -28,7 +30,7 @@ pub struct Harness {
     pub config_path: std::path::PathBuf,
 }
 
-pub struct Opts {
+pub(crate) struct Opts {
     pub secret: &'static str,
     pub secret_id: &'static str,
     pub app_enabled: bool,
@@ -49,11 +51,11 @@ impl Default for Opts {
 }
 
 impl Harness {
-    pub async fn start() -> Harness {
+    pub(crate) async fn start() -> Harness {
         Harness::start_with(Opts::default()).await
     }
 
-    pub async fn start_with(opts: Opts) -> Harness {
+    pub(crate) async fn start_with(opts: Opts) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(SystemTime::now());
         let mut app = LocalApp::new("client-1", "sid-1", "finance-secret");
@@ -110,26 +112,26 @@ impl Harness {
         }
     }
 
-    pub fn server(&self) -> &RunningServer {
+    pub(crate) fn server(&self) -> &RunningServer {
         self.server.as_ref().unwrap()
     }
 
-    pub fn client_cert(&self, spiffe: &str) -> CertPair {
+    pub(crate) fn client_cert(&self, spiffe: &str) -> CertPair {
         self.pki
             .issue_client(Some(spiffe), &[], "test-client")
             .unwrap()
     }
 
     /// An mTLS channel to the broker as the holder of `pair`.
-    pub async fn channel(&self, pair: &CertPair) -> Result<Channel, ClientError> {
+    pub(crate) async fn channel(&self, pair: &CertPair) -> Result<Channel, ClientError> {
         local::connect(&self.pki, self.server().local_addr(), pair).await
     }
 
-    pub async fn client_with(&self, pair: &CertPair) -> TokenBrokerClient<Channel> {
+    pub(crate) async fn client_with(&self, pair: &CertPair) -> TokenBrokerClient<Channel> {
         TokenBrokerClient::new(self.channel(pair).await.unwrap())
     }
 
-    pub async fn client(&self, spiffe: &str) -> TokenBrokerClient<Channel> {
+    pub(crate) async fn client(&self, spiffe: &str) -> TokenBrokerClient<Channel> {
         let pair = self.client_cert(spiffe);
         self.client_with(&pair).await
     }
@@ -140,7 +142,7 @@ fn read_req() -> pb::GetCredentialsRequest {
     req("finance", "svc-renderer", &["tableau:content:read"])
 }
 
-pub fn req(site: &str, user: &str, scopes: &[&str]) -> pb::GetCredentialsRequest {
+pub(crate) fn req(site: &str, user: &str, scopes: &[&str]) -> pb::GetCredentialsRequest {
     pb::GetCredentialsRequest {
         site: site.into(),
         user: user.into(),
@@ -455,7 +457,7 @@ impl Harness {
     }
 
     /// Connects with a client certificate and makes one call; true when the broker refused it.
-    pub async fn refuses(&self, pair: &CertPair) -> bool {
+    pub(crate) async fn refuses(&self, pair: &CertPair) -> bool {
         match self.channel(pair).await {
             Err(_) => true,
             Ok(ch) => TokenBrokerClient::new(ch)

@@ -1,67 +1,64 @@
-//! The built-in catalog checked against the source documents in `../shared`.
+//! The built-in catalog checked against facts from Tableau's documentation, kept in this
+//! repository as data (`tests/data/documented_scopes.toml`): every scope string each revision of the
+//! "access scopes for connected apps" page names, and the page's wildcard table.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
-use tableau_token_broker::catalog::{Catalog, Kind};
+use serde::Deserialize;
+use tableau_token_broker::catalog::{Catalog, Kind, Origin};
 use tableau_token_broker::scope::Scope;
 
-fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
+#[derive(Deserialize)]
+struct Documented {
+    revisions: Vec<Revision>,
+    wildcards: Vec<String>,
 }
 
-/// Pulls `tableau:<resource>:<action>` out of running text, where the seeds often glue the next
-/// word on ("tableau:content:readOttieni"): the action is matched greedily against the known ones.
-fn scopes_in(text: &str) -> BTreeSet<String> {
-    const ACTIONS: [&str; 7] = ["download", "create", "delete", "update", "read", "run", "*"];
-    let mut found = BTreeSet::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("tableau:") {
-        rest = &rest[i + "tableau:".len()..];
-        let res_len = rest
-            .bytes()
-            .take_while(|b| b.is_ascii_lowercase() || *b == b'_')
-            .count();
-        if res_len == 0 || rest.as_bytes().get(res_len) != Some(&b':') {
-            continue;
-        }
-        let after = &rest[res_len + 1..];
-        if let Some(a) = ACTIONS.iter().find(|a| after.starts_with(**a)) {
-            found.insert(format!("tableau:{}:{}", &rest[..res_len], a));
-        }
-    }
-    found
+#[derive(Deserialize)]
+struct Revision {
+    id: String,
+    language: String,
+    scopes: Vec<String>,
+}
+
+fn documented() -> Documented {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/documented_scopes.toml"
+    );
+    toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 #[test]
-fn catalog_knows_every_scope_in_the_seeds() {
+fn catalog_knows_every_documented_scope() {
     let catalog = Catalog::builtin();
+    let doc = documented();
+    assert_eq!(doc.revisions.len(), 4, "four revisions of the scopes page");
     let mut seen = BTreeSet::new();
-    let mut files = 0;
-    for entry in std::fs::read_dir(shared().join("seeds")).expect("shared/seeds beside the repo") {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "txt") {
-            files += 1;
-            seen.extend(scopes_in(&std::fs::read_to_string(&path).unwrap()));
+    for rev in &doc.revisions {
+        assert!(
+            rev.scopes.len() >= 40,
+            "revision {} ({}) lists only {} scopes: the data is damaged",
+            rev.id,
+            rev.language,
+            rev.scopes.len()
+        );
+        for s in &rev.scopes {
+            let scope: Scope = s.parse().unwrap_or_else(|e| panic!("{}: {e}", rev.id));
+            assert!(
+                catalog.is_known(&scope),
+                "catalog misses {s} (revision {})",
+                rev.id
+            );
+            seen.insert(s.clone());
         }
     }
-    assert_eq!(files, 4, "four revisions of the scopes page");
-    assert!(
-        seen.len() >= 45,
-        "found only {} scopes: the scan is broken",
-        seen.len()
-    );
-    let unknown: Vec<&String> = seen
-        .iter()
-        .filter(|s| !catalog.is_known(&s.parse::<Scope>().unwrap()))
-        .collect();
-    assert!(unknown.is_empty(), "catalog misses {unknown:?}");
-    // And nothing the catalog marks as from the seeds is absent from them.
+    // And nothing the catalog marks as from the documentation is absent from it.
     for e in catalog.scopes() {
-        if e.origin == tableau_token_broker::catalog::Origin::Seeds {
+        if e.origin == Origin::Seeds {
             assert!(
                 seen.contains(&e.scope.to_string()),
-                "{} is marked as from the seeds but is not in them",
+                "{} is marked as documented but no revision names it",
                 e.scope
             );
         }
@@ -70,14 +67,7 @@ fn catalog_knows_every_scope_in_the_seeds() {
 
 #[test]
 fn wildcard_coverage_matches_the_reference_table() {
-    let reference = std::fs::read_to_string(shared().join("reference/tableau.md")).unwrap();
-    let table: BTreeSet<String> = reference
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `tableau:"))
-        .filter_map(|l| l.split('`').next())
-        .filter(|s| s.ends_with(":*"))
-        .map(|s| format!("tableau:{s}"))
-        .collect();
+    let table: BTreeSet<String> = documented().wildcards.into_iter().collect();
     let catalog = Catalog::builtin();
     let ours: BTreeSet<String> = catalog
         .scopes()

@@ -1,10 +1,12 @@
 //! The one integration-test binary: every module shares a single link step. Real parts throughout:
 //! TLS with rcgen certificates, HTTP on 127.0.0.1, the real binary for CLI tests.
 
+// Test helpers fail loudly: an unwrap in a helper is the test's own assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod broker;
 mod catalog;
 mod cli;
 mod client_cli;
-mod fake_tableau;
 mod tableau_client;
 mod transport;

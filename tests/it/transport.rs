@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use tableau_token_broker::devcerts::{CertPair, DevPki, DevPkiFiles};
+use tableau_token_broker::devkit::certs::{CertPair, DevPki, DevPkiFiles};
 use tableau_token_broker::transport::client::{self, client_config, connect_with_config};
 use tableau_token_broker::transport::tls::PROTOCOL_VERSIONS;
 use tableau_token_broker::transport::{

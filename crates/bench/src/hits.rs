@@ -22,7 +22,7 @@ use crate::setup::World;
 
 /// Which client drives a load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientKind {
+pub(crate) enum ClientKind {
     /// [`RawClient`]: the request encoded once before the run, each reply checked for status
     /// and length only.
     Raw,
@@ -31,7 +31,7 @@ pub enum ClientKind {
 }
 
 /// Cache-hit `GetCredentials` for one key, over one set of connections.
-pub struct BrokerLoad {
+pub(crate) struct BrokerLoad {
     decoding: Arc<Vec<TokenBrokerClient<Channel>>>,
     raw: Arc<Vec<RawClient>>,
     request: GetCredentialsRequest,
@@ -40,7 +40,7 @@ pub struct BrokerLoad {
 
 impl BrokerLoad {
     /// `connections` connections to the broker, all asking for `request`.
-    pub async fn new(
+    pub(crate) async fn new(
         world: &World,
         connections: usize,
         request: GetCredentialsRequest,
@@ -61,12 +61,12 @@ impl BrokerLoad {
     }
 
     /// The encoded request.
-    pub fn request_len(&self) -> usize {
+    pub(crate) fn request_len(&self) -> usize {
         self.body.len()
     }
 
     /// One call with the decoding client (the first one may sign in).
-    pub async fn call_once(&self) -> anyhow::Result<GetCredentialsResponse> {
+    pub(crate) async fn call_once(&self) -> anyhow::Result<GetCredentialsResponse> {
         let mut c = self
             .decoding
             .first()
@@ -77,7 +77,7 @@ impl BrokerLoad {
 
     /// Checks the key is cached: one decoded reply must be a cache hit with a token, and one raw
     /// reply must be as long as it. Returns that length, which every raw reply must have.
-    pub async fn check(&self) -> anyhow::Result<usize> {
+    pub(crate) async fn check(&self) -> anyhow::Result<usize> {
         let reply = self.call_once().await?;
         anyhow::ensure!(
             reply.from_cache,
@@ -95,7 +95,7 @@ impl BrokerLoad {
     }
 
     /// Checks the key is cached, then drives `concurrency` requests in flight with `client`.
-    pub async fn point(
+    pub(crate) async fn point(
         &self,
         client: ClientKind,
         concurrency: usize,
@@ -120,7 +120,7 @@ impl BrokerLoad {
 }
 
 /// The echo baseline, its request and reply sized like `GetCredentials`' ones.
-pub struct EchoLoad {
+pub(crate) struct EchoLoad {
     decoding: Arc<Vec<EchoClient<Channel>>>,
     raw: Arc<Vec<RawClient>>,
     request: EchoRequest,
@@ -131,7 +131,7 @@ pub struct EchoLoad {
 impl EchoLoad {
     /// `connections` connections to the echo server, sending `request_len` bytes of payload and
     /// asking for `reply_size` bytes back.
-    pub async fn new(
+    pub(crate) async fn new(
         world: &World,
         connections: usize,
         request_len: usize,
@@ -157,7 +157,7 @@ impl EchoLoad {
     }
 
     /// One decoded and one raw reply must be the expected size.
-    pub async fn check(&self) -> anyhow::Result<()> {
+    pub(crate) async fn check(&self) -> anyhow::Result<()> {
         let mut c = self.decoding.first().context("no echo connection")?.clone();
         let reply = c
             .echo_get_credentials(self.request.clone())
@@ -181,7 +181,7 @@ impl EchoLoad {
     }
 
     /// Checks the replies, then drives `concurrency` requests in flight with `client`.
-    pub async fn point(
+    pub(crate) async fn point(
         &self,
         client: ClientKind,
         concurrency: usize,

@@ -14,7 +14,7 @@ use tableau_token_broker::scope;
 use crate::setup::{CLIENT_ID, SCOPE, SECRET, SECRET_ID};
 
 /// Rust minting rate (JWTs per second, one thread).
-pub fn mint_rate(n: usize) -> anyhow::Result<f64> {
+pub(crate) fn mint_rate(n: usize) -> anyhow::Result<f64> {
     let minter = Minter::new(clock::system());
     let app = ConnectedApp {
         client_id: CLIENT_ID.into(),
@@ -50,7 +50,7 @@ print(n / (time.perf_counter() - t0))
 "#;
 
 /// PyJWT's minting rate for the same header and claims, or why it could not be measured.
-pub fn pyjwt_rate(n: usize) -> Result<f64, String> {
+pub(crate) fn pyjwt_rate(n: usize) -> Result<f64, String> {
     let out = Command::new("python3")
         .args(["-c", PYJWT, &n.to_string(), CLIENT_ID, SECRET_ID, SECRET])
         .output()
@@ -69,7 +69,7 @@ pub fn pyjwt_rate(n: usize) -> Result<f64, String> {
 
 /// What the tableauserverclient peer measured.
 #[derive(Debug, Clone, serde::Deserialize)]
-pub struct TscPeer {
+pub(crate) struct TscPeer {
     /// Sign-ins done.
     pub count: u64,
     /// Mean time to a usable token.
@@ -81,9 +81,9 @@ pub struct TscPeer {
     pub p99_ms: f64,
 }
 
-/// Runs `bench/tsc_peer.py` `count` times against the double at `url`.
-pub fn tsc_peer(url: &str, site: &str, user: &str, count: usize) -> anyhow::Result<TscPeer> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/tsc_peer.py");
+/// Runs `crates/bench/tsc_peer.py` `count` times against the double at `url`.
+pub(crate) fn tsc_peer(url: &str, site: &str, user: &str, count: usize) -> anyhow::Result<TscPeer> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tsc_peer.py");
     let out = Command::new("python3")
         .args([
             script,
@@ -96,10 +96,10 @@ pub fn tsc_peer(url: &str, site: &str, user: &str, count: usize) -> anyhow::Resu
             &count.to_string(),
         ])
         .output()
-        .context("running python3 bench/tsc_peer.py")?;
+        .context("running python3 crates/bench/tsc_peer.py")?;
     anyhow::ensure!(
         out.status.success(),
-        "bench/tsc_peer.py failed (pip install -r tests/python/requirements.txt): {}",
+        "crates/bench/tsc_peer.py failed (pip install -r tests/python/requirements.txt): {}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(serde_json::from_slice(&out.stdout)?)

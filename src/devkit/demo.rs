@@ -16,13 +16,13 @@ use secrecy::ExposeSecret;
 
 use crate::client_cli::{ClientCliError, code_name, fingerprint};
 use crate::config::ConfigError;
-use crate::devcerts::{DevCertsError, DevPki, DevPkiFiles};
-use crate::fake_tableau::{FakeTableauError, SiteUser};
+use crate::devkit::certs::{DevCertsError, DevPki, DevPkiFiles};
+use crate::devkit::local::{LocalApp, LocalCaller, LocalError, LocalGrant, LocalSetup, LocalSite};
 use crate::grpc::pb;
 use crate::grpc::pb::token_broker_client::TokenBrokerClient;
-use crate::local::{LocalApp, LocalCaller, LocalError, LocalGrant, LocalSetup, LocalSite};
 use crate::server::ServeError;
 use crate::transport::client::ClientError;
+use tableau_double::{FakeTableauError, SiteUser};
 
 /// SPIFFE ID of the demo's report renderer (narrow grant).
 pub const RENDERER_ID: &str = "spiffe://demo.local/ns/reports/sa/renderer";
@@ -339,7 +339,7 @@ async fn script(
     files: &DevPkiFiles,
     cert: &Path,
     key: &Path,
-    double: &crate::fake_tableau::FakeTableauHandle,
+    double: &tableau_double::FakeTableauHandle,
 ) -> Result<(), DemoError> {
     let read = |p: &Path| std::fs::read(p).map_err(io_err(p));
     let key_pem = secrecy::SecretBox::new(Box::new(read(key)?));

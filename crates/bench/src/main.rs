@@ -1,4 +1,4 @@
-//! The benchmark harness: `cargo run --release --bin bench -- [--quick]`.
+//! The benchmark harness: `cargo run --release --bin bench -- [--quick]` from the repository root.
 //!
 //! Measures a cache-hit `GetCredentials` against a bare echo service on the same mTLS stack, the
 //! cold path and sign-in coalescing against the Tableau double, lookups with up to a million
@@ -20,7 +20,7 @@ mod setup;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The echo baseline's generated code (`proto/bench/v1/echo.proto`).
-#[allow(missing_docs, clippy::all)]
+#[allow(missing_docs, unreachable_pub, clippy::all)]
 mod pb {
     tonic::include_proto!("bench.v1");
 }
@@ -203,7 +203,8 @@ async fn main() -> anyhow::Result<()> {
     report.write_json(&json)?;
     println!("\nwrote {}", json.display());
     if !args.quick && args.only.is_none() {
-        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs");
+        // The repository root's docs/, two folders up from this crate.
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs");
         std::fs::create_dir_all(&docs)?;
         let png = docs.join("bench-throughput.png");
         let plotted = match report.plot(&png) {
@@ -499,7 +500,7 @@ async fn burst(
 }
 
 mod pb_broker {
-    pub use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
+    pub(crate) use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
 }
 
 async fn tsc_peer(

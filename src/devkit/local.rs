@@ -1,7 +1,7 @@
 //! A broker and a Tableau double on loopback with development certificates, for the demo, the
 //! benchmark and tests.
 //!
-//! All three need the same thing: a [double](crate::fake_tableau) that knows some sites, users
+//! All three need the same thing: a [double](tableau_double) that knows some sites, users
 //! and one connected app, and a broker configured for the same sites, apps and callers, each
 //! started on `127.0.0.1`. [`LocalSetup`] says that once, from a few parameters, so the double's
 //! configuration and the broker's cannot drift apart. [`LocalSetup::start`] starts the double,
@@ -9,9 +9,9 @@
 //! `check-config` and `serve` read), loads it and starts the broker the way `serve` does.
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), tableau_token_broker::local::LocalError> {
-//! use tableau_token_broker::fake_tableau::SiteUser;
-//! use tableau_token_broker::local::{LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite};
+//! # async fn example() -> Result<(), tableau_token_broker::devkit::local::LocalError> {
+//! use tableau_double::SiteUser;
+//! use tableau_token_broker::devkit::local::{LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite};
 //!
 //! let dir = std::env::temp_dir().join("local-example");
 //! let local = LocalSetup::new(&dir, LocalApp::new("client-id", "secret-id", "secret"))
@@ -42,15 +42,15 @@ use tonic::transport::Channel;
 
 use crate::clock::{self, SharedClock};
 use crate::config::{Config, ConfigError, WireFormat};
-use crate::devcerts::{CertPair, DevCertsError, DevPki};
-use crate::fake_tableau::{
-    AppSecret, ConnectedApp, FakeTableau, FakeTableauConfig, FakeTableauError, FakeTableauHandle,
-    Site, SiteUser,
-};
+use crate::devkit::certs::{CertPair, DevCertsError, DevPki};
 use crate::server::{self, RunningServer, ServeError};
 use crate::transport::TlsFiles;
 use crate::transport::client::ClientError;
 use crate::transport::identity::IdentitySources;
+use tableau_double::{
+    AppSecret, ConnectedApp, FakeTableau, FakeTableauConfig, FakeTableauError, FakeTableauHandle,
+    Site, SiteUser,
+};
 
 /// The broker configuration's file name inside the setup's folder.
 pub const CONFIG_FILE: &str = "broker.toml";

@@ -13,9 +13,9 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 /// `GetCredentials` on the broker (as in the generated `TokenBrokerClient`).
-pub const GET_CREDENTIALS: &str = "/tableau_token_broker.v1.TokenBroker/GetCredentials";
+pub(crate) const GET_CREDENTIALS: &str = "/tableau_token_broker.v1.TokenBroker/GetCredentials";
 /// `Echo` on the baseline (as in the generated `EchoClient`).
-pub const ECHO: &str = "/bench.v1.EchoSizedLikeTheBroker/EchoGetCredentials";
+pub(crate) const ECHO: &str = "/bench.v1.EchoSizedLikeTheBroker/EchoGetCredentials";
 
 // The baseline's path is sent and parsed with every request, like the broker's: same length.
 const _: () = assert!(ECHO.len() == GET_CREDENTIALS.len());
@@ -23,7 +23,7 @@ const _: () = assert!(ECHO.len() == GET_CREDENTIALS.len());
 /// A codec whose messages are already-encoded protobuf: the encoder copies the bytes into the
 /// frame, the decoder hands back the frame's bytes without looking at them.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RawCodec;
+pub(crate) struct RawCodec;
 
 impl Codec for RawCodec {
     type Encode = Bytes;
@@ -63,14 +63,14 @@ impl Decoder for RawCodec {
 
 /// One HTTP/2 connection and one fixed method, called with pre-encoded requests.
 #[derive(Debug, Clone)]
-pub struct RawClient {
+pub(crate) struct RawClient {
     grpc: tonic::client::Grpc<Channel>,
     path: PathAndQuery,
 }
 
 impl RawClient {
     /// A client for the method at `path` (e.g. [`GET_CREDENTIALS`]) over `channel`.
-    pub fn new(channel: Channel, path: &'static str) -> RawClient {
+    pub(crate) fn new(channel: Channel, path: &'static str) -> RawClient {
         RawClient {
             grpc: tonic::client::Grpc::new(channel),
             path: PathAndQuery::from_static(path),
@@ -78,7 +78,10 @@ impl RawClient {
     }
 
     /// One client per channel, shared by the load's tasks.
-    pub fn on_each(channels: Vec<Channel>, path: &'static str) -> std::sync::Arc<Vec<RawClient>> {
+    pub(crate) fn on_each(
+        channels: Vec<Channel>,
+        path: &'static str,
+    ) -> std::sync::Arc<Vec<RawClient>> {
         std::sync::Arc::new(
             channels
                 .into_iter()
@@ -89,7 +92,7 @@ impl RawClient {
 
     /// Sends `request` (an encoded protobuf message) and returns the reply's encoded message.
     /// A status other than OK is an error.
-    pub async fn call(&mut self, request: Bytes) -> Result<Bytes, Status> {
+    pub(crate) async fn call(&mut self, request: Bytes) -> Result<Bytes, Status> {
         self.grpc
             .ready()
             .await
@@ -103,7 +106,11 @@ impl RawClient {
 
     /// [`RawClient::call`], and the reply must be `expected` bytes long (the length of a known
     /// good reply); any other length is an error.
-    pub async fn call_expecting(&mut self, request: Bytes, expected: usize) -> Result<(), Status> {
+    pub(crate) async fn call_expecting(
+        &mut self,
+        request: Bytes,
+        expected: usize,
+    ) -> Result<(), Status> {
         let reply = self.call(request).await?;
         if reply.len() == expected {
             Ok(())

@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use tableau_token_broker::devcerts::{CertPair, DevPki};
-use tableau_token_broker::fake_tableau::{FakeTableauHandle, Faults, Latency, SiteUser};
+use tableau_double::{FakeTableauHandle, Faults, Latency, SiteUser};
+use tableau_token_broker::devkit::certs::{CertPair, DevPki};
+use tableau_token_broker::devkit::local::{
+    self, LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite,
+};
 use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
-use tableau_token_broker::local::{self, LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite};
 use tableau_token_broker::server::RunningServer;
 use tableau_token_broker::transport::{self, IdentityLayer, TlsReloader};
 use tokio::net::TcpListener;
@@ -22,28 +24,28 @@ use crate::pb::echo_sized_like_the_broker_server::{
 use crate::pb::{EchoRequest, EchoResponse};
 
 /// The load generator's identity (a SPIFFE ID in its client certificate).
-pub const CALLER: &str = "spiffe://example.org/ns/bench/sa/loadgen";
+pub(crate) const CALLER: &str = "spiffe://example.org/ns/bench/sa/loadgen";
 /// Connected app known to the double and the broker.
-pub const CLIENT_ID: &str = "8e1b7172-39c3-4a32-887e-fc2b4119f56d";
+pub(crate) const CLIENT_ID: &str = "8e1b7172-39c3-4a32-887e-fc2b4119f56d";
 /// Its secret ID (`kid`).
-pub const SECRET_ID: &str = "b0115bf9-3a4b-4c91-b009-cf0c170b1a56";
+pub(crate) const SECRET_ID: &str = "b0115bf9-3a4b-4c91-b009-cf0c170b1a56";
 /// Its secret value.
-pub const SECRET: &str = "bench-connected-app-secret-value";
+pub(crate) const SECRET: &str = "bench-connected-app-secret-value";
 /// Site content URL and broker site name.
-pub const SITE: &str = "finance";
+pub(crate) const SITE: &str = "finance";
 const SITE_LUID: &str = "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d";
 /// The scope every benchmark request asks for.
-pub const SCOPE: &str = "tableau:content:read";
+pub(crate) const SCOPE: &str = "tableau:content:read";
 /// Users the double knows (`user-0` .. `user-{USERS-1}`); cold-path requests use them.
-pub const USERS: usize = 12_000;
+pub(crate) const USERS: usize = 12_000;
 
 /// A user name the double knows.
-pub fn user(i: usize) -> String {
+pub(crate) fn user(i: usize) -> String {
     format!("user-{i}")
 }
 
 /// The running system under test.
-pub struct World {
+pub(crate) struct World {
     _dir: TempDir,
     pub pki: DevPki,
     pub fake: FakeTableauHandle,
@@ -55,7 +57,7 @@ pub struct World {
 impl World {
     /// Starts the double (sign-in latency `signin_latency`), the broker (cache of at most
     /// `max_entries`) and the echo server.
-    pub async fn start(signin_latency: Duration, max_entries: u64) -> anyhow::Result<World> {
+    pub(crate) async fn start(signin_latency: Duration, max_entries: u64) -> anyhow::Result<World> {
         let dir = TempDir::new()?;
         let users = (0..USERS)
             .map(|i| SiteUser::new(user(i), format!("00000000-0000-4000-8000-{i:012}")))
@@ -105,7 +107,7 @@ impl World {
     }
 
     /// `n` HTTP/2 connections to the broker.
-    pub async fn broker_channels(&self, n: usize) -> anyhow::Result<Vec<Channel>> {
+    pub(crate) async fn broker_channels(&self, n: usize) -> anyhow::Result<Vec<Channel>> {
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             v.push(self.channel(self.broker.local_addr()).await?);
@@ -114,7 +116,7 @@ impl World {
     }
 
     /// `n` HTTP/2 connections to the echo server.
-    pub async fn echo_channels(&self, n: usize) -> anyhow::Result<Vec<Channel>> {
+    pub(crate) async fn echo_channels(&self, n: usize) -> anyhow::Result<Vec<Channel>> {
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             v.push(self.channel(self.echo_addr).await?);
@@ -123,7 +125,7 @@ impl World {
     }
 
     /// `n` broker clients, each on its own HTTP/2 connection.
-    pub async fn broker_clients(
+    pub(crate) async fn broker_clients(
         &self,
         n: usize,
     ) -> anyhow::Result<Vec<TokenBrokerClient<Channel>>> {
@@ -157,7 +159,9 @@ impl Echo for EchoService {
 }
 
 /// A cache-hit request for `user`.
-pub fn credentials_request(user: &str) -> tableau_token_broker::grpc::pb::GetCredentialsRequest {
+pub(crate) fn credentials_request(
+    user: &str,
+) -> tableau_token_broker::grpc::pb::GetCredentialsRequest {
     tableau_token_broker::grpc::pb::GetCredentialsRequest {
         site: SITE.into(),
         user: user.into(),

@@ -4,16 +4,43 @@
 //! It checks connected-app JWTs at sign-in the way Tableau documents (and answers with the same
 //! 401001 sub-codes), hands out 32-hex credentials tokens, ends sessions after a lifetime or at
 //! sign-out, and enforces JWT scopes on every REST method of the built-in
-//! [catalog](crate::catalog) (401002 when the scopes do not enable a method, 401000 when the token
+//! [catalog](tableau_common::catalog) (401002 when the scopes do not enable a method, 401000 when the token
 //! is missing, unknown or ended). Allowed calls get small fixture content in the XML shapes
 //! tableauserverclient parses, or Tableau's JSON when asked for.
 //!
 //! Three ways to use it:
 //! - in process: [`FakeTableau::start`] binds `127.0.0.1:0` (or the configured address) and the
 //!   [`FakeTableauHandle`] reports its address, counters ([`FakeStats`]) and takes faults;
-//! - as a command: `tableau-token-broker fake-tableau --config FILE [--listen ADDR]`
-//!   ([`run_from_file`]), which prints `fake-tableau listening on http://ADDR` first;
+//! - as a command: `tableau-double --config FILE [--listen ADDR]` ([`run_from_file`]), which
+//!   prints `fake-tableau listening on http://ADDR` first (the broker's development build offers
+//!   the same as `tableau-token-broker fake-tableau`);
 //! - behind the broker's demo.
+//!
+//! A test in another crate (see this crate's README for the whole example):
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), tableau_double::FakeTableauError> {
+//! let double = tableau_double::FakeTableau::start(tableau_double::FakeTableauConfig::from_toml_str(
+//!     r#"
+//!     [[sites]]
+//!     name = "Finance"
+//!     content_url = "finance"
+//!     luid = "0c5e1d5a-0000-4000-8000-000000000001"
+//!     [[sites.users]]
+//!     name = "svc-renderer"
+//!     luid = "1d6f2e6b-0000-4000-8000-000000000001"
+//!     [[connected_apps]]
+//!     client_id = "my-client-id"
+//!     [[connected_apps.secrets]]
+//!     secret_id = "my-secret-id"
+//!     value = "a-secret-value-of-at-least-32-bytes"
+//!     "#,
+//! )?)
+//! .await?;
+//! println!("Tableau at {}", double.base_url());
+//! assert_eq!(double.stats().signins, 0);
+//! # Ok(()) }
+//! ```
 //!
 //! Configuration: [`FakeTableauConfig`], documented field by field in
 //! `examples/fake-tableau.toml`.
@@ -63,7 +90,7 @@ pub use config::{
 };
 pub use state::FakeStats;
 
-use crate::clock::{self, SharedClock};
+use tableau_common::clock::{self, SharedClock};
 
 /// Why the double could not load its configuration or start.
 #[derive(Debug, thiserror::Error)]

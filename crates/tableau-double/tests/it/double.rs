@@ -10,8 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tableau_token_broker::clock::{ManualClock, unix_secs};
-use tableau_token_broker::fake_tableau::{
+use tableau_common::clock::{ManualClock, unix_secs};
+use tableau_double::{
     AppSecret, ConnectedApp, FakeTableau, FakeTableauConfig, FakeTableauHandle, Faults, Latency,
     Site, SiteUser, SlowBody, TlsConfig,
 };
@@ -81,7 +81,7 @@ impl Fake {
     }
 
     fn now(&self) -> u64 {
-        unix_secs(tableau_token_broker::clock::Clock::now(&*self.clock))
+        unix_secs(tableau_common::clock::Clock::now(&*self.clock))
     }
 
     fn url(&self, path: &str) -> String {
@@ -776,7 +776,7 @@ async fn stats_are_the_same_in_process_and_over_http() {
     let token = f.token(json!(["tableau:content:read"])).await;
     f.call("GET", &sites_path("/views"), Some(&token)).await;
     f.call("GET", "/sites/x/nothing/here", Some(&token)).await;
-    let over_http: tableau_token_broker::fake_tableau::FakeStats = f
+    let over_http: tableau_double::FakeStats = f
         .http
         .get(f.url("/_fake/stats"))
         .send()
@@ -1105,7 +1105,7 @@ async fn shutdown_stops_listening() {
 #[test]
 fn configuration_loads_and_is_checked() {
     let example =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fake-tableau.toml");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fake-tableau.toml");
     let cfg = FakeTableauConfig::from_file(&example).unwrap();
     assert_eq!(cfg.sites.len(), 2);
     assert_eq!(cfg.connected_apps[0].secrets.len(), 2);

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::FakeTableauError;
-use crate::catalog::Catalog;
+use tableau_common::catalog::Catalog;
 
 /// Fault endpoint name for `POST /api/{version}/auth/signin`.
 pub const ENDPOINT_SIGNIN: &str = "signin";

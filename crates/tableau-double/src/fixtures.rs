@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::config::Site;
-use crate::catalog::Method;
+use tableau_common::catalog::Method;
 
 /// Tableau's XML namespace.
 pub(crate) const NS: &str = "http://tableau.com/api";

@@ -10,8 +10,8 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 use super::config::{ConnectedApp, Site};
-use crate::clock::unix_secs;
-use crate::scope::Scope;
+use tableau_common::clock::unix_secs;
+use tableau_common::scope::Scope;
 
 /// Longest `exp` Tableau accepts after issue.
 pub(crate) const MAX_LIFETIME_SECS: i64 = 10 * 60;

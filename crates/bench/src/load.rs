@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 
 /// What one load point measured.
 #[derive(Debug, Clone)]
-pub struct Point {
+pub(crate) struct Point {
     /// Completed requests per second.
     pub rps: f64,
     /// Latency, microseconds.
@@ -33,7 +33,7 @@ pub struct Point {
 impl Point {
     /// The median of several runs of the same point, figure by figure: one run disturbed by
     /// the rest of the machine moves it less than it moves a mean.
-    pub fn median(points: &[Point]) -> Point {
+    pub(crate) fn median(points: &[Point]) -> Point {
         let med = |f: fn(&Point) -> f64| median(points.iter().map(f).collect());
         Point {
             rps: med(|p| p.rps),
@@ -48,7 +48,7 @@ impl Point {
 }
 
 /// The median of some values (the mean of the middle two for an even count; 0 for none).
-pub fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => 0.0,
@@ -58,13 +58,13 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// A new latency histogram in nanoseconds (1 ns to 100 s, 3 significant digits).
-pub fn histogram() -> anyhow::Result<Histogram<u64>> {
+pub(crate) fn histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 100_000_000_000, 3)?)
 }
 
 /// Runs `call(i)` (where `i` counts up per task, starting from the task number) from
 /// `concurrency` tasks for `duration`, after `warmup` of the same load that is not recorded.
-pub async fn run<F, Fut, E>(
+pub(crate) async fn run<F, Fut, E>(
     concurrency: usize,
     warmup: Duration,
     duration: Duration,
@@ -151,7 +151,7 @@ fn process_cpu() -> Option<Duration> {
 }
 
 /// Figures from a histogram of nanoseconds collected over `elapsed_s` seconds.
-pub fn summarize(h: &Histogram<u64>, errors: u64, elapsed_s: f64) -> Point {
+pub(crate) fn summarize(h: &Histogram<u64>, errors: u64, elapsed_s: f64) -> Point {
     let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Point {
         rps: h.len() as f64 / elapsed_s,

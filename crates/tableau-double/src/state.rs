@@ -7,9 +7,9 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::config::{ConnectedApp, Faults, Site};
-use crate::catalog::Catalog;
-use crate::clock::SharedClock;
-use crate::scope::Scope;
+use tableau_common::catalog::Catalog;
+use tableau_common::clock::SharedClock;
+use tableau_common::scope::Scope;
 
 /// A snapshot of the double's counters, for tests and benchmarks (also `GET /_fake/stats`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
