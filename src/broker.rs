@@ -12,12 +12,12 @@ use tokio::sync::mpsc;
 use crate::audit::Fingerprinter;
 use crate::cache::{CacheKey, CredentialCache, Credentials, KeyRef, Lookup};
 use crate::clock::SharedClock;
-use crate::config::{Config, MAX_JWT_TTL, SiteConfig, WireFormat};
+use crate::config::{Config, MAX_JWT_TTL, SiteConfig};
 use crate::error::BrokerError;
 use crate::mint::{MintedJwt, Minter};
-use crate::policy::{AccessRequest, Allowed, CallerEntry};
+use crate::policy::{AccessRequest, Authorization, CallerEntry};
 use crate::scope::Scope;
-use crate::tableau::{ClientOptions, Format, SignInTarget, TableauClient};
+use crate::tableau::{ClientOptions, SignInTarget, TableauClient};
 
 /// A request for credentials, as the caller sent it.
 #[derive(Debug, Clone, Default)]
@@ -36,7 +36,7 @@ pub struct CredentialsRequest {
 
 /// Credentials handed to a caller.
 #[derive(Debug, Clone)]
-pub struct Granted {
+pub struct IssuedCredentials {
     /// The session.
     pub credentials: Arc<Credentials>,
     /// True when no sign-in happened for this call.
@@ -55,13 +55,13 @@ pub struct Invalidated {
 }
 
 /// Everything derived from one configuration; swapped whole on reload.
-struct Runtime {
+struct Snapshot {
     config: Arc<Config>,
     clients: HashMap<String, TableauClient>,
 }
 
-impl Runtime {
-    fn new(config: Config, clock: &SharedClock) -> Result<Runtime, BrokerError> {
+impl Snapshot {
+    fn new(config: Config, clock: &SharedClock) -> Result<Snapshot, BrokerError> {
         let mut clients = HashMap::new();
         for (name, site) in &config.sites {
             let client = TableauClient::new(ClientOptions {
@@ -74,7 +74,7 @@ impl Runtime {
             .with_clock(clock.clone());
             clients.insert(name.clone(), client);
         }
-        Ok(Runtime {
+        Ok(Snapshot {
             config: Arc::new(config),
             clients,
         })
@@ -83,7 +83,7 @@ impl Runtime {
 
 /// The broker. One per process; share it behind an `Arc`.
 pub struct Broker {
-    runtime: ArcSwap<Runtime>,
+    snapshot: ArcSwap<Snapshot>,
     cache: CredentialCache,
     minter: Minter,
     clock: SharedClock,
@@ -103,22 +103,19 @@ fn target(site: &SiteConfig) -> SignInTarget {
         server_url: site.server_url.clone(),
         api_version: site.api_version.clone(),
         content_url: site.content_url.clone(),
-        format: match site.format {
-            WireFormat::Xml => Format::Xml,
-            WireFormat::Json => Format::Json,
-        },
+        format: site.format,
     }
 }
 
 impl Broker {
     /// Builds the broker and starts its sign-out worker; call inside a tokio runtime.
     pub fn new(config: Config, clock: SharedClock) -> Result<Arc<Broker>, BrokerError> {
-        let runtime = Runtime::new(config, &clock)?;
+        let snapshot = Snapshot::new(config, &clock)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let evicted = runtime.config.cache.sign_out_on_evict.then_some(tx);
-        let cache = CredentialCache::new(runtime.config.cache.max_entries, clock.clone(), evicted);
+        let evicted = snapshot.config.cache.sign_out_on_evict.then_some(tx);
+        let cache = CredentialCache::new(snapshot.config.cache.max_entries, clock.clone(), evicted);
         let broker = Arc::new(Broker {
-            runtime: ArcSwap::from_pointee(runtime),
+            snapshot: ArcSwap::from_pointee(snapshot),
             cache,
             minter: Minter::new(clock.clone()),
             clock,
@@ -131,14 +128,14 @@ impl Broker {
 
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.runtime.load().config)
+        Arc::clone(&self.snapshot.load().config)
     }
 
     /// Replaces the configuration. Everything is built first; on error the running one stays.
     /// Cached sessions stay too: each request is still checked against the new policy.
     pub fn reload(&self, config: Config) -> Result<(), BrokerError> {
-        let runtime = Runtime::new(config, &self.clock)?;
-        self.runtime.store(Arc::new(runtime));
+        let snapshot = Snapshot::new(config, &self.clock)?;
+        self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }
 
@@ -159,7 +156,7 @@ impl Broker {
         site: &str,
         user: &str,
         scopes: &[String],
-    ) -> Result<(Allowed, Arc<SiteConfig>), BrokerError> {
+    ) -> Result<(Authorization, Arc<SiteConfig>), BrokerError> {
         if site.trim().is_empty() {
             return Err(BrokerError::InvalidArgument {
                 field: "site",
@@ -194,7 +191,7 @@ impl Broker {
         &self,
         identity: &str,
         req: CredentialsRequest,
-    ) -> Result<Granted, BrokerError> {
+    ) -> Result<IssuedCredentials, BrokerError> {
         let result = self.get_credentials_inner(identity, &req).await;
         match &result {
             Ok(g) => tracing::info!(
@@ -228,11 +225,16 @@ impl Broker {
         &self,
         identity: &str,
         req: &CredentialsRequest,
-    ) -> Result<Granted, BrokerError> {
-        let runtime = self.runtime.load_full();
-        let (allowed, site) =
-            self.authorize(&runtime.config, identity, &req.site, &req.user, &req.scopes)?;
-        let usable = usable_life(&runtime.config, &site);
+    ) -> Result<IssuedCredentials, BrokerError> {
+        let snapshot = self.snapshot.load_full();
+        let (allowed, site) = self.authorize(
+            &snapshot.config,
+            identity,
+            &req.site,
+            &req.user,
+            &req.scopes,
+        )?;
+        let usable = usable_life(&snapshot.config, &site);
         if req.min_remaining >= usable {
             return Err(BrokerError::InvalidArgument {
                 field: "min_remaining",
@@ -255,7 +257,7 @@ impl Broker {
         };
         // Built on every call but cheap: it only borrows. Clones happen on a miss, inside it.
         let sign_in = |key: &CacheKey| {
-            let client = runtime.clients.get(&site.name).cloned();
+            let client = snapshot.clients.get(&site.name).cloned();
             let (site, key) = (Arc::clone(&site), key.clone());
             let (minter, clock, fp) = (
                 self.minter.clone(),
@@ -270,7 +272,7 @@ impl Broker {
             }
         };
         let (credentials, from_cache) = self.cache.get_or_sign_in(key, lookup, sign_in).await?;
-        Ok(Granted {
+        Ok(IssuedCredentials {
             credentials,
             from_cache,
             site,
@@ -376,10 +378,10 @@ impl Broker {
     }
 
     async fn sign_out(&self, c: &Credentials) -> bool {
-        let runtime = self.runtime.load_full();
+        let snapshot = self.snapshot.load_full();
         let (Some(site), Some(client)) = (
-            runtime.config.site(&c.key.site),
-            runtime.clients.get(&*c.key.site),
+            snapshot.config.site(&c.key.site),
+            snapshot.clients.get(&*c.key.site),
         ) else {
             return false;
         };
@@ -405,7 +407,7 @@ fn usable_life(config: &Config, site: &SiteConfig) -> Duration {
 }
 
 /// The `jti` in an audit line: only a sign-in has one; a cache hit shows it empty.
-struct Jti<'a>(&'a Granted);
+struct Jti<'a>(&'a IssuedCredentials);
 
 impl std::fmt::Display for Jti<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

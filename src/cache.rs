@@ -399,11 +399,6 @@ impl CredentialCache {
         self.entries.get(&c.key).filter(|e| Arc::ptr_eq(e, &c))
     }
 
-    /// Removes an entry by key.
-    pub fn remove(&self, key: &CacheKey) -> Option<Arc<Credentials>> {
-        self.entries.remove(key)
-    }
-
     /// Runs moka's pending housekeeping (expiry, eviction notifications) now, and forgets
     /// interned values no entry uses any more.
     pub fn run_pending_tasks(&self) {

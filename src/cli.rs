@@ -1,6 +1,7 @@
 //! Command-line surface. `main.rs` parses [`Cli`] and dispatches; the work lives in library
 //! functions so tests can call them without a process.
 
+#[cfg(feature = "dev-kit")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -192,8 +192,9 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// A short, unusable prefix of a secret for readable output: `12ab…`.
-pub fn fingerprint(secret: &str) -> String {
+/// The first characters of a token or JWT for readable output (`12ab…`): a raw prefix that is
+/// too short to use, unlike the audit log's keyed `audit::Fingerprint`, which reveals nothing.
+pub fn token_prefix(secret: &str) -> String {
     let prefix: String = secret.chars().take(PREFIX_CHARS).collect();
     format!("{prefix}…")
 }
@@ -334,7 +335,7 @@ pub fn render_credentials(r: &pb::GetCredentialsResponse, json: bool, token_only
          server       {} (REST API {})\n\
          scopes       {}\n\
          expires at   {}\n",
-        fingerprint(&r.token),
+        token_prefix(&r.token),
         if r.from_cache {
             "cache hit"
         } else {
@@ -378,7 +379,7 @@ pub async fn mint(conn: &ConnectOpts, args: &MintArgs) -> Result<String, ClientC
         "jwt          {} (full JWT: --jwt-only or --json)\n\
          jti          {}\n\
          expires at   {}\n",
-        fingerprint(&r.jwt),
+        token_prefix(&r.jwt),
         r.jti,
         rfc3339(r.expires_at),
     ))
@@ -414,7 +415,7 @@ pub async fn invalidate(
     }
     Ok(format!(
         "token {}: {}, {}\n",
-        fingerprint(token.expose_secret()),
+        token_prefix(token.expose_secret()),
         if r.evicted {
             "evicted from the cache"
         } else {
@@ -517,7 +518,7 @@ mod tests {
             e.to_string(),
             "PERMISSION_DENIED (SCOPE_NOT_ALLOWED): scope x is not granted"
         );
-        assert_eq!(fingerprint("12abcdef"), "12ab…");
+        assert_eq!(token_prefix("12abcdef"), "12ab…");
     }
 
     #[test]

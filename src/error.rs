@@ -60,6 +60,20 @@ pub enum BrokerError {
         /// What is wrong and what to send instead.
         message: String,
     },
+    /// The connection carries no verified client-certificate identity. The TLS layer refuses such
+    /// connections, so reaching a handler without one is a wiring fault, still answered cleanly.
+    #[error(
+        "no verified client certificate on this connection; connect with mTLS and a client certificate from the broker's client CA"
+    )]
+    Unauthenticated,
+    /// No service or method of the broker has this path.
+    #[error(
+        "{path} is not a method of the broker; see proto/tableau_token_broker/v1/broker.proto or use server reflection"
+    )]
+    Unimplemented {
+        /// The request path (at most 100 characters of it).
+        path: String,
+    },
     /// The caller's policy refuses the request.
     #[error("{0}")]
     Denied(Denial),
@@ -134,6 +148,8 @@ impl BrokerError {
     pub fn reason(&self) -> String {
         match self {
             BrokerError::InvalidArgument { .. } => "INVALID_REQUEST".into(),
+            BrokerError::Unauthenticated => "UNAUTHENTICATED".into(),
+            BrokerError::Unimplemented { .. } => "UNIMPLEMENTED".into(),
             BrokerError::Denied(d) => match d {
                 Denial::NoScopes => "NO_SCOPES".into(),
                 Denial::MalformedScope(_) => "MALFORMED_SCOPE".into(),

@@ -123,7 +123,7 @@ pub struct Grant {
     pub sites: Vec<String>,
     /// Users the caller may act as.
     pub users: Vec<UserPattern>,
-    /// Allowed scopes; a wildcard allows its documented coverage.
+    /// Authorization scopes; a wildcard allows its documented coverage.
     pub scopes: Vec<Scope>,
     /// Refused even when allowed above; deny wins within the grant.
     pub deny_scopes: Vec<Scope>,
@@ -173,7 +173,7 @@ pub struct AccessRequest<'a> {
 
 /// A granted request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Allowed {
+pub struct Authorization {
     /// Deduplicated, sorted scopes: the cache key's scope part and the JWT's `scp`.
     pub scopes: Vec<Scope>,
     /// The longest JWT lifetime any matching grant allows (`None`: no grant limit).
@@ -316,7 +316,7 @@ impl Policy {
 
     /// Decides a request. Deny by default: allowed only when one grant matches the site and the user
     /// and covers every requested scope without denying any.
-    pub fn decide(&self, req: &AccessRequest<'_>) -> Result<Allowed, Denial> {
+    pub fn decide(&self, req: &AccessRequest<'_>) -> Result<Authorization, Denial> {
         let scopes = self.normalize_scopes(req.scopes)?;
         let Some(entry) = self.caller(req.identity) else {
             return Err(Denial::UnknownCaller {
@@ -341,7 +341,7 @@ impl Policy {
             }
         }
         if allowed {
-            return Ok(Allowed {
+            return Ok(Authorization {
                 scopes,
                 max_jwt_ttl: if unlimited { None } else { max_jwt_ttl },
             });
@@ -429,7 +429,7 @@ mod tests {
         site: &'a str,
         user: &'a str,
         scopes: &[&str],
-    ) -> Result<Allowed, Denial> {
+    ) -> Result<Authorization, Denial> {
         let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
         p.decide(&AccessRequest {
             identity: id,

@@ -15,6 +15,7 @@ use crate::broker::Broker;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError};
 use crate::error::BrokerError;
+use crate::grpc::routes::GrpcRoutes;
 use crate::grpc::{TokenBrokerService, pb};
 use crate::transport::{self, IdentityLayer, TlsError, TlsFiles, TlsReloader};
 
@@ -95,22 +96,34 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl and newer tools speak v1; Python's grpcio-reflection and
+    // several GUI clients still speak v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     let incoming = transport::incoming(listener, tls.clone(), server.identity_sources.clone());
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder()
-        .layer(IdentityLayer::new())
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(TokenBrokerService::new(Arc::clone(&broker)).into_server());
-    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-        let _ = stopped.await;
-    }));
+    let routes = GrpcRoutes::new()
+        .service(health_service)
+        .service(reflection)
+        .service(reflection_v1alpha)
+        .service(TokenBrokerService::new(Arc::clone(&broker)).into_server());
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(IdentityLayer::new())
+            .serve_with_incoming_shutdown(routes, incoming, async {
+                let _ = stopped.await;
+            }),
+    );
     tracing::info!(addr = %local_addr, "broker listening (mTLS)");
     Ok(RunningServer {
         local_addr,

@@ -88,15 +88,7 @@ impl fmt::Display for Issue {
     }
 }
 
-/// Sign-in body format for a site.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WireFormat {
-    /// `application/xml` (Tableau's default).
-    Xml,
-    /// `application/json`.
-    Json,
-}
+pub use tableau_common::format::Format;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +187,7 @@ pub struct SiteConfig {
     /// Default JWT lifetime (at most [`MAX_JWT_TTL`]).
     pub jwt_ttl: Duration,
     /// Sign-in body format.
-    pub format: WireFormat,
+    pub format: Format,
     /// Extra CA bundle for a private Tableau certificate.
     pub ca_bundle: Option<PathBuf>,
     /// Connected-app credentials.
@@ -641,14 +633,14 @@ fn build_site(
         );
     }
     let format = match s.format.as_deref() {
-        None | Some("xml") => WireFormat::Xml,
-        Some("json") => WireFormat::Json,
+        None | Some("xml") => Format::Xml,
+        Some("json") => Format::Json,
         Some(f) => {
             iss.add(
                 format!("{at}.format"),
                 format!("{f:?} is not \"xml\" or \"json\""),
             );
-            WireFormat::Xml
+            Format::Xml
         }
     };
     let ca_bundle = s.ca_bundle.map(|p| resolve(&p));

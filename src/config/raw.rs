@@ -161,7 +161,7 @@ pub struct RawGrant {
     /// Users: exact names or globs.
     #[serde(default)]
     pub users: Vec<String>,
-    /// Allowed scopes.
+    /// Authorization scopes.
     #[serde(default)]
     pub scopes: Vec<String>,
     /// Scopes refused even when allowed above.

@@ -49,7 +49,7 @@ fn good_config_loads_with_defaults() {
     let site = c.site("finance").unwrap();
     assert_eq!(site.server_url, "https://tableau.example.com");
     assert_eq!(site.jwt_ttl, Duration::from_secs(300));
-    assert_eq!(site.format, WireFormat::Xml);
+    assert_eq!(site.format, Format::Xml);
     assert_eq!(site.app.secret.expose_secret(), "very-secret-value");
     assert_eq!(c.cache.max_entries, DEFAULT_CACHE_MAX_ENTRIES);
     assert!(c.cache.sign_out_on_evict);

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use secrecy::ExposeSecret;
 
-use crate::client_cli::{ClientCliError, code_name, fingerprint};
+use crate::client_cli::{ClientCliError, code_name, token_prefix};
 use crate::config::ConfigError;
 use crate::devkit::certs::{DevCertsError, DevPki, DevPkiFiles};
 use crate::devkit::local::{LocalApp, LocalCaller, LocalError, LocalGrant, LocalSetup, LocalSite};
@@ -373,7 +373,7 @@ async fn script(
     say!(
         out,
         "   sign-in: token {}, site LUID {}, from_cache={}, expires_at {}",
-        fingerprint(&first.token),
+        token_prefix(&first.token),
         first.site_luid,
         first.from_cache,
         expires(&first)
@@ -390,7 +390,7 @@ async fn script(
     say!(
         out,
         "   cache hit: token {} ({}), from_cache={}, expires_at {}",
-        fingerprint(&second.token),
+        token_prefix(&second.token),
         if second.token == first.token {
             "the same token"
         } else {

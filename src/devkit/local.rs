@@ -41,7 +41,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tonic::transport::Channel;
 
 use crate::clock::{self, SharedClock};
-use crate::config::{Config, ConfigError, WireFormat};
+use crate::config::{Config, ConfigError, Format};
 use crate::devkit::certs::{CertPair, DevCertsError, DevPki};
 use crate::server::{self, RunningServer, ServeError};
 use crate::transport::TlsFiles;
@@ -119,7 +119,7 @@ pub struct LocalSite {
     /// and users.
     pub double: Site,
     /// The sign-in body format the broker uses.
-    pub format: WireFormat,
+    pub format: Format,
     /// Where the broker sends this site's sign-ins; the double when `None`.
     pub server_url: Option<String>,
     /// Secret ID and value the broker is given instead of the app's, so tests can see Tableau
@@ -138,7 +138,7 @@ impl LocalSite {
         LocalSite {
             double: Site::new(title(&name), &name, luid, users),
             name,
-            format: WireFormat::Xml,
+            format: Format::Xml,
             server_url: None,
             broker_secret: None,
             secret_in_file: false,
@@ -153,7 +153,7 @@ impl LocalSite {
 
     /// Signs in with JSON bodies instead of XML.
     pub fn json(mut self) -> Self {
-        self.format = WireFormat::Json;
+        self.format = Format::Json;
         self
     }
 
@@ -224,7 +224,7 @@ pub struct LocalGrant {
     pub sites: Vec<String>,
     /// User names or patterns.
     pub users: Vec<String>,
-    /// Granted scopes (wildcards allowed).
+    /// IssuedCredentials scopes (wildcards allowed).
     pub scopes: Vec<String>,
     /// Scopes refused even when `scopes` covers them.
     pub deny_scopes: Vec<String>,
@@ -423,7 +423,7 @@ impl LocalSetup {
             let _ = writeln!(t, "server_url = {}", quoted(url));
             let _ = writeln!(t, "content_url = {}", quoted(&site.double.content_url));
             let _ = writeln!(t, "session_ttl = \"240m\"\njwt_ttl = \"5m\"");
-            if site.format == WireFormat::Json {
+            if site.format == Format::Json {
                 let _ = writeln!(t, "format = \"json\"");
             }
             let (secret_id, secret) = match &site.broker_secret {

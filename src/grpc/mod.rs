@@ -1,6 +1,7 @@
 //! The gRPC layer: generated types, the `TokenBroker` service, and the error mapping. Thin by
 //! design: it converts messages and delegates every decision to [`crate::broker::Broker`].
 
+pub mod routes;
 pub mod status;
 
 use std::sync::Arc;
@@ -11,7 +12,9 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::{Broker, CredentialsRequest};
 use crate::catalog::{Catalog, Method};
+use crate::error::BrokerError;
 use crate::transport::identity::CallerIdentity;
+use status::to_status;
 
 /// Code generated from `proto/tableau_token_broker/v1/broker.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -48,9 +51,7 @@ fn identity<T>(req: &Request<T>) -> Result<Arc<str>, Status> {
     req.extensions()
         .get::<CallerIdentity>()
         .map(|c| c.id.clone())
-        .ok_or_else(|| {
-            Status::unauthenticated("no verified client certificate identity on this connection")
-        })
+        .ok_or_else(|| to_status(&BrokerError::Unauthenticated))
 }
 
 fn duration(
@@ -60,7 +61,10 @@ fn duration(
     match d {
         None => Ok(None),
         Some(d) => Duration::try_from(d).map(Some).map_err(|_| {
-            Status::invalid_argument(format!("{field}: must be a non-negative duration"))
+            to_status(&BrokerError::InvalidArgument {
+                field,
+                message: "must be a non-negative duration".to_owned(),
+            })
         }),
     }
 }
@@ -167,9 +171,10 @@ impl TokenBroker for TokenBrokerService {
         let caller = identity(&request)?;
         let token = SecretString::from(request.into_inner().token);
         if token.expose_secret().is_empty() {
-            return Err(Status::invalid_argument(
-                "token: empty; send the credentials token Tableau refused",
-            ));
+            return Err(to_status(&BrokerError::InvalidArgument {
+                field: "token",
+                message: "empty; send the credentials token Tableau refused".to_owned(),
+            }));
         }
         let out = self
             .broker

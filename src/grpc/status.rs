@@ -17,6 +17,8 @@ pub const ERROR_DOMAIN: &str = "tableau-token-broker";
 pub fn code(e: &BrokerError) -> Code {
     match e {
         BrokerError::InvalidArgument { .. } => Code::InvalidArgument,
+        BrokerError::Unauthenticated => Code::Unauthenticated,
+        BrokerError::Unimplemented { .. } => Code::Unimplemented,
         BrokerError::Denied(
             Denial::NoScopes | Denial::MalformedScope(_) | Denial::UnknownScope { .. },
         ) => Code::InvalidArgument,

@@ -45,25 +45,15 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(20),
+            connect_timeout: crate::config::DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
             ca_bundle: None,
             user_agent: concat!("tableau-token-broker/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }
 }
 
-/// The wire format used with a site. Both carry the same data; JSON exists because some
-/// deployments (gateways, WAF rules) only let one through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// `application/xml`, Tableau's native format.
-    #[default]
-    Xml,
-    /// `application/json`.
-    Json,
-}
+pub use tableau_common::format::Format;
 
 /// Where to sign in: one Tableau site.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use futures::future::{Either, Ready, ready};
 use tower::{Layer, Service};
 
-use super::{CallerIdentity, PeerInfo};
+use super::PeerInfo;
 
 /// Puts the caller's [`CallerIdentity`] into every request's extensions, taken only from the
 /// connection's verified certificate ([`PeerInfo`]); headers and metadata are never read. A
@@ -62,19 +62,10 @@ where
             }
             None => {
                 tracing::warn!("request without an authenticated peer refused");
-                let status = tonic::Status::unauthenticated(
-                    "no verified client certificate on this connection; connect with mTLS",
-                );
+                let status =
+                    crate::grpc::status::to_status(&crate::error::BrokerError::Unauthenticated);
                 Either::Left(ready(Ok(status.into_http())))
             }
         }
     }
-}
-
-/// The caller of an RPC, as put there by [`IdentityLayer`]; for handlers. Fails with
-/// `UNAUTHENTICATED` if the layer is missing from the server (a wiring bug, never trusted).
-pub fn caller_identity<T>(req: &tonic::Request<T>) -> Result<&CallerIdentity, tonic::Status> {
-    req.extensions()
-        .get::<CallerIdentity>()
-        .ok_or_else(|| tonic::Status::unauthenticated("caller identity unknown"))
 }

@@ -37,7 +37,7 @@ pub use identity::{
     CallerIdentity, IdentityError, IdentitySource, IdentitySources, IdentitySourcesError,
     identity_from_cert,
 };
-pub use layer::{IdentityLayer, IdentityService, caller_identity};
+pub use layer::{IdentityLayer, IdentityService};
 pub use tls::{TlsError, TlsFiles, TlsReloader, load_server_config};
 
 /// What the transport knows about the other end of a connection; tonic copies it into the
@@ -55,13 +55,6 @@ pub struct PeerInfo {
 pub struct TlsConn {
     stream: TlsStream<TcpStream>,
     peer: PeerInfo,
-}
-
-impl TlsConn {
-    /// Who is on the other end.
-    pub fn peer(&self) -> &PeerInfo {
-        &self.peer
-    }
 }
 
 impl AsyncRead for TlsConn {

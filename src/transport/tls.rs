@@ -259,9 +259,4 @@ impl TlsReloader {
     pub fn current(&self) -> Arc<ServerConfig> {
         self.current.load_full()
     }
-
-    /// The files this holder reads on [`TlsReloader::reload`].
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
-    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use tableau_token_broker::devkit::certs::{CertPair, DevPki, DevPkiFiles};
+use tableau_token_broker::grpc::routes::GrpcRoutes;
 use tableau_token_broker::transport::client::{self, client_config, connect_with_config};
 use tableau_token_broker::transport::tls::PROTOCOL_VERSIONS;
 use tableau_token_broker::transport::{
@@ -50,8 +51,7 @@ async fn start(tls: TlsReloader, options: IncomingOptions) -> TestServer {
         tonic::transport::Server::builder()
             .layer(IdentityLayer::new())
             .layer(recorder)
-            .add_service(health)
-            .serve_with_incoming_shutdown(stream, async {
+            .serve_with_incoming_shutdown(GrpcRoutes::new().service(health), stream, async {
                 let _ = rx.await;
             })
             .await

@@ -1,7 +1,7 @@
 """tableauserverclient against the Tableau double.
 
-Starts `tableau-token-broker fake-tableau` (binary from $TTB_BIN, default
-target/debug/tableau-token-broker), signs in with TSC.JWTAuth using a JWT made by PyJWT (not the
+Starts the `tableau-double` program (binary from $DOUBLE_BIN, default target/debug/tableau-double),
+signs in with TSC.JWTAuth using a JWT made by PyJWT (not the
 broker's minting code), lists content, is refused a method its scopes do not cover, signs out,
 and checks that a wrong aud, kid, iss, or an exp 11 minutes out each give their documented
 sub-code.
@@ -38,12 +38,12 @@ USER_LUID = "9f9e9d9c-8b8a-4f8e-8d7c-7b7a6f6d6e6d"
 
 @pytest.fixture(scope="module")
 def fake_url():
-    binary = Path(os.environ.get("TTB_BIN", REPO / "target" / "debug" / "tableau-token-broker"))
+    binary = Path(os.environ.get("DOUBLE_BIN", REPO / "target" / "debug" / "tableau-double"))
     if not binary.is_absolute():
         binary = REPO / binary
-    assert binary.exists(), f"{binary} is missing: run `cargo build` first or set TTB_BIN"
+    assert binary.exists(), f"{binary} is missing: run `cargo build` first or set DOUBLE_BIN"
     proc = subprocess.Popen(
-        [str(binary), "fake-tableau", "--config", str(CONFIG), "--listen", "127.0.0.1:0"],
+        [str(binary), "--config", str(CONFIG), "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -36,9 +36,8 @@ use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use tableau_token_broker::audit::Fingerprinter;
 use tableau_token_broker::cache::{CacheKey, CredentialCache, Credentials, KeyRef, Lookup};
-use tableau_token_broker::config::WireFormat;
 use tableau_token_broker::error::BrokerError;
-use tableau_token_broker::tableau::{ClientOptions, Format, SignInTarget, TableauClient};
+use tableau_token_broker::tableau::{ClientOptions, SignInTarget, TableauClient};
 
 use crate::hits::{BrokerLoad, ClientKind, EchoLoad};
 use crate::load::Point;
@@ -404,10 +403,7 @@ async fn cold_path(
         server_url: world.fake.base_url().to_owned(),
         api_version: site.api_version.clone(),
         content_url: SITE.to_owned(),
-        format: match site.format {
-            WireFormat::Xml => Format::Xml,
-            WireFormat::Json => Format::Json,
-        },
+        format: site.format,
     };
     // The double's own sign-in latency, as a direct client sees it (mint + HTTP sign-in).
     let direct = TableauClient::new(ClientOptions::default())?;

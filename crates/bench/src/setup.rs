@@ -12,6 +12,7 @@ use tableau_token_broker::devkit::local::{
     self, LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite,
 };
 use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
+use tableau_token_broker::grpc::routes::GrpcRoutes;
 use tableau_token_broker::server::RunningServer;
 use tableau_token_broker::transport::{self, IdentityLayer, TlsReloader};
 use tokio::net::TcpListener;
@@ -86,10 +87,13 @@ impl World {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let echo_addr = listener.local_addr()?;
         let incoming = transport::incoming(listener, tls, local.identity_sources.clone());
-        let router = tonic::transport::Server::builder()
-            .layer(IdentityLayer::new())
-            .add_service(EchoServer::new(EchoService));
-        tokio::spawn(router.serve_with_incoming(incoming));
+        // The broker's own stack: the same identity layer and gRPC routing in front of the echo.
+        let routes = GrpcRoutes::new().service(EchoServer::new(EchoService));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(IdentityLayer::new())
+                .serve_with_incoming(routes, incoming),
+        );
 
         let client = local.pki.issue_client(Some(CALLER), &[], "bench-loadgen")?;
         Ok(World {

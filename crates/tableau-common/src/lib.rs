@@ -7,4 +7,5 @@
 
 pub mod catalog;
 pub mod clock;
+pub mod format;
 pub mod scope;

@@ -33,11 +33,7 @@ const REST_API_VERSION: &str = "3.24";
 const PRODUCT_VERSION: &str = "2024.2.0";
 
 /// Response format, chosen from the request's `Accept` and `Content-Type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Xml,
-    Json,
-}
+use tableau_common::format::Format;
 
 fn format_of(headers: &HeaderMap) -> Format {
     let has = |name: header::HeaderName, what: &str| {
