@@ -9,4 +9,5 @@ mod catalog;
 mod cli;
 mod client_cli;
 mod tableau_client;
+mod tableau_double;
 mod transport;

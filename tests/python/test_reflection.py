@@ -3,7 +3,7 @@
 - v1alpha: Python's grpcio-reflection (`ProtoReflectionDescriptorDatabase`), the client that
   several GUI tools also speak;
 - v1: stubs generated here by grpcio-tools from gRPC's own `reflection.proto` (kept in
-  tests/python/protos), called over the same mTLS channel.
+  tests/python/vendor/protos), called over the same mTLS channel.
 """
 
 import importlib
@@ -18,7 +18,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-PROTOS = Path(__file__).resolve().parent / "protos"
+# gRPC's own reflection.proto, vendored unchanged (Apache-2.0).
+PROTOS = Path(__file__).resolve().parent / "vendor" / "protos"
 SERVICE = "tableau_token_broker.v1.TokenBroker"
 
 

@@ -19,7 +19,7 @@ mod setup;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The echo baseline's generated code (`proto/bench/v1/echo.proto`).
+/// The echo baseline's generated code (`crates/bench/proto/bench/v1/echo.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 mod pb {
     tonic::include_proto!("bench.v1");

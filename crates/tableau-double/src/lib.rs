@@ -312,3 +312,19 @@ async fn wait_for_signal() -> Result<(), FakeTableauError> {
             .map_err(|source| FakeTableauError::Signal { source })
     }
 }
+
+#[cfg(test)]
+mod readme_tests {
+    /// The README's Rust example is the broker's `tests/it/tableau_double.rs`, which CI runs; this
+    /// keeps the README from drifting away from code that compiles and passes.
+    #[test]
+    fn readme_example_is_the_tested_file() {
+        let readme = include_str!("../README.md");
+        let test = include_str!("../../../tests/it/tableau_double.rs");
+        let body = &test[test.find("use std::time").unwrap()..];
+        assert!(
+            readme.contains(body),
+            "README.md's example differs from tests/it/tableau_double.rs: copy the file's code from `use std::time` on"
+        );
+    }
+}
