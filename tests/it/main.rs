@@ -8,5 +8,6 @@ mod broker;
 mod catalog;
 mod cli;
 mod client_cli;
+mod observability;
 mod tableau_client;
 mod transport;
