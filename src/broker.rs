@@ -25,17 +25,20 @@ use crate::tableau::{ClientOptions, SignInTarget, TableauClient};
 /// outcome from a fixed vocabulary (or Tableau's numeric error code).
 #[derive(Debug, Default)]
 pub struct SignInStats {
-    sign_ins: LabeledCounters<(Arc<str>, Arc<str>)>,
+    sign_ins: LabeledCounters<SiteOutcome>,
     latency: LatencyHistogram,
     sign_outs: LabeledCounters<&'static str>,
 }
+
+/// A `(site, outcome)` label pair of [`SignInStats`].
+pub type SiteOutcome = (Arc<str>, Arc<str>);
 
 /// [`SignInStats`] as plain numbers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignInStatsSnapshot {
     /// `((site, outcome), count)`: outcome is `ok`, Tableau's error code (`401001`),
     /// `unavailable`, `rate_limited` or `internal`.
-    pub sign_ins: Vec<((Arc<str>, Arc<str>), u64)>,
+    pub sign_ins: Vec<(SiteOutcome, u64)>,
     /// How long sign-ins took (JWT minting and the call to Tableau), successful or not.
     pub latency: HistogramSnapshot,
     /// `(outcome, count)`: `ok` or `failed`.
