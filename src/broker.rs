@@ -17,7 +17,71 @@ use crate::error::BrokerError;
 use crate::mint::{MintedJwt, Minter};
 use crate::policy::{AccessRequest, Authorization, CallerEntry};
 use crate::scope::Scope;
+use crate::stats::{HistogramSnapshot, LabeledCounters, LatencyHistogram};
 use crate::tableau::{ClientOptions, SignInTarget, TableauClient};
+
+/// What the broker counts about its sign-ins and sign-outs at Tableau, for metrics: plain
+/// numbers, read with [`Self::snapshot`]. Labels are bounded: a configured site name and an
+/// outcome from a fixed vocabulary (or Tableau's numeric error code).
+#[derive(Debug, Default)]
+pub struct SignInStats {
+    sign_ins: LabeledCounters<SiteOutcome>,
+    latency: LatencyHistogram,
+    sign_outs: LabeledCounters<&'static str>,
+}
+
+/// A `(site, outcome)` label pair of [`SignInStats`].
+pub type SiteOutcome = (Arc<str>, Arc<str>);
+
+/// [`SignInStats`] as plain numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignInStatsSnapshot {
+    /// `((site, outcome), count)`: outcome is `ok`, Tableau's error code (`401001`),
+    /// `unavailable`, `rate_limited` or `internal`.
+    pub sign_ins: Vec<(SiteOutcome, u64)>,
+    /// How long sign-ins took (JWT minting and the call to Tableau), successful or not.
+    pub latency: HistogramSnapshot,
+    /// `(outcome, count)`: `ok` or `failed`.
+    pub sign_outs: Vec<(&'static str, u64)>,
+}
+
+impl SignInStats {
+    /// The counts now.
+    pub fn snapshot(&self) -> SignInStatsSnapshot {
+        SignInStatsSnapshot {
+            sign_ins: self.sign_ins.snapshot(),
+            latency: self.latency.snapshot(),
+            sign_outs: self.sign_outs.snapshot(),
+        }
+    }
+
+    fn record(&self, site: &str, result: &Result<Credentials, BrokerError>, took: Duration) {
+        self.latency.observe(took);
+        let outcome: Arc<str> = match result {
+            Ok(_) => Arc::from("ok"),
+            Err(e) => Arc::from(sign_in_outcome(e)),
+        };
+        self.sign_ins.inc((Arc::from(site), outcome));
+    }
+}
+
+/// The outcome label of a failed sign-in: Tableau's error code when it answered with one (a
+/// short number, so the label set stays bounded whatever Tableau sends), else a fixed word.
+pub fn sign_in_outcome(e: &BrokerError) -> &str {
+    match e {
+        BrokerError::Unavailable { .. } => "unavailable",
+        BrokerError::RateLimited { .. } => "rate_limited",
+        _ => match e.tableau_codes().0 {
+            Some(code)
+                if (1..=6).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                code
+            }
+            Some(_) => "rejected",
+            None => "internal",
+        },
+    }
+}
 
 /// A request for credentials, as the caller sent it.
 #[derive(Debug, Clone, Default)]
@@ -88,6 +152,7 @@ pub struct Broker {
     minter: Minter,
     clock: SharedClock,
     fingerprints: Arc<Fingerprinter>,
+    stats: Arc<SignInStats>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -120,6 +185,7 @@ impl Broker {
             minter: Minter::new(clock.clone()),
             clock,
             fingerprints: Arc::new(Fingerprinter::new()),
+            stats: Arc::default(),
         });
         tokio::spawn(sign_out_worker(Arc::downgrade(&broker), rx));
         tokio::spawn(housekeeping(Arc::downgrade(&broker)));
@@ -142,6 +208,11 @@ impl Broker {
     /// The cache, for metrics and tests.
     pub fn cache(&self) -> &CredentialCache {
         &self.cache
+    }
+
+    /// Sign-ins and sign-outs at Tableau, for metrics.
+    pub fn sign_in_stats(&self) -> &SignInStats {
+        &self.stats
     }
 
     /// The token fingerprinter, so transport logs can match the audit lines.
@@ -259,16 +330,21 @@ impl Broker {
         let sign_in = |key: &CacheKey| {
             let client = snapshot.clients.get(&site.name).cloned();
             let (site, key) = (Arc::clone(&site), key.clone());
-            let (minter, clock, fp) = (
+            let (minter, clock, fp, stats) = (
                 self.minter.clone(),
                 self.clock.clone(),
                 Arc::clone(&self.fingerprints),
+                Arc::clone(&self.stats),
             );
             async move {
                 let client = client.ok_or_else(|| {
                     BrokerError::Internal(format!("no client for site {}", site.name))
                 })?;
-                sign_in(client, site, key, minter, clock, usable, fp).await
+                let started = std::time::Instant::now();
+                let name = site.name.clone();
+                let result = sign_in(client, site, key, minter, clock, usable, fp).await;
+                stats.record(&name, &result, started.elapsed());
+                result
             }
         };
         let (credentials, from_cache) = self.cache.get_or_sign_in(key, lookup, sign_in).await?;
@@ -390,10 +466,12 @@ impl Broker {
             .await
         {
             Ok(()) => {
+                self.stats.sign_outs.inc("ok");
                 tracing::debug!(site = %c.key.site, token_fp = %c.digest.fingerprint(), "signed out");
                 true
             }
             Err(e) => {
+                self.stats.sign_outs.inc("failed");
                 tracing::warn!(site = %c.key.site, token_fp = %c.digest.fingerprint(), error = %e, "sign-out failed");
                 false
             }

@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -22,6 +23,7 @@ use futures::future::{BoxFuture, Shared};
 use moka::notification::RemovalCause;
 use secrecy::SecretString;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::audit::TokenDigest;
 use crate::clock::SharedClock;
@@ -180,6 +182,67 @@ pub struct Lookup {
 
 type SharedSignIn = Shared<BoxFuture<'static, Result<Arc<Credentials>, BrokerError>>>;
 
+/// A sign-in in flight: the shared result, and the span it runs in, so that callers who join it
+/// can link their own span to it.
+type Inflight = HashMap<CacheKey, (SharedSignIn, tracing::Span)>;
+
+/// What the cache counts about itself, for metrics: plain atomics, read with [`Self::snapshot`].
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    coalesced: AtomicU64,
+    evicted_expired: AtomicU64,
+    evicted_size: AtomicU64,
+    evicted_replaced: AtomicU64,
+    evicted_invalidated: AtomicU64,
+}
+
+/// [`CacheStats`] as plain numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStatsSnapshot {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that started a sign-in.
+    pub misses: u64,
+    /// Lookups that waited for a sign-in another caller had started.
+    pub coalesced: u64,
+    /// Entries dropped because their session reached its end.
+    pub evicted_expired: u64,
+    /// Entries dropped to stay within `max_entries`.
+    pub evicted_size: u64,
+    /// Entries replaced by a newer session for the same key.
+    pub evicted_replaced: u64,
+    /// Entries removed by `InvalidateCredentials`.
+    pub evicted_invalidated: u64,
+}
+
+impl CacheStats {
+    /// The counts now.
+    pub fn snapshot(&self) -> CacheStatsSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStatsSnapshot {
+            hits: l(&self.hits),
+            misses: l(&self.misses),
+            coalesced: l(&self.coalesced),
+            evicted_expired: l(&self.evicted_expired),
+            evicted_size: l(&self.evicted_size),
+            evicted_replaced: l(&self.evicted_replaced),
+            evicted_invalidated: l(&self.evicted_invalidated),
+        }
+    }
+
+    fn evicted(&self, cause: RemovalCause) {
+        let c = match cause {
+            RemovalCause::Expired => &self.evicted_expired,
+            RemovalCause::Size => &self.evicted_size,
+            RemovalCause::Replaced => &self.evicted_replaced,
+            RemovalCause::Explicit => &self.evicted_invalidated,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// One shared copy of each value in use. Entries are dropped by [`Interner::prune`] once
 /// nothing but the interner holds them, so it never grows past what the cache refers to.
 struct Interner<T: ?Sized>(Mutex<HashSet<Arc<T>, FastHash>>);
@@ -217,10 +280,11 @@ pub struct CredentialCache {
     /// Token digest to entry, so invalidation is a lookup rather than a scan. Weak, so the index
     /// never keeps a token alive.
     by_digest: Arc<Mutex<HashMap<TokenDigest, Weak<Credentials>, FastHash>>>,
-    inflight: Arc<Mutex<HashMap<CacheKey, SharedSignIn>>>,
+    inflight: Arc<Mutex<Inflight>>,
     strings: Arc<Interner<str>>,
     scope_sets: Interner<[Scope]>,
     clock: SharedClock,
+    stats: Arc<CacheStats>,
 }
 
 impl fmt::Debug for CredentialCache {
@@ -253,7 +317,7 @@ impl moka::Expiry<CacheKey, Arc<Credentials>> for ExpireAtDeadline {
 
 /// Removes a key from the in-flight map when the sign-in task ends, even by panic.
 struct InflightGuard {
-    map: Arc<Mutex<HashMap<CacheKey, SharedSignIn>>>,
+    map: Arc<Mutex<Inflight>>,
     key: CacheKey,
 }
 
@@ -278,12 +342,15 @@ impl CredentialCache {
         let by_digest: Arc<Mutex<HashMap<TokenDigest, Weak<Credentials>, FastHash>>> =
             Arc::default();
         let index = Arc::clone(&by_digest);
+        let stats = Arc::new(CacheStats::default());
+        let counted = Arc::clone(&stats);
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_entries)
             .expire_after(ExpireAtDeadline {
                 clock: clock.clone(),
             })
             .eviction_listener(move |_k, v: Arc<Credentials>, cause| {
+                counted.evicted(cause);
                 {
                     let mut index = lock(&index);
                     // Only this entry's mapping: a replacement has its own token and digest.
@@ -309,7 +376,13 @@ impl CredentialCache {
             strings: Arc::new(Interner::new()),
             scope_sets: Interner::new(),
             clock,
+            stats,
         }
+    }
+
+    /// Hits, misses, coalesced waiters and evictions by cause, for metrics.
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
     }
 
     fn fresh(&self, key: KeyRef<'_>, lookup: Lookup) -> Option<Arc<Credentials>> {
@@ -335,6 +408,7 @@ impl CredentialCache {
         Fut: Future<Output = Result<Credentials, BrokerError>> + Send + 'static,
     {
         if let Some(c) = self.fresh(key, lookup) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((c, true));
         }
         let owned = CacheKey {
@@ -346,11 +420,20 @@ impl CredentialCache {
             let mut inflight = lock(&self.inflight);
             // Checked again under the lock: a sign-in inserts before it leaves the map.
             if let Some(c) = self.fresh(key, lookup) {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok((c, true));
             }
             match inflight.get(&owned) {
-                Some(s) => s.clone(),
+                Some((s, leader)) => {
+                    self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::link_to(&tracing::Span::current(), leader);
+                    s.clone()
+                }
                 None => {
+                    self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                    // The sign-in runs as a task of its own but belongs to this caller's trace:
+                    // its span is a child of the current one, and joiners link to it.
+                    let span = tracing::info_span!("cache.sign_in", site = %owned.site);
                     let fut = sign_in(&owned);
                     let entries = self.entries.clone();
                     let by_digest = Arc::clone(&self.by_digest);
@@ -359,19 +442,22 @@ impl CredentialCache {
                         map: Arc::clone(&self.inflight),
                         key: owned.clone(),
                     };
-                    let task = tokio::spawn(async move {
-                        let result = fut.await.map(|mut c| {
-                            c.site_luid = strings.intern(&c.site_luid);
-                            c.site_content_url = strings.intern(&c.site_content_url);
-                            Arc::new(c)
-                        });
-                        if let Ok(c) = &result {
-                            lock(&by_digest).insert(c.digest, Arc::downgrade(c));
-                            entries.insert(guard.key.clone(), Arc::clone(c));
+                    let task = tokio::spawn(
+                        async move {
+                            let result = fut.await.map(|mut c| {
+                                c.site_luid = strings.intern(&c.site_luid);
+                                c.site_content_url = strings.intern(&c.site_content_url);
+                                Arc::new(c)
+                            });
+                            if let Ok(c) = &result {
+                                lock(&by_digest).insert(c.digest, Arc::downgrade(c));
+                                entries.insert(guard.key.clone(), Arc::clone(c));
+                            }
+                            drop(guard);
+                            result
                         }
-                        drop(guard);
-                        result
-                    });
+                        .instrument(span.clone()),
+                    );
                     let shared = async move {
                         task.await.unwrap_or_else(|e| {
                             Err(BrokerError::Internal(format!("sign-in task failed: {e}")))
@@ -379,7 +465,7 @@ impl CredentialCache {
                     }
                     .boxed()
                     .shared();
-                    inflight.insert(owned, shared.clone());
+                    inflight.insert(owned, (shared.clone(), span));
                     shared
                 }
             }

@@ -12,6 +12,7 @@
 
 pub use tableau_common::{catalog, clock, scope};
 
+pub mod admin;
 pub mod audit;
 pub mod broker;
 pub mod cache;
@@ -22,9 +23,11 @@ pub mod config;
 pub mod devkit;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod mint;
 pub mod policy;
 pub mod server;
+pub mod stats;
 pub mod tableau;
 pub mod telemetry;
 pub mod transport;

@@ -70,10 +70,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { config: path } => {
             let config = Config::load(&path)?;
-            let _telemetry = tableau_token_broker::telemetry::init(&config.telemetry)?;
-            runtime()?.block_on(tableau_token_broker::server::serve_until_signal(
+            let rt = runtime()?;
+            // Inside the runtime: the OTLP exporter's channel spawns its task on it.
+            let telemetry = {
+                let _in_runtime = rt.enter();
+                tableau_token_broker::telemetry::init(&config.telemetry)?
+            };
+            let served = rt.block_on(tableau_token_broker::server::serve_until_signal(
                 path, config,
-            ))?;
+            ));
+            // Flush traces while the runtime still runs the exporter's connection.
+            drop(telemetry);
+            served?;
         }
         #[cfg(feature = "dev-kit")]
         Command::Demo(opts) => {

@@ -5,19 +5,25 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::admin::{AdminServer, AdminState, Readiness};
 use crate::broker::Broker;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError};
 use crate::error::BrokerError;
+use crate::grpc::observe::ObserveLayer;
 use crate::grpc::routes::GrpcRoutes;
 use crate::grpc::{TokenBrokerService, pb};
-use crate::transport::{self, IdentityLayer, TlsError, TlsFiles, TlsReloader};
+use crate::metrics::{Metrics, Scrape};
+use crate::transport::{
+    self, HandshakeStats, IdentityLayer, IncomingOptions, TlsError, TlsFiles, TlsReloader,
+};
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +34,14 @@ pub enum ServeError {
     /// Certificates or keys could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The admin listen address could not be bound.
+    #[error("cannot listen on {addr} ([admin] listen): {source}; pick a free port")]
+    AdminBind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -50,6 +64,43 @@ pub enum ServeError {
     Config(#[from] ConfigError),
 }
 
+/// Configuration reloads (SIGHUP) by outcome, for metrics: plain atomics, read with
+/// [`Self::snapshot`].
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    ok: AtomicU64,
+    error: AtomicU64,
+    loaded_at: AtomicI64,
+}
+
+/// [`ReloadStats`] as plain numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadStatsSnapshot {
+    /// Reloads that took effect.
+    pub ok: u64,
+    /// Reloads refused (the running configuration stayed).
+    pub error: u64,
+    /// When the configuration in force was loaded (start or last good reload), unix seconds.
+    pub loaded_at: i64,
+}
+
+impl ReloadStats {
+    /// The counts now.
+    pub fn snapshot(&self) -> ReloadStatsSnapshot {
+        ReloadStatsSnapshot {
+            ok: self.ok.load(Ordering::Relaxed),
+            error: self.error.load(Ordering::Relaxed),
+            loaded_at: self.loaded_at.load(Ordering::Relaxed),
+        }
+    }
+
+    fn loaded(&self, clock: &SharedClock) {
+        let now = crate::clock::unix_secs(clock.now());
+        self.loaded_at
+            .store(i64::try_from(now).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+}
+
 /// A running server. Dropping it does not stop the server; call [`RunningServer::shutdown`].
 pub struct RunningServer {
     local_addr: SocketAddr,
@@ -59,6 +110,11 @@ pub struct RunningServer {
     grace_period: Duration,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    reloads: Arc<ReloadStats>,
+    admin: Option<AdminServer>,
+    clock: SharedClock,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -87,7 +143,30 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         addr: server.listen,
         source,
     })?;
-    let broker = Broker::new(config, clock)?;
+    let readiness = Readiness::new(Some(tls.clone()), clock.clone());
+    let metrics = Arc::new(Metrics::new());
+    let admin = match &config.admin {
+        Some(a) => Some(
+            AdminServer::start(
+                a.listen,
+                AdminState {
+                    readiness: Arc::clone(&readiness),
+                    metrics: Arc::clone(&metrics),
+                },
+            )
+            .await
+            .map_err(|source| ServeError::AdminBind {
+                addr: a.listen,
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let broker = Broker::new(config, clock.clone())?;
+    let reloads = Arc::new(ReloadStats::default());
+    reloads.loaded(&clock);
+    let handshakes = Arc::new(HandshakeStats::default());
+    add_sources(&metrics, &broker, &tls, &handshakes, &reloads);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -110,7 +189,13 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
-    let incoming = transport::incoming(listener, tls.clone(), server.identity_sources.clone());
+    let incoming = transport::incoming_counted(
+        listener,
+        tls.clone(),
+        server.identity_sources.clone(),
+        IncomingOptions::default(),
+        handshakes,
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let routes = GrpcRoutes::new()
         .service(health_service)
@@ -119,11 +204,13 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         .service(TokenBrokerService::new(Arc::clone(&broker)).into_server());
     let task = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(ObserveLayer::new(Arc::clone(metrics.rpc())))
             .layer(IdentityLayer::new())
             .serve_with_incoming_shutdown(routes, incoming, async {
                 let _ = stopped.await;
             }),
     );
+    readiness.set_config_loaded();
     tracing::info!(addr = %local_addr, "broker listening (mTLS)");
     Ok(RunningServer {
         local_addr,
@@ -133,7 +220,142 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         grace_period: server.grace_period,
         stop: Some(stop),
         task,
+        metrics,
+        readiness,
+        reloads,
+        admin,
+        clock,
     })
+}
+
+/// Reports the domain stats at scrape time. Each source reads a `snapshot()`; none holds the
+/// broker alive.
+fn add_sources(
+    metrics: &Metrics,
+    broker: &Arc<Broker>,
+    tls: &TlsReloader,
+    handshakes: &Arc<HandshakeStats>,
+    reloads: &Arc<ReloadStats>,
+) {
+    let weak = Arc::downgrade(broker);
+    metrics.add_source(move |s: &mut Scrape| {
+        let Some(b) = weak.upgrade() else { return };
+        // Settles moka's pending work so the entry count is exact, as housekeeping would.
+        b.cache().run_pending_tasks();
+        let c = b.cache().stats().snapshot();
+        s.counter("cache_hits_total", "Lookups answered from the cache.", &[], c.hits);
+        s.counter(
+            "cache_misses_total",
+            "Lookups that started a sign-in at Tableau.",
+            &[],
+            c.misses,
+        );
+        s.counter(
+            "cache_coalesced_waiters_total",
+            "Lookups that waited for a sign-in another call had already started.",
+            &[],
+            c.coalesced,
+        );
+        for (cause, n) in [
+            ("expired", c.evicted_expired),
+            ("size", c.evicted_size),
+            ("replaced", c.evicted_replaced),
+            ("invalidated", c.evicted_invalidated),
+        ] {
+            s.counter(
+                "cache_evictions_total",
+                "Entries that left the cache, by cause.",
+                &[("cause", cause)],
+                n,
+            );
+        }
+        s.gauge(
+            "cache_entries",
+            "Sessions held in the cache (approximate between housekeeping runs).",
+            &[],
+            b.cache().len() as f64,
+        );
+        s.gauge(
+            "sign_ins_in_flight",
+            "Sign-ins at Tableau in progress now.",
+            &[],
+            b.cache().inflight() as f64,
+        );
+        let si = b.sign_in_stats().snapshot();
+        for ((site, outcome), n) in &si.sign_ins {
+            s.counter(
+                "sign_ins_total",
+                "Sign-ins at Tableau by site and outcome (ok, a Tableau error code, unavailable, rate_limited).",
+                &[("site", site), ("outcome", outcome)],
+                *n,
+            );
+        }
+        s.histogram(
+            "sign_in_duration_seconds",
+            "How long sign-ins took: minting the JWT and Tableau's answer.",
+            &[],
+            si.latency,
+        );
+        for (outcome, n) in &si.sign_outs {
+            s.counter(
+                "sign_outs_total",
+                "Sign-outs at Tableau of evicted or invalidated sessions, by outcome.",
+                &[("outcome", outcome)],
+                *n,
+            );
+        }
+    });
+    let handshakes = Arc::clone(handshakes);
+    metrics.add_source(move |s: &mut Scrape| {
+        let h = handshakes.snapshot();
+        for (reason, n) in [
+            ("closed", h.closed),
+            ("failed", h.failed),
+            ("timeout", h.timed_out),
+            ("no_identity", h.no_identity),
+        ] {
+            s.counter(
+                "tls_handshake_failures_total",
+                "Connections refused or dropped during the TLS handshake, by reason (closed: the peer hung up, as TCP probes do).",
+                &[("reason", reason)],
+                n,
+            );
+        }
+    });
+    let tls = tls.clone();
+    metrics.add_source(move |s: &mut Scrape| {
+        if let Some(v) = tls.validity() {
+            for (cert, t) in [
+                ("server", v.server_not_after),
+                ("client_ca", v.client_ca_not_after),
+            ] {
+                s.gauge(
+                    "certificate_not_after_seconds",
+                    "When a certificate in force expires (unix seconds); client_ca is the earliest CA in the bundle.",
+                    &[("cert", cert)],
+                    t as f64,
+                );
+            }
+        }
+    });
+    let reloads = Arc::clone(reloads);
+    metrics.add_source(move |s: &mut Scrape| {
+        let r = reloads.snapshot();
+        for (outcome, n) in [("ok", r.ok), ("error", r.error)] {
+            s.counter(
+                "reloads_total",
+                "Configuration and certificate reloads (SIGHUP), by outcome.",
+                &[("outcome", outcome)],
+                n,
+            );
+        }
+        s.gauge(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration in force was loaded: at start or by the last good reload (unix seconds).",
+            &[],
+            r.loaded_at as f64,
+        );
+    });
 }
 
 impl RunningServer {
@@ -147,9 +369,39 @@ impl RunningServer {
         &self.broker
     }
 
+    /// The metrics registry (also served on the admin listener's `/metrics`), so other parts can
+    /// add their sources.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// What `/readyz` answers from.
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
+    }
+
+    /// The admin listener's address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
     /// Reloads configuration and certificates. Everything new is loaded and checked first; on any
     /// error the running configuration and certificates stay in place.
     pub fn reload(&self, config_path: &Path) -> Result<(), ServeError> {
+        let result = self.reload_inner(config_path);
+        match &result {
+            Ok(()) => {
+                self.reloads.ok.fetch_add(1, Ordering::Relaxed);
+                self.reloads.loaded(&self.clock);
+            }
+            Err(_) => {
+                self.reloads.error.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    fn reload_inner(&self, config_path: &Path) -> Result<(), ServeError> {
         let config = Config::load(config_path)?;
         if let Some(s) = &config.server {
             let files = TlsFiles {
@@ -167,6 +419,15 @@ impl RunningServer {
 
     /// Stops accepting, lets in-flight calls finish within the grace period, then returns.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        self.readiness.set_draining();
+        let drained = self.drain().await;
+        if let Some(admin) = self.admin.take() {
+            admin.stop().await;
+        }
+        drained
+    }
+
+    async fn drain(&mut self) -> Result<(), ServeError> {
         self.health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;

@@ -136,6 +136,14 @@ pub struct TableauHttpConfig {
     pub request_timeout: Duration,
 }
 
+/// The admin listener: plain HTTP for probes (`/livez`, `/readyz`) and `/metrics`. It is not
+/// behind mTLS, so it serves nothing that changes state and no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+}
+
 /// Logging and tracing settings.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
@@ -143,9 +151,16 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// Log filter (`RUST_LOG` syntax).
     pub log_filter: String,
-    /// OTLP/gRPC trace endpoint, if traces are exported.
+    /// OTLP/gRPC trace endpoint; when unset, the standard `OTEL_EXPORTER_OTLP_*` variables
+    /// decide whether and where traces go.
     pub otlp_endpoint: Option<String>,
+    /// The traces' `service.name`; when unset, `OTEL_SERVICE_NAME` (or `service.name` in
+    /// `OTEL_RESOURCE_ATTRIBUTES`), else [`DEFAULT_SERVICE_NAME`].
+    pub service_name: Option<String>,
 }
+
+/// `service.name` of the broker's traces unless the configuration or the environment names one.
+pub const DEFAULT_SERVICE_NAME: &str = "tableau-token-broker";
 
 /// A connected app's direct-trust credentials. The secret is zeroized on drop and never printed.
 #[derive(Clone)]
@@ -207,6 +222,8 @@ pub struct Config {
     pub tableau: TableauHttpConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// The admin listener (probes, metrics); `None` when the file has no `[admin]`.
+    pub admin: Option<AdminConfig>,
     /// Sites by name.
     pub sites: BTreeMap<String, Arc<SiteConfig>>,
     /// Caller policy and the catalog it uses.
@@ -263,6 +280,12 @@ impl Config {
                 s.listen,
                 s.cert.display(),
                 s.client_ca.display()
+            ));
+        }
+        if let Some(a) = &self.admin {
+            out.push_str(&format!(
+                "admin: listen {} (plain HTTP: /livez /readyz /metrics)\n",
+                a.listen
             ));
         }
         for site in self.sites.values() {
@@ -468,7 +491,36 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
             .log_filter
             .unwrap_or_else(|| "info".to_owned()),
         otlp_endpoint: raw.telemetry.otlp_endpoint,
+        service_name: match raw.telemetry.service_name {
+            Some(n) if n.trim().is_empty() => {
+                iss.add(
+                    "telemetry.service_name",
+                    "empty: remove the key to use OTEL_SERVICE_NAME or the default",
+                );
+                None
+            }
+            other => other,
+        },
     };
+    let admin = raw.admin.map(|a| {
+        let listen = match a.listen {
+            None => {
+                iss.add(
+                    "admin.listen",
+                    "missing: give an address such as \"0.0.0.0:9090\", or remove [admin] to turn the admin listener off",
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+            Some(l) => l.parse().unwrap_or_else(|e| {
+                iss.add(
+                    "admin.listen",
+                    format!("{l:?} is not an address ({e}); write e.g. \"0.0.0.0:9090\""),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }),
+        };
+        AdminConfig { listen }
+    });
 
     let mut sites = BTreeMap::new();
     for (name, site) in raw.sites {
@@ -533,6 +585,7 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         cache,
         tableau,
         telemetry,
+        admin,
         sites,
         policy: Arc::new(Policy::new(catalog, callers)),
     })

@@ -30,6 +30,8 @@ pub struct RawConfig {
     /// Logs and traces.
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    /// The plain-HTTP admin listener (probes and metrics); off when absent.
+    pub admin: Option<RawAdmin>,
     /// Tableau sites by the name callers use.
     #[serde(default)]
     pub sites: BTreeMap<String, RawSite>,
@@ -86,8 +88,18 @@ pub struct RawTelemetry {
     pub log_format: Option<String>,
     /// Log filter, `RUST_LOG` syntax.
     pub log_filter: Option<String>,
-    /// OTLP/gRPC endpoint for traces; unset means no export.
+    /// OTLP/gRPC endpoint for traces; unset means `OTEL_EXPORTER_OTLP_*` decide.
     pub otlp_endpoint: Option<String>,
+    /// `service.name` of the traces; unset means `OTEL_SERVICE_NAME`, then the default.
+    pub service_name: Option<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address of the plain-HTTP admin listener.
+    pub listen: Option<String>,
 }
 
 /// `[sites.NAME]`.

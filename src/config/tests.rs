@@ -170,3 +170,41 @@ fn extra_scopes_extend_the_catalog() {
             .is_known(&"tableau:pulse:read".parse().unwrap())
     );
 }
+
+#[test]
+fn admin_listener_is_off_unless_configured_and_its_errors_are_located() {
+    let (_dir, path, text) = with_secret_file(GOOD);
+    let c = Config::from_toml(&text, &path).unwrap();
+    assert_eq!(c.admin, None, "off when [admin] is absent");
+    assert_eq!(c.telemetry.service_name, None);
+
+    let on = format!("{text}\n[admin]\nlisten = \"0.0.0.0:9090\"\n");
+    let c = Config::from_toml(&on, &path).unwrap();
+    assert_eq!(
+        c.admin,
+        Some(AdminConfig {
+            listen: "0.0.0.0:9090".parse().unwrap()
+        })
+    );
+    assert!(c.summary().contains("admin: listen 0.0.0.0:9090"));
+
+    let bad = format!(
+        "{}\n[admin]\nlisten = \"everywhere:9090\"\n",
+        text.replace("[server]", "[telemetry]\nservice_name = \" \"\n\n[server]")
+    );
+    let msg = Config::from_toml(&bad, &path).unwrap_err().to_string();
+    assert!(
+        msg.contains("admin.listen: \"everywhere:9090\" is not an address"),
+        "{msg}"
+    );
+    assert!(msg.contains("telemetry.service_name: empty"), "{msg}");
+
+    let missing = format!("{text}\n[admin]\n");
+    let msg = Config::from_toml(&missing, &path).unwrap_err().to_string();
+    assert!(msg.contains("admin.listen: missing"), "{msg}");
+    let unknown = format!("{text}\n[admin]\nlisten = \"0.0.0.0:9090\"\nport = 1\n");
+    assert!(
+        Config::from_toml(&unknown, &path).is_err(),
+        "unknown keys are refused"
+    );
+}

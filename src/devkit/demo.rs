@@ -48,6 +48,10 @@ pub struct DemoOpts {
     /// Broker address; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:7443")]
     pub listen: SocketAddr,
+    /// Admin listener (probes, metrics: plain HTTP). Default: 127.0.0.1:9090, or a free port
+    /// when `--listen` picks one (port 0).
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
     /// Run the script and exit instead of serving until Ctrl-C (for tests and CI).
     #[arg(long)]
     pub no_wait: bool,
@@ -78,6 +82,11 @@ pub enum DemoError {
         "cannot listen on {0}: the port is in use (another demo still running?); stop it or run `tableau-token-broker demo --listen 127.0.0.1:0` to pick a free port"
     )]
     PortBusy(SocketAddr),
+    /// The admin port is taken.
+    #[error(
+        "cannot listen on {0} (admin): the port is in use (another demo still running?); stop it or pass `--admin-listen 127.0.0.1:0` to pick a free port"
+    )]
+    AdminPortBusy(SocketAddr),
     /// The broker did not start or stop cleanly.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -135,7 +144,7 @@ macro_rules! say {
 /// signed in with JSON), the users the callers may sign in as, one connected app with `secret`,
 /// and the two callers. The broker's configuration is written to `state/broker.toml` and loaded
 /// like any other.
-fn setup(state: &Path, listen: SocketAddr, secret: &str) -> LocalSetup {
+fn setup(state: &Path, listen: SocketAddr, admin: SocketAddr, secret: &str) -> LocalSetup {
     let users = |prefix: &str| {
         vec![
             SiteUser::new(DEMO_USER, format!("{prefix}-0000-4000-8000-000000000011")),
@@ -148,6 +157,7 @@ fn setup(state: &Path, listen: SocketAddr, secret: &str) -> LocalSetup {
     };
     LocalSetup::new(state, LocalApp::new(CLIENT_ID, SECRET_ID, secret))
         .listen(listen)
+        .admin(admin)
         .header(
             "# Written by `tableau-token-broker demo` on every run; edits are overwritten.\n\
              # A development configuration: inline secret and plain-http Tableau (the in-process double).",
@@ -249,7 +259,11 @@ pub async fn run(opts: &DemoOpts, out: &mut impl Write) -> Result<(), DemoError>
 
     // A fresh secret each run: the double and the config written below share it.
     let secret = uuid::Uuid::new_v4().simple().to_string();
-    let local = match setup(&state, opts.listen, &secret)
+    let admin = opts.admin_listen.unwrap_or_else(|| {
+        let port = if opts.listen.port() == 0 { 0 } else { 9090 };
+        SocketAddr::from(([127, 0, 0, 1], port))
+    });
+    let local = match setup(&state, opts.listen, admin, &secret)
         .pki(pki, files.tls_files())
         .start()
         .await
@@ -259,6 +273,11 @@ pub async fn run(opts: &DemoOpts, out: &mut impl Write) -> Result<(), DemoError>
             if source.kind() == std::io::ErrorKind::AddrInUse =>
         {
             return Err(DemoError::PortBusy(addr));
+        }
+        Err(LocalError::Serve(ServeError::AdminBind { addr, source }))
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            return Err(DemoError::AdminPortBusy(addr));
         }
         Err(e) => return Err(e.into()),
     };
@@ -271,6 +290,15 @@ pub async fn run(opts: &DemoOpts, out: &mut impl Write) -> Result<(), DemoError>
     say!(out, "  config        {}", config_path.display());
     say!(out, "  callers       {RENDERER_ID} (renderer.crt)");
     say!(out, "                {OPS_ID} (ops.crt)");
+    let admin_url = local
+        .server
+        .admin_addr()
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
+    say!(
+        out,
+        "admin on {admin_url} (plain HTTP: /livez /readyz /metrics)"
+    );
 
     let script = script(out, addr, &files, &renderer_crt, &renderer_key, double).await;
     if let Err(e) = script {
@@ -312,6 +340,7 @@ pub async fn run(opts: &DemoOpts, out: &mut impl Write) -> Result<(), DemoError>
         config_path.display()
     );
     say!(out, "  curl {double_url}/_fake/stats");
+    say!(out, "  curl {admin_url}/metrics");
 
     if !opts.no_wait {
         say!(out);
@@ -471,7 +500,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(DevPki::load_or_create(dir.path()).unwrap());
         let files = DevPkiFiles::in_dir(dir.path());
-        let setup = setup(dir.path(), "127.0.0.1:0".parse().unwrap(), "s3cret");
+        let setup = setup(
+            dir.path(),
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+            "s3cret",
+        );
         let path = dir.path().join("broker.toml");
         let text = setup.broker_toml("http://127.0.0.1:1", &files.tls_files());
         assert!(

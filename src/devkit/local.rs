@@ -269,6 +269,7 @@ pub struct LocalSetup {
     pki: Option<(DevPki, TlsFiles)>,
     clock: SharedClock,
     listen: SocketAddr,
+    admin: Option<SocketAddr>,
     grace_period: Duration,
     max_entries: u64,
     header: Option<String>,
@@ -322,6 +323,7 @@ impl LocalSetup {
             pki: None,
             clock: clock::system(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: None,
             grace_period: Duration::from_secs(5),
             max_entries: 1000,
             header: None,
@@ -346,6 +348,12 @@ impl LocalSetup {
     /// The broker's address; port 0 picks a free one.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
+        self
+    }
+
+    /// Turns the admin listener (probes, metrics) on at `addr`; port 0 picks a free one.
+    pub fn admin(mut self, addr: SocketAddr) -> Self {
+        self.admin = Some(addr);
         self
     }
 
@@ -412,6 +420,9 @@ impl LocalSetup {
         let _ = writeln!(t, "key = {}", path(&tls.key));
         let _ = writeln!(t, "client_ca = {}", path(&tls.client_ca));
         let _ = writeln!(t, "grace_period = \"{}\"\n", duration(self.grace_period));
+        if let Some(admin) = self.admin {
+            let _ = writeln!(t, "[admin]\nlisten = {}\n", quoted(&admin.to_string()));
+        }
         let _ = writeln!(t, "[cache]\nmax_entries = {}", self.max_entries);
         let _ = writeln!(t, "safety_margin = \"5m\"\n");
         let _ = writeln!(t, "[tableau]\nconnect_timeout = \"2s\"");

@@ -22,6 +22,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ pub use identity::{
     identity_from_cert,
 };
 pub use layer::{IdentityLayer, IdentityService};
-pub use tls::{TlsError, TlsFiles, TlsReloader, load_server_config};
+pub use tls::{CertValidity, TlsError, TlsFiles, TlsReloader, load_server_config};
 
 /// What the transport knows about the other end of a connection; tonic copies it into the
 /// extensions of every request on that connection, where [`IdentityLayer`] picks it up.
@@ -105,6 +106,54 @@ impl tonic::transport::server::Connected for TlsConn {
     }
 }
 
+/// Failed TLS handshakes by kind, for metrics: plain atomics, read with [`Self::snapshot`].
+#[derive(Debug, Default)]
+pub struct HandshakeStats {
+    closed: AtomicU64,
+    failed: AtomicU64,
+    timed_out: AtomicU64,
+    no_identity: AtomicU64,
+}
+
+/// [`HandshakeStats`] as plain numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HandshakeStatsSnapshot {
+    /// The peer closed before the handshake finished: a TCP probe (Kubernetes, a load balancer)
+    /// or a client that gave up. Logged at DEBUG.
+    pub closed: u64,
+    /// The handshake failed (no or untrusted client certificate, protocol error).
+    pub failed: u64,
+    /// The peer took longer than the handshake timeout.
+    pub timed_out: u64,
+    /// The client certificate was valid but named no acceptable identity.
+    pub no_identity: u64,
+}
+
+impl HandshakeStats {
+    /// The counts now.
+    pub fn snapshot(&self) -> HandshakeStatsSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        HandshakeStatsSnapshot {
+            closed: l(&self.closed),
+            failed: l(&self.failed),
+            timed_out: l(&self.timed_out),
+            no_identity: l(&self.no_identity),
+        }
+    }
+}
+
+/// True for a handshake that ended because the peer hung up without talking TLS (a TCP connect
+/// then close, as a TCP liveness probe does): not worth an INFO line every few seconds.
+fn peer_hung_up(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
 /// Tuning for [`incoming_with`]; the defaults suit the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IncomingOptions {
@@ -146,8 +195,26 @@ pub fn incoming_with(
     sources: IdentitySources,
     options: IncomingOptions,
 ) -> impl Stream<Item = Result<TlsConn, io::Error>> + Send + 'static {
+    incoming_counted(listener, tls, sources, options, Arc::default())
+}
+
+/// [`incoming_with`], counting failed handshakes in `stats`.
+pub fn incoming_counted(
+    listener: TcpListener,
+    tls: TlsReloader,
+    sources: IdentitySources,
+    options: IncomingOptions,
+    stats: Arc<HandshakeStats>,
+) -> impl Stream<Item = Result<TlsConn, io::Error>> + Send + 'static {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, tls, Arc::new(sources), options, tx));
+    tokio::spawn(accept_loop(
+        listener,
+        tls,
+        Arc::new(sources),
+        options,
+        tx,
+        stats,
+    ));
     ReceiverStream::new(rx)
 }
 
@@ -157,6 +224,7 @@ async fn accept_loop(
     sources: Arc<IdentitySources>,
     options: IncomingOptions,
     tx: mpsc::Sender<Result<TlsConn, io::Error>>,
+    stats: Arc<HandshakeStats>,
 ) {
     let pending = Arc::new(Semaphore::new(options.max_pending_handshakes.max(1)));
     loop {
@@ -189,8 +257,9 @@ async fn accept_loop(
         let sources = sources.clone();
         let tx = tx.clone();
         let timeout = options.handshake_timeout;
+        let stats = stats.clone();
         tokio::spawn(async move {
-            let conn = handshake(acceptor, tcp, remote_addr, &sources, timeout).await;
+            let conn = handshake(acceptor, tcp, remote_addr, &sources, timeout, &stats).await;
             drop(permit);
             if let Some(conn) = conn {
                 // The receiver may be gone (server shutting down): then the connection just drops.
@@ -207,14 +276,22 @@ async fn handshake(
     remote_addr: SocketAddr,
     sources: &IdentitySources,
     timeout: Duration,
+    stats: &HandshakeStats,
 ) -> Option<TlsConn> {
     let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
+        Ok(Err(e)) if peer_hung_up(&e) => {
+            stats.closed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(reason = %e, "peer closed before completing the TLS handshake (a TCP probe?)");
+            return None;
+        }
         Ok(Err(e)) => {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
             tracing::info!(reason = %e, "TLS handshake failed; connection refused");
             return None;
         }
         Err(_) => {
+            stats.timed_out.fetch_add(1, Ordering::Relaxed);
             tracing::info!(timeout = ?timeout, "TLS handshake timed out; connection dropped");
             return None;
         }
@@ -241,6 +318,7 @@ async fn handshake(
             })
         }
         Err(e) => {
+            stats.no_identity.fetch_add(1, Ordering::Relaxed);
             tracing::info!(reason = %e, "client certificate names no acceptable identity; connection refused");
             None
         }

@@ -208,6 +208,39 @@ pub fn load_server_config(
     Ok(Arc::new(config))
 }
 
+/// When the certificates in force stop (and start) being valid, as unix seconds: the server
+/// certificate (the leaf) and the client CA (the earliest to expire when the file holds several).
+/// Readiness and the `certificate_not_after_seconds` metric read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertValidity {
+    /// The server certificate's `notBefore`.
+    pub server_not_before: i64,
+    /// The server certificate's `notAfter`.
+    pub server_not_after: i64,
+    /// The earliest `notAfter` among the client CA certificates.
+    pub client_ca_not_after: i64,
+}
+
+impl CertValidity {
+    /// Reads the validity periods from the certificate files. `None` when a file cannot be read
+    /// or parsed (loading the TLS configuration reports those errors properly).
+    pub fn of(files: &TlsFiles) -> Option<CertValidity> {
+        let server = read_certs("server certificate", &files.cert).ok()?;
+        let (_, leaf) = x509_parser::parse_x509_certificate(server.first()?).ok()?;
+        let cas = read_certs("client CA", &files.client_ca).ok()?;
+        let mut client_ca_not_after = i64::MAX;
+        for ca in &cas {
+            let (_, c) = x509_parser::parse_x509_certificate(ca).ok()?;
+            client_ca_not_after = client_ca_not_after.min(c.validity().not_after.timestamp());
+        }
+        Some(CertValidity {
+            server_not_before: leaf.validity().not_before.timestamp(),
+            server_not_after: leaf.validity().not_after.timestamp(),
+            client_ca_not_after,
+        })
+    }
+}
+
 /// Holds the current server TLS configuration and can re-read it from its files, so that
 /// certificates can be rotated without restarting the broker.
 ///
@@ -217,6 +250,7 @@ pub fn load_server_config(
 pub struct TlsReloader {
     files: Arc<TlsFiles>,
     current: Arc<ArcSwap<ServerConfig>>,
+    validity: Arc<ArcSwap<Option<CertValidity>>>,
 }
 
 impl std::fmt::Debug for TlsReloader {
@@ -232,9 +266,11 @@ impl TlsReloader {
     /// files are not usable.
     pub fn new(files: TlsFiles) -> Result<Self, TlsError> {
         let config = files.load()?;
+        let validity = CertValidity::of(&files);
         Ok(Self {
             files: Arc::new(files),
             current: Arc::new(ArcSwap::new(config)),
+            validity: Arc::new(ArcSwap::from_pointee(validity)),
         })
     }
 
@@ -245,6 +281,7 @@ impl TlsReloader {
         match self.files.load() {
             Ok(config) => {
                 self.current.store(config);
+                self.validity.store(Arc::new(CertValidity::of(&self.files)));
                 tracing::info!("reloaded server TLS configuration");
                 Ok(())
             }
@@ -253,6 +290,11 @@ impl TlsReloader {
                 Err(e)
             }
         }
+    }
+
+    /// The validity periods of the certificates in force (`None` if they could not be parsed).
+    pub fn validity(&self) -> Option<CertValidity> {
+        **self.validity.load()
     }
 
     /// The configuration new handshakes use right now.

@@ -8,6 +8,7 @@ mod broker;
 mod catalog;
 mod cli;
 mod client_cli;
+mod observability;
 mod tableau_client;
 mod tableau_double;
 mod transport;

@@ -65,6 +65,8 @@ impl World {
             .collect();
         let local = LocalSetup::new(dir.path(), LocalApp::new(CLIENT_ID, SECRET_ID, SECRET))
             .grace_period(Duration::from_secs(2))
+            // Metrics on, as in production: every RPC is counted and timed.
+            .admin(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
             .max_entries(max_entries)
             .site(LocalSite::new(SITE, SITE_LUID, users))
             .caller(LocalCaller::new(

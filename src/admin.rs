@@ -1,0 +1,266 @@
+//! The admin listener: plain HTTP/1.1 on its own port (`[admin] listen`), for probes and
+//! Prometheus. It serves exactly three read-only paths and nothing else:
+//!
+//! - `GET /livez`: 200 when the process is up and its runtime runs a task.
+//! - `GET /readyz`: 200 only when a configuration is loaded, the server certificate is within
+//!   its validity period, and the server is not draining; otherwise 503 with a one-line reason.
+//! - `GET /metrics`: the Prometheus exposition ([`crate::metrics`]).
+//!
+//! It is not behind mTLS (Kubernetes probes cannot present a client certificate), so it changes
+//! no state and shows no secret. Built on hyper directly: the production build links no web
+//! framework.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::clock::SharedClock;
+use crate::metrics::Metrics;
+use crate::transport::TlsReloader;
+
+/// Most admin connections served at once; more wait to be accepted.
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// How long a client may take to send its request headers.
+pub const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `/livez` waits for the runtime to run a trivial task.
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What `/readyz` decides on. Shared by the server (which sets it) and the admin listener.
+#[derive(Debug)]
+pub struct Readiness {
+    config_loaded: AtomicBool,
+    draining: AtomicBool,
+    tls: Option<TlsReloader>,
+    clock: SharedClock,
+}
+
+impl Readiness {
+    /// Not ready yet: no configuration loaded. `tls` is where the server certificate in force is
+    /// read from; the clock decides whether it is within its validity.
+    pub fn new(tls: Option<TlsReloader>, clock: SharedClock) -> Arc<Readiness> {
+        Arc::new(Readiness {
+            config_loaded: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            tls,
+            clock,
+        })
+    }
+
+    /// A configuration is loaded and serving.
+    pub fn set_config_loaded(&self) {
+        self.config_loaded.store(true, Ordering::SeqCst);
+    }
+
+    /// The server is shutting down: new traffic should go elsewhere.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`Self::set_draining`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// `Ok` when ready, else a one-line reason.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.config_loaded.load(Ordering::SeqCst) {
+            return Err("not ready: no configuration loaded yet".to_owned());
+        }
+        if self.is_draining() {
+            return Err("not ready: draining (shutting down after SIGTERM)".to_owned());
+        }
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        let Some(v) = tls.validity() else {
+            return Err(
+                "not ready: the server certificate's validity could not be read".to_owned(),
+            );
+        };
+        let now = self.clock.now();
+        let now_s = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let at = |s: i64| {
+            let t = UNIX_EPOCH + Duration::from_secs(u64::try_from(s).unwrap_or(0));
+            humantime::format_rfc3339_seconds(t).to_string()
+        };
+        if now_s < v.server_not_before {
+            return Err(format!(
+                "not ready: the server certificate is not valid before {}",
+                at(v.server_not_before)
+            ));
+        }
+        if now_s >= v.server_not_after {
+            return Err(format!(
+                "not ready: the server certificate expired at {}; rotate it and send SIGHUP",
+                at(v.server_not_after)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the admin listener serves from.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// `/readyz`.
+    pub readiness: Arc<Readiness>,
+    /// `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A running admin listener; [`AdminServer::stop`] ends it.
+#[derive(Debug)]
+pub struct AdminServer {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Binds `addr` and serves until stopped.
+    pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<AdminServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(accept_loop(listener, state, stopped));
+        tracing::info!(addr = %local_addr, "admin listening (plain HTTP: /livez /readyz /metrics)");
+        Ok(AdminServer {
+            local_addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting and waits for the accept loop to end.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: AdminState, mut stopped: oneshot::Receiver<()>) {
+    let permits = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = &mut stopped => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin: accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, &req).await) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(ADMIN_HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(peer = %peer, error = %e, "admin connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn text(status: http::StatusCode, body: String) -> http::Response<String> {
+    let mut res = http::Response::new(body);
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    res
+}
+
+async fn handle<B>(state: &AdminState, req: &http::Request<B>) -> http::Response<String> {
+    use http::StatusCode;
+    if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+        let mut res = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the admin listener is read-only: use GET\n".to_owned(),
+        );
+        res.headers_mut().insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("GET, HEAD"),
+        );
+        return res;
+    }
+    match req.uri().path() {
+        "/livez" => match tokio::time::timeout(LIVENESS_TIMEOUT, tokio::spawn(async {})).await {
+            Ok(Ok(())) => text(StatusCode::OK, "ok\n".to_owned()),
+            _ => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not live: the runtime did not run a task in time\n".to_owned(),
+            ),
+        },
+        "/readyz" => match state.readiness.check() {
+            Ok(()) => text(StatusCode::OK, "ready\n".to_owned()),
+            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+        },
+        "/metrics" => {
+            let mut res = text(StatusCode::OK, state.metrics.encode());
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            res
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: the admin listener serves /livez, /readyz and /metrics\n".to_owned(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::system;
+
+    #[test]
+    fn not_ready_before_a_configuration_nor_while_draining() {
+        let r = Readiness::new(None, system());
+        assert!(r.check().unwrap_err().contains("no configuration loaded"));
+        r.set_config_loaded();
+        assert_eq!(r.check(), Ok(()));
+        r.set_draining();
+        assert!(r.check().unwrap_err().contains("draining"));
+    }
+}
