@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::audit::{AuditSink, Fingerprinter};
 use crate::broker::Broker;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError};
@@ -48,6 +49,12 @@ pub enum ServeError {
     /// A configuration reload failed (the running configuration stays).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The audit trail cannot be opened for writing: the broker does not serve without one.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditOpenError),
+    /// The fingerprint key file cannot be used.
+    #[error(transparent)]
+    AuditKey(#[from] crate::audit::KeyFileError),
 }
 
 /// A running server. Dropping it does not stop the server; call [`RunningServer::shutdown`].
@@ -87,7 +94,12 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         addr: server.listen,
         source,
     })?;
-    let broker = Broker::new(config, clock)?;
+    let fingerprints = match &config.audit.hmac_key_file {
+        Some(path) => Fingerprinter::from_key_file(path)?,
+        None => Fingerprinter::new(),
+    };
+    let audit = AuditSink::open(&config.audit)?;
+    let broker = Broker::new(config, clock, audit, fingerprints)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -150,7 +162,22 @@ impl RunningServer {
     /// Reloads configuration and certificates. Everything new is loaded and checked first; on any
     /// error the running configuration and certificates stay in place.
     pub fn reload(&self, config_path: &Path) -> Result<(), ServeError> {
+        let result = self.reload_inner(config_path);
+        if let Err(e) = &result {
+            // The broker audits the reloads it applies or refuses itself; these failed before.
+            if !matches!(e, ServeError::Broker(_)) {
+                self.broker
+                    .record_reload_failure(&crate::error::error_chain(e));
+            }
+        }
+        result
+    }
+
+    fn reload_inner(&self, config_path: &Path) -> Result<(), ServeError> {
         let config = Config::load(config_path)?;
+        if config.audit != self.broker.config().audit {
+            tracing::warn!("the [audit] section changed; it takes effect at the next restart");
+        }
         if let Some(s) = &config.server {
             let files = TlsFiles {
                 cert: s.cert.clone(),
@@ -167,6 +194,14 @@ impl RunningServer {
 
     /// Stops accepting, lets in-flight calls finish within the grace period, then returns.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        let broker = Arc::clone(&self.broker);
+        let result = self.stop_serving().await;
+        // Background records (sign-outs) queued before the stop reach the trail before exit.
+        broker.audit().flush().await;
+        result
+    }
+
+    async fn stop_serving(&mut self) -> Result<(), ServeError> {
         self.health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;

@@ -30,6 +30,9 @@ pub struct RawConfig {
     /// Logs and traces.
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: RawAudit,
     /// Tableau sites by the name callers use.
     #[serde(default)]
     pub sites: BTreeMap<String, RawSite>,
@@ -88,6 +91,22 @@ pub struct RawTelemetry {
     pub log_filter: Option<String>,
     /// OTLP/gRPC endpoint for traces; unset means no export.
     pub otlp_endpoint: Option<String>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Where records go: a file path, or "-" for standard output.
+    pub path: Option<PathBuf>,
+    /// "fail-closed" or "best-effort".
+    pub mode: Option<String>,
+    /// fdatasync after each batch of records.
+    pub sync: Option<bool>,
+    /// Key shared by replicas for stable token fingerprints.
+    pub hmac_key_file: Option<PathBuf>,
+    /// false turns the trail off; development configurations only.
+    pub enabled: Option<bool>,
 }
 
 /// `[sites.NAME]`.
