@@ -44,7 +44,9 @@ def record(time, event="rpc", rpc="GetCredentials", identity=None, source="uri_s
 def granted(time, identity, entry, site, user, scopes, rpc="GetCredentials", cache=True, source="uri_san"):
     record(time, rpc=rpc, identity=identity, entry=entry, site=site, user=user, asked=scopes,
            granted=sorted(scopes), from_cache=cache if rpc == "GetCredentials" else None,
-           token_fp="0123456789abcdef" if rpc == "GetCredentials" else None, source=source)
+           token_fp="0123456789abcdef" if rpc == "GetCredentials" else None, source=source,
+           expires_at="2026-12-31T00:00:00.000Z",
+           jti="11111111-2222-4333-8444-555555555555" if rpc == "MintJwt" else None)
 
 
 def denied(time, identity, entry, site, user, scopes, reason, source="uri_san"):
