@@ -380,12 +380,9 @@ impl Broker {
         let sign_in = |key: &CacheKey| {
             let client = snapshot.clients.get(&site.name).cloned();
             let (site, key) = (Arc::clone(&site), key.clone());
-            let (minter, clock, fp) = (
-                self.minter.clone(),
-                self.clock.clone(),
-                Arc::clone(&self.fingerprints),
-            );
+            let (minter, clock) = (self.minter.clone(), self.clock.clone());
             let audit = SignInAudit {
+                fingerprints: Arc::clone(&self.fingerprints),
                 sink: Arc::clone(&self.audit),
                 request_id,
                 caller: caller.clone(),
@@ -396,7 +393,7 @@ impl Broker {
                 let client = client.ok_or_else(|| {
                     BrokerError::Internal(format!("no client for site {}", site.name))
                 })?;
-                sign_in(client, site, key, minter, clock, usable, fp, audit).await
+                sign_in(client, site, key, minter, clock, usable, audit).await
             }
         };
         let (credentials, from_cache) = self.cache.get_or_sign_in(key, lookup, sign_in).await?;
@@ -599,8 +596,10 @@ fn entry_of(config: &Config, identity: &str) -> Option<String> {
         .map(|e| e.pattern.to_string())
 }
 
-/// What a sign-in's audit record needs from the call that led it.
+/// What a sign-in's audit record needs from the call that led it, and the fingerprinter for the
+/// token it brings back.
 struct SignInAudit {
+    fingerprints: Arc<Fingerprinter>,
     sink: Arc<AuditSink>,
     request_id: uuid::Uuid,
     caller: CallerContext,
@@ -615,7 +614,6 @@ async fn sign_in(
     minter: Minter,
     clock: SharedClock,
     usable: Duration,
-    fp: Arc<Fingerprinter>,
     audit: SignInAudit,
 ) -> Result<Credentials, BrokerError> {
     let minted = minter
@@ -643,7 +641,7 @@ async fn sign_in(
             BrokerError::from_signin(&site.name, &key.user, e)
         })?;
     Ok(Credentials {
-        digest: fp.digest(&s.token),
+        digest: audit.fingerprints.digest(&s.token),
         token: s.token,
         site_luid: Arc::from(s.site_luid),
         site_content_url: Arc::from(s.site_content_url),

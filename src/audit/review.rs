@@ -263,9 +263,7 @@ pub fn review(
                     .as_deref()
                     .and_then(|s| policy.normalize_scopes(s).ok());
                 let grant = scopes.as_ref().and_then(|scopes| {
-                    if config.site(&site).is_none() {
-                        return None;
-                    }
+                    config.site(&site)?;
                     entries[ei]
                         .grants
                         .iter()
