@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -95,7 +96,7 @@ class Serve:
                 if fields.get("message") == "broker listening (mTLS)":
                     self.addr = fields["addr"]
                     ready.set()
-                elif "reload" in str(fields.get("message", "")):
+                elif fields.get("message") == "configuration and certificates reloaded":
                     self.reloads.release()
             ready.set()
 
@@ -215,6 +216,14 @@ def test_every_outcome_writes_one_valid_record(ttb_bin, demo, tmp_path):
     config.write_text(head + CALLERS)
     serve.proc.send_signal(signal.SIGHUP)
     assert serve.reloads.acquire(timeout=20), "no reload logged"
+    # The reload's own record is on the trail by then (queued before the log line).
+    deadline = time.monotonic() + 20
+    while not any(
+        r["event"] == "reload" and r["config_generation"] == 2
+        for r in map(json.loads, trail.read_text().splitlines())
+    ):
+        assert time.monotonic() < deadline, "no reload record"
+        time.sleep(0.05)
     _, rec = call(ops.GetCredentials, get("ops", "sales", "svc-ops", "tableau:tasks:run"), "denied",
                   "CALLER_NOT_ALLOWED")
     assert rec["config_generation"] == 2 and rec["caller"]["entry"] is None
