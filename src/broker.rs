@@ -9,7 +9,8 @@ use arc_swap::ArcSwap;
 use secrecy::SecretString;
 use tokio::sync::mpsc;
 
-use crate::audit::Fingerprinter;
+use crate::audit::record::{AuditRecord, CallerRecord, Event, Outcome, Scopes, rfc3339};
+use crate::audit::{AuditMode, AuditSink, CallerContext, Fingerprinter};
 use crate::cache::{CacheKey, CredentialCache, Credentials, KeyRef, Lookup};
 use crate::clock::SharedClock;
 use crate::config::{Config, MAX_JWT_TTL, SiteConfig};
@@ -122,10 +123,13 @@ pub struct Invalidated {
 struct Snapshot {
     config: Arc<Config>,
     clients: HashMap<String, TableauClient>,
+    /// 1 for the configuration the broker started with, +1 for each applied reload: every
+    /// audit record names the generation that decided it.
+    generation: u64,
 }
 
 impl Snapshot {
-    fn new(config: Config, clock: &SharedClock) -> Result<Snapshot, BrokerError> {
+    fn new(config: Config, clock: &SharedClock, generation: u64) -> Result<Snapshot, BrokerError> {
         let mut clients = HashMap::new();
         for (name, site) in &config.sites {
             let client = TableauClient::new(ClientOptions {
@@ -141,6 +145,7 @@ impl Snapshot {
         Ok(Snapshot {
             config: Arc::new(config),
             clients,
+            generation,
         })
     }
 }
@@ -153,6 +158,9 @@ pub struct Broker {
     clock: SharedClock,
     fingerprints: Arc<Fingerprinter>,
     stats: Arc<SignInStats>,
+    audit: Arc<AuditSink>,
+    /// Serializes reloads so generations are handed out in order.
+    reload_lock: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -173,9 +181,15 @@ fn target(site: &SiteConfig) -> SignInTarget {
 }
 
 impl Broker {
-    /// Builds the broker and starts its sign-out worker; call inside a tokio runtime.
-    pub fn new(config: Config, clock: SharedClock) -> Result<Arc<Broker>, BrokerError> {
-        let snapshot = Snapshot::new(config, &clock)?;
+    /// Builds the broker and starts its sign-out worker; call inside a tokio runtime. Every
+    /// decision is recorded in `audit`; tokens are fingerprinted with `fingerprints`.
+    pub fn new(
+        config: Config,
+        clock: SharedClock,
+        audit: AuditSink,
+        fingerprints: Fingerprinter,
+    ) -> Result<Arc<Broker>, BrokerError> {
+        let snapshot = Snapshot::new(config, &clock, 1)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let evicted = snapshot.config.cache.sign_out_on_evict.then_some(tx);
         let cache = CredentialCache::new(snapshot.config.cache.max_entries, clock.clone(), evicted);
@@ -184,9 +198,14 @@ impl Broker {
             cache,
             minter: Minter::new(clock.clone()),
             clock,
-            fingerprints: Arc::new(Fingerprinter::new()),
+            fingerprints: Arc::new(fingerprints),
             stats: Arc::default(),
+            audit: Arc::new(audit),
+            reload_lock: std::sync::Mutex::new(()),
         });
+        broker
+            .audit
+            .enqueue(AuditRecord::new(Event::Start, broker.clock.now(), Outcome::Ok, 1).to_line());
         tokio::spawn(sign_out_worker(Arc::downgrade(&broker), rx));
         tokio::spawn(housekeeping(Arc::downgrade(&broker)));
         Ok(broker)
@@ -198,11 +217,67 @@ impl Broker {
     }
 
     /// Replaces the configuration. Everything is built first; on error the running one stays.
-    /// Cached sessions stay too: each request is still checked against the new policy.
+    /// Cached sessions stay too: each request is still checked against the new policy. Both
+    /// outcomes are audited; an applied reload gets the next generation.
     pub fn reload(&self, config: Config) -> Result<(), BrokerError> {
-        let snapshot = Snapshot::new(config, &self.clock)?;
-        self.snapshot.store(Arc::new(snapshot));
-        Ok(())
+        let _serial = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = self.snapshot.load().generation + 1;
+        match Snapshot::new(config, &self.clock, generation) {
+            Ok(snapshot) => {
+                self.snapshot.store(Arc::new(snapshot));
+                self.audit.enqueue(
+                    AuditRecord::new(Event::Reload, self.clock.now(), Outcome::Ok, generation)
+                        .to_line(),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.record_reload_failure(&e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Audits a reload that was refused (a bad file, bad certificates): the running generation
+    /// stays and the record says why.
+    pub fn record_reload_failure(&self, message: &str) {
+        let mut r = AuditRecord::new(
+            Event::Reload,
+            self.clock.now(),
+            Outcome::Failed,
+            self.generation(),
+        );
+        r.reason = "RELOAD_REFUSED".to_owned();
+        r.message = Some(message.to_owned());
+        self.audit.enqueue(r.to_line());
+    }
+
+    /// Audits a connected-app secret that could not be used for `site`, and what was tried
+    /// instead (`message`: secret IDs and why, never a secret value).
+    pub fn record_secret_fallback(&self, site: &str, message: &str) {
+        let mut r = AuditRecord::new(
+            Event::SecretFallback,
+            self.clock.now(),
+            Outcome::Ok,
+            self.generation(),
+        );
+        r.site = Some(site);
+        r.reason = "SECRET_FALLBACK".to_owned();
+        r.message = Some(message.to_owned());
+        self.audit.enqueue(r.to_line());
+    }
+
+    /// The generation of the configuration in force (1 at start, +1 per applied reload).
+    pub fn generation(&self) -> u64 {
+        self.snapshot.load().generation
+    }
+
+    /// The audit sink, for its counters.
+    pub fn audit(&self) -> &AuditSink {
+        &self.audit
     }
 
     /// The cache, for metrics and tests.
@@ -256,51 +331,97 @@ impl Broker {
     }
 
     /// Credentials for a site, a user and scopes: policy first, then the cache, then one
-    /// sign-in shared by every concurrent miss for the same key.
-    #[tracing::instrument(skip_all, fields(caller = %identity, site = %req.site, user = %req.user))]
+    /// sign-in shared by every concurrent miss for the same key. The decision is audited; in
+    /// fail-closed mode the token is returned only once its record is written.
+    #[tracing::instrument(skip_all, fields(caller = %caller.id, site = %req.site, user = %req.user))]
     pub async fn get_credentials(
         &self,
-        identity: &str,
+        caller: &CallerContext,
         req: CredentialsRequest,
     ) -> Result<IssuedCredentials, BrokerError> {
-        let result = self.get_credentials_inner(identity, &req).await;
-        match &result {
-            Ok(g) => tracing::info!(
-                target: "audit",
-                rpc = "GetCredentials",
-                caller = %identity,
-                site = %req.site,
-                user = %req.user,
-                scopes = %scopes_str(&g.credentials.key.scopes),
-                outcome = "ok",
-                from_cache = g.from_cache,
-                jti = %Jti(g),
-                token_fp = %g.credentials.digest.fingerprint(),
-            ),
-            Err(e) => tracing::info!(
-                target: "audit",
-                rpc = "GetCredentials",
-                caller = %identity,
-                site = %req.site,
-                user = %req.user,
-                scopes = %req.scopes.join(" "),
-                outcome = %e.reason(),
-                from_cache = false,
-                error = %e,
-            ),
+        let request_id = uuid::Uuid::new_v4();
+        let snapshot = self.snapshot.load_full();
+        let result = self
+            .get_credentials_inner(&snapshot, caller, request_id, &req)
+            .await;
+        let entry = entry_of(&snapshot.config, &caller.id);
+        let mut r = self.rpc_record(
+            "GetCredentials",
+            &snapshot,
+            caller,
+            entry.as_deref(),
+            request_id,
+        );
+        r.site = Some(&req.site);
+        r.user = Some(&req.user);
+        r.scopes_requested = Some(Scopes::Raw(&req.scopes));
+        tracing::debug!(outcome = %result.as_ref().map_or_else(BrokerError::reason, |_| "OK".into()), %request_id, "decision");
+        let r = match &result {
+            Ok(g) => {
+                let c = &g.credentials;
+                r.scopes_granted = Some(Scopes::Parsed(&c.key.scopes));
+                r.from_cache = Some(g.from_cache);
+                r.jti = (!g.from_cache).then(|| c.jti.hyphenated().to_string());
+                r.token_fp = Some(c.digest.fingerprint().to_string());
+                r.expires_at = Some(rfc3339(c.expires_at));
+                r
+            }
+            Err(e) => {
+                r.from_cache = Some(false);
+                r.error(e)
+            }
+        };
+        let line = r.to_line();
+        drop(r);
+        self.finish(line, result).await
+    }
+
+    /// The common part of an RPC's record.
+    fn rpc_record<'a>(
+        &self,
+        rpc: &'static str,
+        snapshot: &Snapshot,
+        caller: &'a CallerContext,
+        entry: Option<&'a str>,
+        request_id: uuid::Uuid,
+    ) -> AuditRecord<'a> {
+        let mut r = AuditRecord::new(
+            Event::Rpc,
+            self.clock.now(),
+            Outcome::Granted,
+            snapshot.generation,
+        );
+        r.request_id = Some(request_id.hyphenated().to_string());
+        r.rpc = Some(rpc);
+        r.caller = Some(CallerRecord::new(caller, entry));
+        r
+    }
+
+    /// Writes an RPC's record, then lets its result go. A result that hands something secret out
+    /// becomes `AuditUnavailable` when the record could not be written in fail-closed mode; a
+    /// refusal or failure stays what it was (nothing leaves), the write failure is counted.
+    async fn finish<T>(
+        &self,
+        line: Vec<u8>,
+        result: Result<T, BrokerError>,
+    ) -> Result<T, BrokerError> {
+        let written = self.audit.record(line).await;
+        match (result, written) {
+            (Ok(_), Err(_)) => Err(BrokerError::AuditUnavailable),
+            (result, _) => result,
         }
-        result
     }
 
     async fn get_credentials_inner(
         &self,
-        identity: &str,
+        snapshot: &Arc<Snapshot>,
+        caller: &CallerContext,
+        request_id: uuid::Uuid,
         req: &CredentialsRequest,
     ) -> Result<IssuedCredentials, BrokerError> {
-        let snapshot = self.snapshot.load_full();
         let (allowed, site) = self.authorize(
             &snapshot.config,
-            identity,
+            &caller.id,
             &req.site,
             &req.user,
             &req.scopes,
@@ -330,19 +451,26 @@ impl Broker {
         let sign_in = |key: &CacheKey| {
             let client = snapshot.clients.get(&site.name).cloned();
             let (site, key) = (Arc::clone(&site), key.clone());
-            let (minter, clock, fp, stats) = (
+            let (minter, clock, stats) = (
                 self.minter.clone(),
                 self.clock.clone(),
-                Arc::clone(&self.fingerprints),
                 Arc::clone(&self.stats),
             );
+            let audit = SignInAudit {
+                fingerprints: Arc::clone(&self.fingerprints),
+                sink: Arc::clone(&self.audit),
+                request_id,
+                caller: caller.clone(),
+                entry: entry_of(&snapshot.config, &caller.id),
+                generation: snapshot.generation,
+            };
             async move {
                 let client = client.ok_or_else(|| {
                     BrokerError::Internal(format!("no client for site {}", site.name))
                 })?;
                 let started = std::time::Instant::now();
                 let name = site.name.clone();
-                let result = sign_in(client, site, key, minter, clock, usable, fp).await;
+                let result = sign_in(client, site, key, minter, clock, usable, audit).await;
                 stats.record(&name, &result, started.elapsed());
                 result
             }
@@ -356,37 +484,50 @@ impl Broker {
     }
 
     /// A JWT for callers that sign in themselves or embed views; same policy as credentials.
-    #[tracing::instrument(skip_all, fields(caller = %identity, site = %site, user = %user))]
-    pub fn mint_jwt(
+    /// Audited like credentials: in fail-closed mode the JWT is returned only once its record is
+    /// written.
+    #[tracing::instrument(skip_all, fields(caller = %caller.id, site = %site, user = %user))]
+    pub async fn mint_jwt(
         &self,
-        identity: &str,
+        caller: &CallerContext,
         site: &str,
         user: &str,
         scopes: &[String],
         ttl: Option<Duration>,
     ) -> Result<MintedJwt, BrokerError> {
-        let result = self.mint_jwt_inner(identity, site, user, scopes, ttl);
-        match &result {
-            Ok((m, scopes)) => {
-                tracing::info!(target: "audit", rpc = "MintJwt", caller = %identity, site, user, scopes = %scopes_str(scopes), outcome = "ok", jti = %m.jti)
+        let request_id = uuid::Uuid::new_v4();
+        let snapshot = self.snapshot.load_full();
+        let result = self.mint_jwt_inner(&snapshot.config, &caller.id, site, user, scopes, ttl);
+        let entry = entry_of(&snapshot.config, &caller.id);
+        let mut r = self.rpc_record("MintJwt", &snapshot, caller, entry.as_deref(), request_id);
+        r.site = Some(site);
+        r.user = Some(user);
+        r.scopes_requested = Some(Scopes::Raw(scopes));
+        tracing::debug!(outcome = %result.as_ref().map_or_else(BrokerError::reason, |_| "OK".into()), %request_id, "decision");
+        let r = match &result {
+            Ok((m, granted)) => {
+                r.scopes_granted = Some(Scopes::Parsed(granted));
+                r.jti = Some(m.jti.hyphenated().to_string());
+                r.expires_at = Some(rfc3339(m.expires_at));
+                r
             }
-            Err(e) => {
-                tracing::info!(target: "audit", rpc = "MintJwt", caller = %identity, site, user, scopes = %scopes.join(" "), outcome = %e.reason(), error = %e)
-            }
-        }
-        result.map(|(m, _)| m)
+            Err(e) => r.error(e),
+        };
+        let line = r.to_line();
+        drop(r);
+        self.finish(line, result).await.map(|(m, _)| m)
     }
 
     fn mint_jwt_inner(
         &self,
+        config: &Config,
         identity: &str,
         site: &str,
         user: &str,
         scopes: &[String],
         ttl: Option<Duration>,
     ) -> Result<(MintedJwt, Vec<Scope>), BrokerError> {
-        let config = self.config();
-        let (allowed, site_cfg) = self.authorize(&config, identity, site, user, scopes)?;
+        let (allowed, site_cfg) = self.authorize(config, identity, site, user, scopes)?;
         let limit = allowed
             .max_jwt_ttl
             .map_or(site_cfg.jwt_ttl, |g| g.min(site_cfg.jwt_ttl))
@@ -409,43 +550,71 @@ impl Broker {
     }
 
     /// Drops a token Tableau refused and ends its session. Unknown tokens are not an error;
-    /// another caller's token is.
-    #[tracing::instrument(skip_all, fields(caller = %identity))]
+    /// another caller's token is. Audited with the token's fingerprint.
+    #[tracing::instrument(skip_all, fields(caller = %caller.id))]
     pub async fn invalidate(
         &self,
-        identity: &str,
+        caller: &CallerContext,
         token: &SecretString,
     ) -> Result<Invalidated, BrokerError> {
-        let fp = self.fingerprints.fingerprint(token);
+        let request_id = uuid::Uuid::new_v4();
+        let snapshot = self.snapshot.load_full();
         let digest = self.fingerprints.digest(token);
-        let Some(found) = self.cache.find_by_digest(&digest) else {
-            tracing::info!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, token_fp = %fp, outcome = "unknown_token");
-            return Ok(Invalidated {
+        let found = self.cache.find_by_digest(&digest);
+        let result = match &found {
+            None => Ok(Invalidated {
                 evicted: false,
                 signed_out: false,
-            });
+            }),
+            Some(found) => {
+                if snapshot.config.policy.may_hold(
+                    &caller.id,
+                    &found.key.site,
+                    &found.key.user,
+                    &found.key.scopes,
+                ) {
+                    let evicted = self.cache.remove_by_digest(&digest).is_some();
+                    let signed_out = if snapshot.config.cache.sign_out_on_evict {
+                        self.sign_out(found).await
+                    } else {
+                        false
+                    };
+                    Ok(Invalidated {
+                        evicted,
+                        signed_out,
+                    })
+                } else {
+                    Err(BrokerError::NotYourToken)
+                }
+            }
         };
-        let config = self.config();
-        if !config.policy.may_hold(
-            identity,
-            &found.key.site,
-            &found.key.user,
-            &found.key.scopes,
-        ) {
-            tracing::warn!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, site = %found.key.site, user = %found.key.user, token_fp = %fp, outcome = "TOKEN_NOT_YOURS");
-            return Err(BrokerError::NotYourToken);
+        let entry = entry_of(&snapshot.config, &caller.id);
+        let mut r = self.rpc_record(
+            "InvalidateCredentials",
+            &snapshot,
+            caller,
+            entry.as_deref(),
+            request_id,
+        );
+        r.outcome = Outcome::Ok;
+        r.token_fp = Some(digest.fingerprint().to_string());
+        if let Some(f) = &found {
+            r.site = Some(&f.key.site);
+            r.user = Some(&f.key.user);
+            r.scopes_granted = Some(Scopes::Parsed(&f.key.scopes));
         }
-        let evicted = self.cache.remove_by_digest(&digest).is_some();
-        let signed_out = if config.cache.sign_out_on_evict {
-            self.sign_out(&found).await
-        } else {
-            false
+        let r = match &result {
+            Ok(out) => {
+                r.evicted = Some(out.evicted);
+                r.signed_out = Some(out.signed_out);
+                r
+            }
+            Err(e) => r.error(e),
         };
-        tracing::info!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, site = %found.key.site, user = %found.key.user, token_fp = %fp, outcome = "ok", evicted, signed_out);
-        Ok(Invalidated {
-            evicted,
-            signed_out,
-        })
+        // Nothing secret leaves with an invalidation's answer: a failed write is only counted.
+        tracing::debug!(outcome = ?r.outcome, reason = %r.reason, "decision");
+        let _ = self.audit.record(r.to_line()).await;
+        result
     }
 
     /// The caller entry that applies to an identity, if any.
@@ -461,7 +630,7 @@ impl Broker {
         ) else {
             return false;
         };
-        match client
+        let ok = match client
             .sign_out(&site.server_url, &site.api_version, &c.token)
             .await
         {
@@ -475,7 +644,23 @@ impl Broker {
                 tracing::warn!(site = %c.key.site, token_fp = %c.digest.fingerprint(), error = %e, "sign-out failed");
                 false
             }
+        };
+        let mut r = AuditRecord::new(
+            Event::SignOut,
+            self.clock.now(),
+            if ok { Outcome::Ok } else { Outcome::Failed },
+            snapshot.generation,
+        );
+        r.site = Some(&c.key.site);
+        r.user = Some(&c.key.user);
+        r.scopes_granted = Some(Scopes::Parsed(&c.key.scopes));
+        r.token_fp = Some(c.digest.fingerprint().to_string());
+        r.signed_out = Some(ok);
+        if !ok {
+            r.reason = "TABLEAU_SIGN_OUT_FAILED".to_owned();
         }
+        self.audit.enqueue(r.to_line());
+        ok
     }
 }
 
@@ -484,25 +669,23 @@ fn usable_life(config: &Config, site: &SiteConfig) -> Duration {
     site.session_ttl.saturating_sub(config.cache.safety_margin)
 }
 
-/// The `jti` in an audit line: only a sign-in has one; a cache hit shows it empty.
-struct Jti<'a>(&'a IssuedCredentials);
-
-impl std::fmt::Display for Jti<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.from_cache {
-            Ok(())
-        } else {
-            std::fmt::Display::fmt(&self.0.credentials.jti.hyphenated(), f)
-        }
-    }
+/// The `[[callers]]` entry that applies to an identity, as configured, for audit records.
+fn entry_of(config: &Config, identity: &str) -> Option<String> {
+    config
+        .policy
+        .caller(identity)
+        .map(|e| e.pattern.to_string())
 }
 
-fn scopes_str(scopes: &[Scope]) -> String {
-    scopes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(" ")
+/// What a sign-in's audit record needs from the call that led it, and the fingerprinter for the
+/// token it brings back.
+struct SignInAudit {
+    fingerprints: Arc<Fingerprinter>,
+    sink: Arc<AuditSink>,
+    request_id: uuid::Uuid,
+    caller: CallerContext,
+    entry: Option<String>,
+    generation: u64,
 }
 
 async fn sign_in(
@@ -512,12 +695,25 @@ async fn sign_in(
     minter: Minter,
     clock: SharedClock,
     usable: Duration,
-    fp: Arc<Fingerprinter>,
+    audit: SignInAudit,
 ) -> Result<Credentials, BrokerError> {
     let minted = minter
         .mint(&site.app, &key.user, &key.scopes, site.jwt_ttl)
         .map_err(|e| BrokerError::Internal(e.to_string()))?;
     let signed_in_at = clock.now();
+    // On record before the JWT leaves the broker: in fail-closed mode a trail that cannot be
+    // written stops the sign-in here, so Tableau never sees it.
+    let mut r = AuditRecord::new(Event::SignIn, signed_in_at, Outcome::Ok, audit.generation);
+    r.request_id = Some(audit.request_id.hyphenated().to_string());
+    r.caller = Some(CallerRecord::new(&audit.caller, audit.entry.as_deref()));
+    r.site = Some(&site.name);
+    r.user = Some(&key.user);
+    r.scopes_granted = Some(Scopes::Parsed(&key.scopes));
+    r.jti = Some(minted.jti.hyphenated().to_string());
+    r.expires_at = Some(rfc3339(minted.expires_at));
+    if audit.sink.record(r.to_line()).await.is_err() && audit.sink.mode() == AuditMode::FailClosed {
+        return Err(BrokerError::AuditUnavailable);
+    }
     let s = client
         .sign_in(&target(&site), &minted.jwt)
         .await
@@ -526,7 +722,7 @@ async fn sign_in(
             BrokerError::from_signin(&site.name, &key.user, e)
         })?;
     Ok(Credentials {
-        digest: fp.digest(&s.token),
+        digest: audit.fingerprints.digest(&s.token),
         token: s.token,
         site_luid: Arc::from(s.site_luid),
         site_content_url: Arc::from(s.site_content_url),

@@ -113,6 +113,12 @@ pub enum Command {
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
     },
+    /// Work with the audit trail offline: fingerprint a token, review access.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  tableau-token-broker audit review --config broker.toml /var/log/tableau-token-broker/audit.jsonl --since 30d"
+    )]
+    Audit(AuditCommand),
     /// Explore the scope catalog offline.
     #[command(
         subcommand,
@@ -225,6 +231,124 @@ pub enum ScopesCommand {
         #[command(flatten)]
         opts: ScopesOpts,
     },
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the fingerprint of a token read on standard input, as the audit trail shows it.
+    ///
+    /// With the brokers' shared [audit] hmac_key_file, the fingerprint finds a leaked token in
+    /// the trail of every replica.
+    #[command(
+        after_help = "Example:\n  printf %s \"$LEAKED_TOKEN\" | tableau-token-broker audit fingerprint --key-file /etc/tableau-token-broker/audit-hmac.key\n  grep '\"token_fp\":\"<printed>\"' /var/log/tableau-token-broker/audit.jsonl"
+    )]
+    Fingerprint {
+        /// The key file named by [audit] hmac_key_file.
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Access review: per caller entry, what its grants allow against what was used, grants
+    /// never used, refusals by reason, and a tightened [[callers]] section.
+    #[command(
+        after_help = "Example:\n  tableau-token-broker audit review --config broker.toml audit.jsonl --since 30d\n  tableau-token-broker audit review --config broker.toml audit.jsonl --since 2026-01-01T00:00:00Z --json"
+    )]
+    Review {
+        /// The broker's configuration (its [[callers]] are reviewed).
+        #[arg(long, short, env = "TTB_CONFIG")]
+        config: PathBuf,
+        /// The audit trail (JSON lines); "-" reads standard input.
+        trail: PathBuf,
+        /// Only decisions since then: a duration back from now ("30d") or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Why an `audit` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditCliError {
+    /// The key file cannot be used.
+    #[error(transparent)]
+    Key(#[from] crate::audit::KeyFileError),
+    /// Standard input could not be read, or held no token.
+    #[error("reading the token from standard input: {0}")]
+    Stdin(String),
+    /// The trail could not be opened.
+    #[error("cannot open the audit trail {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The review failed.
+    #[error(transparent)]
+    Review(#[from] crate::audit::review::ReviewError),
+}
+
+/// Longest token read by `audit fingerprint` (Tableau tokens are well under 1 KiB).
+pub const MAX_TOKEN_LEN: u64 = 64 << 10;
+
+/// `audit fingerprint`: the fingerprint of the token in `input` (surrounding whitespace ignored)
+/// under the key in `key_file`, followed by a newline.
+pub fn audit_fingerprint(
+    key_file: &std::path::Path,
+    input: impl std::io::Read,
+) -> Result<String, AuditCliError> {
+    use std::io::Read as _;
+    let fp = crate::audit::Fingerprinter::from_key_file(key_file)?;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    input
+        .take(MAX_TOKEN_LEN)
+        .read_to_string(&mut text)
+        .map_err(|e| AuditCliError::Stdin(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(AuditCliError::Stdin(
+            "no token; pipe the token in, e.g. `printf %s \"$TOKEN\" | tableau-token-broker audit fingerprint --key-file F`".into(),
+        ));
+    }
+    let token = secrecy::SecretString::from(token.to_owned());
+    Ok(format!("{}\n", fp.fingerprint(&token)))
+}
+
+/// `audit review`: the review of the trail at `trail` ("-": `stdin`) against `config`, as text
+/// or JSON.
+pub fn audit_review(
+    config: &crate::config::Config,
+    trail: &std::path::Path,
+    stdin: impl std::io::Read,
+    since: Option<&str>,
+    json: bool,
+) -> Result<String, AuditCliError> {
+    use crate::audit::review;
+    let since = since
+        .map(|s| review::parse_since(s, std::time::SystemTime::now()))
+        .transpose()?;
+    let result = if trail.as_os_str() == "-" {
+        review::review(config, std::io::BufReader::new(stdin), since)?
+    } else {
+        let file = std::fs::File::open(trail).map_err(|source| AuditCliError::Open {
+            path: trail.to_owned(),
+            source,
+        })?;
+        review::review(
+            config,
+            std::io::BufReader::with_capacity(256 << 10, file),
+            since,
+        )?
+    };
+    Ok(if json {
+        let mut s = serde_json::to_string_pretty(&result).unwrap_or_default();
+        s.push('\n');
+        s
+    } else {
+        result.to_text()
+    })
 }
 
 /// Options shared by the `scopes` subcommands.

@@ -138,6 +138,12 @@ pub enum BrokerError {
         /// Tableau's hint.
         retry_after: Option<Duration>,
     },
+    /// The audit record of a decision could not be written, so in fail-closed mode nothing
+    /// secret is handed out.
+    #[error(
+        "the broker cannot write its audit trail, so it hands out no credentials; retry with backoff (operators: check the [audit] path's disk)"
+    )]
+    AuditUnavailable,
     /// The broker itself failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -172,6 +178,7 @@ impl BrokerError {
             },
             BrokerError::Unavailable { .. } => "TABLEAU_UNAVAILABLE".into(),
             BrokerError::RateLimited { .. } => "TABLEAU_RATE_LIMITED".into(),
+            BrokerError::AuditUnavailable => "AUDIT_UNAVAILABLE".into(),
             BrokerError::Internal(_) => "INTERNAL".into(),
         }
     }

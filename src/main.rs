@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use secrecy::ExposeSecret;
 use tableau_token_broker::catalog::Catalog;
-use tableau_token_broker::cli::{self, Cli, Command, ScopesCommand};
+use tableau_token_broker::cli::{self, AuditCommand, Cli, Command, ScopesCommand};
 use tableau_token_broker::client_cli::{self, ClientCliError};
 use tableau_token_broker::config::{Config, ConfigError};
 
@@ -67,6 +67,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             print!("{out}");
+        }
+        Command::Audit(AuditCommand::Fingerprint { key_file }) => {
+            print!("{}", cli::audit_fingerprint(&key_file, std::io::stdin())?);
+        }
+        Command::Audit(AuditCommand::Review {
+            config,
+            trail,
+            since,
+            json,
+        }) => {
+            let config = Config::load(&config)?;
+            print!(
+                "{}",
+                cli::audit_review(&config, &trail, std::io::stdin(), since.as_deref(), json)?
+            );
         }
         Command::Serve { config: path } => {
             let config = Config::load(&path)?;

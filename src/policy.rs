@@ -99,7 +99,8 @@ impl UserPattern {
         }
     }
 
-    fn matches(&self, user: &str) -> bool {
+    /// Whether this pattern admits the username.
+    pub fn matches(&self, user: &str) -> bool {
         match self {
             UserPattern::Any => true,
             UserPattern::Exact(u) => u == user,
@@ -132,6 +133,14 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// True when this grant alone allows the site, the user and every (normalized) scope: what
+    /// the access review attributes a granted request to.
+    pub fn covers(&self, catalog: &Catalog, site: &str, user: &str, scopes: &[Scope]) -> bool {
+        self.matches_site(site)
+            && self.matches_user(user)
+            && scopes.iter().all(|s| self.allows(catalog, s))
+    }
+
     fn matches_site(&self, site: &str) -> bool {
         self.sites.iter().any(|s| s == "*" || s == site)
     }

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminServer, AdminState, Readiness};
+use crate::audit::{AuditSink, Fingerprinter};
 use crate::broker::Broker;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError};
@@ -62,6 +63,12 @@ pub enum ServeError {
     /// A configuration reload failed (the running configuration stays).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The audit trail cannot be opened for writing: the broker does not serve without one.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditOpenError),
+    /// The fingerprint key file cannot be used.
+    #[error(transparent)]
+    AuditKey(#[from] crate::audit::KeyFileError),
 }
 
 /// Configuration reloads (SIGHUP) by outcome, for metrics: plain atomics, read with
@@ -162,7 +169,12 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         ),
         None => None,
     };
-    let broker = Broker::new(config, clock.clone())?;
+    let fingerprints = match &config.audit.hmac_key_file {
+        Some(path) => Fingerprinter::from_key_file(path)?,
+        None => Fingerprinter::new(),
+    };
+    let audit = AuditSink::open(&config.audit)?;
+    let broker = Broker::new(config, clock.clone(), audit, fingerprints)?;
     let reloads = Arc::new(ReloadStats::default());
     reloads.loaded(&clock);
     let handshakes = Arc::new(HandshakeStats::default());
@@ -304,6 +316,21 @@ fn add_sources(
                 *n,
             );
         }
+        let a = b.audit().stats().snapshot();
+        for (outcome, n) in [("written", a.written), ("failed", a.failed)] {
+            s.counter(
+                "audit_records_total",
+                "Audit records by outcome (failed: a write error, or a full queue in best-effort mode).",
+                &[("outcome", outcome)],
+                n,
+            );
+        }
+        s.counter(
+            "audit_writes_total",
+            "Writes to the audit sink; each carries one or more records (group commit).",
+            &[],
+            a.batches,
+        );
     });
     let handshakes = Arc::clone(handshakes);
     metrics.add_source(move |s: &mut Scrape| {
@@ -394,8 +421,13 @@ impl RunningServer {
                 self.reloads.ok.fetch_add(1, Ordering::Relaxed);
                 self.reloads.loaded(&self.clock);
             }
-            Err(_) => {
+            Err(e) => {
                 self.reloads.error.fetch_add(1, Ordering::Relaxed);
+                // The broker audits the reloads it applies or refuses itself; these failed before.
+                if !matches!(e, ServeError::Broker(_)) {
+                    self.broker
+                        .record_reload_failure(&crate::error::error_chain(e));
+                }
             }
         }
         result
@@ -403,6 +435,9 @@ impl RunningServer {
 
     fn reload_inner(&self, config_path: &Path) -> Result<(), ServeError> {
         let config = Config::load(config_path)?;
+        if config.audit != self.broker.config().audit {
+            tracing::warn!("the [audit] section changed; it takes effect at the next restart");
+        }
         if let Some(s) = &config.server {
             let files = TlsFiles {
                 cert: s.cert.clone(),
@@ -420,7 +455,10 @@ impl RunningServer {
     /// Stops accepting, lets in-flight calls finish within the grace period, then returns.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         self.readiness.set_draining();
+        let broker = Arc::clone(&self.broker);
         let drained = self.drain().await;
+        // Background records (sign-outs) queued before the stop reach the trail before exit.
+        broker.audit().flush().await;
         if let Some(admin) = self.admin.take() {
             admin.stop().await;
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::audit::{AuditConfig, AuditMode, AuditTarget};
 use crate::catalog::Catalog;
 use crate::policy::{CallerEntry, Grant, IdentityPattern, Policy, UserPattern};
 use crate::scope::Scope;
@@ -43,6 +44,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default drain period after SIGTERM.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(20);
+/// Default audit trail: standard output, apart from the diagnostic log on stderr.
+pub const DEFAULT_AUDIT_PATH: &str = "-";
+/// Default audit mode: nothing secret leaves before its record is written.
+pub const DEFAULT_AUDIT_MODE: AuditMode = AuditMode::FailClosed;
+/// Default for `[audit] sync`: no fdatasync per batch (see the README's "Audit" section).
+pub const DEFAULT_AUDIT_SYNC: bool = false;
 
 /// Why a configuration could not be loaded. Never contains a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +231,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The admin listener (probes, metrics); `None` when the file has no `[admin]`.
     pub admin: Option<AdminConfig>,
+    /// The audit trail. Read at start only: changing it needs a restart.
+    pub audit: AuditConfig,
     /// Sites by name.
     pub sites: BTreeMap<String, Arc<SiteConfig>>,
     /// Caller policy and the catalog it uses.
@@ -288,6 +297,21 @@ impl Config {
                 a.listen
             ));
         }
+        let a = &self.audit;
+        out.push_str(&format!(
+            "audit: {} ({}{}; fingerprints {})\n",
+            match &a.target {
+                AuditTarget::Off => "off".to_owned(),
+                AuditTarget::Stdout => "standard output".to_owned(),
+                AuditTarget::File(p) => p.display().to_string(),
+            },
+            a.mode.as_str(),
+            if a.sync { ", fdatasync per batch" } else { "" },
+            match &a.hmac_key_file {
+                Some(p) => format!("keyed by {}", p.display()),
+                None => "random per process".to_owned(),
+            },
+        ));
         for site in self.sites.values() {
             out.push_str(&format!(
                 "site {}: {} api {} content_url {:?} session_ttl {} jwt_ttl {} client_id {} secret_id {} secret from {}\n",
@@ -522,6 +546,8 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         AdminConfig { listen }
     });
 
+    let audit = build_audit(&mut iss, raw.audit, raw.development, &resolve);
+
     let mut sites = BTreeMap::new();
     for (name, site) in raw.sites {
         if let Some(s) = build_site(&mut iss, &name, site, raw.development, &resolve) {
@@ -586,9 +612,66 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         tableau,
         telemetry,
         admin,
+        audit,
         sites,
         policy: Arc::new(Policy::new(catalog, callers)),
     })
+}
+
+fn build_audit(
+    iss: &mut Issues,
+    a: raw::RawAudit,
+    development: bool,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> AuditConfig {
+    let mode = match a.mode.as_deref() {
+        None => DEFAULT_AUDIT_MODE,
+        Some("fail-closed") => AuditMode::FailClosed,
+        Some("best-effort") => AuditMode::BestEffort,
+        Some(other) => {
+            iss.add(
+                "audit.mode",
+                format!("{other:?} is not \"fail-closed\" or \"best-effort\""),
+            );
+            DEFAULT_AUDIT_MODE
+        }
+    };
+    let target = match (a.enabled, a.path) {
+        (Some(false), path) => {
+            if !development {
+                iss.add("audit.enabled", "an audit trail is required outside development configurations; remove `enabled = false` (or set development = true for a benchmark)");
+            }
+            if path.is_some() {
+                iss.add(
+                    "audit.path",
+                    "set, but enabled = false turns the trail off; remove one of them",
+                );
+            }
+            AuditTarget::Off
+        }
+        (_, None) => AuditTarget::Stdout,
+        (_, Some(p)) if p.as_os_str() == DEFAULT_AUDIT_PATH => AuditTarget::Stdout,
+        (_, Some(p)) if p.as_os_str().is_empty() => {
+            iss.add(
+                "audit.path",
+                "empty: give a file path, or \"-\" for standard output",
+            );
+            AuditTarget::Stdout
+        }
+        (_, Some(p)) => AuditTarget::File(resolve(&p)),
+    };
+    let hmac_key_file = a.hmac_key_file.map(|p| resolve(&p));
+    if let Some(p) = &hmac_key_file {
+        if let Err(e) = crate::audit::Fingerprinter::from_key_file(p) {
+            iss.add("audit.hmac_key_file", e.to_string());
+        }
+    }
+    AuditConfig {
+        target,
+        mode,
+        sync: a.sync.unwrap_or(DEFAULT_AUDIT_SYNC),
+        hmac_key_file,
+    }
 }
 
 fn build_site(

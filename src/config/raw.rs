@@ -32,6 +32,9 @@ pub struct RawConfig {
     pub telemetry: RawTelemetry,
     /// The plain-HTTP admin listener (probes and metrics); off when absent.
     pub admin: Option<RawAdmin>,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: RawAudit,
     /// Tableau sites by the name callers use.
     #[serde(default)]
     pub sites: BTreeMap<String, RawSite>,
@@ -100,6 +103,22 @@ pub struct RawTelemetry {
 pub struct RawAdmin {
     /// Address of the plain-HTTP admin listener.
     pub listen: Option<String>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Where records go: a file path, or "-" for standard output.
+    pub path: Option<PathBuf>,
+    /// "fail-closed" or "best-effort".
+    pub mode: Option<String>,
+    /// fdatasync after each batch of records.
+    pub sync: Option<bool>,
+    /// Key shared by replicas for stable token fingerprints.
+    pub hmac_key_file: Option<PathBuf>,
+    /// false turns the trail off; development configurations only.
+    pub enabled: Option<bool>,
 }
 
 /// `[sites.NAME]`.

@@ -275,7 +275,11 @@ pub struct LocalSetup {
     header: Option<String>,
     sites: Vec<LocalSite>,
     callers: Vec<LocalCaller>,
+    audit: Option<String>,
 }
+
+/// The audit trail file a local setup writes into its folder unless told otherwise.
+pub const AUDIT_FILE: &str = "audit.jsonl";
 
 impl std::fmt::Debug for LocalSetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -329,7 +333,20 @@ impl LocalSetup {
             header: None,
             sites: Vec::new(),
             callers: Vec::new(),
+            audit: None,
         }
+    }
+
+    /// The `[audit]` section's body, written as given (default: `path` = [`AUDIT_FILE`] in the
+    /// folder, fail-closed). `"enabled = false"` turns the trail off, e.g. for a baseline.
+    pub fn audit(mut self, body: impl Into<String>) -> Self {
+        self.audit = Some(body.into());
+        self
+    }
+
+    /// Where the default `[audit]` section writes the trail.
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.join(AUDIT_FILE)
     }
 
     /// Uses `pki`, whose server certificate, key and CA are already in `files` (the demo keeps
@@ -425,6 +442,14 @@ impl LocalSetup {
         }
         let _ = writeln!(t, "[cache]\nmax_entries = {}", self.max_entries);
         let _ = writeln!(t, "safety_margin = \"5m\"\n");
+        match &self.audit {
+            Some(body) => {
+                let _ = writeln!(t, "[audit]\n{}\n", body.trim_end());
+            }
+            None => {
+                let _ = writeln!(t, "[audit]\npath = {}\n", path(&self.audit_path()));
+            }
+        }
         let _ = writeln!(t, "[tableau]\nconnect_timeout = \"2s\"");
         let _ = writeln!(t, "request_timeout = \"10s\"\n");
         for site in &self.sites {

@@ -11,9 +11,11 @@ use std::time::{Duration, SystemTime};
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 
+use crate::audit::CallerContext;
 use crate::broker::{Broker, CredentialsRequest};
 use crate::catalog::{Catalog, Method};
 use crate::error::BrokerError;
+use crate::transport::PeerInfo;
 use crate::transport::identity::CallerIdentity;
 use status::to_status;
 
@@ -53,6 +55,22 @@ fn identity<T>(req: &Request<T>) -> Result<Arc<str>, Status> {
         .get::<CallerIdentity>()
         .map(|c| c.id.clone())
         .ok_or_else(|| to_status(&BrokerError::Unauthenticated))
+}
+
+/// The caller with what the connection knows about it (certificate field, serial, address), for
+/// the audit trail.
+fn caller<T>(req: &Request<T>) -> Result<CallerContext, Status> {
+    let id = req
+        .extensions()
+        .get::<CallerIdentity>()
+        .ok_or_else(|| to_status(&BrokerError::Unauthenticated))?;
+    let peer = req.extensions().get::<PeerInfo>();
+    Ok(CallerContext {
+        id: id.id.clone(),
+        source: Some(id.source.into()),
+        cert_serial: peer.and_then(|p| p.cert_serial.clone()),
+        peer: peer.map(|p| p.remote_addr),
+    })
 }
 
 fn duration(
@@ -119,7 +137,7 @@ impl TokenBroker for TokenBrokerService {
         &self,
         request: Request<pb::GetCredentialsRequest>,
     ) -> Result<Response<pb::GetCredentialsResponse>, Status> {
-        let caller = identity(&request)?;
+        let caller = caller(&request)?;
         let r = request.into_inner();
         let req = CredentialsRequest {
             site: r.site,
@@ -151,12 +169,13 @@ impl TokenBroker for TokenBrokerService {
         &self,
         request: Request<pb::MintJwtRequest>,
     ) -> Result<Response<pb::MintJwtResponse>, Status> {
-        let caller = identity(&request)?;
+        let caller = caller(&request)?;
         let r = request.into_inner();
         let ttl = duration("ttl", r.ttl)?;
         let m = self
             .broker
             .mint_jwt(&caller, &r.site, &r.user, &r.scopes, ttl)
+            .await
             .map_err(|e| status::to_status(&e))?;
         Ok(Response::new(pb::MintJwtResponse {
             jwt: m.jwt.expose_secret().to_owned(),
@@ -169,7 +188,7 @@ impl TokenBroker for TokenBrokerService {
         &self,
         request: Request<pb::InvalidateCredentialsRequest>,
     ) -> Result<Response<pb::InvalidateCredentialsResponse>, Status> {
-        let caller = identity(&request)?;
+        let caller = caller(&request)?;
         let token = SecretString::from(request.into_inner().token);
         if token.expose_secret().is_empty() {
             return Err(to_status(&BrokerError::InvalidArgument {

@@ -27,7 +27,7 @@ pub fn code(e: &BrokerError) -> Code {
         BrokerError::UserNotFound { .. }
         | BrokerError::AppMisconfigured { .. }
         | BrokerError::SignInRejected { .. } => Code::FailedPrecondition,
-        BrokerError::Unavailable { .. } => Code::Unavailable,
+        BrokerError::Unavailable { .. } | BrokerError::AuditUnavailable => Code::Unavailable,
         BrokerError::RateLimited { .. } => Code::ResourceExhausted,
         BrokerError::Internal(_) => Code::Internal,
     }

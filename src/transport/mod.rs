@@ -49,6 +49,8 @@ pub struct PeerInfo {
     pub remote_addr: SocketAddr,
     /// Who the client is, from its verified certificate.
     pub identity: CallerIdentity,
+    /// The client certificate's serial number (lowercase hex), for the audit trail.
+    pub cert_serial: Option<Arc<str>>,
 }
 
 /// An accepted, authenticated TLS connection, ready for tonic.
@@ -269,6 +271,13 @@ async fn accept_loop(
     }
 }
 
+/// The serial number of a (verified) certificate in lowercase hex, as audit records show it.
+fn cert_serial(der: &[u8]) -> Option<Arc<str>> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    Some(Arc::from(hex::encode(cert.tbs_certificate.raw_serial())))
+}
+
 #[tracing::instrument(skip_all, fields(peer = %remote_addr))]
 async fn handshake(
     acceptor: TlsAcceptor,
@@ -306,6 +315,7 @@ async fn handshake(
         tracing::warn!("TLS handshake completed without a client certificate; connection refused");
         return None;
     };
+    let serial = cert_serial(leaf);
     match identity_from_cert(leaf, sources) {
         Ok(identity) => {
             tracing::debug!(caller = %identity.id, source = %identity.source, "client authenticated");
@@ -314,6 +324,7 @@ async fn handshake(
                 peer: PeerInfo {
                     remote_addr,
                     identity,
+                    cert_serial: serial,
                 },
             })
         }

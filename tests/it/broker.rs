@@ -36,6 +36,8 @@ pub(crate) struct Opts {
     pub app_enabled: bool,
     pub server_url: Option<String>,
     pub max_entries: u64,
+    /// The `[audit]` section's body (default: a file in the harness folder, fail-closed).
+    pub audit: Option<String>,
 }
 
 impl Default for Opts {
@@ -46,6 +48,7 @@ impl Default for Opts {
             app_enabled: true,
             server_url: None,
             max_entries: 1000,
+            audit: None,
         }
     }
 }
@@ -80,7 +83,11 @@ impl Harness {
         )
         .default_site()
         .json();
-        let local = LocalSetup::new(dir.path(), app)
+        let mut setup = LocalSetup::new(dir.path(), app);
+        if let Some(body) = opts.audit {
+            setup = setup.audit(body);
+        }
+        let local = setup
             .clock(clock.clone())
             .max_entries(opts.max_entries)
             .site(finance)
@@ -151,7 +158,7 @@ pub(crate) fn req(site: &str, user: &str, scopes: &[&str]) -> pb::GetCredentials
     }
 }
 
-fn reason(s: &tonic::Status) -> String {
+pub(crate) fn reason(s: &tonic::Status) -> String {
     s.get_error_details()
         .error_info()
         .map(|i| i.reason.clone())
@@ -159,7 +166,7 @@ fn reason(s: &tonic::Status) -> String {
 }
 
 /// Waits (bounded) for the double's counters to reach a value; sign-outs run in the background.
-async fn eventually(what: &str, f: impl Fn() -> bool) {
+pub(crate) async fn eventually(what: &str, f: impl Fn() -> bool) {
     for _ in 0..200 {
         if f() {
             return;
@@ -857,17 +864,28 @@ async fn bad_reload_keeps_the_running_configuration() {
     let _ = &h.dir;
 }
 
-/// Runs the real `serve` binary (JSON logs on stderr, as operators see them) against the double:
-/// a process of its own, so no other test's logging can interfere.
+/// Runs the real `serve` binary (JSON logs on stderr, as operators see them; the audit trail in
+/// a file of its own) against the double: a process of its own, so no other test's logging can
+/// interfere.
 #[tokio::test]
-async fn audit_lines_match_tokens_without_revealing_them() {
+async fn audit_records_match_tokens_without_revealing_them() {
     use std::io::BufRead;
     let h = Harness::start().await;
     let text = std::fs::read_to_string(&h.config_path).unwrap();
     let config = h.dir.path().join("serve.toml");
+    let trail = h.dir.path().join("serve-audit.jsonl");
+    let harness_audit = format!(
+        "path = {:?}",
+        h.dir.path().join("audit.jsonl").display().to_string()
+    );
+    assert!(text.contains(&harness_audit), "{text}");
     std::fs::write(
         &config,
         text.replace(
+            &harness_audit,
+            &format!("path = {:?}", trail.display().to_string()),
+        )
+        .replace(
             "[tableau]",
             "[telemetry]\nlog_format = \"json\"\nlog_filter = \"trace\"\n[tableau]",
         ),
@@ -877,19 +895,27 @@ async fn audit_lines_match_tokens_without_revealing_them() {
         .args(["serve", "--config"])
         .arg(&config)
         .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let stdout = child.stdout.take().unwrap();
+    for stream in [
+        Box::new(stderr) as Box<dyn std::io::Read + Send>,
+        Box::new(stdout),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+    }
     let mut lines = Vec::new();
     let addr = loop {
         let line = rx
@@ -947,60 +973,95 @@ async fn audit_lines_match_tokens_without_revealing_them() {
         .unwrap();
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
     lines.extend(rx.try_iter());
-    let text = lines.join("\n");
+    let records_text = std::fs::read_to_string(&trail).unwrap();
+    let text = format!("{}\n{records_text}", lines.join("\n"));
 
     assert!(
         !text.contains(&a.token),
-        "a credentials token reached the logs"
+        "a credentials token reached the logs or the trail"
     );
-    assert!(!text.contains(&m.jwt), "a JWT reached the logs");
+    assert!(
+        !text.contains(&m.jwt),
+        "a JWT reached the logs or the trail"
+    );
     assert!(
         !text.contains("eyJ"),
-        "something JWT-shaped reached the logs"
+        "something JWT-shaped reached the logs or the trail"
     );
     assert!(
         !text.contains("finance-secret"),
-        "the connected-app secret reached the logs"
+        "the connected-app secret reached the logs or the trail"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("\"schema_version\"") || l.contains("\"target\":\"audit\"")),
+        "audit records stay out of the diagnostic log and stdout"
     );
 
-    let audit: Vec<serde_json::Value> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"] == "audit")
+    let audit: Vec<serde_json::Value> = records_text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .collect();
+    assert!(audit.iter().all(|r| r["schema_version"] == 1));
     let gets: Vec<&serde_json::Value> = audit
         .iter()
-        .filter(|v| v["fields"]["rpc"] == "GetCredentials")
+        .filter(|v| v["event"] == "rpc" && v["rpc"] == "GetCredentials")
         .collect();
-    assert_eq!(gets.len(), 3, "one audit line per call: {audit:#?}");
-    let (first, second, denied) = (&gets[0]["fields"], &gets[1]["fields"], &gets[2]["fields"]);
-    assert_eq!(first["caller"], RENDERER);
+    assert_eq!(gets.len(), 3, "one audit record per call: {audit:#?}");
+    let (first, second, denied) = (gets[0], gets[1], gets[2]);
+    assert_eq!(first["caller"]["identity"], RENDERER);
+    assert_eq!(first["caller"]["source"], "uri_san");
+    assert_eq!(first["caller"]["entry"], RENDERER);
+    assert!(first["caller"]["cert_serial"].as_str().unwrap().len() >= 2);
+    assert!(
+        first["caller"]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     assert_eq!(first["site"], "finance");
     assert_eq!(first["user"], "svc-renderer");
-    assert_eq!(first["scopes"], "tableau:content:read");
-    assert_eq!(first["outcome"], "ok");
+    assert_eq!(
+        first["scopes_granted"],
+        serde_json::json!(["tableau:content:read"])
+    );
+    assert_eq!(first["outcome"], "granted");
+    assert_eq!(first["reason"], "OK");
     assert_eq!(first["from_cache"], false);
+    assert_eq!(first["config_generation"], 1);
     assert_eq!(
         first["jti"].as_str().unwrap().len(),
         36,
         "the sign-in's jti"
     );
+    let sign_in = audit.iter().find(|v| v["event"] == "sign_in").unwrap();
+    assert_eq!(
+        sign_in["jti"], first["jti"],
+        "the sign-in is on record with its call's jti"
+    );
+    assert_eq!(sign_in["request_id"], first["request_id"]);
     assert_eq!(second["from_cache"], true);
-    assert_eq!(second["jti"], "", "no JWT minted on a cache hit");
+    assert!(second["jti"].is_null(), "no JWT minted on a cache hit");
+    assert_ne!(first["request_id"], second["request_id"]);
     assert_eq!(
         first["token_fp"], second["token_fp"],
         "same token, same fingerprint"
     );
     assert_eq!(first["token_fp"].as_str().unwrap().len(), 16);
-    assert_eq!(denied["outcome"], "USER_NOT_ALLOWED");
+    assert_eq!(denied["outcome"], "denied");
+    assert_eq!(denied["reason"], "USER_NOT_ALLOWED");
     assert!(
-        audit
-            .iter()
-            .any(|v| v["fields"]["rpc"] == "MintJwt" && v["fields"]["jti"] == m.jti.as_str())
+        audit.iter().any(|v| v["rpc"] == "MintJwt"
+            && v["jti"] == m.jti.as_str()
+            && v["outcome"] == "granted")
     );
     let inv = audit
         .iter()
-        .find(|v| v["fields"]["rpc"] == "InvalidateCredentials")
+        .find(|v| v["rpc"] == "InvalidateCredentials")
         .unwrap();
-    assert_eq!(inv["fields"]["token_fp"], first["token_fp"]);
+    assert_eq!(inv["token_fp"], first["token_fp"]);
+    assert_eq!(inv["evicted"], true);
+    let out = audit.iter().find(|v| v["event"] == "sign_out").unwrap();
+    assert_eq!(out["token_fp"], first["token_fp"]);
 }

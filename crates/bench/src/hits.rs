@@ -45,7 +45,17 @@ impl BrokerLoad {
         connections: usize,
         request: GetCredentialsRequest,
     ) -> anyhow::Result<BrokerLoad> {
-        let channels = world.broker_channels(connections).await?;
+        BrokerLoad::to(world, world.broker.local_addr(), connections, request).await
+    }
+
+    /// [`Self::new`] against the broker at `addr` (the audited one, say).
+    pub(crate) async fn to(
+        world: &World,
+        addr: std::net::SocketAddr,
+        connections: usize,
+        request: GetCredentialsRequest,
+    ) -> anyhow::Result<BrokerLoad> {
+        let channels = world.channels_to(addr, connections).await?;
         Ok(BrokerLoad {
             decoding: Arc::new(
                 channels

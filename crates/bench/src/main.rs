@@ -143,6 +143,9 @@ impl Plan {
     }
 }
 
+/// Concurrency of the audit-on/audit-off comparison (the target is set at c=64).
+const AUDIT_CONCURRENCY: usize = 64;
+
 /// Injected sign-in latency of the Tableau double.
 const SIGNIN_LATENCY: Duration = Duration::from_millis(20);
 
@@ -361,6 +364,45 @@ async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow
         }
         report.pairs.push(pair);
     }
+
+    // Hits with the audit trail on (a file, fail-closed): each reply waits for its record's
+    // group commit. Beside the audit-off figure at the same concurrency.
+    let audited = BrokerLoad::to(
+        world,
+        world.audited.local_addr(),
+        plan.connections,
+        req.clone(),
+    )
+    .await?;
+    audited.call_once().await?;
+    let c = AUDIT_CONCURRENCY;
+    let off = pair(&broker, &echo, plan, ClientKind::Raw, c).await?;
+    let on = pair(&audited, &echo, plan, ClientKind::Raw, c).await?;
+    report.section(&format!(
+        "Hits with audit (fail-closed, file) at concurrency {c}, beside audit off"
+    ));
+    let name = |what: &str| format!("hit.c{c}.{what}");
+    report.add(name("audit_off.throughput"), off.broker.rps, "req/s");
+    report.add(
+        name("audit_off.throughput_ratio"),
+        off.ratio(),
+        "broker/echo",
+    );
+    report.add(name("audit_file.throughput"), on.broker.rps, "req/s");
+    report.add(
+        name("audit_file.throughput_ratio"),
+        on.ratio(),
+        "broker/echo",
+    );
+    report.add(name("audit_off.p99"), off.broker.p99_us, "µs");
+    report.add(name("audit_file.p99"), on.broker.p99_us, "µs");
+    let stats = world.audited.broker().audit().stats().snapshot();
+    report.add(
+        "audit.records_per_write",
+        stats.written as f64 / stats.batches.max(1) as f64,
+        "records",
+    );
+    report.add("audit.failed", stats.failed as f64, "records");
 
     // The same pair with the generated clients, which decode every reply (as a real caller
     // would): the client's decode work is charged against the broker here.

@@ -50,7 +50,11 @@ pub(crate) struct World {
     _dir: TempDir,
     pub pki: DevPki,
     pub fake: FakeTableauHandle,
+    /// The broker with the audit trail off (`[audit] enabled = false`): the figures of record.
     pub broker: RunningServer,
+    /// A second broker on the same double, writing its audit trail to a file in fail-closed
+    /// mode: every cache hit waits for its record's group commit.
+    pub audited: RunningServer,
     pub echo_addr: SocketAddr,
     client: CertPair,
 }
@@ -67,6 +71,7 @@ impl World {
             .grace_period(Duration::from_secs(2))
             // Metrics on, as in production: every RPC is counted and timed.
             .admin(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .audit("enabled = false")
             .max_entries(max_entries)
             .site(LocalSite::new(SITE, SITE_LUID, users))
             .caller(LocalCaller::new(
@@ -97,6 +102,30 @@ impl World {
                 .serve_with_incoming(routes, incoming),
         );
 
+        // The audited broker: the same configuration with a file trail, fail-closed.
+        let text = std::fs::read_to_string(&local.config_path)?;
+        let trail = dir.path().join("bench-audit.jsonl");
+        let audited_path = dir.path().join("broker-audited.toml");
+        std::fs::write(
+            &audited_path,
+            text.replace(
+                "[audit]\nenabled = false",
+                &format!(
+                    "[audit]\npath = {:?}\nmode = \"fail-closed\"",
+                    trail.display().to_string()
+                ),
+            ),
+        )?;
+        let config = tableau_token_broker::config::Config::load(&audited_path)?;
+        anyhow::ensure!(
+            config.audit.target != tableau_token_broker::audit::AuditTarget::Off,
+            "the audited broker's configuration has no trail"
+        );
+        let audited =
+            tableau_token_broker::server::start(config, tableau_token_broker::clock::system())
+                .await
+                .context("starting the audited broker")?;
+
         let client = local.pki.issue_client(Some(CALLER), &[], "bench-loadgen")?;
         Ok(World {
             _dir: dir,
@@ -104,6 +133,7 @@ impl World {
             pki: local.pki,
             fake: local.double,
             broker: local.server,
+            audited,
             echo_addr,
         })
     }
@@ -114,9 +144,18 @@ impl World {
 
     /// `n` HTTP/2 connections to the broker.
     pub(crate) async fn broker_channels(&self, n: usize) -> anyhow::Result<Vec<Channel>> {
+        self.channels_to(self.broker.local_addr(), n).await
+    }
+
+    /// `n` HTTP/2 connections to the broker at `addr` (the audited one, say).
+    pub(crate) async fn channels_to(
+        &self,
+        addr: SocketAddr,
+        n: usize,
+    ) -> anyhow::Result<Vec<Channel>> {
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
-            v.push(self.channel(self.broker.local_addr()).await?);
+            v.push(self.channel(addr).await?);
         }
         Ok(v)
     }

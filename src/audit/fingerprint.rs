@@ -1,5 +1,9 @@
-//! Audit helpers: a token fingerprint that lets two log lines about the same token be matched
-//! without revealing it.
+//! Token fingerprints: an HMAC that lets two audit records about the same token be matched
+//! without revealing it. With a key shared by every replica (`[audit] hmac_key_file`), one token
+//! has one fingerprint on every replica and across restarts, so an operator holding a leaked
+//! token can find it in the trail (`tableau-token-broker audit fingerprint`).
+
+use std::path::Path;
 
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
@@ -44,10 +48,38 @@ impl std::fmt::Display for Fingerprint {
     }
 }
 
-/// HMAC-SHA256 under a key drawn at process start. Fingerprints match within one process only,
-/// so they cannot be correlated with other systems or brute-forced offline from logs.
+/// Shortest key accepted from a key file: 32 bytes, the HMAC-SHA256 block's worth of security.
+pub const MIN_KEY_LEN: usize = 32;
+/// Longest key file read: a key is a short secret, so anything larger is a wrong path.
+pub const MAX_KEY_FILE_LEN: u64 = 4096;
+
+/// Why a fingerprint key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file could not be read.
+    #[error("cannot read the fingerprint key file {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The key is too short or too long.
+    #[error(
+        "the fingerprint key file {path} holds {len} byte(s); it needs {MIN_KEY_LEN} to {MAX_KEY_FILE_LEN} (make one with `head -c 32 /dev/urandom | base64 > FILE`)"
+    )]
+    Length {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its key length after trimming the trailing newline.
+        len: usize,
+    },
+}
+
+/// HMAC-SHA256 of tokens under a key: either drawn at process start (fingerprints then match
+/// within one process only) or read from a file shared by all replicas (they match everywhere).
 pub struct Fingerprinter {
-    key: [u8; 32],
+    key: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Fingerprinter {
@@ -63,11 +95,39 @@ impl Default for Fingerprinter {
 }
 
 impl Fingerprinter {
-    /// A fingerprinter with a fresh random key.
+    /// A fingerprinter with a fresh random key: fingerprints match within this process only.
     pub fn new() -> Fingerprinter {
+        let key: [u8; 32] = rand::random();
         Fingerprinter {
-            key: rand::random(),
+            key: zeroize::Zeroizing::new(key.to_vec()),
         }
+    }
+
+    /// A fingerprinter with the key in `path` (its bytes, less one trailing newline), so every
+    /// process given the same file computes the same fingerprints.
+    pub fn from_key_file(path: &Path) -> Result<Fingerprinter, KeyFileError> {
+        let read = |source| KeyFileError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read)?.len();
+        if len > MAX_KEY_FILE_LEN {
+            return Err(KeyFileError::Length {
+                path: path.to_owned(),
+                len: usize::try_from(len).unwrap_or(usize::MAX),
+            });
+        }
+        let mut key = zeroize::Zeroizing::new(std::fs::read(path).map_err(read)?);
+        while matches!(key.last(), Some(b'\n' | b'\r')) {
+            key.pop();
+        }
+        if key.len() < MIN_KEY_LEN {
+            return Err(KeyFileError::Length {
+                path: path.to_owned(),
+                len: key.len(),
+            });
+        }
+        Ok(Fingerprinter { key })
     }
 
     /// The fingerprint of a token: truncated hex HMAC.
@@ -111,5 +171,20 @@ mod tests {
         };
         assert_eq!(&mac[..FINGERPRINT_HEX_LEN], fp(&a));
         assert!(!format!("{:?}", a.digest(&t)).contains(&mac[FINGERPRINT_HEX_LEN..]));
+    }
+
+    #[test]
+    fn a_key_file_gives_the_same_fingerprint_in_every_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let a = Fingerprinter::from_key_file(&path).unwrap();
+        let b = Fingerprinter::from_key_file(&path).unwrap();
+        let t = SecretString::from("a-token".to_owned());
+        assert_eq!(a.fingerprint(&t).to_string(), b.fingerprint(&t).to_string());
+        std::fs::write(&path, "short\n").unwrap();
+        let e = Fingerprinter::from_key_file(&path).unwrap_err().to_string();
+        assert!(e.contains("5 byte(s)"), "{e}");
+        assert!(Fingerprinter::from_key_file(&dir.path().join("missing")).is_err());
     }
 }

@@ -1,0 +1,273 @@
+//! One audit record: a JSON object on one line, following `docs/audit-schema.v1.json`. Records
+//! borrow what the call already holds and are serialized on the caller's thread, so the writer
+//! only concatenates bytes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde::ser::SerializeSeq;
+
+use crate::error::BrokerError;
+use crate::scope::Scope;
+use crate::transport::identity::IdentitySource;
+
+/// The schema version written in every record (`schema_version`). Bumped only when a field
+/// changes meaning or disappears; new optional fields keep the version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The certificate field the caller's identity was taken from, as the audit schema names it.
+/// Kept apart from the transport's own type so the schema does not change when the transport
+/// does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityField {
+    /// The certificate's URI SAN (a SPIFFE ID).
+    UriSan,
+    /// A DNS SAN.
+    DnsSan,
+    /// The subject's common name.
+    Cn,
+}
+
+impl From<IdentitySource> for IdentityField {
+    fn from(s: IdentitySource) -> Self {
+        match s {
+            IdentitySource::Spiffe => IdentityField::UriSan,
+            IdentitySource::Dns => IdentityField::DnsSan,
+            IdentitySource::CommonName => IdentityField::Cn,
+        }
+    }
+}
+
+/// Who made a call, as far as the connection proved it: what every record about an RPC says
+/// about its caller.
+#[derive(Debug, Clone)]
+pub struct CallerContext {
+    /// The identity string policy is checked against.
+    pub id: Arc<str>,
+    /// Which certificate field it came from (`None` when not known, e.g. in-process callers).
+    pub source: Option<IdentityField>,
+    /// The client certificate's serial number, lowercase hex.
+    pub cert_serial: Option<Arc<str>>,
+    /// The client's address.
+    pub peer: Option<SocketAddr>,
+}
+
+impl CallerContext {
+    /// A caller known only by its identity string (tests, in-process use).
+    pub fn from_id(id: &str) -> CallerContext {
+        CallerContext {
+            id: Arc::from(id),
+            source: None,
+            cert_serial: None,
+            peer: None,
+        }
+    }
+}
+
+/// What kind of event a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// The broker started serving; the first record of a process.
+    Start,
+    /// One RPC's decision: exactly one per call.
+    Rpc,
+    /// The broker is about to sign in to Tableau with a freshly minted JWT (written, and in
+    /// fail-closed mode committed, before the JWT leaves the broker).
+    SignIn,
+    /// A session was signed out at Tableau.
+    SignOut,
+    /// A configuration reload, applied or refused.
+    Reload,
+    /// A connected-app secret could not be used and another one was tried.
+    SecretFallback,
+}
+
+/// How a decision ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A token or JWT was handed out.
+    Granted,
+    /// The request was refused before anything secret was used (policy, bad request, limits).
+    Denied,
+    /// The broker or Tableau failed.
+    Failed,
+    /// A non-issuing action completed (invalidation, sign-out, reload, start, sign-in attempt).
+    Ok,
+}
+
+impl Outcome {
+    /// The outcome of a failed call: refusals the caller caused are `denied`, the rest `failed`.
+    pub fn of_error(e: &BrokerError) -> Outcome {
+        match e {
+            BrokerError::InvalidArgument { .. }
+            | BrokerError::Unauthenticated
+            | BrokerError::Unimplemented { .. }
+            | BrokerError::Denied(_)
+            | BrokerError::UnknownSite { .. }
+            | BrokerError::NotYourToken => Outcome::Denied,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
+/// A list of scopes serialized as strings without building a `Vec<String>`.
+#[derive(Debug, Clone, Copy)]
+pub enum Scopes<'a> {
+    /// As the caller sent them.
+    Raw(&'a [String]),
+    /// As the policy normalized them.
+    Parsed(&'a [Scope]),
+}
+
+impl Serialize for Scopes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Scopes::Raw(v) => {
+                let mut seq = s.serialize_seq(Some(v.len()))?;
+                for x in *v {
+                    seq.serialize_element(x.as_str())?;
+                }
+                seq.end()
+            }
+            Scopes::Parsed(v) => {
+                let mut seq = s.serialize_seq(Some(v.len()))?;
+                for x in *v {
+                    seq.serialize_element(x.as_str())?;
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+/// The caller part of a record.
+#[derive(Debug, Serialize)]
+pub struct CallerRecord<'a> {
+    /// Identity string.
+    pub identity: &'a str,
+    /// Certificate field it came from.
+    pub source: Option<IdentityField>,
+    /// The `[[callers]]` entry that matched (its `identity` as configured), if any.
+    pub entry: Option<&'a str>,
+    /// Certificate serial, lowercase hex.
+    pub cert_serial: Option<&'a str>,
+    /// Peer address.
+    pub peer: Option<String>,
+}
+
+impl<'a> CallerRecord<'a> {
+    /// The caller part for a context and its matched entry.
+    pub fn new(c: &'a CallerContext, entry: Option<&'a str>) -> CallerRecord<'a> {
+        CallerRecord {
+            identity: &c.id,
+            source: c.source,
+            entry,
+            cert_serial: c.cert_serial.as_deref(),
+            peer: c.peer.map(|p| p.to_string()),
+        }
+    }
+}
+
+/// One record. Optional fields are written as `null` so every record has every key, which keeps
+/// queries simple (`jq 'select(.token_fp == "...")'`).
+#[derive(Debug, Serialize)]
+pub struct AuditRecord<'a> {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// When the decision was made (RFC 3339, UTC, milliseconds).
+    pub time: String,
+    /// Unique per RPC; the sign-in record of a call carries its call's ID.
+    pub request_id: Option<String>,
+    /// What the record is about.
+    pub event: Event,
+    /// The RPC, for `rpc` records.
+    pub rpc: Option<&'static str>,
+    /// Who asked.
+    pub caller: Option<CallerRecord<'a>>,
+    /// Site name.
+    pub site: Option<&'a str>,
+    /// Tableau username.
+    pub user: Option<&'a str>,
+    /// Scopes as asked for.
+    pub scopes_requested: Option<Scopes<'a>>,
+    /// Scopes granted (normalized), when granted.
+    pub scopes_granted: Option<Scopes<'a>>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// `OK`, or the error's stable reason (the same as the gRPC `ErrorInfo.reason`).
+    pub reason: String,
+    /// The error message as the caller saw it (never a secret), on failures.
+    pub message: Option<String>,
+    /// True when the token came from the cache.
+    pub from_cache: Option<bool>,
+    /// The JWT's `jti` when one was minted.
+    pub jti: Option<String>,
+    /// The token's fingerprint.
+    pub token_fp: Option<String>,
+    /// When the token or JWT stops being usable.
+    pub expires_at: Option<String>,
+    /// The configuration generation that decided (1 at start, +1 per applied reload).
+    pub config_generation: u64,
+    /// For invalidations: whether the broker held the token.
+    pub evicted: Option<bool>,
+    /// For invalidations: whether the session was ended at Tableau.
+    pub signed_out: Option<bool>,
+}
+
+/// RFC 3339 in UTC with milliseconds, as every record's `time` and `expires_at`.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl<'a> AuditRecord<'a> {
+    /// A record with every optional field empty.
+    pub fn new(event: Event, time: SystemTime, outcome: Outcome, generation: u64) -> Self {
+        AuditRecord {
+            schema_version: SCHEMA_VERSION,
+            time: rfc3339(time),
+            request_id: None,
+            event,
+            rpc: None,
+            caller: None,
+            site: None,
+            user: None,
+            scopes_requested: None,
+            scopes_granted: None,
+            outcome,
+            reason: "OK".to_owned(),
+            message: None,
+            from_cache: None,
+            jti: None,
+            token_fp: None,
+            expires_at: None,
+            config_generation: generation,
+            evicted: None,
+            signed_out: None,
+        }
+    }
+
+    /// Sets outcome, reason and message from an error.
+    pub fn error(mut self, e: &BrokerError) -> Self {
+        self.outcome = Outcome::of_error(e);
+        self.reason = e.reason();
+        self.message = Some(match e {
+            // Internal details stay in the diagnostic log, like in the caller's status.
+            BrokerError::Internal(_) => "internal error in the broker".to_owned(),
+            _ => e.to_string(),
+        });
+        self
+    }
+
+    /// The record as one line of JSON, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        // Serializing plain structs of strings, numbers and options cannot fail.
+        let mut v = serde_json::to_vec(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+}

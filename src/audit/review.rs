@@ -1,0 +1,506 @@
+//! The access review (`tableau-token-broker audit review`): for each `[[callers]]` entry of a
+//! configuration, what its grants allow against what the audit trail shows was used, the grants
+//! never used, the refusals by reason, and a tightened `[[callers.grants]]` block per entry that
+//! keeps only what was used (and passes `check-config` in place of the entry).
+//!
+//! The trail is streamed line by line; memory grows with the number of distinct sites, users and
+//! scopes seen per grant, never with the size of the file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::{BufRead, Read};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::policy::CallerEntry;
+use crate::scope::Scope;
+
+/// Longest line read; longer lines are skipped as unreadable (records are a few hundred bytes).
+pub const MAX_LINE: usize = 64 << 10;
+/// Distinct unmatched identities remembered; beyond that they are only counted.
+pub const MAX_UNMATCHED_IDENTITIES: usize = 100;
+
+/// Why a review could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// The trail could not be read.
+    #[error("cannot read the audit trail: {0}")]
+    Read(#[from] std::io::Error),
+    /// `--since` is neither a duration nor a timestamp.
+    #[error(
+        "--since {0:?} is neither a duration (\"30d\", \"12h\") nor an RFC 3339 time (\"2026-01-01T00:00:00Z\")"
+    )]
+    Since(String),
+}
+
+/// Parses `--since`: a duration back from `now`, or an RFC 3339 time.
+pub fn parse_since(text: &str, now: SystemTime) -> Result<SystemTime, ReviewError> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        return now
+            .checked_sub(d)
+            .ok_or_else(|| ReviewError::Since(text.to_owned()));
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|_| ReviewError::Since(text.to_owned()))
+}
+
+/// The review of a trail against a configuration.
+#[derive(Debug, Serialize)]
+pub struct Review {
+    /// Start of the window (RFC 3339), or `None` for the whole trail.
+    pub since: Option<String>,
+    /// Lines read.
+    pub lines: u64,
+    /// Lines that were not a readable record (cut short by a failed write, foreign text).
+    pub unreadable: u64,
+    /// RPC records (GetCredentials, MintJwt) in the window.
+    pub decisions: u64,
+    /// One review per configured caller entry, in configuration order.
+    pub callers: Vec<CallerReview>,
+    /// Decisions for identities that match no configured entry, by identity.
+    pub unmatched: BTreeMap<String, u64>,
+    /// Decisions from unmatched identities beyond [`MAX_UNMATCHED_IDENTITIES`].
+    pub unmatched_other: u64,
+}
+
+/// One caller entry's review.
+#[derive(Debug, Serialize)]
+pub struct CallerReview {
+    /// `callers[i]` in the configuration.
+    pub index: usize,
+    /// The entry's identity as configured.
+    pub identity: String,
+    /// Requests granted in the window.
+    pub granted: u64,
+    /// Granted requests that no grant of the current configuration allows any more.
+    pub granted_outside_grants: u64,
+    /// Refusals (policy, bad requests, limits) by reason.
+    pub refused: BTreeMap<String, u64>,
+    /// Failures (Tableau, the broker, the audit trail) by reason.
+    pub failed: BTreeMap<String, u64>,
+    /// Each grant, allowed against used.
+    pub grants: Vec<GrantReview>,
+    /// The entry with only what was used; `None` when nothing was.
+    pub suggested_toml: Option<String>,
+}
+
+/// One grant: allowed against used.
+#[derive(Debug, Serialize)]
+pub struct GrantReview {
+    /// `grants[i]` in the entry.
+    pub index: usize,
+    /// Granted requests attributed to it (the first grant that allows a request gets it).
+    pub requests: u64,
+    /// Sites allowed (`"*"` expanded to the configured sites).
+    pub sites_allowed: Vec<String>,
+    /// Sites used.
+    pub sites_used: Vec<String>,
+    /// User patterns allowed.
+    pub users_allowed: Vec<String>,
+    /// Users used.
+    pub users_used: Vec<String>,
+    /// Scopes allowed.
+    pub scopes_allowed: Vec<String>,
+    /// Scopes used.
+    pub scopes_used: Vec<String>,
+    /// Allowed sites never used.
+    pub sites_unused: Vec<String>,
+    /// User patterns that matched no used user.
+    pub users_unused: Vec<String>,
+    /// Allowed scopes that covered no used scope.
+    pub scopes_unused: Vec<String>,
+}
+
+impl GrantReview {
+    /// True when no request in the window used this grant.
+    pub fn never_used(&self) -> bool {
+        self.requests == 0
+    }
+}
+
+/// The fields of a record the review reads; everything else is ignored.
+#[derive(Deserialize)]
+struct Line {
+    time: String,
+    event: String,
+    rpc: Option<String>,
+    caller: Option<LineCaller>,
+    site: Option<String>,
+    user: Option<String>,
+    scopes_granted: Option<Vec<String>>,
+    outcome: String,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+struct LineCaller {
+    identity: String,
+    entry: Option<String>,
+}
+
+#[derive(Default)]
+struct Usage {
+    requests: u64,
+    sites: BTreeSet<String>,
+    users: BTreeSet<String>,
+    scopes: BTreeSet<Scope>,
+}
+
+#[derive(Default)]
+struct EntryAcc {
+    granted: u64,
+    outside: u64,
+    refused: BTreeMap<String, u64>,
+    failed: BTreeMap<String, u64>,
+    grants: Vec<Usage>,
+}
+
+/// Reviews `trail` against `config`, counting decisions at or after `since`.
+pub fn review(
+    config: &Config,
+    mut trail: impl BufRead,
+    since: Option<SystemTime>,
+) -> Result<Review, ReviewError> {
+    let policy = &config.policy;
+    let entries = policy.callers();
+    let names: BTreeMap<String, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.pattern.to_string(), i))
+        .collect();
+    let mut acc: Vec<EntryAcc> = entries
+        .iter()
+        .map(|e| EntryAcc {
+            grants: e.grants.iter().map(|_| Usage::default()).collect(),
+            ..EntryAcc::default()
+        })
+        .collect();
+    let mut out = Review {
+        since: since.map(|t| humantime::format_rfc3339(t).to_string()),
+        lines: 0,
+        unreadable: 0,
+        decisions: 0,
+        callers: Vec::new(),
+        unmatched: BTreeMap::new(),
+        unmatched_other: 0,
+    };
+
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        buf.clear();
+        let n = trail
+            .by_ref()
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf.last() != Some(&b'\n') && n > MAX_LINE {
+            // Too long: skip to the end of the line.
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                let m = trail
+                    .by_ref()
+                    .take(MAX_LINE as u64)
+                    .read_until(b'\n', &mut rest)?;
+                if m == 0 || rest.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            out.lines += 1;
+            out.unreadable += 1;
+            continue;
+        }
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        out.lines += 1;
+        let Ok(line) = serde_json::from_slice::<Line>(&buf) else {
+            out.unreadable += 1;
+            continue;
+        };
+        if line.event != "rpc" || !matches!(line.rpc.as_deref(), Some("GetCredentials" | "MintJwt"))
+        {
+            continue;
+        }
+        if let Some(since) = since {
+            match humantime::parse_rfc3339_weak(&line.time) {
+                Ok(t) if t >= since => {}
+                Ok(_) => continue,
+                Err(_) => {
+                    out.unreadable += 1;
+                    continue;
+                }
+            }
+        }
+        out.decisions += 1;
+        let Some(caller) = line.caller else {
+            out.unreadable += 1;
+            continue;
+        };
+        let Some(&ei) = caller.entry.as_ref().and_then(|e| names.get(e)) else {
+            if let Some(c) = out.unmatched.get_mut(&caller.identity) {
+                *c += 1;
+            } else if out.unmatched.len() < MAX_UNMATCHED_IDENTITIES {
+                out.unmatched.insert(caller.identity, 1);
+            } else {
+                out.unmatched_other += 1;
+            }
+            continue;
+        };
+        let a = &mut acc[ei];
+        match line.outcome.as_str() {
+            "granted" => {
+                a.granted += 1;
+                let (Some(site), Some(user)) = (line.site, line.user) else {
+                    a.outside += 1;
+                    continue;
+                };
+                let scopes = line
+                    .scopes_granted
+                    .as_deref()
+                    .and_then(|s| policy.normalize_scopes(s).ok());
+                let grant = scopes.as_ref().and_then(|scopes| {
+                    config.site(&site)?;
+                    entries[ei]
+                        .grants
+                        .iter()
+                        .position(|g| g.covers(policy.catalog(), &site, &user, scopes))
+                });
+                match (grant, scopes) {
+                    (Some(gi), Some(scopes)) => {
+                        let u = &mut a.grants[gi];
+                        u.requests += 1;
+                        u.sites.insert(site);
+                        u.users.insert(user);
+                        u.scopes.extend(scopes);
+                    }
+                    _ => a.outside += 1,
+                }
+            }
+            "denied" => *a.refused.entry(line.reason).or_default() += 1,
+            _ => *a.failed.entry(line.reason).or_default() += 1,
+        }
+    }
+
+    for (i, (entry, a)) in entries.iter().zip(acc).enumerate() {
+        out.callers.push(caller_review(config, i, entry, a));
+    }
+    Ok(out)
+}
+
+fn caller_review(config: &Config, index: usize, entry: &CallerEntry, a: EntryAcc) -> CallerReview {
+    let catalog = config.policy.catalog();
+    let mut grants = Vec::new();
+    for (gi, (g, u)) in entry.grants.iter().zip(&a.grants).enumerate() {
+        let sites_allowed: Vec<String> = if g.sites.iter().any(|s| s == "*") {
+            config.sites.keys().cloned().collect()
+        } else {
+            g.sites.clone()
+        };
+        let scopes_used: Vec<String> = u.scopes.iter().map(ToString::to_string).collect();
+        grants.push(GrantReview {
+            index: gi,
+            requests: u.requests,
+            sites_unused: sites_allowed
+                .iter()
+                .filter(|s| !u.sites.contains(*s))
+                .cloned()
+                .collect(),
+            sites_allowed,
+            sites_used: u.sites.iter().cloned().collect(),
+            users_allowed: g.users.iter().map(|p| p.as_str().to_owned()).collect(),
+            users_unused: g
+                .users
+                .iter()
+                .filter(|p| !u.users.iter().any(|name| p.matches(name)))
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            users_used: u.users.iter().cloned().collect(),
+            scopes_allowed: g.scopes.iter().map(ToString::to_string).collect(),
+            scopes_unused: g
+                .scopes
+                .iter()
+                .filter(|s| !u.scopes.iter().any(|used| catalog.covers(s, used)))
+                .map(ToString::to_string)
+                .collect(),
+            scopes_used,
+        });
+    }
+    let identity = entry.pattern.to_string();
+    let suggested_toml = suggest(&identity, entry, &a.grants);
+    CallerReview {
+        index,
+        identity,
+        granted: a.granted,
+        granted_outside_grants: a.outside,
+        refused: a.refused,
+        failed: a.failed,
+        grants,
+        suggested_toml,
+    }
+}
+
+/// A TOML basic string (JSON's escapes are a subset of TOML's).
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{}\"", s.escape_default()))
+}
+
+fn list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let items: Vec<String> = items.into_iter().map(quoted).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The entry with one grant per used grant, each narrowed to the sites, users and scopes used.
+fn suggest(identity: &str, entry: &CallerEntry, usage: &[Usage]) -> Option<String> {
+    if usage.iter().all(|u| u.requests == 0) {
+        return None;
+    }
+    let mut t = String::new();
+    let _ = writeln!(t, "[[callers]]\nidentity = {}", quoted(identity));
+    for (g, u) in entry.grants.iter().zip(usage) {
+        if u.requests == 0 {
+            continue;
+        }
+        let _ = writeln!(t, "\n[[callers.grants]]");
+        let _ = writeln!(t, "sites = {}", list(u.sites.iter().map(String::as_str)));
+        let _ = writeln!(t, "users = {}", list(u.users.iter().map(String::as_str)));
+        let _ = writeln!(t, "scopes = {}", list(u.scopes.iter().map(Scope::as_str)));
+        // Denials only matter under a wildcard; with exact scopes they are redundant.
+        if u.scopes.iter().any(Scope::is_wildcard) && !g.deny_scopes.is_empty() {
+            let _ = writeln!(
+                t,
+                "deny_scopes = {}",
+                list(g.deny_scopes.iter().map(Scope::as_str))
+            );
+        }
+        if let Some(ttl) = g.max_jwt_ttl {
+            let _ = writeln!(
+                t,
+                "max_jwt_ttl = {}",
+                quoted(&humantime::format_duration(ttl).to_string())
+            );
+        }
+    }
+    Some(t)
+}
+
+fn join(v: &[String]) -> String {
+    if v.is_empty() {
+        "-".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn counts(m: &BTreeMap<String, u64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Review {
+    /// The review for a reader: per entry, each grant allowed against used, the grants never
+    /// used, refusals by reason; then the suggested `[[callers]]` blocks, ready to paste.
+    pub fn to_text(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "access review: {} decision(s) {}; {} line(s) read, {} unreadable",
+            self.decisions,
+            match &self.since {
+                Some(s) => format!("since {s}"),
+                None => "in the whole trail".to_owned(),
+            },
+            self.lines,
+            self.unreadable
+        );
+        for c in &self.callers {
+            let _ = writeln!(t, "\ncallers[{}] {}", c.index, c.identity);
+            let _ = writeln!(
+                t,
+                "  granted {}, refused {}, failed {}",
+                c.granted,
+                c.refused.values().sum::<u64>(),
+                c.failed.values().sum::<u64>()
+            );
+            if c.granted_outside_grants > 0 {
+                let _ = writeln!(
+                    t,
+                    "  granted but outside today's grants: {}",
+                    c.granted_outside_grants
+                );
+            }
+            for g in &c.grants {
+                if g.never_used() {
+                    let _ = writeln!(
+                        t,
+                        "  grants[{}]: NEVER USED (sites {}; users {}; scopes {})",
+                        g.index,
+                        join(&g.sites_allowed),
+                        join(&g.users_allowed),
+                        join(&g.scopes_allowed)
+                    );
+                    continue;
+                }
+                let _ = writeln!(t, "  grants[{}]: {} request(s)", g.index, g.requests);
+                for (what, allowed, used, unused) in [
+                    ("sites", &g.sites_allowed, &g.sites_used, &g.sites_unused),
+                    ("users", &g.users_allowed, &g.users_used, &g.users_unused),
+                    (
+                        "scopes",
+                        &g.scopes_allowed,
+                        &g.scopes_used,
+                        &g.scopes_unused,
+                    ),
+                ] {
+                    let _ = writeln!(
+                        t,
+                        "    {what}: allowed {}; used {}; unused {}",
+                        join(allowed),
+                        join(used),
+                        join(unused)
+                    );
+                }
+            }
+            if !c.refused.is_empty() {
+                let _ = writeln!(t, "  refused: {}", counts(&c.refused));
+            }
+            if !c.failed.is_empty() {
+                let _ = writeln!(t, "  failed: {}", counts(&c.failed));
+            }
+        }
+        if !self.unmatched.is_empty() || self.unmatched_other > 0 {
+            let _ = writeln!(
+                t,
+                "\nidentities matching no entry: {}",
+                counts(&self.unmatched)
+            );
+            if self.unmatched_other > 0 {
+                let _ = writeln!(t, "  and {} more decision(s)", self.unmatched_other);
+            }
+        }
+        let _ = writeln!(
+            t,
+            "\n# Suggested [[callers]] section: only what was used. Replace the configuration's\n# [[callers]] entries with it, then run check-config."
+        );
+        for c in &self.callers {
+            match &c.suggested_toml {
+                Some(toml) => {
+                    let _ = writeln!(t, "\n{}", toml.trim_end());
+                }
+                None => {
+                    let _ = writeln!(
+                        t,
+                        "\n# callers[{}] {:?}: nothing used; remove the entry",
+                        c.index, c.identity
+                    );
+                }
+            }
+        }
+        t
+    }
+}

@@ -1,0 +1,442 @@
+//! The audit sink: a file (or stdout) apart from the diagnostic log, written by one writer thread
+//! with group commit.
+//!
+//! Callers serialize their record, hand it to the writer over a bounded channel and, in
+//! fail-closed mode, wait for the writer's answer. The writer takes every record queued at that
+//! moment, writes them with one `write` (and one `fdatasync` when `sync = true`), then wakes all
+//! their callers with the result. Under load one write carries many records, so the cost per
+//! record stays small; an idle broker pays one write per record.
+//!
+//! A failed write (disk full, I/O error, closed pipe) fails every record of its batch. The next
+//! batch starts with a newline, so a record cut short by the failure stands on a line of its own
+//! and readers skip it as unparsable rather than merging it with the next one.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+/// How many records may wait for the writer. Fail-closed callers wait for room (backpressure);
+/// best-effort callers count a record that finds no room as failed and go on.
+pub const QUEUE_CAPACITY: usize = 16_384;
+/// Most bytes written in one batch: bounds the writer's buffer, not the throughput.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// What to do when a record cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditMode {
+    /// Nothing secret leaves before its record is written; a failed write fails the call.
+    #[default]
+    FailClosed,
+    /// Records are queued and the call goes on; failures are counted.
+    BestEffort,
+}
+
+impl AuditMode {
+    /// The configuration name (`fail-closed`, `best-effort`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditMode::FailClosed => "fail-closed",
+            AuditMode::BestEffort => "best-effort",
+        }
+    }
+}
+
+/// Where records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    /// No audit trail: development configurations only (benchmarks, quick experiments).
+    Off,
+    /// The process's standard output (`path = "-"`), for platforms that collect it.
+    Stdout,
+    /// A file, opened for appending (created with mode 0600).
+    File(PathBuf),
+}
+
+/// The validated `[audit]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Where records go.
+    pub target: AuditTarget,
+    /// What a failed write does.
+    pub mode: AuditMode,
+    /// `fdatasync` after each batch: survives a power cut, costs a disk flush per batch.
+    pub sync: bool,
+    /// Key shared by replicas for stable token fingerprints; `None`: random per process.
+    pub hmac_key_file: Option<PathBuf>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            target: AuditTarget::Stdout,
+            mode: AuditMode::FailClosed,
+            sync: false,
+            hmac_key_file: None,
+        }
+    }
+}
+
+/// Why the audit sink could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditOpenError {
+    /// The file could not be opened for appending.
+    #[error(
+        "cannot open the audit trail {path} for writing: {source}; fix the path or its permissions ([audit] path)"
+    )]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the audit writer: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Records written and failed, for the metrics exporter
+/// (`tableau_token_broker_audit_records_total{outcome="written"|"failed"}`).
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    written: AtomicU64,
+    failed: AtomicU64,
+    batches: AtomicU64,
+}
+
+/// A point-in-time copy of [`AuditStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditStatsSnapshot {
+    /// Records written to the sink.
+    pub written: u64,
+    /// Records that could not be written (write error, or a full queue in best-effort mode).
+    pub failed: u64,
+    /// Writes issued (each carries one or more records).
+    pub batches: u64,
+}
+
+impl AuditStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> AuditStatsSnapshot {
+        AuditStatsSnapshot {
+            written: self.written.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The record could not be put on record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit record could not be written")]
+pub struct AuditWriteFailed;
+
+struct Job {
+    line: Vec<u8>,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+/// The audit sink. Cheap to share (`Arc`); dropping the last handle lets the writer finish the
+/// queue and stop.
+#[derive(Debug)]
+pub struct AuditSink {
+    tx: Option<mpsc::Sender<Job>>,
+    mode: AuditMode,
+    stats: Arc<AuditStats>,
+    healthy: Arc<AtomicBool>,
+}
+
+enum Output {
+    File(File),
+    Stdout,
+}
+
+impl Output {
+    fn write_batch(&mut self, buf: &[u8], sync: bool) -> std::io::Result<()> {
+        match self {
+            Output::File(f) => {
+                f.write_all(buf)?;
+                if sync {
+                    f.sync_data()?;
+                }
+                Ok(())
+            }
+            Output::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(buf)?;
+                out.flush()
+            }
+        }
+    }
+}
+
+impl AuditSink {
+    /// Opens the sink; the file is created if needed and appended to. Call inside a tokio
+    /// runtime or not: the writer is a thread of its own, so slow disks never stall the runtime.
+    pub fn open(cfg: &AuditConfig) -> Result<AuditSink, AuditOpenError> {
+        let output = match &cfg.target {
+            AuditTarget::Off => return Ok(AuditSink::off()),
+            AuditTarget::Stdout => Output::Stdout,
+            AuditTarget::File(path) => Output::File(open_append(path)?),
+        };
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let stats = Arc::new(AuditStats::default());
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (s, h, sync) = (Arc::clone(&stats), Arc::clone(&healthy), cfg.sync);
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer(output, rx, sync, &s, &h))
+            .map_err(AuditOpenError::Thread)?;
+        Ok(AuditSink {
+            tx: Some(tx),
+            mode: cfg.mode,
+            stats,
+            healthy,
+        })
+    }
+
+    /// A sink that records nothing and always succeeds.
+    pub fn off() -> AuditSink {
+        AuditSink {
+            tx: None,
+            mode: AuditMode::BestEffort,
+            stats: Arc::new(AuditStats::default()),
+            healthy: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Whether records go anywhere.
+    pub fn is_enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// The configured mode.
+    pub fn mode(&self) -> AuditMode {
+        self.mode
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<AuditStats> {
+        &self.stats
+    }
+
+    /// False after a write failed, until one succeeds again.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records a line. Fail-closed: returns once it is written (or failed). Best-effort: queues
+    /// it and returns at once; a failure is only counted.
+    pub async fn record(&self, line: Vec<u8>) -> Result<(), AuditWriteFailed> {
+        match self.mode {
+            AuditMode::FailClosed => self.commit(line).await,
+            AuditMode::BestEffort => {
+                self.enqueue(line);
+                Ok(())
+            }
+        }
+    }
+
+    /// Records a line and waits for the write, whatever the mode.
+    pub async fn commit(&self, line: Vec<u8>) -> Result<(), AuditWriteFailed> {
+        let Some(tx) = &self.tx else { return Ok(()) };
+        let (done, wait) = oneshot::channel();
+        let job = Job {
+            line,
+            done: Some(done),
+        };
+        if tx.send(job).await.is_err() {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            return Err(AuditWriteFailed);
+        }
+        match wait.await {
+            Ok(true) => Ok(()),
+            // The writer counted the failure (or is gone: then nothing was counted, count it).
+            Ok(false) => Err(AuditWriteFailed),
+            Err(_) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                Err(AuditWriteFailed)
+            }
+        }
+    }
+
+    /// Waits until every record queued before this call has been written (or has failed): call
+    /// before the process exits so background records are not lost.
+    pub async fn flush(&self) {
+        let Some(tx) = &self.tx else { return };
+        let (done, wait) = oneshot::channel();
+        if tx
+            .send(Job {
+                line: Vec::new(),
+                done: Some(done),
+            })
+            .await
+            .is_ok()
+        {
+            let _ = wait.await;
+        }
+    }
+
+    /// Queues a line without waiting (background events: sign-outs). A full queue drops the
+    /// record and counts it as failed.
+    pub fn enqueue(&self, line: Vec<u8>) {
+        let Some(tx) = &self.tx else { return };
+        if tx.try_send(Job { line, done: None }).is_err() {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, AuditOpenError> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map_err(|source| AuditOpenError::Open {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn writer(
+    mut out: Output,
+    mut rx: mpsc::Receiver<Job>,
+    sync: bool,
+    stats: &AuditStats,
+    healthy: &AtomicBool,
+) {
+    let mut buf = Vec::with_capacity(64 << 10);
+    let mut waiters = Vec::new();
+    let mut after_failure = false;
+    while let Some(first) = rx.blocking_recv() {
+        buf.clear();
+        if after_failure {
+            buf.push(b'\n');
+        }
+        let mut count = 0u64;
+        let mut take = |job: Job, buf: &mut Vec<u8>| {
+            buf.extend_from_slice(&job.line);
+            count += u64::from(!job.line.is_empty());
+            if let Some(d) = job.done {
+                waiters.push(d);
+            }
+        };
+        take(first, &mut buf);
+        while buf.len() < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(job) => take(job, &mut buf),
+                Err(_) => break,
+            }
+        }
+        let result = out.write_batch(&buf, sync);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        let ok = match result {
+            Ok(()) => {
+                stats.written.fetch_add(count, Ordering::Relaxed);
+                if !healthy.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("audit trail writable again");
+                }
+                after_failure = false;
+                true
+            }
+            Err(e) => {
+                stats.failed.fetch_add(count, Ordering::Relaxed);
+                if healthy.swap(false, Ordering::Relaxed) {
+                    tracing::error!(error = %e, records = count, "audit trail write failed");
+                }
+                after_failure = true;
+                false
+            }
+        };
+        for w in waiters.drain(..) {
+            let _ = w.send(ok);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(target: AuditTarget, mode: AuditMode) -> AuditConfig {
+        AuditConfig {
+            target,
+            mode,
+            sync: false,
+            hmac_key_file: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_records_are_written_whole_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let sink = Arc::new(
+            AuditSink::open(&cfg(AuditTarget::File(path.clone()), AuditMode::FailClosed)).unwrap(),
+        );
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let s = Arc::clone(&sink);
+                tokio::spawn(async move { s.record(format!("{{\"i\":{i}}}\n").into_bytes()).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut seen: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["i"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..200).collect::<Vec<_>>());
+        let s = sink.stats().snapshot();
+        assert_eq!((s.written, s.failed), (200, 0));
+        assert!(s.batches >= 1 && s.batches <= 200);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_full_disk_fails_the_record_and_marks_the_sink() {
+        let full = cfg(AuditTarget::File("/dev/full".into()), AuditMode::FailClosed);
+        let sink = AuditSink::open(&full).unwrap();
+        assert!(sink.is_healthy());
+        assert_eq!(sink.record(b"{}\n".to_vec()).await, Err(AuditWriteFailed));
+        assert!(!sink.is_healthy());
+        assert_eq!(sink.stats().snapshot().failed, 1);
+
+        let best = AuditSink::open(&AuditConfig {
+            mode: AuditMode::BestEffort,
+            ..full
+        })
+        .unwrap();
+        assert_eq!(best.record(b"{}\n".to_vec()).await, Ok(()));
+        for _ in 0..500 {
+            if best.stats().snapshot().failed == 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("best-effort failure never counted");
+    }
+
+    #[test]
+    fn an_unopenable_path_is_an_error() {
+        let e = AuditSink::open(&cfg(
+            AuditTarget::File("/nonexistent-dir/a.jsonl".into()),
+            AuditMode::FailClosed,
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent-dir/a.jsonl"), "{e}");
+    }
+}

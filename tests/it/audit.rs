@@ -1,0 +1,339 @@
+//! The audit trail end to end: fail-closed and best-effort on a full disk (`/dev/full`), stable
+//! fingerprints across broker processes with a shared key, and the access review on the fixture
+//! trail in `tests/data/audit/`.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tableau_token_broker::grpc::pb;
+use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
+use tonic::Code;
+
+use crate::broker::{Harness, Opts, RENDERER, eventually, reason, req};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tableau-token-broker");
+
+fn read_req() -> pb::GetCredentialsRequest {
+    req("finance", "svc-renderer", &["tableau:content:read"])
+}
+
+fn mint_req() -> pb::MintJwtRequest {
+    pb::MintJwtRequest {
+        site: "finance".into(),
+        user: "svc-renderer".into(),
+        scopes: vec!["tableau:content:read".into()],
+        ttl: None,
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn fail_closed_on_a_full_disk_hands_nothing_out_and_never_signs_in() {
+    let h = Harness::start_with(Opts {
+        audit: Some("path = \"/dev/full\"".into()),
+        ..Opts::default()
+    })
+    .await;
+    let mut c = h.client(RENDERER).await;
+    for _ in 0..2 {
+        let e = c.get_credentials(read_req()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert_eq!(reason(&e), "AUDIT_UNAVAILABLE");
+        assert!(e.message().contains("audit trail"), "{}", e.message());
+        let e = c.mint_jwt(mint_req()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert_eq!(reason(&e), "AUDIT_UNAVAILABLE");
+    }
+    assert_eq!(
+        h.fake.stats().signins,
+        0,
+        "the sign-in's record failed, so Tableau never saw the JWT"
+    );
+    // A refusal hands nothing out: it stays what it is, and its failed record is counted.
+    let e = c
+        .get_credentials(req("finance", "mallory", &["tableau:content:read"]))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "USER_NOT_ALLOWED");
+    let stats = h.server().broker().audit().stats().snapshot();
+    assert_eq!(stats.written, 0);
+    assert!(stats.failed >= 5, "{stats:?}");
+    assert!(!h.server().broker().audit().is_healthy());
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn best_effort_on_a_full_disk_serves_and_counts_the_failures() {
+    let h = Harness::start_with(Opts {
+        audit: Some("path = \"/dev/full\"\nmode = \"best-effort\"".into()),
+        ..Opts::default()
+    })
+    .await;
+    let mut c = h.client(RENDERER).await;
+    let a = c.get_credentials(read_req()).await.unwrap().into_inner();
+    assert!(!a.token.is_empty());
+    let b = c.get_credentials(read_req()).await.unwrap().into_inner();
+    assert!(b.from_cache);
+    let m = c.mint_jwt(mint_req()).await.unwrap().into_inner();
+    assert!(!m.jwt.is_empty());
+    assert_eq!(h.fake.stats().signins, 1);
+    let audit = h.server().broker().audit();
+    // start + sign_in + 3 decisions, all failed, none written.
+    eventually("five failed records", || {
+        audit.stats().snapshot().failed >= 5
+    })
+    .await;
+    assert_eq!(audit.stats().snapshot().written, 0);
+}
+
+#[tokio::test]
+async fn a_file_trail_holds_one_record_per_decision_and_a_reload_raises_the_generation() {
+    let h = Harness::start().await;
+    let trail = h.dir.path().join("audit.jsonl");
+    let mut c = h.client(RENDERER).await;
+    c.get_credentials(read_req()).await.unwrap();
+    c.get_credentials(read_req()).await.unwrap();
+    h.server().reload(&h.config_path).unwrap();
+    assert_eq!(h.server().broker().generation(), 2);
+    c.get_credentials(req("finance", "svc-renderer", &["tableau:nope:read"]))
+        .await
+        .unwrap_err();
+    let records = read_trail(&trail);
+    let rpc: Vec<_> = records.iter().filter(|r| r["event"] == "rpc").collect();
+    assert_eq!(rpc.len(), 3, "{records:#?}");
+    assert_eq!(rpc[0]["config_generation"], 1);
+    assert_eq!(rpc[2]["config_generation"], 2);
+    assert_eq!(rpc[2]["reason"], "UNKNOWN_SCOPE");
+    assert_eq!(
+        rpc[2]["scopes_requested"],
+        serde_json::json!(["tableau:nope:read"])
+    );
+    assert!(rpc[2]["scopes_granted"].is_null());
+    let h2 = &h;
+    eventually("the reload record", || {
+        read_trail(&h2.dir.path().join("audit.jsonl"))
+            .iter()
+            .any(|r| r["event"] == "reload" && r["config_generation"] == 2 && r["outcome"] == "ok")
+    })
+    .await;
+    assert!(records.iter().any(|r| r["event"] == "start"));
+}
+
+fn read_trail(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A `serve` process on a configuration; its address once it listens.
+struct Serve {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(config: &Path) -> Serve {
+        let mut child = std::process::Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if v["fields"]["message"] == "broker listening (mTLS)" {
+                    let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the broker starts");
+        Serve { child, addr }
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+/// The harness configuration with the trail at `trail` and `extra` lines in `[audit]`.
+fn config_with_trail(h: &Harness, name: &str, trail: &Path, extra: &str) -> PathBuf {
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let default = format!(
+        "path = {:?}",
+        h.dir.path().join("audit.jsonl").display().to_string()
+    );
+    let path = h.dir.path().join(name);
+    std::fs::write(
+        &path,
+        text.replace(
+            &default,
+            &format!("path = {:?}\n{extra}", trail.display().to_string()),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn two_processes_with_one_key_fingerprint_a_token_alike_and_the_cli_agrees() {
+    let h = Harness::start().await;
+    let key = h.dir.path().join("audit-hmac.key");
+    std::fs::write(&key, "Zm9yLXRlc3RzLW9ubHktYS1zaGFyZWQta2V5LTMyYnl0ZXM=\n").unwrap();
+    let extra = format!("hmac_key_file = {:?}", key.display().to_string());
+    // A token from the harness's broker: both processes are told about the same token.
+    let token = h
+        .client(RENDERER)
+        .await
+        .get_credentials(read_req())
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let mut fps = Vec::new();
+    for name in ["a", "b"] {
+        let trail = h.dir.path().join(format!("{name}.jsonl"));
+        let config = config_with_trail(&h, &format!("{name}.toml"), &trail, &extra);
+        let serve = Serve::start(&config);
+        let ch = tableau_token_broker::devkit::local::connect(
+            &h.pki,
+            serve.addr.parse().unwrap(),
+            &h.client_cert(RENDERER),
+        )
+        .await
+        .unwrap();
+        let out = TokenBrokerClient::new(ch)
+            .invalidate_credentials(pb::InvalidateCredentialsRequest {
+                token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!out.evicted, "another process never held it");
+        serve.stop();
+        let records = read_trail(&trail);
+        let inv = records
+            .iter()
+            .find(|r| r["rpc"] == "InvalidateCredentials")
+            .unwrap();
+        fps.push(inv["token_fp"].as_str().unwrap().to_owned());
+        assert!(!std::fs::read_to_string(&trail).unwrap().contains(&token));
+    }
+    assert_eq!(fps[0], fps[1], "one key, one fingerprint in every process");
+
+    let mut cli = std::process::Command::new(BIN)
+        .args(["audit", "fingerprint", "--key-file"])
+        .arg(&key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(cli.stdin.take().unwrap(), "{token}").unwrap();
+    let out = cli.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), fps[0]);
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_a_writable_trail() {
+    let h = Harness::start().await;
+    let config = config_with_trail(
+        &h,
+        "bad.toml",
+        Path::new("/nonexistent-dir/audit.jsonl"),
+        "",
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open the audit trail /nonexistent-dir/audit.jsonl"),
+        "{err}"
+    );
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/audit")
+        .join(name)
+}
+
+#[test]
+fn review_of_the_fixture_trail_prints_the_expected_report_and_valid_toml() {
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "review", "--config"])
+        .arg(data("broker.toml"))
+        .arg(data("trail.jsonl"))
+        .args(["--since", "2026-03-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let expected = std::fs::read_to_string(data("review.expected.txt")).unwrap();
+    assert_eq!(text, expected, "review output changed:\n{text}");
+
+    // The suggested section replaces the configuration's callers and passes check-config.
+    let config = std::fs::read_to_string(data("broker.toml")).unwrap();
+    let head = &config[..config.find("\n[[callers]]").unwrap()];
+    let suggested = &text[text.find("# Suggested [[callers]]").unwrap()..];
+    let dir = tempfile::tempdir().unwrap();
+    let tightened = dir.path().join("tightened.toml");
+    std::fs::write(&tightened, format!("{head}\n{suggested}")).unwrap();
+    let check = std::process::Command::new(BIN)
+        .arg("check-config")
+        .arg(&tightened)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&check.stderr),
+        std::fs::read_to_string(&tightened).unwrap()
+    );
+
+    let json = std::process::Command::new(BIN)
+        .args(["audit", "review", "--json", "--config"])
+        .arg(data("broker.toml"))
+        .arg(data("trail.jsonl"))
+        .args(["--since", "2026-03-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let never: Vec<(u64, u64)> = v["callers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| {
+            c["grants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|g| g["requests"] == 0)
+                .map(|g| (c["index"].as_u64().unwrap(), g["index"].as_u64().unwrap()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(never, vec![(0, 1), (2, 0)], "the grants never used");
+}

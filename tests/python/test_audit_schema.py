@@ -1,0 +1,242 @@
+"""The audit trail of the real `serve` binary against docs/audit-schema.v1.json (Python jsonschema).
+
+The demo (kept running) provides the dev PKI and the Tableau double; a separate `serve` process
+runs on a configuration derived from the demo's, with its own callers and an audit file. Each RPC
+outcome (granted by sign-in, granted from cache, MintJwt, each denial reason, Tableau failures,
+invalidations, a reload) must add exactly one `rpc` record with the expected outcome and reason,
+and every record must validate against the schema.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import jsonschema
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((REPO / "docs" / "audit-schema.v1.json").read_text())
+sys.path.insert(0, str(REPO / "examples" / "python"))
+import client as example  # noqa: E402  (the example's stub generator and reason reader)
+
+RENDERER = "spiffe://demo.local/ns/reports/sa/renderer"
+CALLERS = f"""
+[[callers]]
+identity = "{RENDERER}"
+
+[[callers.grants]]
+sites = ["finance"]
+users = ["svc-renderer", "ghost"]
+scopes = ["tableau:content:read", "tableau:views:download"]
+
+[[callers.grants]]
+sites = ["finance"]
+users = ["svc-renderer"]
+scopes = ["tableau:tasks:run"]
+"""
+OPS = """
+[[callers]]
+identity = "spiffe://demo.local/ns/ops/*"
+
+[[callers.grants]]
+sites = ["*"]
+users = ["svc-ops"]
+scopes = ["tableau:tasks:run"]
+"""
+
+
+@pytest.fixture(scope="module")
+def demo(ttb_bin, tmp_path_factory):
+    state = tmp_path_factory.mktemp("audit-demo")
+    proc = subprocess.Popen(
+        [ttb_bin, "demo", "--listen", "127.0.0.1:0", "--state-dir", str(state)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    double = None
+    try:
+        for line in proc.stdout:
+            line = line.strip()
+            if line.startswith("tableau double on "):
+                double = line[len("tableau double on "):]
+            elif line == "Serving until Ctrl-C.":
+                break
+        assert double, f"demo printed no double URL (exit code {proc.poll()})"
+        yield state, double
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+class Serve:
+    """A `serve` process; its address is read from its JSON log on stderr."""
+
+    def __init__(self, ttb_bin, config):
+        self.proc = subprocess.Popen(
+            [ttb_bin, "serve", "--config", str(config)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "RUST_LOG": "info"},
+        )
+        self.addr = None
+        self.reloads = threading.Semaphore(0)
+        ready = threading.Event()
+
+        def read():
+            for line in self.proc.stderr:
+                try:
+                    fields = json.loads(line).get("fields", {})
+                except ValueError:
+                    continue
+                if fields.get("message") == "broker listening (mTLS)":
+                    self.addr = fields["addr"]
+                    ready.set()
+                elif fields.get("message") == "configuration and certificates reloaded":
+                    self.reloads.release()
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        assert ready.wait(20) and self.addr, "serve did not start"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(timeout=20) == 0
+
+
+def fault(double, body):
+    req = urllib.request.Request(
+        f"{double}/_fake/faults/signin", data=json.dumps(body).encode(), method="PUT",
+        headers={"content-type": "application/json"},
+    )
+    urllib.request.urlopen(req, timeout=10).read()
+
+
+def clear_faults(double):
+    urllib.request.urlopen(
+        urllib.request.Request(f"{double}/_fake/faults", method="DELETE"), timeout=10
+    ).read()
+
+
+def test_every_outcome_writes_one_valid_record(ttb_bin, demo, tmp_path):
+    state, double = demo
+    base = (state / "broker.toml").read_text()
+    head = base[: base.index("\n# The report renderer")]
+    trail = tmp_path / "audit.jsonl"
+    head = head.replace(f'path = "{state / "audit.jsonl"}"', f'path = "{trail}"')
+    assert str(trail) in head
+    config = tmp_path / "broker.toml"
+    config.write_text(head + CALLERS + OPS)
+    serve = Serve(ttb_bin, config)
+
+    pb2, pb2_grpc = example.generate_stubs(tmp_path / "stubs")
+
+    def stub(who):
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=(state / "pki" / "ca.crt").read_bytes(),
+            private_key=(state / f"{who}.key").read_bytes(),
+            certificate_chain=(state / f"{who}.crt").read_bytes(),
+        )
+        ch = grpc.secure_channel(
+            serve.addr, creds, options=[("grpc.ssl_target_name_override", "localhost")]
+        )
+        return pb2_grpc.TokenBrokerStub(ch)
+
+    renderer, ops = stub("renderer"), stub("ops")
+
+    def rpc_records():
+        out = []
+        for line in trail.read_text().splitlines():
+            r = json.loads(line)
+            if r["event"] == "rpc":
+                out.append(r)
+        return out
+
+    def call(fn, request, outcome, reason):
+        """One call: exactly one new rpc record, with this outcome and reason."""
+        before = len(rpc_records())
+        try:
+            answer = fn(request, timeout=30)
+            got = "OK"
+        except grpc.RpcError as e:
+            answer, got = None, example.error_reason(e)
+        assert got == reason, f"{request}: {got}"
+        after = rpc_records()
+        assert len(after) == before + 1, after[before:]
+        assert (after[-1]["outcome"], after[-1]["reason"]) == (outcome, reason), after[-1]
+        return answer, after[-1]
+
+    def get(who, site, user, *scopes):
+        return pb2.GetCredentialsRequest(site=site, user=user, scopes=list(scopes))
+
+    R = renderer.GetCredentials
+    read = "tableau:content:read"
+    first, rec = call(R, get("renderer", "finance", "svc-renderer", read), "granted", "OK")
+    assert rec["from_cache"] is False and rec["jti"] and rec["caller"]["source"] == "uri_san"
+    _, rec = call(R, get("renderer", "finance", "svc-renderer", read), "granted", "OK")
+    assert rec["from_cache"] is True and rec["jti"] is None
+    _, rec = call(
+        renderer.MintJwt,
+        pb2.MintJwtRequest(site="finance", user="svc-renderer", scopes=[read]),
+        "granted", "OK",
+    )
+    assert rec["rpc"] == "MintJwt" and rec["jti"]
+    call(R, get("renderer", "sales", "svc-renderer", read), "denied", "SITE_NOT_ALLOWED")
+    call(R, get("renderer", "finance", "mallory", read), "denied", "USER_NOT_ALLOWED")
+    call(R, get("renderer", "finance", "svc-renderer", "tableau:users:read"), "denied", "SCOPE_NOT_ALLOWED")
+    call(R, get("renderer", "finance", "svc-renderer", read, "tableau:tasks:run"), "denied",
+         "SCOPES_SPLIT_ACROSS_GRANTS")
+    call(R, get("renderer", "finance", "svc-renderer"), "denied", "NO_SCOPES")
+    call(R, get("renderer", "finance", "svc-renderer", "not a scope"), "denied", "MALFORMED_SCOPE")
+    call(R, get("renderer", "finance", "svc-renderer", "tableau:nope:read"), "denied", "UNKNOWN_SCOPE")
+    call(R, get("renderer", "finance", "", read), "denied", "INVALID_REQUEST")
+    call(ops.GetCredentials, get("ops", "nowhere", "svc-ops", "tableau:tasks:run"), "denied", "UNKNOWN_SITE")
+    call(R, get("renderer", "finance", "ghost", read), "failed", "TABLEAU_SIGNIN_16")
+    try:
+        fault(double, {"error_share": 1.0, "error_statuses": [503]})
+        call(R, get("renderer", "finance", "svc-renderer", "tableau:views:download"), "failed",
+             "TABLEAU_UNAVAILABLE")
+        fault(double, {"throttle_share": 1.0})
+        call(R, get("renderer", "finance", "svc-renderer", "tableau:views:download"), "failed",
+             "TABLEAU_RATE_LIMITED")
+    finally:
+        clear_faults(double)
+    _, rec = call(ops.GetCredentials, get("ops", "sales", "svc-ops", "tableau:tasks:run"), "granted", "OK")
+    call(ops.InvalidateCredentials, pb2.InvalidateCredentialsRequest(token=first.token), "denied",
+         "TOKEN_NOT_YOURS")
+    _, rec = call(renderer.InvalidateCredentials,
+                  pb2.InvalidateCredentialsRequest(token=first.token), "ok", "OK")
+    assert rec["evicted"] is True
+
+    # A reload that drops the ops entry: generation 2, and ops is now an unknown caller.
+    config.write_text(head + CALLERS)
+    serve.proc.send_signal(signal.SIGHUP)
+    assert serve.reloads.acquire(timeout=20), "no reload logged"
+    # The reload's own record is on the trail by then (queued before the log line).
+    deadline = time.monotonic() + 20
+    while not any(
+        r["event"] == "reload" and r["config_generation"] == 2
+        for r in map(json.loads, trail.read_text().splitlines())
+    ):
+        assert time.monotonic() < deadline, "no reload record"
+        time.sleep(0.05)
+    _, rec = call(ops.GetCredentials, get("ops", "sales", "svc-ops", "tableau:tasks:run"), "denied",
+                  "CALLER_NOT_ALLOWED")
+    assert rec["config_generation"] == 2 and rec["caller"]["entry"] is None
+    serve.stop()
+
+    records = [json.loads(line) for line in trail.read_text().splitlines()]
+    validator = jsonschema.Draft202012Validator(
+        SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    for r in records:
+        errors = [e.message for e in validator.iter_errors(r)]
+        assert not errors, (r, errors)
+    events = {r["event"] for r in records}
+    assert {"start", "rpc", "sign_in", "sign_out", "reload"} <= events, events
+    text = trail.read_text()
+    assert first.token not in text and "eyJ" not in text
