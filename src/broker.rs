@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
 use crate::audit::Fingerprinter;
@@ -14,10 +14,16 @@ use crate::cache::{CacheKey, CredentialCache, Credentials, KeyRef, Lookup};
 use crate::clock::SharedClock;
 use crate::config::{Config, MAX_JWT_TTL, SiteConfig};
 use crate::error::BrokerError;
+use crate::input::{self, echo};
 use crate::mint::{MintedJwt, Minter};
-use crate::policy::{AccessRequest, Authorization, CallerEntry};
+use crate::policy::{AccessRequest, Authorization, CallerEntry, Denial};
 use crate::scope::Scope;
 use crate::tableau::{ClientOptions, SignInTarget, TableauClient};
+use crate::transport::identity::CallerIdentity;
+
+/// Shortest JWT lifetime `MintJwt` hands out: a shorter one can expire on its way to Tableau
+/// (clock skew, a retry), and asking for one is almost always a unit mistake.
+pub const MIN_MINT_TTL: Duration = Duration::from_secs(30);
 
 /// A request for credentials, as the caller sent it.
 #[derive(Debug, Clone, Default)]
@@ -149,14 +155,24 @@ impl Broker {
         &self.fingerprints
     }
 
+    /// The policy decision, in the order that keeps refusals cheap: the caller's entry first (a
+    /// certificate without one is refused before anything else), then the size of every input,
+    /// then the request itself.
     fn authorize(
         &self,
         config: &Config,
-        identity: &str,
+        identity: &CallerIdentity,
         site: &str,
         user: &str,
         scopes: &[String],
     ) -> Result<(Authorization, Arc<SiteConfig>), BrokerError> {
+        let Some(entry) = config.policy.caller(identity.source, &identity.id) else {
+            return Err(BrokerError::Denied(Denial::UnknownCaller {
+                identity: identity.id.to_string(),
+                field: identity.source,
+            }));
+        };
+        input::check_request(site, user, scopes)?;
         if site.trim().is_empty() {
             return Err(BrokerError::InvalidArgument {
                 field: "site",
@@ -169,12 +185,16 @@ impl Broker {
                 message: "empty: give the Tableau username to sign in as".into(),
             });
         }
-        let allowed = config.policy.decide(&AccessRequest {
-            identity,
-            site,
-            user,
-            scopes,
-        })?;
+        let allowed = config.policy.decide_for(
+            entry,
+            &AccessRequest {
+                source: identity.source,
+                identity: &identity.id,
+                site,
+                user,
+                scopes,
+            },
+        )?;
         let site_cfg = config
             .site(site)
             .cloned()
@@ -186,10 +206,10 @@ impl Broker {
 
     /// Credentials for a site, a user and scopes: policy first, then the cache, then one
     /// sign-in shared by every concurrent miss for the same key.
-    #[tracing::instrument(skip_all, fields(caller = %identity, site = %req.site, user = %req.user))]
+    #[tracing::instrument(skip_all, fields(caller = %echo(&identity.id), source = identity.source.cert_field(), site = %echo(&req.site), user = %echo(&req.user)))]
     pub async fn get_credentials(
         &self,
-        identity: &str,
+        identity: &CallerIdentity,
         req: CredentialsRequest,
     ) -> Result<IssuedCredentials, BrokerError> {
         let result = self.get_credentials_inner(identity, &req).await;
@@ -197,9 +217,10 @@ impl Broker {
             Ok(g) => tracing::info!(
                 target: "audit",
                 rpc = "GetCredentials",
-                caller = %identity,
-                site = %req.site,
-                user = %req.user,
+                caller = %echo(&identity.id),
+                source = identity.source.cert_field(),
+                site = %echo(&req.site),
+                user = %echo(&req.user),
                 scopes = %scopes_str(&g.credentials.key.scopes),
                 outcome = "ok",
                 from_cache = g.from_cache,
@@ -209,10 +230,11 @@ impl Broker {
             Err(e) => tracing::info!(
                 target: "audit",
                 rpc = "GetCredentials",
-                caller = %identity,
-                site = %req.site,
-                user = %req.user,
-                scopes = %req.scopes.join(" "),
+                caller = %echo(&identity.id),
+                source = identity.source.cert_field(),
+                site = %echo(&req.site),
+                user = %echo(&req.user),
+                scopes = %echo(&req.scopes.join(" ")),
                 outcome = %e.reason(),
                 from_cache = false,
                 error = %e,
@@ -223,7 +245,7 @@ impl Broker {
 
     async fn get_credentials_inner(
         &self,
-        identity: &str,
+        identity: &CallerIdentity,
         req: &CredentialsRequest,
     ) -> Result<IssuedCredentials, BrokerError> {
         let snapshot = self.snapshot.load_full();
@@ -280,10 +302,10 @@ impl Broker {
     }
 
     /// A JWT for callers that sign in themselves or embed views; same policy as credentials.
-    #[tracing::instrument(skip_all, fields(caller = %identity, site = %site, user = %user))]
+    #[tracing::instrument(skip_all, fields(caller = %echo(&identity.id), source = identity.source.cert_field(), site = %echo(site), user = %echo(user)))]
     pub fn mint_jwt(
         &self,
-        identity: &str,
+        identity: &CallerIdentity,
         site: &str,
         user: &str,
         scopes: &[String],
@@ -292,10 +314,10 @@ impl Broker {
         let result = self.mint_jwt_inner(identity, site, user, scopes, ttl);
         match &result {
             Ok((m, scopes)) => {
-                tracing::info!(target: "audit", rpc = "MintJwt", caller = %identity, site, user, scopes = %scopes_str(scopes), outcome = "ok", jti = %m.jti)
+                tracing::info!(target: "audit", rpc = "MintJwt", caller = %echo(&identity.id), source = identity.source.cert_field(), site = %echo(site), user = %echo(user), scopes = %scopes_str(scopes), outcome = "ok", jti = %m.jti)
             }
             Err(e) => {
-                tracing::info!(target: "audit", rpc = "MintJwt", caller = %identity, site, user, scopes = %scopes.join(" "), outcome = %e.reason(), error = %e)
+                tracing::info!(target: "audit", rpc = "MintJwt", caller = %echo(&identity.id), source = identity.source.cert_field(), site = %echo(site), user = %echo(user), scopes = %echo(&scopes.join(" ")), outcome = %e.reason(), error = %e)
             }
         }
         result.map(|(m, _)| m)
@@ -303,7 +325,7 @@ impl Broker {
 
     fn mint_jwt_inner(
         &self,
-        identity: &str,
+        identity: &CallerIdentity,
         site: &str,
         user: &str,
         scopes: &[String],
@@ -316,13 +338,16 @@ impl Broker {
             .map_or(site_cfg.jwt_ttl, |g| g.min(site_cfg.jwt_ttl))
             .min(MAX_JWT_TTL);
         let ttl = ttl.unwrap_or(limit);
-        if ttl.is_zero() || ttl > limit {
+        if ttl < MIN_MINT_TTL || ttl > limit {
             return Err(BrokerError::InvalidArgument {
                 field: "ttl",
                 message: format!(
-                    "{} is outside (0, {}], the limit of your grant and site {site:?}",
+                    "{} is outside [{}, {}]: at least {} (a shorter JWT can expire on its way to Tableau), at most the limit of your grant and site {}",
                     humantime::format_duration(ttl),
-                    humantime::format_duration(limit)
+                    humantime::format_duration(MIN_MINT_TTL),
+                    humantime::format_duration(limit),
+                    humantime::format_duration(MIN_MINT_TTL),
+                    input::quoted(site)
                 ),
             });
         }
@@ -334,16 +359,17 @@ impl Broker {
 
     /// Drops a token Tableau refused and ends its session. Unknown tokens are not an error;
     /// another caller's token is.
-    #[tracing::instrument(skip_all, fields(caller = %identity))]
+    #[tracing::instrument(skip_all, fields(caller = %echo(&identity.id), source = identity.source.cert_field()))]
     pub async fn invalidate(
         &self,
-        identity: &str,
+        identity: &CallerIdentity,
         token: &SecretString,
     ) -> Result<Invalidated, BrokerError> {
+        input::check_token(token.expose_secret())?;
         let fp = self.fingerprints.fingerprint(token);
         let digest = self.fingerprints.digest(token);
         let Some(found) = self.cache.find_by_digest(&digest) else {
-            tracing::info!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, token_fp = %fp, outcome = "unknown_token");
+            tracing::info!(target: "audit", rpc = "InvalidateCredentials", caller = %echo(&identity.id), token_fp = %fp, source = identity.source.cert_field(), outcome = "unknown_token");
             return Ok(Invalidated {
                 evicted: false,
                 signed_out: false,
@@ -351,12 +377,13 @@ impl Broker {
         };
         let config = self.config();
         if !config.policy.may_hold(
-            identity,
+            identity.source,
+            &identity.id,
             &found.key.site,
             &found.key.user,
             &found.key.scopes,
         ) {
-            tracing::warn!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, site = %found.key.site, user = %found.key.user, token_fp = %fp, outcome = "TOKEN_NOT_YOURS");
+            tracing::warn!(target: "audit", rpc = "InvalidateCredentials", caller = %echo(&identity.id), source = identity.source.cert_field(), site = %echo(&found.key.site), user = %echo(&found.key.user), token_fp = %fp, outcome = "TOKEN_NOT_YOURS");
             return Err(BrokerError::NotYourToken);
         }
         let evicted = self.cache.remove_by_digest(&digest).is_some();
@@ -365,7 +392,7 @@ impl Broker {
         } else {
             false
         };
-        tracing::info!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, site = %found.key.site, user = %found.key.user, token_fp = %fp, outcome = "ok", evicted, signed_out);
+        tracing::info!(target: "audit", rpc = "InvalidateCredentials", caller = %echo(&identity.id), source = identity.source.cert_field(), site = %echo(&found.key.site), user = %echo(&found.key.user), token_fp = %fp, outcome = "ok", evicted, signed_out);
         Ok(Invalidated {
             evicted,
             signed_out,
@@ -373,8 +400,11 @@ impl Broker {
     }
 
     /// The caller entry that applies to an identity, if any.
-    pub fn whoami(&self, identity: &str) -> Option<CallerEntry> {
-        self.config().policy.caller(identity).cloned()
+    pub fn whoami(&self, identity: &CallerIdentity) -> Option<CallerEntry> {
+        self.config()
+            .policy
+            .caller(identity.source, &identity.id)
+            .cloned()
     }
 
     async fn sign_out(&self, c: &Credentials) -> bool {

@@ -22,6 +22,7 @@ pub mod config;
 pub mod devkit;
 pub mod error;
 pub mod grpc;
+pub mod input;
 pub mod mint;
 pub mod policy;
 pub mod server;

@@ -71,6 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config: path } => {
             let config = Config::load(&path)?;
             let _telemetry = tableau_token_broker::telemetry::init(&config.telemetry)?;
+            config.log_warnings();
             runtime()?.block_on(tableau_token_broker::server::serve_until_signal(
                 path, config,
             ))?;

@@ -151,6 +151,7 @@ impl RunningServer {
     /// error the running configuration and certificates stay in place.
     pub fn reload(&self, config_path: &Path) -> Result<(), ServeError> {
         let config = Config::load(config_path)?;
+        config.log_warnings();
         if let Some(s) = &config.server {
             let files = TlsFiles {
                 cert: s.cert.clone(),
