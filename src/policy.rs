@@ -349,7 +349,7 @@ pub enum Denial {
         quoted(identity),
         quoted(user),
         quoted(site),
-        denied_reason(scope, denied, instead)
+        denied_reason(scope, by)
     )]
     ScopeDenied {
         /// The certificate identity.
@@ -360,10 +360,8 @@ pub enum Denial {
         user: String,
         /// The requested scope that was refused.
         scope: String,
-        /// The `deny_scopes` entry that refuses it.
-        denied: String,
-        /// For a wildcard: the scopes it covers that the caller may ask for one by one.
-        instead: Vec<String>,
+        /// What refuses it, and what to ask for instead (boxed: denials travel in `Result`s).
+        by: Box<DeniedBy>,
     },
     /// Every scope is granted somewhere, but no single grant covers them all.
     #[error(
@@ -376,7 +374,17 @@ pub enum Denial {
     },
 }
 
-fn denied_reason(scope: &str, denied: &str, instead: &[String]) -> String {
+/// The `deny_scopes` entry behind a [`Denial::ScopeDenied`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedBy {
+    /// The `deny_scopes` entry that refuses the scope.
+    pub denied: String,
+    /// For a wildcard: the scopes it covers that the caller may ask for one by one.
+    pub instead: Vec<String>,
+}
+
+fn denied_reason(scope: &str, by: &DeniedBy) -> String {
+    let (denied, instead) = (by.denied.as_str(), &by.instead);
     if scope == denied {
         return format!("{denied} is in the grant's deny_scopes");
     }
@@ -553,8 +561,10 @@ impl Policy {
                     site: req.site.to_owned(),
                     user: req.user.to_owned(),
                     scope: s.to_string(),
-                    denied: denied.to_string(),
-                    instead,
+                    by: Box::new(DeniedBy {
+                        denied: denied.to_string(),
+                        instead,
+                    }),
                 });
             }
             return Err(Denial::Scope {
@@ -729,12 +739,10 @@ mod tests {
         );
         match ask(&p, R, "finance", "svc-renderer", &["tableau:tasks:*"]) {
             Err(d @ Denial::ScopeDenied { .. }) => {
-                let Denial::ScopeDenied {
-                    denied, instead, ..
-                } = &d
-                else {
+                let Denial::ScopeDenied { by, .. } = &d else {
                     unreachable!()
                 };
+                let (denied, instead) = (&by.denied, &by.instead);
                 assert_eq!(denied, "tableau:tasks:delete");
                 assert!(
                     instead.contains(&"tableau:tasks:run".to_owned()),

@@ -471,7 +471,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(DevPki::load_or_create(dir.path()).unwrap());
         let files = DevPkiFiles::in_dir(dir.path());
-        let setup = setup(dir.path(), "127.0.0.1:0".parse().unwrap(), "s3cret");
+        let setup = setup(
+            dir.path(),
+            "127.0.0.1:0".parse().unwrap(),
+            "a-demo-secret-of-at-least-32-bytes",
+        );
         let path = dir.path().join("broker.toml");
         let text = setup.broker_toml("http://127.0.0.1:1", &files.tls_files());
         assert!(

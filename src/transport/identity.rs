@@ -474,6 +474,22 @@ mod tests {
     }
 
     #[test]
+    fn uri_shaped_cn_or_dns_san_is_never_an_identity() {
+        let d = IdentitySources::default();
+        let spiffe = "spiffe://example.org/ns/reports/sa/renderer";
+        let err = ident(&[], &[], spiffe, &d).unwrap_err();
+        assert!(matches!(err, IdentityError::NoIdentity { .. }), "{err}");
+        let id = ident(&[], &[spiffe, "b.example.org"], "c", &d).unwrap();
+        assert_eq!((&*id.id, id.source), ("b.example.org", IdentitySource::Dns));
+        let id = ident(&[], &[spiffe], "plain-cn", &d).unwrap();
+        assert_eq!(
+            (&*id.id, id.source),
+            ("plain-cn", IdentitySource::CommonName)
+        );
+        assert_eq!(id.to_string(), "plain-cn (cn)");
+    }
+
+    #[test]
     fn garbage_is_a_parse_error() {
         assert!(matches!(
             identity_from_cert(b"not a cert", &IdentitySources::default()),

@@ -432,7 +432,7 @@ async fn each_policy_denial_is_named() {
         .get_credentials(req("finance", "svc-renderer", &["tableau:tasks:delete"]))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "SCOPE_NOT_ALLOWED");
+    assert_eq!(reason(&e), "SCOPE_DENIED");
     let e = ops
         .get_credentials(req("marketing", "svc-renderer", &["tableau:tasks:run"]))
         .await
@@ -975,6 +975,10 @@ async fn audit_lines_match_tokens_without_revealing_them() {
     assert_eq!(gets.len(), 3, "one audit line per call: {audit:#?}");
     let (first, second, denied) = (&gets[0]["fields"], &gets[1]["fields"], &gets[2]["fields"]);
     assert_eq!(first["caller"], RENDERER);
+    assert_eq!(
+        first["source"], "uri_san",
+        "the audit line names the certificate field"
+    );
     assert_eq!(first["site"], "finance");
     assert_eq!(first["user"], "svc-renderer");
     assert_eq!(first["scopes"], "tableau:content:read");
