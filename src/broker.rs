@@ -365,6 +365,19 @@ impl Broker {
         identity: &CallerIdentity,
         token: &SecretString,
     ) -> Result<Invalidated, BrokerError> {
+        let config = self.config();
+        if config
+            .policy
+            .caller(identity.source, &identity.id)
+            .is_none()
+        {
+            let e = BrokerError::Denied(Denial::UnknownCaller {
+                identity: identity.id.to_string(),
+                field: identity.source,
+            });
+            tracing::info!(target: "audit", rpc = "InvalidateCredentials", caller = %echo(&identity.id), source = identity.source.cert_field(), outcome = %e.reason());
+            return Err(e);
+        }
         input::check_token(token.expose_secret())?;
         let fp = self.fingerprints.fingerprint(token);
         let digest = self.fingerprints.digest(token);
@@ -375,7 +388,6 @@ impl Broker {
                 signed_out: false,
             });
         };
-        let config = self.config();
         if !config.policy.may_hold(
             identity.source,
             &identity.id,

@@ -371,6 +371,13 @@ async fn a_caller_without_an_entry_is_refused_before_its_request_is_read() {
         "{e:?}"
     );
     assert!(e.message().len() < 400, "{}", e.message());
+    let e = c
+        .invalidate_credentials(pb::InvalidateCredentialsRequest {
+            token: "t".repeat(5000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "CALLER_NOT_ALLOWED", "{e:?}");
 }
 
 #[tokio::test]
@@ -423,6 +430,13 @@ async fn oversized_inputs_are_refused_before_any_work() {
         &c.resolve_scopes(pb::ResolveScopesRequest {
             methods: vec!["Query View PDF".to_owned(); 65],
             scopes: Vec::new(),
+        })
+        .await
+        .unwrap_err(),
+    );
+    too_large(
+        &c.invalidate_credentials(pb::InvalidateCredentialsRequest {
+            token: "t".repeat(5000),
         })
         .await
         .unwrap_err(),
