@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
 use crate::audit::record::{AuditRecord, CallerRecord, Event, Outcome, Scopes, rfc3339};
@@ -15,11 +15,17 @@ use crate::cache::{CacheKey, CredentialCache, Credentials, KeyRef, Lookup};
 use crate::clock::SharedClock;
 use crate::config::{Config, MAX_JWT_TTL, SiteConfig};
 use crate::error::BrokerError;
+use crate::input::{self, echo};
 use crate::mint::{MintedJwt, Minter};
-use crate::policy::{AccessRequest, Authorization, CallerEntry};
+use crate::policy::{AccessRequest, Authorization, CallerEntry, Denial};
 use crate::scope::Scope;
 use crate::stats::{HistogramSnapshot, LabeledCounters, LatencyHistogram};
 use crate::tableau::{ClientOptions, SignInTarget, TableauClient};
+use crate::transport::identity::CallerIdentity;
+
+/// Shortest JWT lifetime `MintJwt` hands out: a shorter one can expire on its way to Tableau
+/// (clock skew, a retry), and asking for one is almost always a unit mistake.
+pub const MIN_MINT_TTL: Duration = Duration::from_secs(30);
 
 /// What the broker counts about its sign-ins and sign-outs at Tableau, for metrics: plain
 /// numbers, read with [`Self::snapshot`]. Labels are bounded: a configured site name and an
@@ -295,14 +301,24 @@ impl Broker {
         &self.fingerprints
     }
 
+    /// The policy decision, in the order that keeps refusals cheap: the caller's entry first (a
+    /// certificate without one is refused before anything else), then the size of every input,
+    /// then the request itself.
     fn authorize(
         &self,
         config: &Config,
-        identity: &str,
+        identity: &CallerContext,
         site: &str,
         user: &str,
         scopes: &[String],
     ) -> Result<(Authorization, Arc<SiteConfig>), BrokerError> {
+        let Some(entry) = config.policy.caller(identity.source, &identity.id) else {
+            return Err(BrokerError::Denied(Denial::UnknownCaller {
+                identity: identity.id.to_string(),
+                field: identity.source,
+            }));
+        };
+        input::check_request(site, user, scopes)?;
         if site.trim().is_empty() {
             return Err(BrokerError::InvalidArgument {
                 field: "site",
@@ -315,12 +331,16 @@ impl Broker {
                 message: "empty: give the Tableau username to sign in as".into(),
             });
         }
-        let allowed = config.policy.decide(&AccessRequest {
-            identity,
-            site,
-            user,
-            scopes,
-        })?;
+        let allowed = config.policy.decide_for(
+            entry,
+            &AccessRequest {
+                source: identity.source,
+                identity: &identity.id,
+                site,
+                user,
+                scopes,
+            },
+        )?;
         let site_cfg = config
             .site(site)
             .cloned()
@@ -333,7 +353,7 @@ impl Broker {
     /// Credentials for a site, a user and scopes: policy first, then the cache, then one
     /// sign-in shared by every concurrent miss for the same key. The decision is audited; in
     /// fail-closed mode the token is returned only once its record is written.
-    #[tracing::instrument(skip_all, fields(caller = %caller.id, site = %req.site, user = %req.user))]
+    #[tracing::instrument(skip_all, fields(caller = %echo(&caller.id), source = caller.source.cert_field(), site = %echo(&req.site), user = %echo(&req.user)))]
     pub async fn get_credentials(
         &self,
         caller: &CallerContext,
@@ -344,7 +364,7 @@ impl Broker {
         let result = self
             .get_credentials_inner(&snapshot, caller, request_id, &req)
             .await;
-        let entry = entry_of(&snapshot.config, &caller.id);
+        let entry = entry_of(&snapshot.config, caller);
         let mut r = self.rpc_record(
             "GetCredentials",
             &snapshot,
@@ -419,13 +439,8 @@ impl Broker {
         request_id: uuid::Uuid,
         req: &CredentialsRequest,
     ) -> Result<IssuedCredentials, BrokerError> {
-        let (allowed, site) = self.authorize(
-            &snapshot.config,
-            &caller.id,
-            &req.site,
-            &req.user,
-            &req.scopes,
-        )?;
+        let (allowed, site) =
+            self.authorize(&snapshot.config, caller, &req.site, &req.user, &req.scopes)?;
         let usable = usable_life(&snapshot.config, &site);
         if req.min_remaining >= usable {
             return Err(BrokerError::InvalidArgument {
@@ -461,7 +476,7 @@ impl Broker {
                 sink: Arc::clone(&self.audit),
                 request_id,
                 caller: caller.clone(),
-                entry: entry_of(&snapshot.config, &caller.id),
+                entry: entry_of(&snapshot.config, caller),
                 generation: snapshot.generation,
             };
             async move {
@@ -486,7 +501,7 @@ impl Broker {
     /// A JWT for callers that sign in themselves or embed views; same policy as credentials.
     /// Audited like credentials: in fail-closed mode the JWT is returned only once its record is
     /// written.
-    #[tracing::instrument(skip_all, fields(caller = %caller.id, site = %site, user = %user))]
+    #[tracing::instrument(skip_all, fields(caller = %echo(&caller.id), source = caller.source.cert_field(), site = %echo(site), user = %echo(user)))]
     pub async fn mint_jwt(
         &self,
         caller: &CallerContext,
@@ -497,8 +512,8 @@ impl Broker {
     ) -> Result<MintedJwt, BrokerError> {
         let request_id = uuid::Uuid::new_v4();
         let snapshot = self.snapshot.load_full();
-        let result = self.mint_jwt_inner(&snapshot.config, &caller.id, site, user, scopes, ttl);
-        let entry = entry_of(&snapshot.config, &caller.id);
+        let result = self.mint_jwt_inner(&snapshot.config, caller, site, user, scopes, ttl);
+        let entry = entry_of(&snapshot.config, caller);
         let mut r = self.rpc_record("MintJwt", &snapshot, caller, entry.as_deref(), request_id);
         r.site = Some(site);
         r.user = Some(user);
@@ -521,25 +536,28 @@ impl Broker {
     fn mint_jwt_inner(
         &self,
         config: &Config,
-        identity: &str,
+        caller: &CallerContext,
         site: &str,
         user: &str,
         scopes: &[String],
         ttl: Option<Duration>,
     ) -> Result<(MintedJwt, Vec<Scope>), BrokerError> {
-        let (allowed, site_cfg) = self.authorize(config, identity, site, user, scopes)?;
+        let (allowed, site_cfg) = self.authorize(config, caller, site, user, scopes)?;
         let limit = allowed
             .max_jwt_ttl
             .map_or(site_cfg.jwt_ttl, |g| g.min(site_cfg.jwt_ttl))
             .min(MAX_JWT_TTL);
         let ttl = ttl.unwrap_or(limit);
-        if ttl.is_zero() || ttl > limit {
+        if ttl < MIN_MINT_TTL || ttl > limit {
             return Err(BrokerError::InvalidArgument {
                 field: "ttl",
                 message: format!(
-                    "{} is outside (0, {}], the limit of your grant and site {site:?}",
+                    "{} is outside [{}, {}]: at least {} (a shorter JWT can expire on its way to Tableau), at most the limit of your grant and site {}",
                     humantime::format_duration(ttl),
-                    humantime::format_duration(limit)
+                    humantime::format_duration(MIN_MINT_TTL),
+                    humantime::format_duration(limit),
+                    humantime::format_duration(MIN_MINT_TTL),
+                    input::quoted(site)
                 ),
             });
         }
@@ -550,8 +568,9 @@ impl Broker {
     }
 
     /// Drops a token Tableau refused and ends its session. Unknown tokens are not an error;
-    /// another caller's token is. Audited with the token's fingerprint.
-    #[tracing::instrument(skip_all, fields(caller = %caller.id))]
+    /// another caller's token is. A certificate without a caller entry is refused before the token
+    /// is looked at. Audited with the token's fingerprint.
+    #[tracing::instrument(skip_all, fields(caller = %echo(&caller.id), source = caller.source.cert_field()))]
     pub async fn invalidate(
         &self,
         caller: &CallerContext,
@@ -560,35 +579,11 @@ impl Broker {
         let request_id = uuid::Uuid::new_v4();
         let snapshot = self.snapshot.load_full();
         let digest = self.fingerprints.digest(token);
-        let found = self.cache.find_by_digest(&digest);
-        let result = match &found {
-            None => Ok(Invalidated {
-                evicted: false,
-                signed_out: false,
-            }),
-            Some(found) => {
-                if snapshot.config.policy.may_hold(
-                    &caller.id,
-                    &found.key.site,
-                    &found.key.user,
-                    &found.key.scopes,
-                ) {
-                    let evicted = self.cache.remove_by_digest(&digest).is_some();
-                    let signed_out = if snapshot.config.cache.sign_out_on_evict {
-                        self.sign_out(found).await
-                    } else {
-                        false
-                    };
-                    Ok(Invalidated {
-                        evicted,
-                        signed_out,
-                    })
-                } else {
-                    Err(BrokerError::NotYourToken)
-                }
-            }
-        };
-        let entry = entry_of(&snapshot.config, &caller.id);
+        let mut found = None;
+        let result = self
+            .invalidate_inner(&snapshot, caller, token, &digest, &mut found)
+            .await;
+        let entry = entry_of(&snapshot.config, caller);
         let mut r = self.rpc_record(
             "InvalidateCredentials",
             &snapshot,
@@ -617,9 +612,56 @@ impl Broker {
         result
     }
 
+    async fn invalidate_inner(
+        &self,
+        snapshot: &Snapshot,
+        caller: &CallerContext,
+        token: &SecretString,
+        digest: &crate::audit::TokenDigest,
+        found_out: &mut Option<Arc<Credentials>>,
+    ) -> Result<Invalidated, BrokerError> {
+        let policy = &snapshot.config.policy;
+        if policy.caller(caller.source, &caller.id).is_none() {
+            return Err(BrokerError::Denied(Denial::UnknownCaller {
+                identity: caller.id.to_string(),
+                field: caller.source,
+            }));
+        }
+        input::check_token(token.expose_secret())?;
+        let Some(found) = self.cache.find_by_digest(digest) else {
+            return Ok(Invalidated {
+                evicted: false,
+                signed_out: false,
+            });
+        };
+        *found_out = Some(Arc::clone(&found));
+        if !policy.may_hold(
+            caller.source,
+            &caller.id,
+            &found.key.site,
+            &found.key.user,
+            &found.key.scopes,
+        ) {
+            return Err(BrokerError::NotYourToken);
+        }
+        let evicted = self.cache.remove_by_digest(digest).is_some();
+        let signed_out = if snapshot.config.cache.sign_out_on_evict {
+            self.sign_out(&found).await
+        } else {
+            false
+        };
+        Ok(Invalidated {
+            evicted,
+            signed_out,
+        })
+    }
+
     /// The caller entry that applies to an identity, if any.
-    pub fn whoami(&self, identity: &str) -> Option<CallerEntry> {
-        self.config().policy.caller(identity).cloned()
+    pub fn whoami(&self, identity: &CallerIdentity) -> Option<CallerEntry> {
+        self.config()
+            .policy
+            .caller(identity.source, &identity.id)
+            .cloned()
     }
 
     async fn sign_out(&self, c: &Credentials) -> bool {
@@ -670,10 +712,10 @@ fn usable_life(config: &Config, site: &SiteConfig) -> Duration {
 }
 
 /// The `[[callers]]` entry that applies to an identity, as configured, for audit records.
-fn entry_of(config: &Config, identity: &str) -> Option<String> {
+fn entry_of(config: &Config, caller: &CallerContext) -> Option<String> {
     config
         .policy
-        .caller(identity)
+        .caller(caller.source, &caller.id)
         .map(|e| e.pattern.to_string())
 }
 

@@ -458,13 +458,14 @@ pub async fn whoami(conn: &ConnectOpts, args: &WhoamiArgs) -> Result<String, Cli
             .collect();
         return Ok(to_json(&serde_json::json!({
             "identity": r.identity,
+            "source": r.source,
             "matched_entry": r.matched_entry,
             "grants": grants,
         })));
     }
     let mut out = format!(
-        "identity     {}\nmatched      {}\n",
-        r.identity, r.matched_entry
+        "identity     {}\nsource       {}\nmatched      {}\n",
+        r.identity, r.source, r.matched_entry
     );
     if r.grants.is_empty() {
         out.push_str("grants       none: the broker refuses every request from this caller\n");

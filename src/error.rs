@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::input::quoted;
 use crate::policy::Denial;
 
 /// An error and its causes on one line, each cause once: some messages already quote their source,
@@ -60,6 +61,20 @@ pub enum BrokerError {
         /// What is wrong and what to send instead.
         message: String,
     },
+    /// An input is larger than the broker accepts (see [`crate::input`]); nothing was done with it.
+    #[error(
+        "{field} is too large: {actual} {unit}, at most {limit} accepted; real requests stay far below this, so check what is being sent"
+    )]
+    InputTooLarge {
+        /// The request field.
+        field: &'static str,
+        /// The limit.
+        limit: usize,
+        /// What was sent.
+        actual: usize,
+        /// What the numbers count ("bytes", "scopes", ...).
+        unit: &'static str,
+    },
     /// The connection carries no verified client-certificate identity. The TLS layer refuses such
     /// connections, so reaching a handler without one is a wiring fault, still answered cleanly.
     #[error(
@@ -68,7 +83,8 @@ pub enum BrokerError {
     Unauthenticated,
     /// No service or method of the broker has this path.
     #[error(
-        "{path} is not a method of the broker; see proto/tableau_token_broker/v1/broker.proto or use server reflection"
+        "{} is not a method of the broker; see proto/tableau_token_broker/v1/broker.proto or use server reflection",
+        crate::input::echo(path)
     )]
     Unimplemented {
         /// The request path (at most 100 characters of it).
@@ -79,7 +95,8 @@ pub enum BrokerError {
     Denied(Denial),
     /// The site name is not in the broker's configuration.
     #[error(
-        "site {site:?} is not configured in the broker; ask its operators, or call WhoAmI to see your grants"
+        "site {} is not configured in the broker; ask its operators, or call WhoAmI to see your grants",
+        quoted(site)
     )]
     UnknownSite {
         /// The site asked for.
@@ -90,7 +107,9 @@ pub enum BrokerError {
     NotYourToken,
     /// Tableau does not know the user (sub-codes 16 and 5).
     #[error(
-        "Tableau could not sign in user {user:?} on site {site:?} (error {sub_code}): check the username (case-sensitive) and that the user belongs to the site"
+        "Tableau could not sign in user {} on site {} (error {sub_code}): check the username (case-sensitive) and that the user belongs to the site",
+        quoted(user),
+        quoted(site)
     )]
     UserNotFound {
         /// Site name.
@@ -110,8 +129,10 @@ pub enum BrokerError {
         /// Tableau's sub-code.
         sub_code: u32,
     },
-    /// Tableau rejected the sign-in for another reason.
-    #[error("Tableau rejected the sign-in on site {site:?} (error {code}{}): {summary}", sub_code.map(|s| format!(" ({s})")).unwrap_or_default())]
+    /// Tableau rejected the sign-in for another reason. The message is fixed: Tableau's own text
+    /// (`summary`) is upstream content that may quote the JWT, so it goes to the broker's log
+    /// (scrubbed), never to the caller.
+    #[error("Tableau rejected the sign-in on site {site:?} (error {code}{}); the broker's log has Tableau's message, ask its operators", sub_code.map(|s| format!(" ({s})")).unwrap_or_default())]
     SignInRejected {
         /// Site name.
         site: String,
@@ -119,7 +140,7 @@ pub enum BrokerError {
         code: String,
         /// Connected-app sub-code, if any.
         sub_code: Option<u32>,
-        /// Tableau's summary line.
+        /// Tableau's summary line, scrubbed of token-shaped text and cut short; for logs only.
         summary: String,
     },
     /// Tableau could not be reached, timed out or answered 5xx.
@@ -154,6 +175,7 @@ impl BrokerError {
     pub fn reason(&self) -> String {
         match self {
             BrokerError::InvalidArgument { .. } => "INVALID_REQUEST".into(),
+            BrokerError::InputTooLarge { .. } => "INPUT_TOO_LARGE".into(),
             BrokerError::Unauthenticated => "UNAUTHENTICATED".into(),
             BrokerError::Unimplemented { .. } => "UNIMPLEMENTED".into(),
             BrokerError::Denied(d) => match d {
@@ -164,6 +186,7 @@ impl BrokerError {
                 Denial::Site { .. } => "SITE_NOT_ALLOWED".into(),
                 Denial::User { .. } => "USER_NOT_ALLOWED".into(),
                 Denial::Scope { .. } => "SCOPE_NOT_ALLOWED".into(),
+                Denial::ScopeDenied { .. } => "SCOPE_DENIED".into(),
                 Denial::Split { .. } => "SCOPES_SPLIT_ACROSS_GRANTS".into(),
             },
             BrokerError::UnknownSite { .. } => "UNKNOWN_SITE".into(),

@@ -23,6 +23,7 @@ pub mod config;
 pub mod devkit;
 pub mod error;
 pub mod grpc;
+pub mod input;
 pub mod metrics;
 pub mod mint;
 pub mod policy;

@@ -91,6 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let _in_runtime = rt.enter();
                 tableau_token_broker::telemetry::init(&config.telemetry)?
             };
+            config.log_warnings();
             let served = rt.block_on(tableau_token_broker::server::serve_until_signal(
                 path, config,
             ));

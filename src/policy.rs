@@ -6,65 +6,148 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::Catalog;
+use crate::input::{MAX_SUGGEST_BYTES, quoted};
 use crate::scope::{Scope, ScopeParseError};
+use crate::transport::identity::{IdentitySource, validate_spiffe_id};
 
-/// How a `[[callers]]` entry matches a certificate identity.
+/// How a `[[callers]]` entry matches a certificate identity. Every pattern names the certificate
+/// field it matches, so a value found in one field can never claim an entry meant for another
+/// (a subject CN spelled like a SPIFFE ID is not a SPIFFE ID).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityPattern {
-    /// The identity must be equal.
-    Exact(String),
-    /// `spiffe://td/path/*`: any SPIFFE ID under `spiffe://td/path/` (the stored prefix ends in `/`).
+    /// The identity from `source` must be equal (`spiffe://…`, `dns:NAME`, `cn:NAME`). DNS names
+    /// are stored lowercase and compared without regard to ASCII case, as DNS does.
+    Exact {
+        /// The certificate field.
+        source: IdentitySource,
+        /// The value, without its `dns:`/`cn:` prefix.
+        value: String,
+    },
+    /// `spiffe://td/path/*`: any SPIFFE ID (URI SAN) under `spiffe://td/path/` (the stored prefix
+    /// ends in `/`).
     SpiffePrefix(String),
 }
 
+/// The prefix of a configured identity that matches a DNS SAN.
+pub const DNS_PREFIX: &str = "dns:";
+/// The prefix of a configured identity that matches the subject CN.
+pub const CN_PREFIX: &str = "cn:";
+const SPIFFE_SCHEME: &str = "spiffe://";
+
 impl IdentityPattern {
-    /// Parses a configured identity; `/*` is only a pattern at the end of a SPIFFE ID.
+    /// Parses a configured identity: `spiffe://td/path` (exact) or `spiffe://td/path/*` (prefix)
+    /// for the URI SAN, `dns:NAME` for a DNS SAN, `cn:NAME` for the subject CN. A bare name is
+    /// refused: it would not say which certificate field may claim it.
     pub fn parse(s: &str) -> Result<IdentityPattern, String> {
         let s = s.trim();
         if s.is_empty() {
             return Err("identity is empty".into());
         }
-        if let Some(prefix) = s.strip_suffix("/*") {
-            if !prefix.starts_with("spiffe://") {
+        if s.starts_with(SPIFFE_SCHEME) {
+            if let Some(prefix) = s.strip_suffix("/*") {
+                if prefix.len() <= SPIFFE_SCHEME.len() {
+                    return Err(format!("identity {s:?}: the trust domain is missing"));
+                }
+                if prefix.contains('*') {
+                    return Err(format!(
+                        "identity {s:?}: '*' is only allowed as a trailing /* on SPIFFE IDs"
+                    ));
+                }
+                // The prefix must be the start of some valid SPIFFE ID.
+                validate_spiffe_id(&format!("{prefix}/x")).map_err(|reason| {
+                    format!("identity {s:?}: not a valid SPIFFE ID prefix: {reason}")
+                })?;
+                return Ok(IdentityPattern::SpiffePrefix(format!("{prefix}/")));
+            }
+            if s.contains('*') {
                 return Err(format!(
-                    "identity {s:?}: a trailing /* is only allowed on SPIFFE IDs (spiffe://trust-domain/path/*)"
+                    "identity {s:?}: '*' is only allowed as a trailing /* on SPIFFE IDs"
                 ));
             }
-            if prefix.len() <= "spiffe://".len() {
-                return Err(format!("identity {s:?}: the trust domain is missing"));
-            }
-            return Ok(IdentityPattern::SpiffePrefix(format!("{prefix}/")));
+            validate_spiffe_id(s)
+                .map_err(|reason| format!("identity {s:?}: not a valid SPIFFE ID: {reason}"))?;
+            return Ok(IdentityPattern::Exact {
+                source: IdentitySource::Spiffe,
+                value: s.to_owned(),
+            });
         }
-        if s.contains('*') {
+        let (source, value) = if let Some(v) = s.strip_prefix(DNS_PREFIX) {
+            (IdentitySource::Dns, v.trim().to_ascii_lowercase())
+        } else if let Some(v) = s.strip_prefix(CN_PREFIX) {
+            (IdentitySource::CommonName, v.trim().to_owned())
+        } else {
+            return Err(format!(
+                "identity {s:?} does not say which certificate field it matches; write \"spiffe://trust-domain/path\" for a URI SAN (SPIFFE ID), \"dns:{s}\" for a DNS SAN, or \"cn:{s}\" for the subject CN"
+            ));
+        };
+        if value.is_empty() {
+            return Err(format!(
+                "identity {s:?}: the name after the prefix is empty"
+            ));
+        }
+        if value.contains("://") {
+            return Err(format!(
+                "identity {s:?}: a DNS SAN or CN holding \"://\" is never taken as an identity; match a SPIFFE ID as \"spiffe://...\" (URI SAN) instead"
+            ));
+        }
+        if value.contains('*') {
             return Err(format!(
                 "identity {s:?}: '*' is only allowed as a trailing /* on SPIFFE IDs"
             ));
         }
-        Ok(IdentityPattern::Exact(s.to_owned()))
+        if value.chars().any(char::is_control) {
+            return Err(format!("identity {s:?}: holds a control character"));
+        }
+        Ok(IdentityPattern::Exact { source, value })
     }
 
-    fn matches(&self, identity: &str) -> bool {
+    /// Whether an identity taken from `source` with this `value` is one this pattern names.
+    pub fn matches(&self, source: IdentitySource, value: &str) -> bool {
         match self {
-            IdentityPattern::Exact(e) => e == identity,
-            IdentityPattern::SpiffePrefix(p) => {
-                identity.starts_with(p.as_str()) && identity.len() > p.len()
+            IdentityPattern::Exact {
+                source: s,
+                value: v,
+            } => {
+                *s == source
+                    && match source {
+                        IdentitySource::Dns => v.eq_ignore_ascii_case(value),
+                        IdentitySource::Spiffe | IdentitySource::CommonName => v == value,
+                    }
             }
+            IdentityPattern::SpiffePrefix(p) => {
+                source == IdentitySource::Spiffe
+                    && value.starts_with(p.as_str())
+                    && value.len() > p.len()
+            }
+        }
+    }
+
+    /// The certificate field this pattern matches.
+    pub fn source(&self) -> IdentitySource {
+        match self {
+            IdentityPattern::Exact { source, .. } => *source,
+            IdentityPattern::SpiffePrefix(_) => IdentitySource::Spiffe,
         }
     }
 
     /// Longer patterns are more specific; exact beats any prefix.
     fn specificity(&self) -> usize {
         match self {
-            IdentityPattern::Exact(_) => usize::MAX,
+            IdentityPattern::Exact { .. } => usize::MAX,
             IdentityPattern::SpiffePrefix(p) => p.len(),
         }
     }
 }
 
 impl std::fmt::Display for IdentityPattern {
+    /// As configured: `spiffe://…`, `spiffe://…/*`, `dns:NAME`, `cn:NAME`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            IdentityPattern::Exact(e) => f.write_str(e),
+            IdentityPattern::Exact { source, value } => match source {
+                IdentitySource::Spiffe => f.write_str(value),
+                IdentitySource::Dns => write!(f, "{DNS_PREFIX}{value}"),
+                IdentitySource::CommonName => write!(f, "{CN_PREFIX}{value}"),
+            },
             IdentityPattern::SpiffePrefix(p) => write!(f, "{p}*"),
         }
     }
@@ -149,12 +232,21 @@ impl Grant {
         self.users.iter().any(|u| u.matches(user))
     }
 
-    fn denies(&self, catalog: &Catalog, scope: &Scope) -> bool {
-        self.deny_scopes.iter().any(|d| catalog.covers(d, scope))
+    /// The deny scope that refuses `scope`, if any: one that covers it (`deny tableau:tasks:*`
+    /// refuses `tableau:tasks:run`) or one it covers (asking for `tableau:tasks:*` when
+    /// `tableau:tasks:delete` is denied would smuggle the denied scope in through the wildcard).
+    fn denied_by<'a>(&'a self, catalog: &Catalog, scope: &Scope) -> Option<&'a Scope> {
+        self.deny_scopes
+            .iter()
+            .find(|d| catalog.covers(d, scope) || catalog.covers(scope, d))
+    }
+
+    fn grants_scope(&self, catalog: &Catalog, scope: &Scope) -> bool {
+        self.scopes.iter().any(|g| catalog.covers(g, scope))
     }
 
     fn allows(&self, catalog: &Catalog, scope: &Scope) -> bool {
-        !self.denies(catalog, scope) && self.scopes.iter().any(|g| catalog.covers(g, scope))
+        self.grants_scope(catalog, scope) && self.denied_by(catalog, scope).is_none()
     }
 }
 
@@ -170,6 +262,8 @@ pub struct CallerEntry {
 /// What a caller asks for.
 #[derive(Debug, Clone, Copy)]
 pub struct AccessRequest<'a> {
+    /// The certificate field the identity came from.
+    pub source: IdentitySource,
     /// The certificate identity.
     pub identity: &'a str,
     /// Site name.
@@ -202,7 +296,7 @@ pub enum Denial {
     #[error("{0}")]
     MalformedScope(ScopeParseError),
     /// A requested scope is unknown to the catalog and not in `extra_scopes`.
-    #[error("unknown scope {scope:?}{}", hint.as_ref().map(|h| format!(" (did you mean {h:?}?)")).unwrap_or_default())]
+    #[error("unknown scope {}{}", quoted(scope), hint.as_ref().map(|h| format!(" (did you mean {h:?}?)")).unwrap_or_default())]
     UnknownScope {
         /// The scope as sent.
         scope: String,
@@ -210,13 +304,15 @@ pub enum Denial {
         hint: Option<String>,
     },
     /// No `[[callers]]` entry matches the certificate identity.
-    #[error("identity {identity:?} has no grants in the broker's configuration")]
+    #[error("identity {} from the certificate's {} has no grants in the broker's configuration; ask its operators for a [[callers]] entry naming that field", quoted(identity), field.describe())]
     UnknownCaller {
         /// The certificate identity.
         identity: String,
+        /// The certificate field it came from.
+        field: IdentitySource,
     },
     /// No grant of the caller names this site.
-    #[error("site {site:?} is not granted to {identity:?}")]
+    #[error("site {} is not granted to {}", quoted(site), quoted(identity))]
     Site {
         /// The certificate identity.
         identity: String,
@@ -224,7 +320,12 @@ pub enum Denial {
         site: String,
     },
     /// No grant for the site names this user.
-    #[error("user {user:?} on site {site:?} is not granted to {identity:?}")]
+    #[error(
+        "user {} on site {} is not granted to {}",
+        quoted(user),
+        quoted(site),
+        quoted(identity)
+    )]
     User {
         /// The certificate identity.
         identity: String,
@@ -234,7 +335,12 @@ pub enum Denial {
         user: String,
     },
     /// No grant for the site and user covers this scope.
-    #[error("scope {scope} is not granted to {identity:?} for user {user:?} on site {site:?}")]
+    #[error(
+        "scope {scope} is not granted to {} for user {} on site {}",
+        quoted(identity),
+        quoted(user),
+        quoted(site)
+    )]
     Scope {
         /// The certificate identity.
         identity: String,
@@ -245,14 +351,64 @@ pub enum Denial {
         /// The first scope that failed.
         scope: String,
     },
+    /// A granted scope is refused by the grant's `deny_scopes`: it is denied, or it is a wildcard
+    /// whose documented coverage includes a denied scope.
+    #[error(
+        "scope {scope} is refused to {} for user {} on site {}: {}",
+        quoted(identity),
+        quoted(user),
+        quoted(site),
+        denied_reason(scope, by)
+    )]
+    ScopeDenied {
+        /// The certificate identity.
+        identity: String,
+        /// The site asked for.
+        site: String,
+        /// The user asked for.
+        user: String,
+        /// The requested scope that was refused.
+        scope: String,
+        /// What refuses it, and what to ask for instead (boxed: denials travel in `Result`s).
+        by: Box<DeniedBy>,
+    },
     /// Every scope is granted somewhere, but no single grant covers them all.
     #[error(
-        "no single grant of {identity:?} covers all of the requested scopes together; ask for them in separate requests"
+        "no single grant of {} covers all of the requested scopes together; ask for them in separate requests",
+        quoted(identity)
     )]
     Split {
         /// The certificate identity.
         identity: String,
     },
+}
+
+/// The `deny_scopes` entry behind a [`Denial::ScopeDenied`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedBy {
+    /// The `deny_scopes` entry that refuses the scope.
+    pub denied: String,
+    /// For a wildcard: the scopes it covers that the caller may ask for one by one.
+    pub instead: Vec<String>,
+}
+
+fn denied_reason(scope: &str, by: &DeniedBy) -> String {
+    let (denied, instead) = (by.denied.as_str(), &by.instead);
+    if scope == denied {
+        return format!("{denied} is in the grant's deny_scopes");
+    }
+    let mut out = if denied.ends_with(":*") && !scope.ends_with(":*") {
+        format!("the grant's deny_scopes has {denied}, which covers it")
+    } else {
+        format!("it covers {denied}, which the grant's deny_scopes refuses")
+    };
+    if instead.is_empty() {
+        out.push_str("; no scope it covers is allowed");
+    } else {
+        out.push_str("; ask for the individual scopes you need instead: ");
+        out.push_str(&instead.join(", "));
+    }
+    out
 }
 
 /// The whole policy: the catalog it reasons with and every caller entry.
@@ -278,11 +434,12 @@ impl Policy {
         &self.callers
     }
 
-    /// The entry that applies to an identity: an exact match, else the longest matching prefix.
-    pub fn caller(&self, identity: &str) -> Option<&CallerEntry> {
+    /// The entry that applies to an identity taken from `source`: an exact match, else the
+    /// longest matching prefix. Only entries naming that certificate field can match.
+    pub fn caller(&self, source: IdentitySource, identity: &str) -> Option<&CallerEntry> {
         self.callers
             .iter()
-            .filter(|c| c.pattern.matches(identity))
+            .filter(|c| c.pattern.matches(source, identity))
             .max_by_key(|c| c.pattern.specificity())
     }
 
@@ -315,23 +472,36 @@ impl Policy {
             .map_err(Denial::MalformedScope)?;
         if let Some(unknown) = normalized.iter().find(|s| !self.catalog.is_known(s)) {
             let scope = unknown.to_string();
-            return Err(Denial::UnknownScope {
-                hint: self.catalog.suggest(&scope).map(ToString::to_string),
-                scope,
-            });
+            // The edit distance costs the product of the lengths: only typos get a hint.
+            let hint = (scope.len() <= MAX_SUGGEST_BYTES)
+                .then(|| self.catalog.suggest(&scope).map(ToString::to_string))
+                .flatten();
+            return Err(Denial::UnknownScope { hint, scope });
         }
         Ok(normalized)
     }
 
     /// Decides a request. Deny by default: allowed only when one grant matches the site and the user
-    /// and covers every requested scope without denying any.
+    /// and covers every requested scope without denying any. The caller entry is looked up
+    /// first, so an unknown caller is refused before its request is looked at.
     pub fn decide(&self, req: &AccessRequest<'_>) -> Result<Authorization, Denial> {
-        let scopes = self.normalize_scopes(req.scopes)?;
-        let Some(entry) = self.caller(req.identity) else {
+        let Some(entry) = self.caller(req.source, req.identity) else {
             return Err(Denial::UnknownCaller {
                 identity: req.identity.to_owned(),
+                field: req.source,
             });
         };
+        self.decide_for(entry, req)
+    }
+
+    /// [`Policy::decide`] for a caller entry already looked up (with [`Policy::caller`]), so the
+    /// broker can refuse unknown callers and bound the request in between.
+    pub fn decide_for(
+        &self,
+        entry: &CallerEntry,
+        req: &AccessRequest<'_>,
+    ) -> Result<Authorization, Denial> {
+        let scopes = self.normalize_scopes(req.scopes)?;
         // One pass, no allocation: the common case is an allowed request.
         let (mut site_matched, mut user_matched, mut allowed) = (false, false, false);
         let (mut unlimited, mut max_jwt_ttl) = (false, None);
@@ -377,6 +547,35 @@ impl Policy {
             .iter()
             .find(|s| !for_user.clone().any(|g| g.allows(&self.catalog, s)))
         {
+            // Granted by some grant but refused by its deny_scopes: say so, and for a wildcard
+            // list what may be asked for instead.
+            if let Some((g, denied)) = for_user.clone().find_map(|g| {
+                g.grants_scope(&self.catalog, s)
+                    .then(|| g.denied_by(&self.catalog, s).map(|d| (g, d)))
+                    .flatten()
+            }) {
+                let instead = self
+                    .catalog
+                    .get(s)
+                    .map(|e| {
+                        e.covers
+                            .iter()
+                            .filter(|c| g.allows(&self.catalog, c))
+                            .map(ToString::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                return Err(Denial::ScopeDenied {
+                    identity,
+                    site: req.site.to_owned(),
+                    user: req.user.to_owned(),
+                    scope: s.to_string(),
+                    by: Box::new(DeniedBy {
+                        denied: denied.to_string(),
+                        instead,
+                    }),
+                });
+            }
             return Err(Denial::Scope {
                 identity,
                 site: req.site.to_owned(),
@@ -389,9 +588,17 @@ impl Policy {
 
     /// True when the caller may hold credentials for this site, user and (normalized) scopes:
     /// used to check that an invalidation concerns the caller's own key.
-    pub fn may_hold(&self, identity: &str, site: &str, user: &str, scopes: &[Scope]) -> bool {
+    pub fn may_hold(
+        &self,
+        source: IdentitySource,
+        identity: &str,
+        site: &str,
+        user: &str,
+        scopes: &[Scope],
+    ) -> bool {
         let scopes: Vec<String> = scopes.iter().map(ToString::to_string).collect();
         self.decide(&AccessRequest {
+            source,
             identity,
             site,
             user,
@@ -441,6 +648,7 @@ mod tests {
     ) -> Result<Authorization, Denial> {
         let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
         p.decide(&AccessRequest {
+            source: IdentitySource::Spiffe,
             identity: id,
             site,
             user,
@@ -534,10 +742,30 @@ mod tests {
         assert!(
             matches!(
                 ask(&p, R, "finance", "svc-renderer", &["tableau:tasks:delete"]),
-                Err(Denial::Scope { .. })
+                Err(Denial::ScopeDenied { .. })
             ),
             "deny wins"
         );
+        match ask(&p, R, "finance", "svc-renderer", &["tableau:tasks:*"]) {
+            Err(d @ Denial::ScopeDenied { .. }) => {
+                let Denial::ScopeDenied { by, .. } = &d else {
+                    unreachable!()
+                };
+                let (denied, instead) = (&by.denied, &by.instead);
+                assert_eq!(denied, "tableau:tasks:delete");
+                assert!(
+                    instead.contains(&"tableau:tasks:run".to_owned()),
+                    "{instead:?}"
+                );
+                assert!(!instead.contains(&"tableau:tasks:delete".to_owned()));
+                let msg = d.to_string();
+                assert!(
+                    msg.contains("tableau:tasks:delete") && msg.contains("tableau:tasks:run"),
+                    "{msg}"
+                );
+            }
+            other => panic!("a wildcard covering a denied scope must be refused: {other:?}"),
+        }
         assert!(matches!(
             ask(&p, R, "finance", "svc-renderer", &[]),
             Err(Denial::NoScopes)
@@ -622,6 +850,42 @@ mod tests {
     }
 
     #[test]
+    fn identity_patterns_name_their_certificate_field() {
+        use IdentitySource::*;
+        let spiffe = IdentityPattern::parse("spiffe://acme.test/ns/reports/sa/renderer").unwrap();
+        assert!(spiffe.matches(Spiffe, "spiffe://acme.test/ns/reports/sa/renderer"));
+        assert!(!spiffe.matches(CommonName, "spiffe://acme.test/ns/reports/sa/renderer"));
+        assert!(!spiffe.matches(Dns, "spiffe://acme.test/ns/reports/sa/renderer"));
+        let prefix = IdentityPattern::parse("spiffe://acme.test/ns/ops/*").unwrap();
+        assert!(prefix.matches(Spiffe, "spiffe://acme.test/ns/ops/sa/x"));
+        assert!(!prefix.matches(CommonName, "spiffe://acme.test/ns/ops/../reports/sa/x"));
+        let dns = IdentityPattern::parse("dns:Pulse.Example.com").unwrap();
+        assert_eq!(dns.to_string(), "dns:pulse.example.com");
+        assert!(dns.matches(Dns, "pulse.example.com"));
+        assert!(dns.matches(Dns, "PULSE.example.com"));
+        assert!(!dns.matches(CommonName, "pulse.example.com"));
+        let cn = IdentityPattern::parse("cn:pulse").unwrap();
+        assert!(cn.matches(CommonName, "pulse") && !cn.matches(Dns, "pulse"));
+        assert_eq!(cn.to_string(), "cn:pulse");
+        let bare = IdentityPattern::parse("pulse.example.com").unwrap_err();
+        assert!(
+            bare.contains("\"dns:pulse.example.com\"") && bare.contains("\"cn:pulse.example.com\""),
+            "{bare}"
+        );
+        for bad in [
+            "cn:spiffe://acme.test/a",
+            "dns:",
+            "cn:a*",
+            "spiffe://Acme.test/a",
+            "spiffe://acme.test/../a",
+            "spiffe://acme.test/a/../*",
+        ] {
+            assert!(IdentityPattern::parse(bad).is_err(), "{bad}");
+        }
+        assert!(IdentityPattern::parse("spiffe://acme.test/*").is_ok());
+    }
+
+    #[test]
     fn split_across_grants_is_explained() {
         let p = policy(vec![(
             R,
@@ -687,7 +951,7 @@ mod tests {
             let mut more = grants;
             more.push(extra);
             let after = policy(vec![(R, more)]);
-            let req = AccessRequest { identity: R, site: &site, user: &user, scopes: &scopes };
+            let req = AccessRequest { source: IdentitySource::Spiffe, identity: R, site: &site, user: &user, scopes: &scopes };
             if before.decide(&req).is_ok() {
                 prop_assert!(after.decide(&req).is_ok());
             }
@@ -700,9 +964,25 @@ mod tests {
             let idx = idx % fewer.len();
             fewer.remove(idx);
             let after = policy(vec![(R, fewer)]);
-            let req = AccessRequest { identity: R, site: &site, user: &user, scopes: &scopes };
+            let req = AccessRequest { source: IdentitySource::Spiffe, identity: R, site: &site, user: &user, scopes: &scopes };
             if before.decide(&req).is_err() {
                 prop_assert!(after.decide(&req).is_err());
+            }
+        }
+
+        /// Issue 11.1: whatever the grants, a granted request's scopes (the JWT's `scp`) never
+        /// cover nor are covered by a scope that the allowing grant denies.
+        #[test]
+        fn no_granted_scope_set_covers_a_denied_scope(grants in proptest::collection::vec(arb_grant(), 1..4), (site, user, scopes) in arb_request()) {
+            let p = policy(vec![(R, grants.clone())]);
+            let req = AccessRequest { source: IdentitySource::Spiffe, identity: R, site: &site, user: &user, scopes: &scopes };
+            if let Ok(auth) = p.decide(&req) {
+                let c = p.catalog();
+                let clean = grants.iter().filter(|g| g.matches_site(&site) && g.matches_user(&user)).any(|g| {
+                    auth.scopes.iter().all(|s| g.grants_scope(c, s)
+                        && !g.deny_scopes.iter().any(|d| c.covers(s, d) || c.covers(d, s)))
+                });
+                prop_assert!(clean, "{:?} granted despite deny_scopes", auth.scopes);
             }
         }
 

@@ -438,6 +438,7 @@ impl RunningServer {
         if config.audit != self.broker.config().audit {
             tracing::warn!("the [audit] section changed; it takes effect at the next restart");
         }
+        config.log_warnings();
         if let Some(s) = &config.server {
             let files = TlsFiles {
                 cert: s.cert.clone(),

@@ -47,8 +47,9 @@ impl From<IdentitySource> for IdentityField {
 pub struct CallerContext {
     /// The identity string policy is checked against.
     pub id: Arc<str>,
-    /// Which certificate field it came from (`None` when not known, e.g. in-process callers).
-    pub source: Option<IdentityField>,
+    /// Which certificate field it came from: policy matches an entry only against the field the
+    /// entry names.
+    pub source: IdentitySource,
     /// The client certificate's serial number, lowercase hex.
     pub cert_serial: Option<Arc<str>>,
     /// The client's address.
@@ -56,11 +57,11 @@ pub struct CallerContext {
 }
 
 impl CallerContext {
-    /// A caller known only by its identity string (tests, in-process use).
+    /// A caller known only by its identity string, taken as a SPIFFE ID (tests, in-process use).
     pub fn from_id(id: &str) -> CallerContext {
         CallerContext {
             id: Arc::from(id),
-            source: None,
+            source: IdentitySource::Spiffe,
             cert_serial: None,
             peer: None,
         }
@@ -165,7 +166,7 @@ impl<'a> CallerRecord<'a> {
     pub fn new(c: &'a CallerContext, entry: Option<&'a str>) -> CallerRecord<'a> {
         CallerRecord {
             identity: &c.id,
-            source: c.source,
+            source: Some(c.source.into()),
             entry,
             cert_serial: c.cert_serial.as_deref(),
             peer: c.peer.map(|p| p.to_string()),

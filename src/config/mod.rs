@@ -50,6 +50,9 @@ pub const DEFAULT_AUDIT_PATH: &str = "-";
 pub const DEFAULT_AUDIT_MODE: AuditMode = AuditMode::FailClosed;
 /// Default for `[audit] sync`: no fdatasync per batch (see the README's "Audit" section).
 pub const DEFAULT_AUDIT_SYNC: bool = false;
+/// Shortest connected-app secret accepted, in bytes. Tableau generates much longer ones; a short
+/// value is a placeholder or a truncated copy, and an HS256 key that short can be guessed.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Why a configuration could not be loaded. Never contains a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +224,9 @@ pub struct SiteConfig {
 pub struct Config {
     /// True when the file says it is for development (inline secrets allowed).
     pub development: bool,
+    /// Things that do not stop the file from loading but that an operator should fix (a
+    /// world-readable secret file); `check-config` prints them and `serve` logs them.
+    pub warnings: Vec<Issue>,
     /// Listener and TLS; `None` for offline uses (`jwt`, `check-config` of a partial file).
     pub server: Option<ServerConfig>,
     /// Token cache.
@@ -253,13 +259,20 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: redact_toml_error(&e.to_string()),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         build(raw, base).map_err(|issues| ConfigError::Invalid {
             path: path.to_owned(),
             issues,
         })
+    }
+
+    /// Logs every warning (at WARN); `serve` calls it once logging is up, and on each reload.
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!(at = %w.at, "{}", w.message);
+        }
     }
 
     /// A site by name.
@@ -283,6 +296,9 @@ impl Config {
             p.callers().iter().map(|c| c.grants.len()).sum::<usize>(),
             p.catalog().scopes().count(),
         ));
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
         if let Some(s) = &self.server {
             out.push_str(&format!(
                 "server: listen {} (cert {}, client CA {})\n",
@@ -350,9 +366,17 @@ impl Config {
 }
 
 /// Collects issues while validating.
-struct Issues(Vec<Issue>);
+/// Problems (`.0`, which refuse the file) and warnings (`.1`, which do not).
+struct Issues(Vec<Issue>, Vec<Issue>);
 
 impl Issues {
+    fn warn(&mut self, at: impl Into<String>, message: impl Into<String>) {
+        self.1.push(Issue {
+            at: at.into(),
+            message: message.into(),
+        });
+    }
+
     fn add(&mut self, at: impl Into<String>, message: impl Into<String>) {
         self.0.push(Issue {
             at: at.into(),
@@ -379,7 +403,7 @@ impl Issues {
 /// Stage two: validates a raw file into a [`Config`], or returns every problem found.
 /// Relative paths are resolved against `base` (the config file's folder).
 pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
-    let mut iss = Issues(Vec::new());
+    let mut iss = Issues(Vec::new(), Vec::new());
     match raw.version {
         Some(CONFIG_VERSION) => {}
         Some(v) => iss.add(
@@ -562,7 +586,7 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
             None => {
                 iss.add(
                     format!("{at}.identity"),
-                    "missing: give a SPIFFE ID, DNS name or subject CN",
+                    "missing: give a SPIFFE ID (\"spiffe://trust-domain/path\", or a prefix ending in /*), \"dns:NAME\" for a DNS SAN, or \"cn:NAME\" for the subject CN",
                 );
                 None
             }
@@ -607,6 +631,7 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
     }
     Ok(Config {
         development: raw.development,
+        warnings: iss.1,
         server,
         cache,
         tableau,
@@ -847,9 +872,17 @@ fn build_app(
     }
     let (secret, secret_source) = if let Some(p) = a.secret_file {
         let p = resolve(&p);
+        match check_secret_file_mode(&p) {
+            Err(message) => {
+                iss.add(format!("{at}.secret_file"), message);
+                return None;
+            }
+            Ok(Some(warning)) => iss.warn(format!("{at}.secret_file"), warning),
+            Ok(None) => {}
+        }
         match std::fs::read_to_string(&p) {
             Ok(s) => (
-                SecretString::from(s.trim_end_matches(['\n', '\r']).to_owned()),
+                SecretString::from(strip_one_newline(&s).to_owned()),
                 format!("file {}", p.display()),
             ),
             Err(e) => {
@@ -862,7 +895,10 @@ fn build_app(
         }
     } else if let Some(var) = a.secret_env {
         match std::env::var(&var) {
-            Ok(s) => (SecretString::from(s), format!("env {var}")),
+            Ok(s) => (
+                SecretString::from(strip_one_newline(&s).to_owned()),
+                format!("env {var}"),
+            ),
             Err(_) => {
                 iss.add(
                     format!("{at}.secret_env"),
@@ -884,12 +920,84 @@ fn build_app(
         iss.add(at, format!("the secret from {secret_source} is empty"));
         return None;
     }
+    let len = secret.expose_secret().len();
+    if len < MIN_SECRET_BYTES {
+        iss.add(
+            at,
+            format!(
+                "the secret from {secret_source} is {len} bytes, shorter than {MIN_SECRET_BYTES}: copy the whole secret value from the connected app's page in Tableau"
+            ),
+        );
+        return None;
+    }
     Some(ConnectedApp {
         client_id: client_id?,
         secret_id: secret_id?,
         secret,
         secret_source,
     })
+}
+
+/// Removes exactly one trailing newline (`\n` or `\r\n`), as `echo` and editors add one; any
+/// other whitespace is part of the secret. Files and environment variables are read alike.
+fn strip_one_newline(s: &str) -> &str {
+    s.strip_suffix("\r\n")
+        .or_else(|| s.strip_suffix('\n'))
+        .unwrap_or(s)
+}
+
+/// Refuses a secret file anyone may write (whoever can write it can sign in as any user), and
+/// warns when anyone may read it. Group-readable is normal: Kubernetes mounts Secrets with the
+/// pod's fsGroup.
+#[cfg(unix)]
+fn check_secret_file_mode(p: &Path) -> Result<Option<String>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(p) else {
+        // Unreadable or missing: reading it reports the problem.
+        return Ok(None);
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o002 != 0 {
+        return Err(format!(
+            "{} is world-writable (mode {:o}): anyone on the host could replace the secret; run chmod o-w (0600 or 0640 is usual)",
+            p.display(),
+            mode & 0o777
+        ));
+    }
+    if mode & 0o004 != 0 {
+        return Ok(Some(format!(
+            "{} is world-readable (mode {:o}): any user on the host can read the secret; run chmod o-r (0600, or 0640 with the pod's fsGroup, is usual)",
+            p.display(),
+            mode & 0o777
+        )));
+    }
+    Ok(None)
+}
+
+#[cfg(not(unix))]
+fn check_secret_file_mode(_p: &Path) -> Result<Option<String>, String> {
+    Ok(None)
+}
+
+/// The TOML parser's message quotes the offending source line. A line that mentions a secret
+/// could hold its value (an unterminated `secret = "...`), so such lines are replaced.
+fn redact_toml_error(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for line in message.trim_end().lines() {
+        // Source lines look like `12 | text`; the caret lines below them like `   |    ^`.
+        let quoted_source = line.split_once('|').is_some_and(|(n, _)| {
+            !n.trim().is_empty() && n.trim().bytes().all(|b| b.is_ascii_digit())
+        });
+        if quoted_source && line.to_ascii_lowercase().contains("secret") {
+            let (n, _) = line.split_once('|').unwrap_or((line, ""));
+            out.push_str(n);
+            out.push_str("| [line not shown: it may hold a secret]");
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out.trim_end().to_owned()
 }
 
 fn build_grant(

@@ -33,7 +33,7 @@ scopes = ["tableau:content:read", "tableau:views:download"]
 fn with_secret_file(text: &str) -> (tempfile::TempDir, PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("finance.secret");
-    std::fs::write(&secret, "very-secret-value\n").unwrap();
+    std::fs::write(&secret, "very-secret-value-0123456789abcdef\n").unwrap();
     let text = text.replace(
         "secret_env = \"TTB_TEST_FINANCE_SECRET\"",
         &format!("secret_file = {:?}", secret.display().to_string()),
@@ -50,15 +50,18 @@ fn good_config_loads_with_defaults() {
     assert_eq!(site.server_url, "https://tableau.example.com");
     assert_eq!(site.jwt_ttl, Duration::from_secs(300));
     assert_eq!(site.format, Format::Xml);
-    assert_eq!(site.app.secret.expose_secret(), "very-secret-value");
+    assert_eq!(
+        site.app.secret.expose_secret(),
+        "very-secret-value-0123456789abcdef"
+    );
     assert_eq!(c.cache.max_entries, DEFAULT_CACHE_MAX_ENTRIES);
     assert!(c.cache.sign_out_on_evict);
     let server = c.server.as_ref().unwrap();
     assert_eq!(server.cert, path.parent().unwrap().join("tls/tls.crt"));
     let summary = c.summary();
     assert!(summary.contains("caller spiffe://example.org/ns/reports/sa/renderer"));
-    assert!(!summary.contains("very-secret-value"));
-    assert!(!format!("{c:?}").contains("very-secret-value"));
+    assert!(!summary.contains("very-secret-value-0123456789abcdef"));
+    assert!(!format!("{c:?}").contains("very-secret-value-0123456789abcdef"));
 }
 
 #[test]
@@ -107,7 +110,7 @@ fn inline_secret_only_in_development() {
             .find(|l| l.starts_with("secret_file"))
             .unwrap()
             .to_owned(),
-        "secret = \"inline-secret-value\"",
+        "secret = \"inline-secret-value-0123456789abcdef\"",
     );
     let err = Config::from_toml(&inline, &path).unwrap_err().to_string();
     assert!(

@@ -504,7 +504,7 @@ mod tests {
             dir.path(),
             "127.0.0.1:0".parse().unwrap(),
             "127.0.0.1:0".parse().unwrap(),
-            "s3cret",
+            "a-demo-secret-of-at-least-32-bytes",
         );
         let path = dir.path().join("broker.toml");
         let text = setup.broker_toml("http://127.0.0.1:1", &files.tls_files());

@@ -14,7 +14,7 @@
 //! use tableau_token_broker::devkit::local::{LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite};
 //!
 //! let dir = std::env::temp_dir().join("local-example");
-//! let local = LocalSetup::new(&dir, LocalApp::new("client-id", "secret-id", "secret"))
+//! let local = LocalSetup::new(&dir, LocalApp::new("client-id", "secret-id", "a-development-secret-of-32-bytes+"))
 //!     .site(LocalSite::new(
 //!         "finance",
 //!         "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d",
@@ -575,6 +575,13 @@ impl LocalSetup {
             };
             let p = self.secret_path(site);
             std::fs::write(&p, secret.expose_secret()).map_err(io(&p))?;
+            // As a mounted Kubernetes Secret would be: only the owner reads it.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io(&p))?;
+            }
         }
         let config_path = self.dir.join(CONFIG_FILE);
         std::fs::write(&config_path, self.broker_toml(double_url, &tls))

@@ -42,18 +42,20 @@ impl TokenBrokerService {
         TokenBrokerService { broker }
     }
 
-    /// The tonic server for this service.
+    /// The tonic server for this service. Requests larger than
+    /// [`MAX_MESSAGE_BYTES`](crate::input::MAX_MESSAGE_BYTES) are refused before they are decoded.
     pub fn into_server(self) -> pb::token_broker_server::TokenBrokerServer<TokenBrokerService> {
         pb::token_broker_server::TokenBrokerServer::new(self)
+            .max_decoding_message_size(crate::input::MAX_MESSAGE_BYTES)
     }
 }
 
 /// The caller as the transport proved it. Requests without one never reach here (the identity
 /// layer refuses them), so a missing identity is an internal fault, not a client error.
-fn identity<T>(req: &Request<T>) -> Result<Arc<str>, Status> {
+fn identity<T>(req: &Request<T>) -> Result<CallerIdentity, Status> {
     req.extensions()
         .get::<CallerIdentity>()
-        .map(|c| c.id.clone())
+        .cloned()
         .ok_or_else(|| to_status(&BrokerError::Unauthenticated))
 }
 
@@ -67,7 +69,7 @@ fn caller<T>(req: &Request<T>) -> Result<CallerContext, Status> {
     let peer = req.extensions().get::<PeerInfo>();
     Ok(CallerContext {
         id: id.id.clone(),
-        source: Some(id.source.into()),
+        source: id.source,
         cert_serial: peer.and_then(|p| p.cert_serial.clone()),
         peer: peer.map(|p| p.remote_addr),
     })
@@ -102,10 +104,13 @@ fn method_info(m: &Method) -> pb::MethodInfo {
 }
 
 /// `ResolveScopes` without a network: methods to the smallest scope set, scopes to methods.
+/// Oversized requests are refused before any lookup.
 pub fn resolve_scopes(
     catalog: &Catalog,
     req: &pb::ResolveScopesRequest,
-) -> pb::ResolveScopesResponse {
+) -> Result<pb::ResolveScopesResponse, BrokerError> {
+    crate::input::check_methods(&req.methods)?;
+    crate::input::check_scopes(&req.scopes)?;
     let (required, mut unknown) =
         catalog.scopes_for_methods(req.methods.iter().map(String::as_str));
     let mut scopes = Vec::new();
@@ -124,11 +129,11 @@ pub fn resolve_scopes(
             None => unknown.push(s.clone()),
         }
     }
-    pb::ResolveScopesResponse {
+    Ok(pb::ResolveScopesResponse {
         required_scopes: required.iter().map(ToString::to_string).collect(),
         scopes,
         unknown,
-    }
+    })
 }
 
 #[tonic::async_trait]
@@ -232,9 +237,10 @@ impl TokenBroker for TokenBrokerService {
             ),
         };
         Ok(Response::new(pb::WhoAmIResponse {
-            identity: caller.to_string(),
+            identity: caller.id.to_string(),
             grants,
             matched_entry,
+            source: caller.source.cert_field().to_owned(),
         }))
     }
 
@@ -244,6 +250,8 @@ impl TokenBroker for TokenBrokerService {
     ) -> Result<Response<pb::ResolveScopesResponse>, Status> {
         identity(&request)?;
         let catalog = Arc::clone(self.broker.config().policy.catalog());
-        Ok(Response::new(resolve_scopes(&catalog, request.get_ref())))
+        resolve_scopes(&catalog, request.get_ref())
+            .map(Response::new)
+            .map_err(|e| to_status(&e))
     }
 }

@@ -16,7 +16,9 @@ pub const ERROR_DOMAIN: &str = "tableau-token-broker";
 /// The gRPC code for an error.
 pub fn code(e: &BrokerError) -> Code {
     match e {
-        BrokerError::InvalidArgument { .. } => Code::InvalidArgument,
+        BrokerError::InvalidArgument { .. } | BrokerError::InputTooLarge { .. } => {
+            Code::InvalidArgument
+        }
         BrokerError::Unauthenticated => Code::Unauthenticated,
         BrokerError::Unimplemented { .. } => Code::Unimplemented,
         BrokerError::Denied(

@@ -28,6 +28,32 @@ pub use error::TableauError;
 /// is not Tableau talking.
 const MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// Longest wait a `Retry-After` (header or error detail) is passed on as: a server or proxy asking
+/// for hours would otherwise park every caller that much.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// Parses a successful sign-in response body as Tableau sends it (XML or JSON). Public for the fuzz
+/// target (`fuzz/fuzz_targets/signin_response.rs`); the client uses the same parser.
+pub fn parse_sign_in_response(body: &[u8]) -> Result<SignedIn, TableauError> {
+    let fields = wire::parse_sign_in(body)?;
+    Ok(SignedIn {
+        token: fields.token,
+        site_luid: fields.site_luid,
+        site_content_url: fields.site_content_url.unwrap_or_default(),
+        user_luid: fields.user_luid,
+    })
+}
+
+/// The error for a non-success answer (`http_status`, `Retry-After` already parsed, `body`), with
+/// upstream text scrubbed and the retry hint capped. Public for the fuzz target.
+pub fn error_from_response(
+    http_status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> TableauError {
+    wire::error_from_response(http_status, retry_after, body)
+}
+
 /// How the client connects to Tableau. Set once at start-up, shared by every site.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOptions {

@@ -79,7 +79,77 @@ fn sniff(body: &[u8]) -> Option<Syntax> {
 }
 
 fn malformed(what: impl Into<String>) -> TableauError {
-    TableauError::Malformed { what: what.into() }
+    TableauError::Malformed {
+        what: scrub(&what.into()),
+    }
+}
+
+/// Most characters of upstream text kept for a log line.
+pub(crate) const MAX_UPSTREAM_CHARS: usize = 200;
+/// A run of token characters at least this long that holds a digit is taken for a token or key.
+const LONG_RUN: usize = 24;
+/// Each of the three dot-separated parts of a JWT-shaped run is at least this long.
+const JWT_PART: usize = 8;
+const REDACTED: &str = "[redacted]";
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '/' | '=' | '|' | '~' | '%')
+}
+
+fn looks_secret(run: &str) -> bool {
+    let mut parts = run.split('.');
+    let jwt_shaped = run.matches('.').count() >= 2
+        && parts.by_ref().take(3).all(|p| {
+            p.len() >= JWT_PART
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    let long_run = run.len() >= LONG_RUN && run.bytes().any(|b| b.is_ascii_digit());
+    jwt_shaped || long_run
+}
+
+/// Upstream (Tableau or proxy) text made fit for a log line: anything shaped like a JWT (three
+/// base64url parts joined by dots) or a token or key (a long run of base64/hex characters with a
+/// digit) is replaced by `[redacted]`, control characters are escaped, and the result is cut to
+/// [`MAX_UPSTREAM_CHARS`]. Never sent to callers: they get fixed messages.
+pub(crate) fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_UPSTREAM_CHARS + 16));
+    let mut count = 0usize;
+    let mut push = |out: &mut String, piece: &str| -> bool {
+        for c in piece.chars() {
+            if count >= MAX_UPSTREAM_CHARS {
+                out.push('…');
+                return false;
+            }
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+            count += 1;
+        }
+        true
+    };
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest.find(|c: char| !is_token_char(c)).unwrap_or(rest.len());
+        let (run, tail) = rest.split_at(end);
+        if !run.is_empty() {
+            let piece = if looks_secret(run) { REDACTED } else { run };
+            if !push(&mut out, piece) {
+                return out;
+            }
+        }
+        let mut chars = tail.chars();
+        if let Some(c) = chars.next() {
+            let mut buf = [0u8; 4];
+            if !push(&mut out, c.encode_utf8(&mut buf)) {
+                return out;
+            }
+        }
+        rest = chars.as_str();
+    }
+    out
 }
 
 /// Parses a successful sign-in response (XML with or without Tableau's namespace, or JSON).
@@ -124,7 +194,7 @@ pub(crate) fn parse_error(body: &[u8]) -> Option<ApiErrorBody> {
         Syntax::Xml => {
             let doc = parse_xml(body).ok()?;
             Some(ApiErrorBody {
-                code: doc.error_code.filter(|c| !c.is_empty())?,
+                code: doc.error_code.filter(|c| is_error_code(c))?,
                 summary: doc.summary.unwrap_or_default().trim().to_owned(),
                 detail: doc.detail.unwrap_or_default().trim().to_owned(),
             })
@@ -133,8 +203,8 @@ pub(crate) fn parse_error(body: &[u8]) -> Option<ApiErrorBody> {
             let value: serde_json::Value = serde_json::from_slice(body).ok()?;
             let error = value.get("error")?;
             let code = match error.get("code")? {
-                serde_json::Value::String(s) if !s.is_empty() => s.clone(),
-                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::String(s) if is_error_code(s) => s.clone(),
+                serde_json::Value::Number(n) if is_error_code(&n.to_string()) => n.to_string(),
                 _ => return None,
             };
             let text = |key: &str| {
@@ -154,7 +224,15 @@ pub(crate) fn parse_error(body: &[u8]) -> Option<ApiErrorBody> {
     }
 }
 
-/// Turns a non-success response into the error the caller should see.
+/// Tableau's error codes are six digits ("401001"); anything else is not a Tableau error body,
+/// and the code travels on to callers (as `tableau_code` and in the reason), so it must be short.
+fn is_error_code(code: &str) -> bool {
+    (1..=12).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Turns a non-success response into the error the caller should see. Tableau's summary and
+/// detail are scrubbed ([`scrub`]) here, once, so no token quoted back by the server travels
+/// further; a retry hint is capped at [`MAX_RETRY_AFTER`](super::MAX_RETRY_AFTER).
 pub(crate) fn error_from_response(
     http_status: u16,
     retry_after_header: Option<Duration>,
@@ -162,11 +240,13 @@ pub(crate) fn error_from_response(
 ) -> TableauError {
     let parsed = parse_error(body);
     if http_status == 429 || parsed.as_ref().is_some_and(|e| e.code == "429000") {
-        let retry_after = retry_after_header.or_else(|| {
-            parsed
-                .as_ref()
-                .and_then(|e| retry_after_from_detail(&e.detail))
-        });
+        let retry_after = retry_after_header
+            .or_else(|| {
+                parsed
+                    .as_ref()
+                    .and_then(|e| retry_after_from_detail(&e.detail))
+            })
+            .map(|d| d.min(super::MAX_RETRY_AFTER));
         return TableauError::RateLimited { retry_after };
     }
     match parsed {
@@ -174,8 +254,8 @@ pub(crate) fn error_from_response(
             http_status,
             sub_code: sub_code(&e.detail),
             code: e.code,
-            summary: e.summary,
-            detail: e.detail,
+            summary: scrub(&e.summary),
+            detail: scrub(&e.detail),
         },
         None if http_status >= 500 => TableauError::Unavailable { http_status },
         None if (300..400).contains(&http_status) => TableauError::Config {
@@ -755,5 +835,63 @@ mod tests {
         );
         assert_eq!(accept(Format::Json), "application/json");
         assert_eq!(accept(Format::Xml), "application/xml");
+    }
+
+    #[test]
+    fn upstream_text_is_scrubbed_cut_and_retry_after_capped() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzdmMtcmVuZGVyZXIifQ.c2lnbmF0dXJlLXZhbHVlLWhlcmU";
+        let token = "HvZMqFFfQQmOM4L-AZNIQA|5fI6T54OGqxlb0XkWbE6SbwXPMBD9Vov";
+        let body = format!(
+            "<tsResponse><error code=\"401001\"><summary>Signin Error for {jwt}</summary><detail>token {token} hex 0123456789abcdef0123456789abcdef\nforged line</detail></error></tsResponse>"
+        );
+        let e = error_from_response(401, None, body.as_bytes());
+        let text = e.to_string();
+        for secret in [jwt, token, "0123456789abcdef0123456789abcdef", "eyJ"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(text.contains("Signin Error for [redacted]"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+        let long = format!(
+            "<tsResponse><error code=\"401001\"><summary>{}</summary><detail>x (10084)</detail></error></tsResponse>",
+            "word ".repeat(10_000)
+        );
+        match error_from_response(401, None, long.as_bytes()) {
+            TableauError::Api {
+                summary, sub_code, ..
+            } => {
+                assert!(
+                    summary.chars().count() <= MAX_UPSTREAM_CHARS + 1,
+                    "{}",
+                    summary.len()
+                );
+                assert_eq!(sub_code, Some(10084));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Ordinary words, versions and short hosts survive.
+        assert_eq!(
+            scrub("Error signing in to Tableau Server 3.22 (10084)"),
+            "Error signing in to Tableau Server 3.22 (10084)"
+        );
+        // A code that is not a Tableau code means the body is not a Tableau error.
+        let odd = "<tsResponse><error code=\"x'; drop\"><summary>s</summary></error></tsResponse>";
+        assert!(!matches!(
+            error_from_response(401, None, odd.as_bytes()),
+            TableauError::Api { .. }
+        ));
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            error_from_response(429, Some(day), b""),
+            TableauError::RateLimited {
+                retry_after: Some(super::super::MAX_RETRY_AFTER)
+            }
+        );
+        let detail = b"<tsResponse><error code=\"429000\"><summary>s</summary><detail>Retry after 99999 minutes.</detail></error></tsResponse>";
+        assert_eq!(
+            error_from_response(429, None, detail),
+            TableauError::RateLimited {
+                retry_after: Some(super::super::MAX_RETRY_AFTER)
+            }
+        );
     }
 }

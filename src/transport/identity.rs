@@ -5,6 +5,10 @@
 //! the identity, a URI SAN that is not a SPIFFE ID is not an identity; otherwise the first DNS
 //! SAN, otherwise the subject CN. Which of these sources count, and in which order, is
 //! configurable with [`IdentitySources`].
+//!
+//! The identity keeps its source end to end: a caller entry names the field it matches, so a CN or
+//! DNS SAN can never stand in for a SPIFFE ID. A CN or DNS SAN holding `://` is never an identity
+//! at all (it can only be an attempt to look like a URI).
 
 use std::fmt;
 use std::sync::Arc;
@@ -38,6 +42,24 @@ impl IdentitySource {
             Self::CommonName => "cn",
         }
     }
+
+    /// The certificate field, as `WhoAmI` and audit lines name it: `uri_san`, `dns_san`, `cn`.
+    pub fn cert_field(self) -> &'static str {
+        match self {
+            Self::Spiffe => "uri_san",
+            Self::Dns => "dns_san",
+            Self::CommonName => "cn",
+        }
+    }
+
+    /// The field in words, for error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Spiffe => "URI SAN (SPIFFE ID)",
+            Self::Dns => "DNS SAN",
+            Self::CommonName => "subject CN",
+        }
+    }
 }
 
 impl fmt::Display for IdentitySource {
@@ -58,8 +80,14 @@ pub struct CallerIdentity {
 }
 
 impl fmt::Display for CallerIdentity {
+    /// `value (field)`, escaped and cut like any echoed input: a CN is free text.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.id, self.source)
+        write!(
+            f,
+            "{} ({})",
+            crate::input::echo(&self.id),
+            self.source.cert_field()
+        )
     }
 }
 
@@ -147,7 +175,10 @@ pub enum IdentityError {
     #[error("client certificate has a malformed subject alternative name; reissue it")]
     MalformedSan,
     /// The single URI SAN claims to be a SPIFFE ID but is not a valid one.
-    #[error("client certificate URI SAN {uri:?} is not a valid SPIFFE ID: {reason}")]
+    #[error(
+        "client certificate URI SAN {} is not a valid SPIFFE ID: {reason}",
+        crate::input::quoted(uri)
+    )]
     InvalidSpiffeId {
         /// The URI as found in the certificate.
         uri: String,
@@ -204,7 +235,7 @@ pub fn identity_from_cert(
                 _ => None,
             },
             IdentitySource::Dns => names.iter().find_map(|n| match n {
-                GeneralName::DNSName(d) if !d.is_empty() => Some((*d).to_string()),
+                GeneralName::DNSName(d) if usable_name(d) => Some((*d).to_string()),
                 _ => None,
             }),
             IdentitySource::CommonName => cert
@@ -212,7 +243,7 @@ pub fn identity_from_cert(
                 .iter_common_name()
                 .next()
                 .and_then(|cn| cn.as_str().ok())
-                .filter(|cn| !cn.is_empty())
+                .filter(|cn| usable_name(cn))
                 .map(str::to_string),
         };
         if let Some(id) = found {
@@ -232,15 +263,28 @@ pub fn identity_from_cert(
     })
 }
 
+/// Longest DNS SAN or CN taken as an identity; DNS names stop at 253 bytes.
+const MAX_NAME_BYTES: usize = 255;
+
+/// Whether a DNS SAN or CN value may be an identity: not empty, not absurdly long, no control
+/// characters, and never anything URI-shaped (`://`), which only a URI SAN may carry.
+fn usable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && !name.contains("://")
+        && !name.chars().any(char::is_control)
+}
+
 fn has_spiffe_scheme(uri: &str) -> bool {
     uri.get(..9)
         .is_some_and(|p| p.eq_ignore_ascii_case("spiffe://"))
 }
 
-/// Checks the SPIFFE ID shape: `spiffe://` scheme (lowercase), a lowercase trust domain of
+/// Checks the SPIFFE ID shape (also used on configured SPIFFE IDs, which could never match if
+/// invalid): `spiffe://` scheme (lowercase), a lowercase trust domain of
 /// `[a-z0-9.-_]`, and a non-empty path of non-empty segments of `[a-zA-Z0-9.-_]` other than
 /// `.` and `..` (so no port, userinfo, query or fragment).
-fn validate_spiffe_id(uri: &str) -> Result<(), &'static str> {
+pub fn validate_spiffe_id(uri: &str) -> Result<(), &'static str> {
     const MAX_LEN: usize = 2048;
     const MAX_TRUST_DOMAIN: usize = 255;
     if uri.len() > MAX_LEN {
@@ -427,6 +471,22 @@ mod tests {
         assert!(toml::from_str::<C>(r#"sources = []"#).is_err());
         assert!(toml::from_str::<C>(r#"sources = ["dns", "dns"]"#).is_err());
         assert!(toml::from_str::<C>(r#"sources = ["email"]"#).is_err());
+    }
+
+    #[test]
+    fn uri_shaped_cn_or_dns_san_is_never_an_identity() {
+        let d = IdentitySources::default();
+        let spiffe = "spiffe://example.org/ns/reports/sa/renderer";
+        let err = ident(&[], &[], spiffe, &d).unwrap_err();
+        assert!(matches!(err, IdentityError::NoIdentity { .. }), "{err}");
+        let id = ident(&[], &[spiffe, "b.example.org"], "c", &d).unwrap();
+        assert_eq!((&*id.id, id.source), ("b.example.org", IdentitySource::Dns));
+        let id = ident(&[], &[spiffe], "plain-cn", &d).unwrap();
+        assert_eq!(
+            (&*id.id, id.source),
+            ("plain-cn", IdentitySource::CommonName)
+        );
+        assert_eq!(id.to_string(), "plain-cn (cn)");
     }
 
     #[test]

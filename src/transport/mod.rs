@@ -318,7 +318,7 @@ async fn handshake(
     let serial = cert_serial(leaf);
     match identity_from_cert(leaf, sources) {
         Ok(identity) => {
-            tracing::debug!(caller = %identity.id, source = %identity.source, "client authenticated");
+            tracing::debug!(caller = %crate::input::echo(&identity.id), source = identity.source.cert_field(), "client authenticated");
             Some(TlsConn {
                 stream,
                 peer: PeerInfo {

@@ -43,7 +43,7 @@ pub(crate) struct Opts {
 impl Default for Opts {
     fn default() -> Self {
         Opts {
-            secret: "finance-secret",
+            secret: "finance-secret-0123456789abcdef-xyz",
             secret_id: "sid-1",
             app_enabled: true,
             server_url: None,
@@ -61,7 +61,7 @@ impl Harness {
     pub(crate) async fn start_with(opts: Opts) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(SystemTime::now());
-        let mut app = LocalApp::new("client-1", "sid-1", "finance-secret");
+        let mut app = LocalApp::new("client-1", "sid-1", "finance-secret-0123456789abcdef-xyz");
         app.enabled = opts.app_enabled;
         let mut finance = LocalSite::new(
             "finance",
@@ -439,7 +439,7 @@ async fn each_policy_denial_is_named() {
         .get_credentials(req("finance", "svc-renderer", &["tableau:tasks:delete"]))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "SCOPE_NOT_ALLOWED");
+    assert_eq!(reason(&e), "SCOPE_DENIED");
     let e = ops
         .get_credentials(req("marketing", "svc-renderer", &["tableau:tasks:run"]))
         .await
@@ -532,7 +532,7 @@ async fn tableau_errors_map_to_documented_statuses() {
     );
 
     let opts = Opts {
-        secret: "wrong-secret",
+        secret: "wrong-secret-0123456789abcdef-xyz00",
         ..Opts::default()
     };
     let e = signin_refused(opts, "svc-renderer", "10084").await;
@@ -541,7 +541,7 @@ async fn tableau_errors_map_to_documented_statuses() {
         "{}",
         e.message()
     );
-    assert!(!e.message().contains("wrong-secret"));
+    assert!(!e.message().contains("wrong-secret-0123456789abcdef-xyz00"));
 
     let opts = Opts {
         secret_id: "sid-unknown",
@@ -989,7 +989,7 @@ async fn audit_records_match_tokens_without_revealing_them() {
         "something JWT-shaped reached the logs or the trail"
     );
     assert!(
-        !text.contains("finance-secret"),
+        !text.contains("finance-secret-0123456789abcdef-xyz"),
         "the connected-app secret reached the logs or the trail"
     );
     assert!(

@@ -10,7 +10,7 @@ fn bin() -> Command {
 fn check_config_exits_64_with_every_located_error_and_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("s");
-    std::fs::write(&secret, "top-secret-123").unwrap();
+    std::fs::write(&secret, "top-secret-123-0123456789abcdef-xyz").unwrap();
     let cfg = dir.path().join("b.toml");
     std::fs::write(
         &cfg,
@@ -42,7 +42,7 @@ scopes = ["tableau:datasource:read", "tableau:content:read"]
             .contains("callers[0].grants[0].scopes[0]: unknown scope \"tableau:datasource:read\""),
         "{stderr}"
     );
-    assert!(!stderr.contains("top-secret-123"));
+    assert!(!stderr.contains("top-secret-123-0123456789abcdef-xyz"));
 
     let fixed = std::fs::read_to_string(&cfg)
         .unwrap()
@@ -60,7 +60,7 @@ scopes = ["tableau:datasource:read", "tableau:content:read"]
         stdout.contains("1 site(s), 1 caller(s), 1 grant(s)"),
         "{stdout}"
     );
-    assert!(!stdout.contains("top-secret-123"));
+    assert!(!stdout.contains("top-secret-123-0123456789abcdef-xyz"));
 
     let out = bin()
         .args(["jwt", "--config"])

@@ -116,6 +116,7 @@ async fn get_json_whoami_mint_and_invalidate_through_the_binary() {
 
     let who = json(&c.run(&["whoami", "--json"]).await);
     assert_eq!(who["identity"], RENDERER);
+    assert_eq!(who["source"], "uri_san");
     assert_eq!(who["matched_entry"], RENDERER);
     assert_eq!(
         who["grants"][0]["scopes"],
@@ -167,7 +168,7 @@ async fn a_denied_get_exits_non_zero_with_status_reason_and_message() {
         .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("error: PERMISSION_DENIED (SCOPE_NOT_ALLOWED)"),
+        text(&out.stderr).contains("error: PERMISSION_DENIED (SCOPE_DENIED)"),
         "{}",
         text(&out.stderr)
     );

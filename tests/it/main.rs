@@ -10,6 +10,7 @@ mod catalog;
 mod cli;
 mod client_cli;
 mod observability;
+mod security;
 mod tableau_client;
 mod tableau_double;
 mod transport;

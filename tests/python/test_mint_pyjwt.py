@@ -5,7 +5,7 @@ import uuid
 
 import jwt
 
-SECRET = "pyjwt-interop-secret-value"
+SECRET = "pyjwt-interop-secret-value-0123456789"
 
 
 def write_config(tmp_path):

@@ -219,6 +219,9 @@ pub struct Faults {
     pub malformed_share: f64,
     /// Send bodies in small chunks with a pause between them.
     pub slow_body: Option<SlowBody>,
+    /// Share of sign-ins refused (401001, no sub-code) with an error summary and detail that quote
+    /// the JWT back, as a misbehaving server or proxy might: the broker must not pass it on.
+    pub echo_jwt_share: f64,
 }
 
 impl Default for Faults {
@@ -233,6 +236,7 @@ impl Default for Faults {
             truncate_share: 0.0,
             malformed_share: 0.0,
             slow_body: None,
+            echo_jwt_share: 0.0,
         }
     }
 }
@@ -246,6 +250,7 @@ impl Faults {
             ("close_share", self.close_share),
             ("truncate_share", self.truncate_share),
             ("malformed_share", self.malformed_share),
+            ("echo_jwt_share", self.echo_jwt_share),
         ];
         for (name, share) in shares {
             if !(0.0..=1.0).contains(&share) {

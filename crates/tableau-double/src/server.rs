@@ -333,13 +333,16 @@ fn parse_signin(body: &[u8]) -> Result<SigninRequest, String> {
 async fn signin(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     s.count_request("Sign In");
     let fmt = format_of(&headers);
+    let echo_jwt = s
+        .faults_for(&[ENDPOINT_SIGNIN])
+        .is_some_and(|f| f.echo_jwt_share > 0.0 && rand::rng().random::<f64>() < f.echo_jwt_share);
     faulted(&s, &[ENDPOINT_SIGNIN], fmt, || async {
-        do_signin(&s, &body, fmt)
+        do_signin(&s, &body, fmt, echo_jwt)
     })
     .await
 }
 
-fn do_signin(s: &Shared, body: &[u8], fmt: Format) -> Response {
+fn do_signin(s: &Shared, body: &[u8], fmt: Format, echo_jwt: bool) -> Response {
     let fail = |key: &str| {
         s.count(|st| {
             st.signins += 1;
@@ -363,6 +366,19 @@ fn do_signin(s: &Shared, body: &[u8], fmt: Format) -> Response {
             fmt,
         );
     };
+    if echo_jwt {
+        fail("401001");
+        s.count_fault("echo_jwt");
+        return ts_error(
+            StatusCode::UNAUTHORIZED,
+            "401001",
+            &format!("Signin Error for {jwt}"),
+            &format!(
+                "Error signing in with the token {jwt}; echoed by fake-tableau (echo_jwt_share fault)"
+            ),
+            fmt,
+        );
+    }
     let Some(site_index) = s
         .sites
         .iter()
