@@ -218,6 +218,37 @@ pub struct AuditRecord<'a> {
     pub evicted: Option<bool>,
     /// For invalidations: whether the session was ended at Tableau.
     pub signed_out: Option<bool>,
+    /// Set for refusals: the request's own words (site, user, scopes) are then written cut and
+    /// escaped like any echoed input, so a caller without grants cannot grow the trail with
+    /// megabytes of its own text.
+    #[serde(skip)]
+    pub refused_input: bool,
+}
+
+impl AuditRecord<'_> {
+    /// The record of a refusal, with the request's words cut (at most
+    /// [`crate::input::MAX_SCOPES`] scopes, each field echoed like in an error message).
+    fn to_line_bounded(&self) -> Vec<u8> {
+        let echo = |t: &str| crate::input::echo(t).to_string();
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(obj) = value.as_object_mut() {
+            if let Some(site) = self.site {
+                obj.insert("site".into(), echo(site).into());
+            }
+            if let Some(user) = self.user {
+                obj.insert("user".into(), echo(user).into());
+            }
+            if let Some(Scopes::Raw(scopes)) = &self.scopes_requested {
+                let cut: Vec<serde_json::Value> = scopes
+                    .iter()
+                    .take(crate::input::MAX_SCOPES)
+                    .map(|s| echo(s).into())
+                    .collect();
+                obj.insert("scopes_requested".into(), cut.into());
+            }
+        }
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
 }
 
 /// RFC 3339 in UTC with milliseconds, as every record's `time` and `expires_at`.
@@ -249,6 +280,7 @@ impl<'a> AuditRecord<'a> {
             config_generation: generation,
             evicted: None,
             signed_out: None,
+            refused_input: false,
         }
     }
 
@@ -256,6 +288,7 @@ impl<'a> AuditRecord<'a> {
     pub fn error(mut self, e: &BrokerError) -> Self {
         self.outcome = Outcome::of_error(e);
         self.reason = e.reason();
+        self.refused_input = true;
         self.message = Some(match e {
             // Internal details stay in the diagnostic log, like in the caller's status.
             BrokerError::Internal(_) => "internal error in the broker".to_owned(),
@@ -267,7 +300,11 @@ impl<'a> AuditRecord<'a> {
     /// The record as one line of JSON, newline included.
     pub fn to_line(&self) -> Vec<u8> {
         // Serializing plain structs of strings, numbers and options cannot fail.
-        let mut v = serde_json::to_vec(self).unwrap_or_default();
+        let mut v = if self.refused_input {
+            self.to_line_bounded()
+        } else {
+            serde_json::to_vec(self).unwrap_or_default()
+        };
         v.push(b'\n');
         v
     }

@@ -9,6 +9,7 @@ RENDERER = "spiffe://example.org/ns/reports/sa/renderer"
 OPS_ENTRY = "spiffe://example.org/ns/ops/*"
 OPS = "spiffe://example.org/ns/ops/sa/scheduler"
 EXPORTER = "exporter.example.org"
+EXPORTER_ENTRY = "dns:exporter.example.org"
 
 lines = []
 n = 0
@@ -91,7 +92,7 @@ denied("2026-03-05T08:01:00.000Z", OPS, OPS_ENTRY, "finance", "ops-bot", ["table
        "SCOPE_NOT_ALLOWED")
 record("2026-03-05T08:02:00.000Z", identity=OPS, entry=OPS_ENTRY, site="finance", user="ops-bot",
        asked=["tableau:tasks:run"], outcome="failed", reason="TABLEAU_UNAVAILABLE", from_cache=False)
-denied("2026-03-06T08:00:00.000Z", EXPORTER, EXPORTER, "finance", "svc-exporter",
+denied("2026-03-06T08:00:00.000Z", EXPORTER, EXPORTER_ENTRY, "finance", "svc-exporter",
        ["tableau:views:download"], "SITE_NOT_ALLOWED", source="dns_san")
 denied("2026-03-06T08:00:01.000Z", "intruder.example.org", None, "finance", "svc-renderer",
        ["tableau:content:read"], "CALLER_NOT_ALLOWED", source="dns_san")
