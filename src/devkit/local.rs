@@ -198,6 +198,8 @@ pub struct LocalCaller {
     pub comment: Option<String>,
     /// What the caller may ask for.
     pub grants: Vec<LocalGrant>,
+    /// Extra `key = value` lines for the entry (e.g. its own sign-in rate).
+    pub settings: Vec<String>,
 }
 
 impl LocalCaller {
@@ -207,7 +209,14 @@ impl LocalCaller {
             identity: identity.into(),
             comment: None,
             grants: vec![grant],
+            settings: Vec::new(),
         }
+    }
+
+    /// Adds a `key = value` line to the entry, e.g. `sign_ins_per_second = 2`.
+    pub fn setting(mut self, line: impl Into<String>) -> Self {
+        self.settings.push(line.into());
+        self
     }
 
     /// Writes `text` as a comment above the entry.
@@ -274,6 +283,7 @@ pub struct LocalSetup {
     header: Option<String>,
     sites: Vec<LocalSite>,
     callers: Vec<LocalCaller>,
+    settings: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for LocalSetup {
@@ -327,7 +337,22 @@ impl LocalSetup {
             header: None,
             sites: Vec::new(),
             callers: Vec::new(),
+            settings: Vec::new(),
         }
+    }
+
+    /// Adds a `key = value` line to a section of the broker's configuration: `"server"`,
+    /// `"cache"` or `"limits"` (e.g. `setting("limits", "sign_in_burst = 2")`).
+    pub fn setting(mut self, section: &str, line: impl Into<String>) -> Self {
+        self.settings.push((section.to_owned(), line.into()));
+        self
+    }
+
+    fn settings_of<'a>(&'a self, section: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.settings
+            .iter()
+            .filter(move |(s, _)| s == section)
+            .map(|(_, l)| l.as_str())
     }
 
     /// Uses `pki`, whose server certificate, key and CA are already in `files` (the demo keeps
@@ -411,9 +436,20 @@ impl LocalSetup {
         let _ = writeln!(t, "cert = {}", path(&tls.cert));
         let _ = writeln!(t, "key = {}", path(&tls.key));
         let _ = writeln!(t, "client_ca = {}", path(&tls.client_ca));
-        let _ = writeln!(t, "grace_period = \"{}\"\n", duration(self.grace_period));
-        let _ = writeln!(t, "[cache]\nmax_entries = {}", self.max_entries);
-        let _ = writeln!(t, "safety_margin = \"5m\"\n");
+        let _ = writeln!(t, "grace_period = \"{}\"", duration(self.grace_period));
+        for line in self.settings_of("server") {
+            let _ = writeln!(t, "{line}");
+        }
+        let _ = writeln!(t, "\n[cache]\nmax_entries = {}", self.max_entries);
+        let _ = writeln!(t, "safety_margin = \"5m\"");
+        for line in self.settings_of("cache") {
+            let _ = writeln!(t, "{line}");
+        }
+        let limits: Vec<&str> = self.settings_of("limits").collect();
+        if !limits.is_empty() {
+            let _ = writeln!(t, "\n[limits]\n{}", limits.join("\n"));
+        }
+        t.push('\n');
         let _ = writeln!(t, "[tableau]\nconnect_timeout = \"2s\"");
         let _ = writeln!(t, "request_timeout = \"10s\"\n");
         for site in &self.sites {
@@ -444,6 +480,9 @@ impl LocalSetup {
                 let _ = writeln!(t, "# {comment}");
             }
             let _ = writeln!(t, "[[callers]]\nidentity = {}", quoted(&caller.identity));
+            for line in &caller.settings {
+                let _ = writeln!(t, "{line}");
+            }
             for g in &caller.grants {
                 let _ = writeln!(t, "\n[[callers.grants]]");
                 let _ = writeln!(t, "sites = {}", list(&g.sites));

@@ -8,5 +8,6 @@ mod broker;
 mod catalog;
 mod cli;
 mod client_cli;
+mod security_limits;
 mod tableau_client;
 mod transport;
