@@ -17,7 +17,38 @@ use crate::config::{Config, ConfigError};
 use crate::error::BrokerError;
 use crate::grpc::routes::GrpcRoutes;
 use crate::grpc::{TokenBrokerService, pb};
-use crate::transport::{self, IdentityLayer, TlsError, TlsFiles, TlsReloader};
+use crate::transport::{
+    self, ConnectionStats, IdentityLayer, IncomingOptions, TlsError, TlsFiles, TlsReloader,
+};
+
+/// File descriptors kept free of client connections: Tableau connections, configuration and
+/// TLS files on reload, logs.
+pub const RESERVED_FDS: u64 = 128;
+
+/// `max_connections` lowered, if need be, to what the process may open (after raising its soft
+/// file limit to the hard one, as the Go runtime does), so that the cap, not `accept` failing
+/// with "too many open files", is what turns clients away.
+fn connection_cap(configured: usize) -> usize {
+    let want = (configured as u64).saturating_add(RESERVED_FDS);
+    match rlimit::increase_nofile_limit(want) {
+        Ok(limit) if limit < want => {
+            let cap = limit.saturating_sub(RESERVED_FDS).max(16);
+            let cap = usize::try_from(cap).unwrap_or(configured).min(configured);
+            tracing::warn!(
+                configured,
+                cap,
+                fd_limit = limit,
+                "server.max_connections lowered to fit the open-file limit; raise `ulimit -n` to allow more"
+            );
+            cap
+        }
+        Ok(_) => configured,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; server.max_connections is used as configured");
+            configured
+        }
+    }
+}
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +88,7 @@ pub struct RunningServer {
     tls: TlsReloader,
     health: tonic_health::server::HealthReporter,
     grace_period: Duration,
+    connections: Arc<ConnectionStats>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -110,15 +142,36 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
-    let incoming = transport::incoming(listener, tls.clone(), server.identity_sources.clone());
+    let limits = &server.connections;
+    let connections = Arc::new(ConnectionStats::default());
+    let incoming = transport::incoming_counted(
+        listener,
+        tls.clone(),
+        server.identity_sources.clone(),
+        IncomingOptions {
+            max_connections: connection_cap(limits.max_connections),
+            timeouts: transport::ConnTimeouts {
+                idle: Some(limits.idle_timeout),
+                max_age: Some(limits.max_connection_age),
+                grace: server.grace_period,
+            },
+            ..IncomingOptions::default()
+        },
+        Arc::clone(&connections),
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let routes = GrpcRoutes::new()
         .service(health_service)
         .service(reflection)
         .service(reflection_v1alpha)
         .service(TokenBrokerService::new(Arc::clone(&broker)).into_server());
+    // Idle timeout and maximum connection age are enforced by the transport (see
+    // transport::activity for why not with tonic's max_connection_age).
     let task = tokio::spawn(
         tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .concurrency_limit_per_connection(limits.concurrency_limit_per_connection)
             .layer(IdentityLayer::new())
             .serve_with_incoming_shutdown(routes, incoming, async {
                 let _ = stopped.await;
@@ -131,6 +184,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         tls,
         health,
         grace_period: server.grace_period,
+        connections,
         stop: Some(stop),
         task,
     })
@@ -140,6 +194,11 @@ impl RunningServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Connection counters (open, refused at the cap, handshakes dropped), for metrics.
+    pub fn connection_stats(&self) -> &Arc<ConnectionStats> {
+        &self.connections
     }
 
     /// The broker behind the server.

@@ -425,6 +425,7 @@ fn peer(id: &str) -> PeerInfo {
             id: id.into(),
             source: IdentitySource::Spiffe,
         },
+        activity: Default::default(),
     }
 }
 
