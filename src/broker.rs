@@ -7,18 +7,19 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::mpsc;
 
 use crate::audit::record::{AuditRecord, CallerRecord, Event, Outcome, Scopes, rfc3339};
 use crate::audit::{AuditMode, AuditSink, CallerContext, Fingerprinter};
-use crate::cache::{CacheKey, CredentialCache, Credentials, KeyRef, Lookup};
+use crate::cache::{CacheKey, CredentialCache, Credentials, KeyRef, Lookup, OnDeparture};
 use crate::clock::SharedClock;
 use crate::config::{Config, MAX_JWT_TTL, SiteConfig};
 use crate::error::BrokerError;
 use crate::input::{self, echo};
+use crate::limits::{LimitStats, SignInLimits};
 use crate::mint::{MintedJwt, Minter};
 use crate::policy::{AccessRequest, Authorization, CallerEntry, Denial};
 use crate::scope::Scope;
+use crate::sign_outs::{SignOutQueue, SignOutSnapshot};
 use crate::stats::{HistogramSnapshot, LabeledCounters, LatencyHistogram};
 use crate::tableau::{ClientOptions, SignInTarget, TableauClient};
 use crate::transport::identity::CallerIdentity;
@@ -160,6 +161,8 @@ impl Snapshot {
 pub struct Broker {
     snapshot: ArcSwap<Snapshot>,
     cache: CredentialCache,
+    sign_outs: Arc<SignOutQueue>,
+    limits: SignInLimits,
     minter: Minter,
     clock: SharedClock,
     fingerprints: Arc<Fingerprinter>,
@@ -196,12 +199,22 @@ impl Broker {
         fingerprints: Fingerprinter,
     ) -> Result<Arc<Broker>, BrokerError> {
         let snapshot = Snapshot::new(config, &clock, 1)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let evicted = snapshot.config.cache.sign_out_on_evict.then_some(tx);
-        let cache = CredentialCache::new(snapshot.config.cache.max_entries, clock.clone(), evicted);
+        let c = &snapshot.config.cache;
+        let sign_outs = SignOutQueue::new(
+            clock.clone(),
+            c.replaced_session_grace,
+            c.max_pending_sign_outs,
+        );
+        let departed = c.sign_out_on_evict.then(|| {
+            let queue = Arc::clone(&sign_outs);
+            Arc::new(move |c, why| queue.schedule(c, why)) as OnDeparture
+        });
+        let cache = CredentialCache::new(c.max_entries, clock.clone(), departed);
         let broker = Arc::new(Broker {
             snapshot: ArcSwap::from_pointee(snapshot),
             cache,
+            sign_outs: Arc::clone(&sign_outs),
+            limits: SignInLimits::new(clock.clone()),
             minter: Minter::new(clock.clone()),
             clock,
             fingerprints: Arc::new(fingerprints),
@@ -212,7 +225,11 @@ impl Broker {
         broker
             .audit
             .enqueue(AuditRecord::new(Event::Start, broker.clock.now(), Outcome::Ok, 1).to_line());
-        tokio::spawn(sign_out_worker(Arc::downgrade(&broker), rx));
+        let weak = Arc::downgrade(&broker);
+        tokio::spawn(sign_outs.run(move |c| {
+            let b = weak.upgrade()?;
+            Some(async move { b.sign_out(&c).await })
+        }));
         tokio::spawn(housekeeping(Arc::downgrade(&broker)));
         Ok(broker)
     }
@@ -224,7 +241,8 @@ impl Broker {
 
     /// Replaces the configuration. Everything is built first; on error the running one stays.
     /// Cached sessions stay too: each request is still checked against the new policy. Both
-    /// outcomes are audited; an applied reload gets the next generation.
+    /// outcomes are audited; an applied reload gets the next generation. Remembered sign-in
+    /// failures are forgotten: the reload may have fixed their cause.
     pub fn reload(&self, config: Config) -> Result<(), BrokerError> {
         let _serial = self
             .reload_lock
@@ -233,7 +251,11 @@ impl Broker {
         let generation = self.snapshot.load().generation + 1;
         match Snapshot::new(config, &self.clock, generation) {
             Ok(snapshot) => {
+                let c = &snapshot.config.cache;
+                self.sign_outs
+                    .configure(c.replaced_session_grace, c.max_pending_sign_outs);
                 self.snapshot.store(Arc::new(snapshot));
+                self.limits.forget_failures();
                 self.audit.enqueue(
                     AuditRecord::new(Event::Reload, self.clock.now(), Outcome::Ok, generation)
                         .to_line(),
@@ -284,6 +306,16 @@ impl Broker {
     /// The audit sink, for its counters.
     pub fn audit(&self) -> &AuditSink {
         &self.audit
+    }
+
+    /// Counters of the sign-out schedule (and how many wait now), for metrics and tests.
+    pub fn sign_out_stats(&self) -> SignOutSnapshot {
+        self.sign_outs.snapshot()
+    }
+
+    /// Counters of sign-ins refused by the broker's limits, for metrics.
+    pub fn limit_stats(&self) -> &Arc<LimitStats> {
+        self.limits.stats()
     }
 
     /// The cache, for metrics and tests.
@@ -462,8 +494,17 @@ impl Broker {
             min_remaining: req.min_remaining,
             force_refresh: req.force_refresh,
         };
-        // Built on every call but cheap: it only borrows. Clones happen on a miss, inside it.
-        let sign_in = |key: &CacheKey| {
+        // Built on every call but cheap: it only borrows. It runs only when this call would
+        // start a sign-in, so the limits and the clones below cost nothing on a hit.
+        let start = |key: &CacheKey| {
+            let config = &snapshot.config;
+            let entry = config
+                .policy
+                .caller(caller.source, &caller.id)
+                .map_or_else(|| caller.id.to_string(), |e| e.pattern.to_string());
+            self.limits.admit(&config.limits, &entry, key.as_ref())?;
+            let slots = self.limits.site_slots(&config.limits, &site.name);
+            let (remember, ttl) = (self.limits.rememberer(), config.limits.negative_cache_ttl);
             let client = snapshot.clients.get(&site.name).cloned();
             let (site, key) = (Arc::clone(&site), key.clone());
             let (minter, clock, stats) = (
@@ -479,18 +520,22 @@ impl Broker {
                 entry: entry_of(&snapshot.config, caller),
                 generation: snapshot.generation,
             };
-            async move {
+            Ok(async move {
+                let _slot = slots.acquire().await?;
                 let client = client.ok_or_else(|| {
                     BrokerError::Internal(format!("no client for site {}", site.name))
                 })?;
                 let started = std::time::Instant::now();
                 let name = site.name.clone();
-                let result = sign_in(client, site, key, minter, clock, usable, audit).await;
+                let result = sign_in(client, site, key.clone(), minter, clock, usable, audit).await;
                 stats.record(&name, &result, started.elapsed());
+                if let Err(e) = &result {
+                    remember.remember(ttl, &key, e);
+                }
                 result
-            }
+            })
         };
-        let (credentials, from_cache) = self.cache.get_or_sign_in(key, lookup, sign_in).await?;
+        let (credentials, from_cache) = self.cache.get_or_try_sign_in(key, lookup, start).await?;
         Ok(IssuedCredentials {
             credentials,
             from_cache,
@@ -784,15 +829,5 @@ async fn housekeeping(broker: std::sync::Weak<Broker>) {
         tick.tick().await;
         let Some(b) = broker.upgrade() else { break };
         b.cache.run_pending_tasks();
-    }
-}
-
-async fn sign_out_worker(
-    broker: std::sync::Weak<Broker>,
-    mut rx: mpsc::UnboundedReceiver<Arc<Credentials>>,
-) {
-    while let Some(c) = rx.recv().await {
-        let Some(b) = broker.upgrade() else { break };
-        b.sign_out(&c).await;
     }
 }

@@ -22,7 +22,6 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use moka::notification::RemovalCause;
 use secrecy::SecretString;
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::audit::TokenDigest;
@@ -170,6 +169,22 @@ impl fmt::Debug for Credentials {
             .finish()
     }
 }
+
+/// Why a session left the cache, which decides when it is signed out (see `sign_outs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// Past its `expires_at`: nobody may use it any more.
+    Expired,
+    /// Replaced by a new sign-in for its key (force refresh, `min_remaining`).
+    Replaced,
+    /// Dropped to make room (least recently used).
+    Evicted,
+}
+
+/// Told of every session that leaves the cache other than by an explicit removal (an
+/// invalidation, which signs out by itself). Called on the thread that caused the departure:
+/// it must not block.
+pub type OnDeparture = Arc<dyn Fn(Arc<Credentials>, Departure) + Send + Sync>;
 
 /// How a lookup may be answered.
 #[derive(Debug, Clone, Copy, Default)]
@@ -333,11 +348,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl CredentialCache {
     /// A cache of at most `max_entries` sessions. Sessions that leave it by expiry, size or
-    /// replacement are sent to `evicted` (for sign-out at Tableau) when given.
+    /// replacement are handed to `departed` (to be signed out at Tableau) when given.
     pub fn new(
         max_entries: u64,
         clock: SharedClock,
-        evicted: Option<mpsc::UnboundedSender<Arc<Credentials>>>,
+        departed: Option<OnDeparture>,
     ) -> CredentialCache {
         let by_digest: Arc<Mutex<HashMap<TokenDigest, Weak<Credentials>, FastHash>>> =
             Arc::default();
@@ -362,10 +377,14 @@ impl CredentialCache {
                     }
                 }
                 // Explicit removals are invalidations, which sign out themselves.
-                if cause != RemovalCause::Explicit {
-                    if let Some(tx) = &evicted {
-                        let _ = tx.send(v);
-                    }
+                let why = match cause {
+                    RemovalCause::Explicit => None,
+                    RemovalCause::Expired => Some(Departure::Expired),
+                    RemovalCause::Replaced => Some(Departure::Replaced),
+                    RemovalCause::Size => Some(Departure::Evicted),
+                };
+                if let (Some(why), Some(departed)) = (why, &departed) {
+                    departed(v, why);
                 }
             })
             .build_with_hasher(FastHash::default());
@@ -407,6 +426,24 @@ impl CredentialCache {
         F: FnOnce(&CacheKey) -> Fut,
         Fut: Future<Output = Result<Credentials, BrokerError>> + Send + 'static,
     {
+        self.get_or_try_sign_in(key, lookup, |k| Ok(sign_in(k)))
+            .await
+    }
+
+    /// [`Self::get_or_sign_in`] where starting a sign-in may be refused: `start` runs only when
+    /// this call would start one (no good session cached, none in flight), so limits on
+    /// sign-ins cost nothing on a hit and are never charged to callers that join a sign-in in
+    /// flight. Its error goes to this caller alone.
+    pub async fn get_or_try_sign_in<F, Fut>(
+        &self,
+        key: KeyRef<'_>,
+        lookup: Lookup,
+        start: F,
+    ) -> Result<(Arc<Credentials>, bool), BrokerError>
+    where
+        F: FnOnce(&CacheKey) -> Result<Fut, BrokerError>,
+        Fut: Future<Output = Result<Credentials, BrokerError>> + Send + 'static,
+    {
         if let Some(c) = self.fresh(key, lookup) {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((c, true));
@@ -430,11 +467,13 @@ impl CredentialCache {
                     s.clone()
                 }
                 None => {
+                    // Limits on sign-ins are checked in `start`: only a call that would start one
+                    // pays for them, never a hit or a joiner.
+                    let fut = start(&owned)?;
                     self.stats.misses.fetch_add(1, Ordering::Relaxed);
                     // The sign-in runs as a task of its own but belongs to this caller's trace:
                     // its span is a child of the current one, and joiners link to it.
                     let span = tracing::info_span!("cache.sign_in", site = %owned.site);
-                    let fut = sign_in(&owned);
                     let entries = self.entries.clone();
                     let by_digest = Arc::clone(&self.by_digest);
                     let strings = Arc::clone(&self.strings);
@@ -599,8 +638,11 @@ mod tests {
 
     #[tokio::test]
     async fn evicts_expired_entries_on_its_own_and_reports_them() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let cache = CredentialCache::new(10, system(), Some(tx));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let departed: OnDeparture = Arc::new(move |c, why| {
+            let _ = tx.send((c, why));
+        });
+        let cache = CredentialCache::new(10, system(), Some(departed));
         let k = key("u");
         cache
             .get_or_sign_in(k.as_ref(), Lookup::default(), |_| async move {
@@ -625,7 +667,8 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(gone.key, k);
+        assert_eq!(gone.0.key, k);
+        assert_eq!(gone.1, Departure::Expired);
     }
 
     #[tokio::test]

@@ -49,6 +49,17 @@ pub fn signin_hint(sub_code: u32) -> &'static str {
     }
 }
 
+/// A retry hint for a message: whole milliseconds, rounded up, never "0ms".
+fn retry_text(d: Duration) -> String {
+    let ms = d.as_millis().max(1);
+    let ms = if Duration::from_millis(ms as u64) < d {
+        ms + 1
+    } else {
+        ms
+    };
+    humantime::format_duration(Duration::from_millis(ms as u64)).to_string()
+}
+
 /// Everything that can go wrong serving a request. `Clone` because a coalesced sign-in hands the
 /// same failure to every waiter.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -165,6 +176,35 @@ pub enum BrokerError {
         "the broker cannot write its audit trail, so it hands out no credentials; retry with backoff (operators: check the [audit] path's disk)"
     )]
     AuditUnavailable,
+    /// The caller entry has used its sign-in budget (`[limits]`); cached credentials are still
+    /// served, only new sign-ins wait.
+    #[error(
+        "caller entry {caller:?} has used its sign-in budget ({per_second} per second, burst {burst}): no new Tableau sign-in for it now; cached credentials are still served; retry in {}",
+        retry_text(*retry_after)
+    )]
+    SignInRateLimited {
+        /// The caller entry's identity pattern as configured.
+        caller: String,
+        /// Its rate.
+        per_second: f64,
+        /// Its burst.
+        burst: u32,
+        /// When a token will be there.
+        retry_after: Duration,
+    },
+    /// The site has its cap of sign-ins in flight (`[limits] max_concurrent_sign_ins`).
+    #[error(
+        "site {site:?} already has {max} sign-ins to Tableau in flight, the broker's cap; retry in {}",
+        retry_text(*retry_after)
+    )]
+    SiteSignInsBusy {
+        /// Site name.
+        site: String,
+        /// The cap.
+        max: usize,
+        /// A suggested wait.
+        retry_after: Duration,
+    },
     /// The broker itself failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -202,7 +242,19 @@ impl BrokerError {
             BrokerError::Unavailable { .. } => "TABLEAU_UNAVAILABLE".into(),
             BrokerError::RateLimited { .. } => "TABLEAU_RATE_LIMITED".into(),
             BrokerError::AuditUnavailable => "AUDIT_UNAVAILABLE".into(),
+            BrokerError::SignInRateLimited { .. } => "SIGN_IN_RATE_LIMITED".into(),
+            BrokerError::SiteSignInsBusy { .. } => "SITE_SIGN_INS_BUSY".into(),
             BrokerError::Internal(_) => "INTERNAL".into(),
+        }
+    }
+
+    /// How long the caller should wait before retrying, when the broker or Tableau said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            BrokerError::RateLimited { retry_after, .. } => *retry_after,
+            BrokerError::SignInRateLimited { retry_after, .. }
+            | BrokerError::SiteSignInsBusy { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 

@@ -23,8 +23,38 @@ use crate::grpc::routes::GrpcRoutes;
 use crate::grpc::{TokenBrokerService, pb};
 use crate::metrics::{Metrics, Scrape};
 use crate::transport::{
-    self, HandshakeStats, IdentityLayer, IncomingOptions, TlsError, TlsFiles, TlsReloader,
+    self, ConnectionStats, HandshakeStats, IdentityLayer, IncomingOptions, TlsError, TlsFiles,
+    TlsReloader,
 };
+
+/// File descriptors kept free of client connections: Tableau connections, configuration and
+/// TLS files on reload, logs.
+pub const RESERVED_FDS: u64 = 128;
+
+/// `max_connections` lowered, if need be, to what the process may open (after raising its soft
+/// file limit to the hard one, as the Go runtime does), so that the cap, not `accept` failing
+/// with "too many open files", is what turns clients away.
+fn connection_cap(configured: usize) -> usize {
+    let want = (configured as u64).saturating_add(RESERVED_FDS);
+    match rlimit::increase_nofile_limit(want) {
+        Ok(limit) if limit < want => {
+            let cap = limit.saturating_sub(RESERVED_FDS).max(16);
+            let cap = usize::try_from(cap).unwrap_or(configured).min(configured);
+            tracing::warn!(
+                configured,
+                cap,
+                fd_limit = limit,
+                "server.max_connections lowered to fit the open-file limit; raise `ulimit -n` to allow more"
+            );
+            cap
+        }
+        Ok(_) => configured,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; server.max_connections is used as configured");
+            configured
+        }
+    }
+}
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +145,7 @@ pub struct RunningServer {
     tls: TlsReloader,
     health: tonic_health::server::HealthReporter,
     grace_period: Duration,
+    connections: Arc<ConnectionStats>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     metrics: Arc<Metrics>,
@@ -178,7 +209,8 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
     let reloads = Arc::new(ReloadStats::default());
     reloads.loaded(&clock);
     let handshakes = Arc::new(HandshakeStats::default());
-    add_sources(&metrics, &broker, &tls, &handshakes, &reloads);
+    let connections = Arc::new(ConnectionStats::default());
+    add_sources(&metrics, &broker, &tls, &handshakes, &reloads, &connections);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -201,11 +233,21 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
+    let limits = &server.connections;
     let incoming = transport::incoming_counted(
         listener,
         tls.clone(),
         server.identity_sources.clone(),
-        IncomingOptions::default(),
+        IncomingOptions {
+            max_connections: connection_cap(limits.max_connections),
+            timeouts: transport::ConnTimeouts {
+                idle: Some(limits.idle_timeout),
+                max_age: Some(limits.max_connection_age),
+                grace: server.grace_period,
+            },
+            ..IncomingOptions::default()
+        },
+        Arc::clone(&connections),
         handshakes,
     );
     let (stop, stopped) = oneshot::channel::<()>();
@@ -214,9 +256,14 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         .service(reflection)
         .service(reflection_v1alpha)
         .service(TokenBrokerService::new(Arc::clone(&broker)).into_server());
+    // Idle timeout and maximum connection age are enforced by the transport (see
+    // transport::activity for why not with tonic's max_connection_age).
     let task = tokio::spawn(
         tonic::transport::Server::builder()
             .layer(ObserveLayer::new(Arc::clone(metrics.rpc())))
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .concurrency_limit_per_connection(limits.concurrency_limit_per_connection)
             .layer(IdentityLayer::new())
             .serve_with_incoming_shutdown(routes, incoming, async {
                 let _ = stopped.await;
@@ -230,6 +277,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         tls,
         health,
         grace_period: server.grace_period,
+        connections,
         stop: Some(stop),
         task,
         metrics,
@@ -248,6 +296,7 @@ fn add_sources(
     tls: &TlsReloader,
     handshakes: &Arc<HandshakeStats>,
     reloads: &Arc<ReloadStats>,
+    connections: &Arc<ConnectionStats>,
 ) {
     let weak = Arc::downgrade(broker);
     metrics.add_source(move |s: &mut Scrape| {
@@ -325,12 +374,64 @@ fn add_sources(
                 n,
             );
         }
+        let l = b.limit_stats().snapshot();
+        for (limit, n) in [
+            ("sign_in_rate", l.sign_ins_rate_limited),
+            ("site_concurrency", l.site_sign_ins_busy),
+        ] {
+            s.counter(
+                "requests_refused_total",
+                "Requests refused by a limit that protects Tableau (sign_in_rate: the caller entry's sign-in budget; site_concurrency: the site's cap on sign-ins in flight).",
+                &[("limit", limit)],
+                n,
+            );
+        }
+        s.counter(
+            "negative_cache_hits_total",
+            "Requests answered with a remembered sign-in failure (unknown user, misconfigured app) instead of asking Tableau again.",
+            &[],
+            l.negative_cache_hits,
+        );
+        let so = b.sign_out_stats();
+        s.counter(
+            "sign_outs_early_total",
+            "Sign-outs run before their grace period because the pending queue was full.",
+            &[],
+            so.early,
+        );
+        s.gauge(
+            "sign_outs_pending",
+            "Replaced or evicted sessions waiting for their grace period before the sign-out.",
+            &[],
+            so.pending as f64,
+        );
         s.counter(
             "audit_writes_total",
             "Writes to the audit sink; each carries one or more records (group commit).",
             &[],
             a.batches,
         );
+    });
+    let conns = Arc::clone(connections);
+    metrics.add_source(move |s: &mut Scrape| {
+        let c = conns.snapshot();
+        s.gauge(
+            "connections_open",
+            "Client connections open now (handshaking or established).",
+            &[],
+            c.open as f64,
+        );
+        for (reason, n) in [
+            ("max_connections", c.refused),
+            ("handshake_dropped", c.handshakes_dropped),
+        ] {
+            s.counter(
+                "connections_refused_total",
+                "Connections closed to protect the broker (max_connections: at the cap; handshake_dropped: the oldest unfinished handshake made room).",
+                &[("reason", reason)],
+                n,
+            );
+        }
     });
     let handshakes = Arc::clone(handshakes);
     metrics.add_source(move |s: &mut Scrape| {
@@ -389,6 +490,11 @@ impl RunningServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Connection counters (open, refused at the cap, handshakes dropped), for metrics.
+    pub fn connection_stats(&self) -> &Arc<ConnectionStats> {
+        &self.connections
     }
 
     /// The broker behind the server.

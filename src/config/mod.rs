@@ -53,6 +53,34 @@ pub const DEFAULT_AUDIT_SYNC: bool = false;
 /// Shortest connected-app secret accepted, in bytes. Tableau generates much longer ones; a short
 /// value is a placeholder or a truncated copy, and an HS256 key that short can be guessed.
 pub const MIN_SECRET_BYTES: usize = 32;
+/// Default cap on client connections (handshaking or established). Kept well under common file
+/// descriptor limits; at start the broker lowers it further if the process may open fewer files.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default time a connection may stay without a call in progress before it is closed: frees the
+/// descriptors of clients that connect and then send nothing.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Default interval between HTTP/2 keepalive PINGs: finds clients that vanished without a FIN.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Default time a keepalive PING may go unanswered.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default maximum connection age: clients rebalance after a scale-up, and no connection
+/// outlives by much the client certificate that opened it.
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(30 * 60);
+/// Default cap on calls served at once on one connection (more wait their turn).
+pub const DEFAULT_CONCURRENCY_PER_CONNECTION: usize = 256;
+/// Default sign-ins per second one caller entry may cause.
+pub const DEFAULT_SIGN_INS_PER_SECOND: f64 = 10.0;
+/// Default sign-in burst one caller entry may cause.
+pub const DEFAULT_SIGN_IN_BURST: u32 = 20;
+/// Default cap on sign-ins in flight to one site.
+pub const DEFAULT_MAX_CONCURRENT_SIGN_INS: usize = 16;
+/// Default time a sign-in failure that retrying cannot fix (unknown user, misconfigured app) is
+/// answered from memory instead of asking Tableau again.
+pub const DEFAULT_NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Default time a replaced or evicted session stays valid at Tableau: other callers may hold it.
+pub const DEFAULT_REPLACED_SESSION_GRACE: Duration = Duration::from_secs(5 * 60);
+/// Default cap on sign-outs waiting for their grace period.
+pub const DEFAULT_MAX_PENDING_SIGN_OUTS: usize = 10_000;
 
 /// Why a configuration could not be loaded. Never contains a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +152,84 @@ pub struct ServerConfig {
     pub identity_sources: IdentitySources,
     /// Drain period after SIGTERM.
     pub grace_period: Duration,
+    /// Connection limits and timeouts.
+    pub connections: ConnectionLimits,
+}
+
+/// What keeps idle, slow or numerous connections from starving callers (`[server]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once, handshaking or established.
+    pub max_connections: usize,
+    /// A connection with no call in progress for this long is closed.
+    pub idle_timeout: Duration,
+    /// Interval between HTTP/2 keepalive PINGs.
+    pub keepalive_interval: Duration,
+    /// How long a PING may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+    /// Age after which a connection is sent GOAWAY (then closed after the grace period).
+    pub max_connection_age: Duration,
+    /// Most calls served at once on one connection.
+    pub concurrency_limit_per_connection: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            max_connection_age: DEFAULT_MAX_CONNECTION_AGE,
+            concurrency_limit_per_connection: DEFAULT_CONCURRENCY_PER_CONNECTION,
+        }
+    }
+}
+
+/// A token bucket's shape: how fast sign-ins are allowed on average, and how many at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SignInRate {
+    /// Refill rate, sign-ins per second.
+    pub per_second: f64,
+    /// Bucket size: sign-ins allowed back to back.
+    pub burst: u32,
+}
+
+/// Limits that protect Tableau from sign-in floods (`[limits]` and per-caller overrides).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// The rate every caller entry gets unless it sets its own.
+    pub default_rate: SignInRate,
+    /// Per caller entry (by its identity pattern as written), where it sets its own.
+    pub caller_rates: BTreeMap<String, SignInRate>,
+    /// Most sign-ins in flight to one site.
+    pub max_concurrent_sign_ins: usize,
+    /// How long an unknown-user or misconfigured-app failure is remembered per key (0: never).
+    pub negative_cache_ttl: Duration,
+}
+
+impl LimitsConfig {
+    /// The rate that applies to a caller entry (its identity pattern as written).
+    pub fn rate_for(&self, caller: &str) -> SignInRate {
+        self.caller_rates
+            .get(caller)
+            .copied()
+            .unwrap_or(self.default_rate)
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            default_rate: SignInRate {
+                per_second: DEFAULT_SIGN_INS_PER_SECOND,
+                burst: DEFAULT_SIGN_IN_BURST,
+            },
+            caller_rates: BTreeMap::new(),
+            max_concurrent_sign_ins: DEFAULT_MAX_CONCURRENT_SIGN_INS,
+            negative_cache_ttl: DEFAULT_NEGATIVE_CACHE_TTL,
+        }
+    }
 }
 
 /// Token cache settings.
@@ -135,6 +241,11 @@ pub struct CacheConfig {
     pub safety_margin: Duration,
     /// Sign sessions out at Tableau when they leave the cache.
     pub sign_out_on_evict: bool,
+    /// How long a replaced or evicted session stays valid before it is signed out (or until its
+    /// `expires_at`, if sooner): another caller may still hold it.
+    pub replaced_session_grace: Duration,
+    /// Most sign-outs waiting at once; when full, the oldest runs early.
+    pub max_pending_sign_outs: usize,
 }
 
 /// HTTP client settings towards Tableau.
@@ -231,6 +342,8 @@ pub struct Config {
     pub server: Option<ServerConfig>,
     /// Token cache.
     pub cache: CacheConfig,
+    /// Sign-in limits.
+    pub limits: LimitsConfig,
     /// HTTP client towards Tableau.
     pub tableau: TableauHttpConfig,
     /// Logs and traces.
@@ -400,6 +513,103 @@ impl Issues {
     }
 }
 
+impl Issues {
+    /// A positive count that fits `usize`; 0 is refused with `why`.
+    fn count(&mut self, at: &str, v: Option<u64>, default: usize, why: &str) -> usize {
+        match v {
+            None => default,
+            Some(0) => {
+                self.add(at, format!("0: {why}; use at least 1"));
+                default
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// A duration that must not be zero.
+    fn positive(&mut self, at: &str, v: Option<&str>, default: Duration) -> Duration {
+        let d = self.duration(at, v, default);
+        if d.is_zero() {
+            self.add(at, "must be more than zero");
+            return default;
+        }
+        d
+    }
+
+    /// `sign_ins_per_second` and `sign_in_burst` under `at`, each falling back to `default`.
+    fn rate(
+        &mut self,
+        at: &str,
+        per_second: Option<f64>,
+        burst: Option<u64>,
+        default: SignInRate,
+    ) -> SignInRate {
+        let per_second = match per_second {
+            None => default.per_second,
+            Some(r) if r.is_finite() && r > 0.0 && r <= 1e6 => r,
+            Some(r) => {
+                self.add(
+                    format!("{at}.sign_ins_per_second"),
+                    format!("{r} is not a rate in (0, 1000000]; e.g. 10, or 0.5 for one every 2s"),
+                );
+                default.per_second
+            }
+        };
+        let burst = match burst {
+            None => default.burst,
+            Some(b) if (1..=1_000_000).contains(&b) => u32::try_from(b).unwrap_or(u32::MAX),
+            Some(b) => {
+                self.add(
+                    format!("{at}.sign_in_burst"),
+                    format!(
+                        "{b} is not in [1, 1000000]; it is how many sign-ins may run back to back"
+                    ),
+                );
+                default.burst
+            }
+        };
+        SignInRate { per_second, burst }
+    }
+}
+
+fn build_connections(iss: &mut Issues, s: &raw::RawServer) -> ConnectionLimits {
+    let d = ConnectionLimits::default();
+    ConnectionLimits {
+        max_connections: iss.count(
+            "server.max_connections",
+            s.max_connections,
+            d.max_connections,
+            "no client could connect",
+        ),
+        idle_timeout: iss.positive(
+            "server.idle_timeout",
+            s.idle_timeout.as_deref(),
+            d.idle_timeout,
+        ),
+        keepalive_interval: iss.positive(
+            "server.keepalive_interval",
+            s.keepalive_interval.as_deref(),
+            d.keepalive_interval,
+        ),
+        keepalive_timeout: iss.positive(
+            "server.keepalive_timeout",
+            s.keepalive_timeout.as_deref(),
+            d.keepalive_timeout,
+        ),
+        max_connection_age: iss.positive(
+            "server.max_connection_age",
+            s.max_connection_age.as_deref(),
+            d.max_connection_age,
+        ),
+        concurrency_limit_per_connection: iss.count(
+            "server.concurrency_limit_per_connection",
+            s.concurrency_limit_per_connection,
+            d.concurrency_limit_per_connection,
+            "no call could ever run",
+        ),
+    }
+}
+
 /// Stage two: validates a raw file into a [`Config`], or returns every problem found.
 /// Relative paths are resolved against `base` (the config file's folder).
 pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
@@ -434,6 +644,7 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
     };
 
     let server = raw.server.map(|s| {
+        let connections = build_connections(&mut iss, &s);
         let listen_s = s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen = listen_s.parse().unwrap_or_else(|e| {
             iss.add(
@@ -488,6 +699,7 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
             client_ca,
             identity_sources,
             grace_period,
+            connections,
         }
     });
 
@@ -509,6 +721,37 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
             DEFAULT_SAFETY_MARGIN,
         ),
         sign_out_on_evict: raw.cache.sign_out_on_evict.unwrap_or(true),
+        replaced_session_grace: iss.duration(
+            "cache.replaced_session_grace",
+            raw.cache.replaced_session_grace.as_deref(),
+            DEFAULT_REPLACED_SESSION_GRACE,
+        ),
+        max_pending_sign_outs: iss.count(
+            "cache.max_pending_sign_outs",
+            raw.cache.max_pending_sign_outs,
+            DEFAULT_MAX_PENDING_SIGN_OUTS,
+            "a sign-out must be able to wait for its grace period",
+        ),
+    };
+    let mut limits = LimitsConfig {
+        default_rate: iss.rate(
+            "limits",
+            raw.limits.sign_ins_per_second,
+            raw.limits.sign_in_burst,
+            LimitsConfig::default().default_rate,
+        ),
+        caller_rates: BTreeMap::new(),
+        max_concurrent_sign_ins: iss.count(
+            "limits.max_concurrent_sign_ins",
+            raw.limits.max_concurrent_sign_ins,
+            DEFAULT_MAX_CONCURRENT_SIGN_INS,
+            "no sign-in could ever run",
+        ),
+        negative_cache_ttl: iss.duration(
+            "limits.negative_cache_ttl",
+            raw.limits.negative_cache_ttl.as_deref(),
+            DEFAULT_NEGATIVE_CACHE_TTL,
+        ),
     };
     let tableau = TableauHttpConfig {
         connect_timeout: iss.duration(
@@ -615,7 +858,18 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
                 build_grant(&mut iss, &format!("{at}.grants[{gi}]"), g, &catalog, &sites)
             })
             .collect();
+        let rate = (c.sign_ins_per_second.is_some() || c.sign_in_burst.is_some()).then(|| {
+            iss.rate(
+                &at,
+                c.sign_ins_per_second,
+                c.sign_in_burst,
+                limits.default_rate,
+            )
+        });
         if let Some(pattern) = pattern {
+            if let Some(rate) = rate {
+                limits.caller_rates.insert(pattern.to_string(), rate);
+            }
             callers.push(CallerEntry { pattern, grants });
         }
     }
@@ -634,6 +888,7 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         warnings: iss.1,
         server,
         cache,
+        limits,
         tableau,
         telemetry,
         admin,

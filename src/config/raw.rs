@@ -24,6 +24,9 @@ pub struct RawConfig {
     /// Token cache.
     #[serde(default)]
     pub cache: RawCache,
+    /// Limits that protect Tableau from sign-in floods.
+    #[serde(default)]
+    pub limits: RawLimits,
     /// HTTP client towards Tableau.
     #[serde(default)]
     pub tableau: RawTableau,
@@ -59,6 +62,18 @@ pub struct RawServer {
     pub identity_sources: Option<Vec<String>>,
     /// How long in-flight calls may run after SIGTERM.
     pub grace_period: Option<String>,
+    /// Most client connections open at once (handshaking or established).
+    pub max_connections: Option<u64>,
+    /// A connection with no call in progress for this long is closed.
+    pub idle_timeout: Option<String>,
+    /// How often an HTTP/2 PING checks that a client is still there.
+    pub keepalive_interval: Option<String>,
+    /// How long a PING may go unanswered before the connection is closed.
+    pub keepalive_timeout: Option<String>,
+    /// Oldest a connection may grow before it is asked to go away (GOAWAY).
+    pub max_connection_age: Option<String>,
+    /// Most calls served at once on one connection; more wait.
+    pub concurrency_limit_per_connection: Option<u64>,
 }
 
 /// `[cache]`.
@@ -71,6 +86,24 @@ pub struct RawCache {
     pub safety_margin: Option<String>,
     /// Sign sessions out at Tableau when they leave the cache.
     pub sign_out_on_evict: Option<bool>,
+    /// How long a replaced or evicted session stays valid at Tableau before it is signed out.
+    pub replaced_session_grace: Option<String>,
+    /// Most sign-outs waiting for their grace period to end.
+    pub max_pending_sign_outs: Option<u64>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Sign-ins per second each caller entry may cause (refill rate of its token bucket).
+    pub sign_ins_per_second: Option<f64>,
+    /// Sign-ins a caller entry may cause in a burst (its bucket's size).
+    pub sign_in_burst: Option<u64>,
+    /// Most sign-ins in flight to one site at once.
+    pub max_concurrent_sign_ins: Option<u64>,
+    /// How long a sign-in failure that retrying cannot fix is remembered per key.
+    pub negative_cache_ttl: Option<String>,
 }
 
 /// `[tableau]`.
@@ -180,6 +213,10 @@ pub struct RawCaller {
     /// What the caller may ask for.
     #[serde(default)]
     pub grants: Vec<RawGrant>,
+    /// This entry's sign-in rate, instead of `[limits] sign_ins_per_second`.
+    pub sign_ins_per_second: Option<f64>,
+    /// This entry's sign-in burst, instead of `[limits] sign_in_burst`.
+    pub sign_in_burst: Option<u64>,
 }
 
 /// `[[callers.grants]]`.

@@ -211,3 +211,77 @@ fn admin_listener_is_off_unless_configured_and_its_errors_are_located() {
         "unknown keys are refused"
     );
 }
+
+#[test]
+fn limits_sessions_and_connections_have_defaults_and_overrides() {
+    let (_dir, path, text) = with_secret_file(GOOD);
+    let c = Config::from_toml(&text, &path).unwrap();
+    assert_eq!(c.limits, LimitsConfig::default());
+    assert_eq!(c.cache.replaced_session_grace, Duration::from_secs(300));
+    assert_eq!(c.cache.max_pending_sign_outs, 10_000);
+    let conns = &c.server.as_ref().unwrap().connections;
+    assert_eq!(*conns, ConnectionLimits::default());
+
+    let text = text
+        .replace(
+            "client_ca = \"tls/ca.crt\"",
+            "client_ca = \"tls/ca.crt\"\nmax_connections = 10\nidle_timeout = \"1m\"\nkeepalive_interval = \"30s\"\nkeepalive_timeout = \"5s\"\nmax_connection_age = \"1h\"\nconcurrency_limit_per_connection = 8",
+        )
+        .replace(
+            "[sites.finance]",
+            "[cache]\nreplaced_session_grace = \"1m\"\nmax_pending_sign_outs = 7\n\n[limits]\nsign_ins_per_second = 0.5\nsign_in_burst = 3\nmax_concurrent_sign_ins = 4\nnegative_cache_ttl = \"0s\"\n\n[sites.finance]",
+        )
+        .replace(
+            "identity = \"spiffe://example.org/ns/reports/sa/renderer\"",
+            "identity = \"spiffe://example.org/ns/reports/sa/renderer\"\nsign_in_burst = 1",
+        );
+    let c = Config::from_toml(&text, &path).unwrap();
+    let conns = &c.server.as_ref().unwrap().connections;
+    assert_eq!(conns.max_connections, 10);
+    assert_eq!(conns.idle_timeout, Duration::from_secs(60));
+    assert_eq!(conns.max_connection_age, Duration::from_secs(3600));
+    assert_eq!(conns.concurrency_limit_per_connection, 8);
+    assert_eq!(c.cache.max_pending_sign_outs, 7);
+    assert_eq!(c.limits.negative_cache_ttl, Duration::ZERO);
+    assert_eq!(c.limits.max_concurrent_sign_ins, 4);
+    let renderer = c
+        .limits
+        .rate_for("spiffe://example.org/ns/reports/sa/renderer");
+    assert_eq!(
+        (renderer.per_second, renderer.burst),
+        (0.5, 1),
+        "burst overridden, rate inherited"
+    );
+    assert_eq!(c.limits.rate_for("someone-else").burst, 3);
+}
+
+#[test]
+fn bad_limits_are_located() {
+    let (_dir, path, text) = with_secret_file(GOOD);
+    let text = text
+        .replace(
+            "client_ca = \"tls/ca.crt\"",
+            "client_ca = \"tls/ca.crt\"\nmax_connections = 0\nidle_timeout = \"0s\"",
+        )
+        .replace(
+            "[sites.finance]",
+            "[limits]\nsign_ins_per_second = -1\nsign_in_burst = 0\n\n[sites.finance]",
+        )
+        .replace(
+            "identity = \"spiffe://example.org/ns/reports/sa/renderer\"",
+            "identity = \"spiffe://example.org/ns/reports/sa/renderer\"\nsign_ins_per_second = 0",
+        );
+    let Err(ConfigError::Invalid { issues, .. }) = Config::from_toml(&text, &path) else {
+        panic!("should fail");
+    };
+    let at: Vec<&str> = issues.iter().map(|i| i.at.as_str()).collect();
+    for want in [
+        "server.max_connections",
+        "server.idle_timeout",
+        "limits.sign_ins_per_second",
+        "limits.sign_in_burst",
+        "callers[0].sign_ins_per_second",
+    ] {
+        assert!(at.contains(&want), "{want} not in {at:?}");
+    }
+}

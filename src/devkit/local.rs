@@ -198,6 +198,8 @@ pub struct LocalCaller {
     pub comment: Option<String>,
     /// What the caller may ask for.
     pub grants: Vec<LocalGrant>,
+    /// Extra `key = value` lines for the entry (e.g. its own sign-in rate).
+    pub settings: Vec<String>,
 }
 
 impl LocalCaller {
@@ -207,7 +209,14 @@ impl LocalCaller {
             identity: identity.into(),
             comment: None,
             grants: vec![grant],
+            settings: Vec::new(),
         }
+    }
+
+    /// Adds a `key = value` line to the entry, e.g. `sign_ins_per_second = 2`.
+    pub fn setting(mut self, line: impl Into<String>) -> Self {
+        self.settings.push(line.into());
+        self
     }
 
     /// Writes `text` as a comment above the entry.
@@ -276,6 +285,7 @@ pub struct LocalSetup {
     sites: Vec<LocalSite>,
     callers: Vec<LocalCaller>,
     audit: Option<String>,
+    settings: Vec<(String, String)>,
 }
 
 /// The audit trail file a local setup writes into its folder unless told otherwise.
@@ -334,6 +344,7 @@ impl LocalSetup {
             sites: Vec::new(),
             callers: Vec::new(),
             audit: None,
+            settings: Vec::new(),
         }
     }
 
@@ -347,6 +358,20 @@ impl LocalSetup {
     /// Where the default `[audit]` section writes the trail.
     pub fn audit_path(&self) -> PathBuf {
         self.dir.join(AUDIT_FILE)
+    }
+
+    /// Adds a `key = value` line to a section of the broker's configuration: `"server"`,
+    /// `"cache"` or `"limits"` (e.g. `setting("limits", "sign_in_burst = 2")`).
+    pub fn setting(mut self, section: &str, line: impl Into<String>) -> Self {
+        self.settings.push((section.to_owned(), line.into()));
+        self
+    }
+
+    fn settings_of<'a>(&'a self, section: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.settings
+            .iter()
+            .filter(move |(s, _)| s == section)
+            .map(|(_, l)| l.as_str())
     }
 
     /// Uses `pki`, whose server certificate, key and CA are already in `files` (the demo keeps
@@ -436,12 +461,24 @@ impl LocalSetup {
         let _ = writeln!(t, "cert = {}", path(&tls.cert));
         let _ = writeln!(t, "key = {}", path(&tls.key));
         let _ = writeln!(t, "client_ca = {}", path(&tls.client_ca));
-        let _ = writeln!(t, "grace_period = \"{}\"\n", duration(self.grace_period));
+        let _ = writeln!(t, "grace_period = \"{}\"", duration(self.grace_period));
+        for line in self.settings_of("server") {
+            let _ = writeln!(t, "{line}");
+        }
+        t.push('\n');
         if let Some(admin) = self.admin {
             let _ = writeln!(t, "[admin]\nlisten = {}\n", quoted(&admin.to_string()));
         }
         let _ = writeln!(t, "[cache]\nmax_entries = {}", self.max_entries);
-        let _ = writeln!(t, "safety_margin = \"5m\"\n");
+        let _ = writeln!(t, "safety_margin = \"5m\"");
+        for line in self.settings_of("cache") {
+            let _ = writeln!(t, "{line}");
+        }
+        let limits: Vec<&str> = self.settings_of("limits").collect();
+        if !limits.is_empty() {
+            let _ = writeln!(t, "\n[limits]\n{}", limits.join("\n"));
+        }
+        t.push('\n');
         match &self.audit {
             Some(body) => {
                 let _ = writeln!(t, "[audit]\n{}\n", body.trim_end());
@@ -480,6 +517,9 @@ impl LocalSetup {
                 let _ = writeln!(t, "# {comment}");
             }
             let _ = writeln!(t, "[[callers]]\nidentity = {}", quoted(&caller.identity));
+            for line in &caller.settings {
+                let _ = writeln!(t, "{line}");
+            }
             for g in &caller.grants {
                 let _ = writeln!(t, "\n[[callers.grants]]");
                 let _ = writeln!(t, "sites = {}", list(&g.sites));

@@ -1,6 +1,7 @@
 //! The one place a [`BrokerError`] becomes a gRPC [`Status`], with `google.rpc` details: an
-//! `ErrorInfo` carrying a stable reason and Tableau's codes, and `RetryInfo` when Tableau gave a
-//! retry hint. Messages carry what the caller may see; upstream URLs and secret IDs stay in logs.
+//! `ErrorInfo` carrying a stable reason and Tableau's codes, and `RetryInfo` when Tableau or one
+//! of the broker's limits gave a retry hint. Messages carry what the caller may see; upstream
+//! URLs and secret IDs stay in logs.
 
 use std::collections::HashMap;
 
@@ -30,7 +31,9 @@ pub fn code(e: &BrokerError) -> Code {
         | BrokerError::AppMisconfigured { .. }
         | BrokerError::SignInRejected { .. } => Code::FailedPrecondition,
         BrokerError::Unavailable { .. } | BrokerError::AuditUnavailable => Code::Unavailable,
-        BrokerError::RateLimited { .. } => Code::ResourceExhausted,
+        BrokerError::RateLimited { .. }
+        | BrokerError::SignInRateLimited { .. }
+        | BrokerError::SiteSignInsBusy { .. } => Code::ResourceExhausted,
         BrokerError::Internal(_) => Code::Internal,
     }
 }
@@ -46,12 +49,8 @@ pub fn to_status(e: &BrokerError) -> Status {
         metadata.insert("tableau_sub_code".to_owned(), s.to_string());
     }
     let mut details = ErrorDetails::with_error_info(e.reason(), ERROR_DOMAIN, metadata);
-    if let BrokerError::RateLimited {
-        retry_after: Some(d),
-        ..
-    } = e
-    {
-        details.set_retry_info(Some(*d));
+    if let Some(d) = e.retry_after() {
+        details.set_retry_info(Some(d));
     }
     let message = match e {
         BrokerError::AppMisconfigured { sub_code, .. } => {

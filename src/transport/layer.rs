@@ -3,15 +3,16 @@
 
 use std::task::{Context, Poll};
 
-use futures::future::{Either, Ready, ready};
 use tower::{Layer, Service};
 
 use super::PeerInfo;
+use super::activity::{ActiveBody, ActiveFuture};
 
 /// Puts the caller's [`CallerIdentity`] into every request's extensions, taken only from the
 /// connection's verified certificate ([`PeerInfo`]); headers and metadata are never read. A
 /// request that did not come through the mTLS transport is answered `UNAUTHENTICATED` and never
-/// reaches the service.
+/// reaches the service. Each call is marked active on its connection until its response body
+/// ends, so the connection's idle timeout never closes it under a call.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IdentityLayer;
 
@@ -41,30 +42,33 @@ where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     ResBody: Default,
 {
-    type Response = S::Response;
+    type Response = http::Response<ActiveBody<ResBody>>;
     type Error = S::Error;
-    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
+    type Future = ActiveFuture<
+        futures::future::Either<futures::future::Ready<Result<S::Response, S::Error>>, S::Future>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
-        let identity = req
+        use futures::future::{Either, ready};
+        let peer = req
             .extensions()
             .get::<PeerInfo>()
-            .map(|peer| peer.identity.clone());
-        match identity {
-            Some(identity) => {
+            .map(|peer| (peer.identity.clone(), peer.activity.begin()));
+        match peer {
+            Some((identity, guard)) => {
                 // Overwrites anything already there: only the connection decides.
                 req.extensions_mut().insert(identity);
-                Either::Right(self.inner.call(req))
+                ActiveFuture::new(Either::Right(self.inner.call(req)), Some(guard))
             }
             None => {
                 tracing::warn!("request without an authenticated peer refused");
                 let status =
                     crate::grpc::status::to_status(&crate::error::BrokerError::Unauthenticated);
-                Either::Left(ready(Ok(status.into_http())))
+                ActiveFuture::new(Either::Left(ready(Ok(status.into_http()))), None)
             }
         }
     }

@@ -13,27 +13,32 @@
 //!
 //! Nothing in request metadata is ever read to decide who the caller is.
 
+pub mod activity;
 pub mod client;
 pub mod identity;
 mod layer;
 pub mod tls;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
+pub use activity::ConnTimeouts;
+use activity::{Activity, ConnTimer};
 pub use identity::{
     CallerIdentity, IdentityError, IdentitySource, IdentitySources, IdentitySourcesError,
     identity_from_cert,
@@ -49,6 +54,8 @@ pub struct PeerInfo {
     pub remote_addr: SocketAddr,
     /// Who the client is, from its verified certificate.
     pub identity: CallerIdentity,
+    /// Calls in progress on the connection, for its idle timeout (equal for every connection).
+    pub activity: Activity,
     /// The client certificate's serial number (lowercase hex), for the audit trail.
     pub cert_serial: Option<Arc<str>>,
 }
@@ -58,6 +65,8 @@ pub struct PeerInfo {
 pub struct TlsConn {
     stream: TlsStream<TcpStream>,
     peer: PeerInfo,
+    timer: Option<ConnTimer>,
+    _slot: ConnSlot,
 }
 
 impl AsyncRead for TlsConn {
@@ -66,6 +75,13 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(timer) = &mut self.timer {
+            if timer.poll_expired(cx) {
+                // End of stream: hyper closes the connection.
+                tracing::debug!(peer = %self.peer.remote_addr, caller = %self.peer.identity.id, "connection closed: idle, or past its maximum age");
+                return Poll::Ready(Ok(()));
+            }
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -161,8 +177,14 @@ fn peer_hung_up(e: &io::Error) -> bool {
 pub struct IncomingOptions {
     /// How long a client may take to complete the TLS handshake before it is dropped.
     pub handshake_timeout: Duration,
-    /// How many handshakes may be in progress at once; beyond that, accepting waits.
+    /// How many handshakes may be in progress at once; beyond that, the oldest is dropped to
+    /// make room (accepting never waits on slow clients).
     pub max_pending_handshakes: usize,
+    /// Most connections open at once, handshaking or established. At the cap a new connection
+    /// takes the place of the oldest pending handshake, or is closed if there is none.
+    pub max_connections: usize,
+    /// When established connections close (idle time, maximum age).
+    pub timeouts: ConnTimeouts,
 }
 
 impl Default for IncomingOptions {
@@ -170,8 +192,68 @@ impl Default for IncomingOptions {
         Self {
             handshake_timeout: Duration::from_secs(10),
             max_pending_handshakes: 1024,
+            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
+            timeouts: ConnTimeouts::default(),
         }
     }
+}
+
+/// Connection counters, for the metrics exporter and tests.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    open: AtomicU64,
+    refused: AtomicU64,
+    handshakes_dropped: AtomicU64,
+}
+
+/// A copy of [`ConnectionStats`] as plain numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionSnapshot {
+    /// Connections open now (handshaking or established).
+    pub open: u64,
+    /// Connections closed at once because `max_connections` were open and none was handshaking.
+    pub refused: u64,
+    /// Pending handshakes dropped to make room for newer connections.
+    pub handshakes_dropped: u64,
+}
+
+impl ConnectionStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> ConnectionSnapshot {
+        ConnectionSnapshot {
+            open: self.open.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            handshakes_dropped: self.handshakes_dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One open connection, counted until dropped.
+#[derive(Debug)]
+struct ConnSlot(Arc<ConnectionStats>);
+
+impl ConnSlot {
+    fn new(stats: &Arc<ConnectionStats>) -> ConnSlot {
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        ConnSlot(Arc::clone(stats))
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Handshakes in progress, oldest first, so the oldest can be dropped to make room.
+#[derive(Default)]
+struct Handshakes {
+    next: u64,
+    tasks: BTreeMap<u64, AbortHandle>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Accepts TCP connections on `listener`, completes mTLS handshakes with the configuration
@@ -197,16 +279,24 @@ pub fn incoming_with(
     sources: IdentitySources,
     options: IncomingOptions,
 ) -> impl Stream<Item = Result<TlsConn, io::Error>> + Send + 'static {
-    incoming_counted(listener, tls, sources, options, Arc::default())
+    incoming_counted(
+        listener,
+        tls,
+        sources,
+        options,
+        Arc::new(ConnectionStats::default()),
+        Arc::default(),
+    )
 }
 
-/// [`incoming_with`], counting failed handshakes in `stats`.
+/// [`incoming_with`], counting connections in `stats` and failed handshakes in `handshakes`.
 pub fn incoming_counted(
     listener: TcpListener,
     tls: TlsReloader,
     sources: IdentitySources,
     options: IncomingOptions,
-    stats: Arc<HandshakeStats>,
+    stats: Arc<ConnectionStats>,
+    handshakes: Arc<HandshakeStats>,
 ) -> impl Stream<Item = Result<TlsConn, io::Error>> + Send + 'static {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(accept_loop(
@@ -214,10 +304,23 @@ pub fn incoming_counted(
         tls,
         Arc::new(sources),
         options,
-        tx,
         stats,
+        handshakes,
+        tx,
     ));
     ReceiverStream::new(rx)
+}
+
+/// Drops the oldest pending handshake; false when there is none.
+fn drop_oldest_handshake(handshakes: &Mutex<Handshakes>, stats: &ConnectionStats) -> bool {
+    match lock(handshakes).tasks.pop_first() {
+        Some((_, task)) => {
+            task.abort();
+            stats.handshakes_dropped.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        None => false,
+    }
 }
 
 async fn accept_loop(
@@ -225,18 +328,14 @@ async fn accept_loop(
     tls: TlsReloader,
     sources: Arc<IdentitySources>,
     options: IncomingOptions,
+    stats: Arc<ConnectionStats>,
+    handshake_stats: Arc<HandshakeStats>,
     tx: mpsc::Sender<Result<TlsConn, io::Error>>,
-    stats: Arc<HandshakeStats>,
 ) {
-    let pending = Arc::new(Semaphore::new(options.max_pending_handshakes.max(1)));
+    let handshakes = Arc::new(Mutex::new(Handshakes::default()));
+    let max_pending = options.max_pending_handshakes.max(1);
+    let max_connections = options.max_connections.max(1) as u64;
     loop {
-        let permit = tokio::select! {
-            () = tx.closed() => return,
-            permit = pending.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
         let accepted = tokio::select! {
             () = tx.closed() => return,
             accepted = listener.accept() => accepted,
@@ -252,22 +351,59 @@ async fn accept_loop(
         };
         // Small gRPC replies must not wait on Nagle's algorithm (tonic sets TCP_NODELAY only on
         // listeners it binds itself); without it a reply can stall for a delayed ACK (~40 ms).
+        // Make room, newest first: a client that completes its handshake takes milliseconds,
+        // so the oldest pending handshakes are the likeliest to be idle or hostile.
+        if stats.open.load(Ordering::Relaxed) >= max_connections
+            && !drop_oldest_handshake(&handshakes, &stats)
+        {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %remote_addr, max_connections, "connection refused: the broker has max_connections open");
+            continue;
+        }
+        if lock(&handshakes).tasks.len() >= max_pending {
+            drop_oldest_handshake(&handshakes, &stats);
+        }
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "setting TCP_NODELAY failed; continuing without it");
         }
+        let slot = ConnSlot::new(&stats);
         let acceptor = TlsAcceptor::from(tls.current());
         let sources = sources.clone();
         let tx = tx.clone();
         let timeout = options.handshake_timeout;
-        let stats = stats.clone();
-        tokio::spawn(async move {
-            let conn = handshake(acceptor, tcp, remote_addr, &sources, timeout, &stats).await;
-            drop(permit);
-            if let Some(conn) = conn {
+        let timeouts = options.timeouts;
+        let handshake_stats = Arc::clone(&handshake_stats);
+        let mut registry = lock(&handshakes);
+        let id = registry.next;
+        registry.next += 1;
+        let own = Arc::clone(&handshakes);
+        // Registered before the task can finish: it removes itself under the same lock.
+        let task = tokio::spawn(async move {
+            let conn = handshake(
+                acceptor,
+                tcp,
+                remote_addr,
+                &sources,
+                timeout,
+                &handshake_stats,
+            )
+            .await;
+            lock(&own).tasks.remove(&id);
+            if let Some((stream, peer)) = conn {
+                let timer = (timeouts != ConnTimeouts::default())
+                    .then(|| ConnTimer::new(peer.activity.clone(), timeouts));
+                let conn = TlsConn {
+                    stream,
+                    peer,
+                    timer,
+                    _slot: slot,
+                };
                 // The receiver may be gone (server shutting down): then the connection just drops.
                 let _ = tx.send(Ok(conn)).await;
             }
         });
+        registry.tasks.insert(id, task.abort_handle());
+        drop(registry);
     }
 }
 
@@ -286,7 +422,7 @@ async fn handshake(
     sources: &IdentitySources,
     timeout: Duration,
     stats: &HandshakeStats,
-) -> Option<TlsConn> {
+) -> Option<(TlsStream<TcpStream>, PeerInfo)> {
     let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) if peer_hung_up(&e) => {
@@ -319,14 +455,15 @@ async fn handshake(
     match identity_from_cert(leaf, sources) {
         Ok(identity) => {
             tracing::debug!(caller = %crate::input::echo(&identity.id), source = identity.source.cert_field(), "client authenticated");
-            Some(TlsConn {
+            Some((
                 stream,
-                peer: PeerInfo {
+                PeerInfo {
                     remote_addr,
                     identity,
+                    activity: Activity::default(),
                     cert_serial: serial,
                 },
-            })
+            ))
         }
         Err(e) => {
             stats.no_identity.fetch_add(1, Ordering::Relaxed);

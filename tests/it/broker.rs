@@ -334,7 +334,8 @@ async fn min_remaining_force_refresh_and_expiry() {
     assert!(!replaced.from_cache, "35m left is less than 40m");
     assert_ne!(replaced.token, first.token);
     assert_eq!(h.fake.stats().signins_ok, 2);
-    // The replaced session is signed out at Tableau.
+    // The replaced session is signed out at Tableau once its grace period (5m) is over.
+    h.clock.advance(Duration::from_secs(5 * 60));
     eventually("sign-out of the replaced session", || {
         h.fake.stats().signouts >= 1
     })
@@ -684,6 +685,8 @@ async fn bounded_cache_signs_out_what_it_evicts() {
     }
     h.server().broker().cache().run_pending_tasks();
     assert!(h.server().broker().cache().len() <= 2);
+    // Evicted sessions stay valid for the grace period (5m), then are signed out.
+    h.clock.advance(Duration::from_secs(5 * 60));
     eventually("sign-out of the evicted session", || {
         h.fake.stats().signouts >= 1
     })

@@ -11,6 +11,7 @@ mod cli;
 mod client_cli;
 mod observability;
 mod security;
+mod security_limits;
 mod tableau_client;
 mod tableau_double;
 mod transport;

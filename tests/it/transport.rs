@@ -426,6 +426,7 @@ fn peer(id: &str) -> PeerInfo {
             source: IdentitySource::Spiffe,
         },
         cert_serial: None,
+        activity: Default::default(),
     }
 }
 
