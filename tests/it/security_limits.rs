@@ -49,12 +49,19 @@ async fn world(settings: &[(&str, &str)]) -> World {
         .map(|i| SiteUser::new(user(i), format!("u-{i}")))
         .collect();
     let grant = || LocalGrant::new(&["finance"], &["*"], READ);
-    let mut setup = LocalSetup::new(dir.path(), LocalApp::new("client-1", "sid-1", "secret-1"))
-        .clock(clock.clone())
-        .site(LocalSite::new("finance", LUID, users))
-        .caller(LocalCaller::new(FLOOD, grant()))
-        .caller(LocalCaller::new(PEER, grant()))
-        .caller(LocalCaller::new(SMALL, grant()).setting("sign_in_burst = 1"));
+    let mut setup = LocalSetup::new(
+        dir.path(),
+        LocalApp::new(
+            "client-1",
+            "sid-1",
+            "limits-test-secret-of-at-least-32-bytes",
+        ),
+    )
+    .clock(clock.clone())
+    .site(LocalSite::new("finance", LUID, users))
+    .caller(LocalCaller::new(FLOOD, grant()))
+    .caller(LocalCaller::new(PEER, grant()))
+    .caller(LocalCaller::new(SMALL, grant()).setting("sign_in_burst = 1"));
     for (section, line) in settings {
         setup = if *section == "max_entries" {
             setup.max_entries(line.parse().unwrap())
