@@ -17,6 +17,7 @@ use crate::error::BrokerError;
 use crate::mint::{MintedJwt, Minter};
 use crate::policy::{AccessRequest, Authorization, CallerEntry};
 use crate::scope::Scope;
+use crate::shared_cache::SharedCache;
 use crate::tableau::{ClientOptions, SignInTarget, TableauClient};
 
 /// A request for credentials, as the caller sent it.
@@ -88,6 +89,8 @@ pub struct Broker {
     minter: Minter,
     clock: SharedClock,
     fingerprints: Arc<Fingerprinter>,
+    /// Redis as L2 behind `cache` (issue 16), when `[cache.shared]` is configured.
+    shared: Option<SharedCache>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -111,16 +114,38 @@ impl Broker {
     /// Builds the broker and starts its sign-out worker; call inside a tokio runtime.
     pub fn new(config: Config, clock: SharedClock) -> Result<Arc<Broker>, BrokerError> {
         let snapshot = Snapshot::new(config, &clock)?;
+        let fingerprints = Arc::new(Fingerprinter::new());
+        // --- shared cache (issue 16) ---
+        // Read at start only: a reload keeps the running Redis connection and keys.
+        let shared = match &snapshot.config.cache.shared {
+            Some(sc) => Some(
+                SharedCache::start(sc.clone(), clock.clone(), Arc::clone(&fingerprints))
+                    .map_err(|e| BrokerError::Internal(e.to_string()))?,
+            ),
+            None => None,
+        };
+        // With a shared cache, a session leaving this replica's L1 (by size or expiry) may still
+        // be served by the other replicas, so it is not signed out; InvalidateCredentials still
+        // signs out.
         let (tx, rx) = mpsc::unbounded_channel();
-        let evicted = snapshot.config.cache.sign_out_on_evict.then_some(tx);
+        let evicted = (snapshot.config.cache.sign_out_on_evict && shared.is_none()).then_some(tx);
+        // --- end shared cache ---
         let cache = CredentialCache::new(snapshot.config.cache.max_entries, clock.clone(), evicted);
+        let (shared, remote_evictions) = match shared {
+            Some((s, rx)) => (Some(s), Some(rx)),
+            None => (None, None),
+        };
         let broker = Arc::new(Broker {
             snapshot: ArcSwap::from_pointee(snapshot),
             cache,
             minter: Minter::new(clock.clone()),
             clock,
-            fingerprints: Arc::new(Fingerprinter::new()),
+            fingerprints,
+            shared,
         });
+        if let Some(rx) = remote_evictions {
+            tokio::spawn(remote_eviction_worker(Arc::downgrade(&broker), rx));
+        }
         tokio::spawn(sign_out_worker(Arc::downgrade(&broker), rx));
         tokio::spawn(housekeeping(Arc::downgrade(&broker)));
         Ok(broker)
@@ -142,6 +167,11 @@ impl Broker {
     /// The cache, for metrics and tests.
     pub fn cache(&self) -> &CredentialCache {
         &self.cache
+    }
+
+    /// The shared cache (issue 16), for metrics and tests; `None` without `[cache.shared]`.
+    pub fn shared_cache(&self) -> Option<&SharedCache> {
+        self.shared.as_ref()
     }
 
     /// The token fingerprinter, so transport logs can match the audit lines.
@@ -264,14 +294,22 @@ impl Broker {
                 self.clock.clone(),
                 Arc::clone(&self.fingerprints),
             );
+            let shared = self.shared.clone();
             async move {
                 let client = client.ok_or_else(|| {
                     BrokerError::Internal(format!("no client for site {}", site.name))
                 })?;
-                sign_in(client, site, key, minter, clock, usable, fp).await
+                let signing = sign_in(client, site, key.clone(), minter, clock, usable, fp);
+                match shared {
+                    // Shared cache (issue 16): Redis is asked before signing in (one sign-in
+                    // across replicas) and is given the new session after.
+                    Some(shared) => shared.get_or_sign_in(&key, lookup, signing).await,
+                    None => signing.await,
+                }
             }
         };
-        let (credentials, from_cache) = self.cache.get_or_sign_in(key, lookup, sign_in).await?;
+        let (credentials, hit) = self.cache.get_or_sign_in(key, lookup, sign_in).await?;
+        let from_cache = hit || credentials.from_shared;
         Ok(IssuedCredentials {
             credentials,
             from_cache,
@@ -342,7 +380,12 @@ impl Broker {
     ) -> Result<Invalidated, BrokerError> {
         let fp = self.fingerprints.fingerprint(token);
         let digest = self.fingerprints.digest(token);
-        let Some(found) = self.cache.find_by_digest(&digest) else {
+        let mut found = self.cache.find_by_digest(&digest);
+        if let (None, Some(shared)) = (&found, &self.shared) {
+            // Shared cache (issue 16): another replica may have handed the token out.
+            found = shared.find_by_token(token).await.map(Arc::new);
+        }
+        let Some(found) = found else {
             tracing::info!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, token_fp = %fp, outcome = "unknown_token");
             return Ok(Invalidated {
                 evicted: false,
@@ -359,7 +402,11 @@ impl Broker {
             tracing::warn!(target: "audit", rpc = "InvalidateCredentials", caller = %identity, site = %found.key.site, user = %found.key.user, token_fp = %fp, outcome = "TOKEN_NOT_YOURS");
             return Err(BrokerError::NotYourToken);
         }
-        let evicted = self.cache.remove_by_digest(&digest).is_some();
+        let mut evicted = self.cache.remove_by_digest(&digest).is_some();
+        if let Some(shared) = &self.shared {
+            // Shared cache (issue 16): drop the entry in Redis and from every replica's L1.
+            evicted |= shared.invalidate(&found).await;
+        }
         let signed_out = if config.cache.sign_out_on_evict {
             self.sign_out(&found).await
         } else {
@@ -456,6 +503,7 @@ async fn sign_in(
         jti: minted.jti,
         expires_at: signed_in_at + usable,
         key,
+        from_shared: false,
     })
 }
 
@@ -478,5 +526,16 @@ async fn sign_out_worker(
     while let Some(c) = rx.recv().await {
         let Some(b) = broker.upgrade() else { break };
         b.sign_out(&c).await;
+    }
+}
+
+/// Evicts from L1 the keys other replicas invalidated or replaced (shared cache, issue 16).
+async fn remote_eviction_worker(
+    broker: std::sync::Weak<Broker>,
+    mut rx: mpsc::UnboundedReceiver<CacheKey>,
+) {
+    while let Some(key) = rx.recv().await {
+        let Some(b) = broker.upgrade() else { break };
+        b.cache.remove(key.as_ref());
     }
 }

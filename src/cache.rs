@@ -155,6 +155,8 @@ pub struct Credentials {
     pub jti: uuid::Uuid,
     /// When the broker stops handing it out: sign-in + session lifetime − safety margin.
     pub expires_at: SystemTime,
+    /// Read from the shared cache (another replica signed in), so no sign-in happened here.
+    pub from_shared: bool,
 }
 
 impl fmt::Debug for Credentials {
@@ -393,6 +395,11 @@ impl CredentialCache {
         self.entries.remove(&found.key)
     }
 
+    /// Removes a key's entry: another replica invalidated or replaced it (shared cache).
+    pub fn remove(&self, key: KeyRef<'_>) -> Option<Arc<Credentials>> {
+        self.entries.remove(&key)
+    }
+
     /// Finds the entry holding a token without removing it.
     pub fn find_by_digest(&self, digest: &TokenDigest) -> Option<Arc<Credentials>> {
         let c = lock(&self.by_digest).get(digest)?.upgrade()?;
@@ -457,6 +464,7 @@ mod tests {
             user_luid: String::from("u-1").into(),
             jti: uuid::Uuid::new_v4(),
             expires_at,
+            from_shared: false,
         }
     }
 

@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod mint;
 pub mod policy;
 pub mod server;
+pub mod shared_cache;
 pub mod tableau;
 pub mod telemetry;
 pub mod transport;

@@ -3,6 +3,7 @@
 //! [`Config`] the service runs on. A config that fails validation is never half-applied.
 
 pub mod raw;
+mod shared_cache;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -125,6 +126,8 @@ pub struct CacheConfig {
     pub safety_margin: Duration,
     /// Sign sessions out at Tableau when they leave the cache.
     pub sign_out_on_evict: bool,
+    /// `[cache.shared]`: Redis shared by every replica; `None` keeps each replica's cache its own.
+    pub shared: Option<crate::shared_cache::SharedCacheConfig>,
 }
 
 /// HTTP client settings towards Tableau.
@@ -264,6 +267,9 @@ impl Config {
                 s.cert.display(),
                 s.client_ca.display()
             ));
+        }
+        if let Some(sc) = &self.cache.shared {
+            out.push_str(&shared_cache::summary(sc));
         }
         for site in self.sites.values() {
             out.push_str(&format!(
@@ -438,6 +444,10 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
             DEFAULT_SAFETY_MARGIN,
         ),
         sign_out_on_evict: raw.cache.sign_out_on_evict.unwrap_or(true),
+        shared: raw
+            .cache
+            .shared
+            .and_then(|s| shared_cache::build(&mut iss, s, raw.development, &resolve)),
     };
     let tableau = TableauHttpConfig {
         connect_timeout: iss.duration(

@@ -66,6 +66,35 @@ pub struct RawCache {
     pub safety_margin: Option<String>,
     /// Sign sessions out at Tableau when they leave the cache.
     pub sign_out_on_evict: Option<bool>,
+    /// `[cache.shared]`: Redis as a cache shared by every replica (issue 16).
+    pub shared: Option<RawSharedCache>,
+}
+
+/// `[cache.shared]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharedCache {
+    /// `redis://` or `rediss://` URL; a username may be in it, a password may not.
+    pub redis_url: Option<String>,
+    /// CA bundle (PEM) for a `rediss://` server certificate from a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// File holding the Redis password.
+    pub password_file: Option<PathBuf>,
+    /// File holding the current encryption key (32 bytes, raw or base64).
+    pub encryption_key_file: Option<PathBuf>,
+    /// Files holding previous encryption keys, still accepted for reading.
+    #[serde(default)]
+    pub previous_encryption_key_files: Vec<PathBuf>,
+    /// Timeout of each Redis operation.
+    pub operation_timeout: Option<String>,
+    /// Lifetime of a sign-in lease.
+    pub lease_ttl: Option<String>,
+    /// Longest wait for another replica's sign-in.
+    pub lease_wait: Option<String>,
+    /// Consecutive Redis failures that open the circuit breaker.
+    pub breaker_failures: Option<u32>,
+    /// How long the breaker stays open before probing Redis again.
+    pub breaker_cooldown: Option<String>,
 }
 
 /// `[tableau]`.
