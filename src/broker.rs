@@ -285,6 +285,10 @@ impl Broker {
             min_remaining: req.min_remaining,
             force_refresh: req.force_refresh,
         };
+        // Shared cache (issue 16): set when this call's miss was answered from Redis. (Calls that
+        // coalesced onto it in this replica report a sign-in, as they do for a real one.)
+        // Made on a miss only, so a hit allocates nothing.
+        let from_l2 = std::sync::OnceLock::<Arc<std::sync::atomic::AtomicBool>>::new();
         // Built on every call but cheap: it only borrows. Clones happen on a miss, inside it.
         let sign_in = |key: &CacheKey| {
             let client = snapshot.clients.get(&site.name).cloned();
@@ -295,6 +299,7 @@ impl Broker {
                 Arc::clone(&self.fingerprints),
             );
             let shared = self.shared.clone();
+            let from_l2 = Arc::clone(from_l2.get_or_init(Arc::default));
             async move {
                 let client = client.ok_or_else(|| {
                     BrokerError::Internal(format!("no client for site {}", site.name))
@@ -303,13 +308,20 @@ impl Broker {
                 match shared {
                     // Shared cache (issue 16): Redis is asked before signing in (one sign-in
                     // across replicas) and is given the new session after.
-                    Some(shared) => shared.get_or_sign_in(&key, lookup, signing).await,
+                    Some(shared) => {
+                        let (c, hit) = shared.get_or_sign_in(&key, lookup, signing).await?;
+                        from_l2.store(hit, std::sync::atomic::Ordering::Relaxed);
+                        Ok(c)
+                    }
                     None => signing.await,
                 }
             }
         };
         let (credentials, hit) = self.cache.get_or_sign_in(key, lookup, sign_in).await?;
-        let from_cache = hit || credentials.from_shared;
+        let from_cache = hit
+            || from_l2
+                .get()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed));
         Ok(IssuedCredentials {
             credentials,
             from_cache,
@@ -503,7 +515,6 @@ async fn sign_in(
         jti: minted.jti,
         expires_at: signed_in_at + usable,
         key,
-        from_shared: false,
     })
 }
 

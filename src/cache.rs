@@ -155,8 +155,6 @@ pub struct Credentials {
     pub jti: uuid::Uuid,
     /// When the broker stops handing it out: sign-in + session lifetime − safety margin.
     pub expires_at: SystemTime,
-    /// Read from the shared cache (another replica signed in), so no sign-in happened here.
-    pub from_shared: bool,
 }
 
 impl fmt::Debug for Credentials {
@@ -464,7 +462,6 @@ mod tests {
             user_luid: String::from("u-1").into(),
             jti: uuid::Uuid::new_v4(),
             expires_at,
-            from_shared: false,
         }
     }
 

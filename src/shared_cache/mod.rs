@@ -429,7 +429,7 @@ impl SharedCache {
         key: &CacheKey,
         lookup: Lookup,
         sign_in: F,
-    ) -> Result<Credentials, BrokerError>
+    ) -> Result<(Credentials, bool), BrokerError>
     where
         F: Future<Output = Result<Credentials, BrokerError>> + Send,
     {
@@ -441,7 +441,7 @@ impl SharedCache {
                 Ok(c) => {
                     inner.publish(&names, &c, None).await;
                     inner.send_evict(key).await;
-                    Ok(c)
+                    Ok((c, false))
                 }
                 Err(e) => Err(e),
             };
@@ -449,10 +449,10 @@ impl SharedCache {
         match inner.fetch(key, &names, lookup.min_remaining).await {
             Ok(Some(c)) => {
                 inc(&inner.stats.l2_hits);
-                return Ok(c);
+                return Ok((c, true));
             }
             Ok(None) => inc(&inner.stats.l2_misses),
-            Err(()) => return inner.fallback(sign_in).await,
+            Err(()) => return inner.fallback(sign_in).await.map(|c| (c, false)),
         }
         // Registered before the first lease attempt, so an announcement is never missed.
         let notify = Arc::new(Notify::new());
@@ -467,7 +467,7 @@ impl SharedCache {
         let mut pause = POLL_FIRST;
         loop {
             match inner.try_lease(&names.lease, &fence).await {
-                Err(()) => return inner.fallback(sign_in).await,
+                Err(()) => return inner.fallback(sign_in).await.map(|c| (c, false)),
                 Ok(true) => {
                     inc(&inner.stats.leases_taken);
                     if waited {
@@ -478,9 +478,12 @@ impl SharedCache {
                     if let Ok(Some(c)) = inner.fetch(key, &names, lookup.min_remaining).await {
                         inner.release(&names.lease, &fence).await;
                         inc(&inner.stats.l2_hits);
-                        return Ok(c);
+                        return Ok((c, true));
                     }
-                    return self.sign_in_holding(&names, &fence, sign_in).await;
+                    return self
+                        .sign_in_holding(&names, &fence, sign_in)
+                        .await
+                        .map(|c| (c, false));
                 }
                 Ok(false) => {
                     if !waited {
@@ -496,7 +499,7 @@ impl SharedCache {
                         );
                         let c = sign_in.await?;
                         inner.publish(&names, &c, None).await;
-                        return Ok(c);
+                        return Ok((c, false));
                     }
                     let _ = tokio::time::timeout(pause.min(deadline - now), notify.notified())
                         .await;
@@ -504,10 +507,10 @@ impl SharedCache {
                     match inner.fetch(key, &names, lookup.min_remaining).await {
                         Ok(Some(c)) => {
                             inc(&inner.stats.l2_hits);
-                            return Ok(c);
+                            return Ok((c, true));
                         }
                         Ok(None) => {}
-                        Err(()) => return inner.fallback(sign_in).await,
+                        Err(()) => return inner.fallback(sign_in).await.map(|c| (c, false)),
                     }
                 }
             }
@@ -662,10 +665,9 @@ impl Inner {
         if !self.breaker.allow() {
             return Err(());
         }
-        let Some(conn) = self.conn.load_full() else {
-            self.failed(what, "not connected yet");
-            return Err(());
-        };
+        // Before the first connection there is nothing to wait for: fall back at once, without
+        // counting against the breaker (the connection task logs and retries).
+        let conn = self.conn.load_full().ok_or(())?;
         match tokio::time::timeout(self.config.operation_timeout, op((*conn).clone())).await {
             Ok(Ok(v)) => {
                 if self.breaker.success() {
@@ -770,7 +772,6 @@ impl Inner {
             user_luid: Luid::from(e.user_luid),
             jti: uuid::Uuid::try_parse(&e.jti).ok()?,
             expires_at: UNIX_EPOCH + Duration::from_millis(e.expires_ms),
-            from_shared: true,
         })
     }
 

@@ -8,5 +8,6 @@ mod broker;
 mod catalog;
 mod cli;
 mod client_cli;
+mod shared_cache;
 mod tableau_client;
 mod transport;

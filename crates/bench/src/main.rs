@@ -730,7 +730,6 @@ async fn fill(
                 user_luid: format!("00000000-0000-4000-8000-{i:012}").into(),
                 jti: uuid::Uuid::new_v4(),
                 expires_at: now + Duration::from_secs(4 * 3600),
-                from_shared: false,
             };
             async move { Ok(c) }
         };
