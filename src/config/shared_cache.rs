@@ -81,27 +81,28 @@ pub(super) fn build(
             );
         }
     }
-    let password = raw.password_file.map(|p| resolve(&p)).and_then(|p| {
-        match std::fs::read_to_string(&p) {
-            Ok(s) => {
-                let pw = SecretString::from(s.trim_end_matches(['\n', '\r']).to_owned());
-                if pw.expose_secret().is_empty() {
+    let password =
+        raw.password_file
+            .map(|p| resolve(&p))
+            .and_then(|p| match std::fs::read_to_string(&p) {
+                Ok(s) => {
+                    let pw = SecretString::from(s.trim_end_matches(['\n', '\r']).to_owned());
+                    if pw.expose_secret().is_empty() {
+                        iss.add(
+                            format!("{AT}.password_file"),
+                            format!("{} is empty", p.display()),
+                        );
+                    }
+                    Some(pw)
+                }
+                Err(e) => {
                     iss.add(
                         format!("{AT}.password_file"),
-                        format!("{} is empty", p.display()),
+                        format!("cannot read {}: {e}", p.display()),
                     );
+                    None
                 }
-                Some(pw)
-            }
-            Err(e) => {
-                iss.add(
-                    format!("{AT}.password_file"),
-                    format!("cannot read {}: {e}", p.display()),
-                );
-                None
-            }
-        }
-    });
+            });
     let current = match raw.encryption_key_file {
         None => {
             iss.add(
@@ -200,7 +201,11 @@ pub(super) fn summary(c: &SharedCacheConfig) -> String {
     format!(
         "shared cache: {} (password {}, ca_file {}) key {} previous {:?} operation_timeout {} lease_ttl {} lease_wait {}\n",
         crate::shared_cache::redact_url(&c.redis_url),
-        if c.password.is_some() { "from file" } else { "none" },
+        if c.password.is_some() {
+            "from file"
+        } else {
+            "none"
+        },
         c.ca_file
             .as_ref()
             .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
@@ -210,4 +215,75 @@ pub(super) fn summary(c: &SharedCacheConfig) -> String {
         humantime::format_duration(c.lease_ttl),
         humantime::format_duration(c.lease_wait),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    fn load(dir: &std::path::Path, shared: &str) -> Result<Config, ConfigError> {
+        let text = format!("version = 1\n[cache.shared]\n{shared}\n");
+        Config::from_toml(&text, &dir.join("broker.toml"))
+    }
+
+    fn issues(dir: &std::path::Path, shared: &str) -> Vec<String> {
+        match load(dir, shared) {
+            Err(ConfigError::Invalid { issues, .. }) => {
+                issues.iter().map(ToString::to_string).collect()
+            }
+            other => panic!("expected issues, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_section_loads_and_its_summary_shows_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k1"), [7u8; 32]).unwrap();
+        std::fs::write(dir.path().join("k0"), [8u8; 32]).unwrap();
+        std::fs::write(dir.path().join("pw"), "hunter2-redis\n").unwrap();
+        let c = load(
+            dir.path(),
+            "redis_url = \"redis://broker@127.0.0.1:6379/0\"\nencryption_key_file = \"k1\"\nprevious_encryption_key_files = [\"k0\"]\npassword_file = \"pw\"",
+        )
+        .unwrap();
+        let s = c.cache.shared.as_ref().unwrap();
+        assert_eq!(
+            s.operation_timeout,
+            crate::shared_cache::DEFAULT_OPERATION_TIMEOUT
+        );
+        assert_eq!(s.keys.ids().len(), 2);
+        let summary = c.summary();
+        assert!(
+            summary.contains("shared cache: redis://127.0.0.1:6379/0"),
+            "{summary}"
+        );
+        assert!(summary.contains(&s.keys.current_id().to_string()));
+        assert!(!summary.contains("hunter2") && !summary.contains("broker@"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn problems_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("short"), "c2hvcnQ=").unwrap();
+        let got = issues(
+            dir.path(),
+            "redis_url = \"redis://u:pw@h:6379\"\nencryption_key_file = \"short\"\nlease_ttl = \"5s\"\nlease_wait = \"5s\"\noperation_timeout = \"0s\"\nbreaker_failures = 0",
+        );
+        let at = |p: &str| got.iter().any(|i| i.starts_with(p));
+        assert!(at("cache.shared.redis_url: has a password"), "{got:?}");
+        assert!(at("cache.shared.encryption_key_file: "), "{got:?}");
+        assert!(at("cache.shared.lease_wait: "), "{got:?}");
+        assert!(at("cache.shared.operation_timeout: "), "{got:?}");
+        assert!(at("cache.shared.breaker_failures: "), "{got:?}");
+        let got = issues(dir.path(), "redis_url = \"http://h\"");
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("cache.shared.redis_url: "))
+        );
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("cache.shared.encryption_key_file: missing"))
+        );
+    }
 }

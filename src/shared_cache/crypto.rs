@@ -108,8 +108,8 @@ fn data_key(secret: &SecretSlice<u8>) -> Result<DataKey, KeyError> {
     let aead = UnboundKey::new(&AES_256_GCM, key)
         .map(LessSafeKey::new)
         .map_err(|_| KeyError::BadLength(key.len()))?;
-    let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .map_err(|_| KeyError::BadLength(key.len()))?;
+    let mut derive =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| KeyError::BadLength(key.len()))?;
     derive.update(NAMES_LABEL);
     let mut names_key: [u8; 32] = derive.finalize().into_bytes().into();
     let names = <Hmac<Sha256> as Mac>::new_from_slice(&names_key)
@@ -260,10 +260,19 @@ mod tests {
         let sealed = old.seal(Purpose::Entry, "n1", b"secret".to_vec()).unwrap();
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
         assert_eq!(new.open(Purpose::Entry, "n1", &sealed).unwrap(), b"secret");
-        assert!(new.open(Purpose::Entry, "n2", &sealed).is_none(), "bound to its name");
-        assert!(new.open(Purpose::Message, "n1", &sealed).is_none(), "bound to its purpose");
+        assert!(
+            new.open(Purpose::Entry, "n2", &sealed).is_none(),
+            "bound to its name"
+        );
+        assert!(
+            new.open(Purpose::Message, "n1", &sealed).is_none(),
+            "bound to its purpose"
+        );
         let sealed_new = new.seal(Purpose::Entry, "n1", b"x".to_vec()).unwrap();
-        assert!(old.open(Purpose::Entry, "n1", &sealed_new).is_none(), "unknown key");
+        assert!(
+            old.open(Purpose::Entry, "n1", &sealed_new).is_none(),
+            "unknown key"
+        );
         let mut tampered = sealed.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;

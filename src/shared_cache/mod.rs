@@ -501,8 +501,8 @@ impl SharedCache {
                         inner.publish(&names, &c, None).await;
                         return Ok((c, false));
                     }
-                    let _ = tokio::time::timeout(pause.min(deadline - now), notify.notified())
-                        .await;
+                    let _ =
+                        tokio::time::timeout(pause.min(deadline - now), notify.notified()).await;
                     pause = (pause * 2).min(POLL_MAX);
                     match inner.fetch(key, &names, lookup.min_remaining).await {
                         Ok(Some(c)) => {
@@ -561,7 +561,9 @@ impl SharedCache {
             p.cmd("GET").arg(n);
         }
         let found: Vec<Option<String>> = inner
-            .run("token lookup", |mut c| async move { p.query_async(&mut c).await })
+            .run("token lookup", |mut c| async move {
+                p.query_async(&mut c).await
+            })
             .await
             .ok()?;
         for entry in found.into_iter().flatten() {
@@ -984,7 +986,9 @@ async fn connect_loop(inner: Weak<Inner>, client: redis::Client) {
             }
             Err(_) if !warned => {
                 warned = true;
-                tracing::warn!("connecting to Redis timed out; serving from this replica's cache alone and retrying");
+                tracing::warn!(
+                    "connecting to Redis timed out; serving from this replica's cache alone and retrying"
+                );
             }
             _ => {}
         }

@@ -77,7 +77,10 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.cli(&["PING"]).trim() != "PONG" {
-            assert!(Instant::now() < deadline, "redis-server did not answer PING");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -213,15 +216,19 @@ scopes = ["{SCOPE}"]
     /// its own cache, which these tests do not count on).
     async fn replicas(&self, n: usize) -> Vec<Arc<Broker>> {
         let rs: Vec<_> = (0..n).map(|_| self.replica()).collect();
-        eventually(Duration::from_secs(10), "replicas connect to Redis", || async {
-            rs.iter()
-                .all(|r| r.shared_cache().unwrap().snapshot().connected)
-        })
+        eventually(
+            Duration::from_secs(10),
+            "replicas connect to Redis",
+            || async {
+                rs.iter()
+                    .all(|r| r.shared_cache().unwrap().snapshot().connected)
+            },
+        )
         .await;
         rs
     }
 
-    fn signins(&self) -> u64 {
+    fn sessions_made(&self) -> u64 {
         self.double.stats().signins_ok
     }
 }
@@ -292,7 +299,11 @@ async fn three_hundred_cold_calls_over_three_replicas_sign_in_once() {
     for c in calls {
         tokens.insert(c.await.unwrap());
     }
-    assert_eq!(w.signins(), 1, "one sign-in at the double across replicas");
+    assert_eq!(
+        w.sessions_made(),
+        1,
+        "one sign-in at the double across replicas"
+    );
     assert_eq!(tokens.len(), 1, "every replica hands out the same session");
     let snaps: Vec<_> = replicas
         .iter()
@@ -318,7 +329,7 @@ async fn three_thousand_calls_over_thirty_keys_sign_in_thirty_times() {
     for c in calls {
         c.await.unwrap();
     }
-    assert_eq!(w.signins(), 30);
+    assert_eq!(w.sessions_made(), 30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,20 +339,26 @@ async fn invalidation_on_one_replica_reaches_the_others() {
     let t = token(&a, &user(1)).await;
     assert_eq!(token(&b, &user(1)).await, t);
     assert_eq!(token(&c, &user(1)).await, t);
-    assert_eq!(w.signins(), 1);
+    assert_eq!(w.sessions_made(), 1);
     let done = a
         .invalidate(CALLER, &SecretString::from(t.clone()))
         .await
         .unwrap();
     assert!(done.evicted);
     for r in [&b, &c] {
-        eventually(Duration::from_secs(10), "a peer stopped serving the invalidated token", || async {
-            token(r, &user(1)).await != t
-        })
+        eventually(
+            Duration::from_secs(10),
+            "a peer stopped serving the invalidated token",
+            || async { token(r, &user(1)).await != t },
+        )
         .await;
     }
     let fresh = token(&b, &user(1)).await;
-    assert_eq!(token(&c, &user(1)).await, fresh, "the new session is shared too");
+    assert_eq!(
+        token(&c, &user(1)).await,
+        fresh,
+        "the new session is shared too"
+    );
 
     // A replica that never held a token finds it through Redis.
     let t2 = token(&a, &user(2)).await;
@@ -351,9 +368,11 @@ async fn invalidation_on_one_replica_reaches_the_others() {
         .await
         .unwrap();
     assert!(done.evicted, "found and dropped through the shared cache");
-    eventually(Duration::from_secs(10), "the holder stopped serving it", || async {
-        token(&a, &user(2)).await != t2
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the holder stopped serving it",
+        || async { token(&a, &user(2)).await != t2 },
+    )
     .await;
 
     // A forced refresh replaces the session for everyone.
@@ -363,9 +382,11 @@ async fn invalidation_on_one_replica_reaches_the_others() {
     let after = a.get_credentials(CALLER, refresh).await.unwrap();
     let after = after.credentials.token.expose_secret().to_owned();
     assert_ne!(before, after);
-    eventually(Duration::from_secs(10), "peers serve the refreshed session", || async {
-        token(&c, &user(3)).await == after
-    })
+    eventually(
+        Duration::from_secs(10),
+        "peers serve the refreshed session",
+        || async { token(&c, &user(3)).await == after },
+    )
     .await;
 }
 
@@ -375,13 +396,13 @@ async fn redis_stopped_means_local_sign_ins_and_sharing_resumes_after_a_restart(
     let [a, b]: [Arc<Broker>; 2] = w.replicas(2).await.try_into().unwrap();
     token(&a, &user(4)).await;
     token(&b, &user(4)).await;
-    assert_eq!(w.signins(), 1, "shared while Redis runs");
+    assert_eq!(w.sessions_made(), 1, "shared while Redis runs");
     w.redis.stop();
     for i in 5..10 {
         token(&a, &user(i)).await;
         token(&b, &user(i)).await;
     }
-    assert_eq!(w.signins(), 11, "each replica signed in for itself");
+    assert_eq!(w.sessions_made(), 11, "each replica signed in for itself");
     for r in [&a, &b] {
         let s = r.shared_cache().unwrap().snapshot();
         assert!(s.fallback_signins >= 5, "{s:?}");
@@ -389,19 +410,23 @@ async fn redis_stopped_means_local_sign_ins_and_sharing_resumes_after_a_restart(
     }
     w.redis.restart();
     let mut next = 10;
-    eventually(Duration::from_secs(30), "sharing resumed after Redis restarted", || {
-        let (a, b) = (Arc::clone(&a), Arc::clone(&b));
-        let u = user(next);
-        next += 1;
-        let signins = w.signins();
-        let double = &w.double;
-        async move {
-            token(&a, &u).await;
-            let after_a = double.stats().signins_ok;
-            token(&b, &u).await;
-            after_a == signins + 1 && double.stats().signins_ok == after_a
-        }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "sharing resumed after Redis restarted",
+        || {
+            let (a, b) = (Arc::clone(&a), Arc::clone(&b));
+            let u = user(next);
+            next += 1;
+            let signins = w.sessions_made();
+            let double = &w.double;
+            async move {
+                token(&a, &u).await;
+                let after_a = double.stats().signins_ok;
+                token(&b, &u).await;
+                after_a == signins + 1 && double.stats().signins_ok == after_a
+            }
+        },
+    )
     .await;
     assert!(!b.shared_cache().unwrap().snapshot().fallback());
 }
@@ -475,7 +500,10 @@ async fn a_lease_holder_killed_mid_sign_in_costs_at_most_one_more_sign_in() {
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let stderr = holder.stderr.take().unwrap();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
@@ -504,9 +532,11 @@ async fn a_lease_holder_killed_mid_sign_in_costs_at_most_one_more_sign_in() {
             })
             .await
     });
-    eventually(Duration::from_secs(20), "the holder took the lease", || async {
-        !w.redis.keys("ttb:*:lease").is_empty()
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the holder took the lease",
+        || async { !w.redis.keys("ttb:*:lease").is_empty() },
+    )
     .await;
     let replicas = w.replicas(2).await;
     let mut waiters = Vec::new();
@@ -516,16 +546,23 @@ async fn a_lease_holder_killed_mid_sign_in_costs_at_most_one_more_sign_in() {
             b.get_credentials(CALLER, request(&user(7))).await
         }));
     }
-    eventually(Duration::from_secs(20), "both replicas wait on the lease", || async {
-        replicas
-            .iter()
-            .all(|r| r.shared_cache().unwrap().snapshot().lease_waits == 1)
-    })
+    eventually(
+        Duration::from_secs(20),
+        "both replicas wait on the lease",
+        || async {
+            replicas
+                .iter()
+                .all(|r| r.shared_cache().unwrap().snapshot().lease_waits == 1)
+        },
+    )
     .await;
     holder.kill().unwrap();
     holder.wait().unwrap();
-    assert!(held.await.unwrap().is_err(), "the holder's own caller lost its broker");
-    let before = w.signins();
+    assert!(
+        held.await.unwrap().is_err(),
+        "the holder's own caller lost its broker"
+    );
+    let before = w.sessions_made();
     w.double.clear_faults();
     let mut tokens = std::collections::HashSet::new();
     for c in waiters {
@@ -534,15 +571,23 @@ async fn a_lease_holder_killed_mid_sign_in_costs_at_most_one_more_sign_in() {
     }
     assert_eq!(tokens.len(), 1);
     assert!(
-        w.signins() <= before + 1,
+        w.sessions_made() <= before + 1,
         "at most one more sign-in: {} then {}",
         before,
-        w.signins()
+        w.sessions_made()
     );
     let snaps: Vec<_> = replicas
         .iter()
         .map(|r| r.shared_cache().unwrap().snapshot())
         .collect();
-    assert_eq!(snaps.iter().map(|s| s.lease_takeovers).sum::<u64>(), 1, "{snaps:?}");
-    assert_eq!(snaps.iter().map(|s| s.fallback_signins).sum::<u64>(), 0, "{snaps:?}");
+    assert_eq!(
+        snaps.iter().map(|s| s.lease_takeovers).sum::<u64>(),
+        1,
+        "{snaps:?}"
+    );
+    assert_eq!(
+        snaps.iter().map(|s| s.fallback_signins).sum::<u64>(),
+        0,
+        "{snaps:?}"
+    );
 }
