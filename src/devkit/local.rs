@@ -274,6 +274,7 @@ pub struct LocalSetup {
     header: Option<String>,
     sites: Vec<LocalSite>,
     callers: Vec<LocalCaller>,
+    extra_toml: Option<String>,
 }
 
 impl std::fmt::Debug for LocalSetup {
@@ -327,7 +328,15 @@ impl LocalSetup {
             header: None,
             sites: Vec::new(),
             callers: Vec::new(),
+            extra_toml: None,
         }
+    }
+
+    /// TOML appended to the broker's configuration, for sections the setup does not model
+    /// (e.g. `[cache.shared]` in the benchmark).
+    pub fn extra_toml(mut self, text: impl Into<String>) -> Self {
+        self.extra_toml = Some(text.into());
+        self
     }
 
     /// Uses `pki`, whose server certificate, key and CA are already in `files` (the demo keeps
@@ -457,6 +466,9 @@ impl LocalSetup {
                 }
             }
             t.push('\n');
+        }
+        if let Some(extra) = &self.extra_toml {
+            let _ = writeln!(t, "{extra}");
         }
         t
     }
