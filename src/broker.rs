@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::mpsc;
 
 use crate::audit::record::{AuditRecord, CallerRecord, Event, Outcome, Scopes, rfc3339};
 use crate::audit::{AuditMode, AuditSink, CallerContext, Fingerprinter};
@@ -19,6 +20,7 @@ use crate::limits::{LimitStats, SignInLimits};
 use crate::mint::{MintedJwt, Minter};
 use crate::policy::{AccessRequest, Authorization, CallerEntry, Denial};
 use crate::scope::Scope;
+use crate::shared_cache::SharedCache;
 use crate::sign_outs::{SignOutQueue, SignOutSnapshot};
 use crate::stats::{HistogramSnapshot, LabeledCounters, LatencyHistogram};
 use crate::tableau::{ClientOptions, SignInTarget, TableauClient};
@@ -162,7 +164,7 @@ pub struct Broker {
     snapshot: ArcSwap<Snapshot>,
     cache: CredentialCache,
     sign_outs: Arc<SignOutQueue>,
-    limits: SignInLimits,
+    limits: Arc<SignInLimits>,
     minter: Minter,
     clock: SharedClock,
     fingerprints: Arc<Fingerprinter>,
@@ -170,6 +172,8 @@ pub struct Broker {
     audit: Arc<AuditSink>,
     /// Serializes reloads so generations are handed out in order.
     reload_lock: std::sync::Mutex<()>,
+    /// Redis as L2 behind `cache` (issue 16), when `[cache.shared]` is configured.
+    shared: Option<SharedCache>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -199,28 +203,45 @@ impl Broker {
         fingerprints: Fingerprinter,
     ) -> Result<Arc<Broker>, BrokerError> {
         let snapshot = Snapshot::new(config, &clock, 1)?;
+        let fingerprints = Arc::new(fingerprints);
+        // Read at start only: a reload keeps the running Redis connection and keys.
+        let shared = match &snapshot.config.cache.shared {
+            Some(sc) => Some(
+                SharedCache::start(sc.clone(), clock.clone(), Arc::clone(&fingerprints))
+                    .map_err(|e| BrokerError::Internal(e.to_string()))?,
+            ),
+            None => None,
+        };
         let c = &snapshot.config.cache;
         let sign_outs = SignOutQueue::new(
             clock.clone(),
             c.replaced_session_grace,
             c.max_pending_sign_outs,
         );
-        let departed = c.sign_out_on_evict.then(|| {
+        // With a shared cache, a session leaving this replica's cache (by size or expiry) may
+        // still be served by the other replicas, so it is not signed out; InvalidateCredentials
+        // still signs out.
+        let departed = (c.sign_out_on_evict && shared.is_none()).then(|| {
             let queue = Arc::clone(&sign_outs);
             Arc::new(move |c, why| queue.schedule(c, why)) as OnDeparture
         });
         let cache = CredentialCache::new(c.max_entries, clock.clone(), departed);
+        let (shared, remote_evictions) = match shared {
+            Some((s, rx)) => (Some(s), Some(rx)),
+            None => (None, None),
+        };
         let broker = Arc::new(Broker {
             snapshot: ArcSwap::from_pointee(snapshot),
             cache,
             sign_outs: Arc::clone(&sign_outs),
-            limits: SignInLimits::new(clock.clone()),
+            limits: Arc::new(SignInLimits::new(clock.clone())),
             minter: Minter::new(clock.clone()),
             clock,
-            fingerprints: Arc::new(fingerprints),
+            fingerprints,
             stats: Arc::default(),
             audit: Arc::new(audit),
             reload_lock: std::sync::Mutex::new(()),
+            shared,
         });
         broker
             .audit
@@ -230,6 +251,9 @@ impl Broker {
             let b = weak.upgrade()?;
             Some(async move { b.sign_out(&c).await })
         }));
+        if let Some(rx) = remote_evictions {
+            tokio::spawn(remote_eviction_worker(Arc::downgrade(&broker), rx));
+        }
         tokio::spawn(housekeeping(Arc::downgrade(&broker)));
         Ok(broker)
     }
@@ -326,6 +350,11 @@ impl Broker {
     /// Sign-ins and sign-outs at Tableau, for metrics.
     pub fn sign_in_stats(&self) -> &SignInStats {
         &self.stats
+    }
+
+    /// The shared cache (issue 16), for metrics and tests; `None` without `[cache.shared]`.
+    pub fn shared_cache(&self) -> Option<&SharedCache> {
+        self.shared.as_ref()
     }
 
     /// The token fingerprinter, so transport logs can match the audit lines.
@@ -494,15 +523,26 @@ impl Broker {
             min_remaining: req.min_remaining,
             force_refresh: req.force_refresh,
         };
+        // Set when this call's miss was answered from the shared cache (Redis). Calls that
+        // coalesced onto it in this replica report a sign-in, as they do for a real one. Made on a
+        // miss only, so a hit allocates nothing.
+        let from_l2 = std::sync::OnceLock::<Arc<std::sync::atomic::AtomicBool>>::new();
         // Built on every call but cheap: it only borrows. It runs only when this call would
         // start a sign-in, so the limits and the clones below cost nothing on a hit.
         let start = |key: &CacheKey| {
-            let config = &snapshot.config;
+            let config = Arc::clone(&snapshot.config);
             let entry = config
                 .policy
                 .caller(caller.source, &caller.id)
                 .map_or_else(|| caller.id.to_string(), |e| e.pattern.to_string());
-            self.limits.admit(&config.limits, &entry, key.as_ref())?;
+            let shared = self.shared.clone();
+            // Without a shared cache every start is a sign-in, so the limits are checked here and
+            // refuse this caller alone. With one, Redis may still answer: they are checked inside
+            // the sign-in, only when Redis did not.
+            if shared.is_none() {
+                self.limits.admit(&config.limits, &entry, key.as_ref())?;
+            }
+            let limits = Arc::clone(&self.limits);
             let slots = self.limits.site_slots(&config.limits, &site.name);
             let (remember, ttl) = (self.limits.rememberer(), config.limits.negative_cache_ttl);
             let client = snapshot.clients.get(&site.name).cloned();
@@ -520,7 +560,14 @@ impl Broker {
                 entry: entry_of(&snapshot.config, caller),
                 generation: snapshot.generation,
             };
-            Ok(async move {
+            let from_l2 = Arc::clone(from_l2.get_or_init(Arc::default));
+            let check_limits_late = shared.is_some();
+            let signing_key = key.clone();
+            let signing = async move {
+                let key = signing_key;
+                if check_limits_late {
+                    limits.admit(&config.limits, &entry, key.as_ref())?;
+                }
                 let _slot = slots.acquire().await?;
                 let client = client.ok_or_else(|| {
                     BrokerError::Internal(format!("no client for site {}", site.name))
@@ -533,9 +580,25 @@ impl Broker {
                     remember.remember(ttl, &key, e);
                 }
                 result
+            };
+            Ok(async move {
+                match shared {
+                    // Redis is asked before signing in (one sign-in across replicas) and is
+                    // given the new session after.
+                    Some(shared) => {
+                        let (c, hit) = shared.get_or_sign_in(&key, lookup, signing).await?;
+                        from_l2.store(hit, std::sync::atomic::Ordering::Relaxed);
+                        Ok(c)
+                    }
+                    None => signing.await,
+                }
             })
         };
-        let (credentials, from_cache) = self.cache.get_or_try_sign_in(key, lookup, start).await?;
+        let (credentials, hit) = self.cache.get_or_try_sign_in(key, lookup, start).await?;
+        let from_cache = hit
+            || from_l2
+                .get()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed));
         Ok(IssuedCredentials {
             credentials,
             from_cache,
@@ -673,7 +736,12 @@ impl Broker {
             }));
         }
         input::check_token(token.expose_secret())?;
-        let Some(found) = self.cache.find_by_digest(digest) else {
+        let mut found = self.cache.find_by_digest(digest);
+        if let (None, Some(shared)) = (&found, &self.shared) {
+            // Another replica may have handed the token out.
+            found = shared.find_by_token(token).await.map(Arc::new);
+        }
+        let Some(found) = found else {
             return Ok(Invalidated {
                 evicted: false,
                 signed_out: false,
@@ -689,7 +757,11 @@ impl Broker {
         ) {
             return Err(BrokerError::NotYourToken);
         }
-        let evicted = self.cache.remove_by_digest(digest).is_some();
+        let mut evicted = self.cache.remove_by_digest(digest).is_some();
+        if let Some(shared) = &self.shared {
+            // Drop the entry in Redis and from every replica's cache.
+            evicted |= shared.invalidate(&found).await;
+        }
         let signed_out = if snapshot.config.cache.sign_out_on_evict {
             self.sign_out(&found).await
         } else {
@@ -829,5 +901,16 @@ async fn housekeeping(broker: std::sync::Weak<Broker>) {
         tick.tick().await;
         let Some(b) = broker.upgrade() else { break };
         b.cache.run_pending_tasks();
+    }
+}
+
+/// Evicts from L1 the keys other replicas invalidated or replaced (shared cache, issue 16).
+async fn remote_eviction_worker(
+    broker: std::sync::Weak<Broker>,
+    mut rx: mpsc::UnboundedReceiver<CacheKey>,
+) {
+    while let Some(key) = rx.recv().await {
+        let Some(b) = broker.upgrade() else { break };
+        b.cache.remove(key.as_ref());
     }
 }

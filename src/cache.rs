@@ -518,6 +518,11 @@ impl CredentialCache {
         self.entries.remove(&found.key)
     }
 
+    /// Removes a key's entry: another replica invalidated or replaced it (shared cache).
+    pub fn remove(&self, key: KeyRef<'_>) -> Option<Arc<Credentials>> {
+        self.entries.remove(&key)
+    }
+
     /// Finds the entry holding a token without removing it.
     pub fn find_by_digest(&self, digest: &TokenDigest) -> Option<Arc<Credentials>> {
         let c = lock(&self.by_digest).get(digest)?.upgrade()?;

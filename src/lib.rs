@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod mint;
 pub mod policy;
 pub mod server;
+pub mod shared_cache;
 pub mod sign_outs;
 pub mod stats;
 pub mod tableau;

@@ -405,6 +405,59 @@ fn add_sources(
             &[],
             so.pending as f64,
         );
+        if let Some(sc) = b.shared_cache() {
+            let x = sc.snapshot();
+            for (result, n) in [("hit", x.l2_hits), ("miss", x.l2_misses)] {
+                s.counter(
+                    "shared_cache_lookups_total",
+                    "Local-cache misses looked up in the shared cache (Redis), by result.",
+                    &[("result", result)],
+                    n,
+                );
+            }
+            for (event, n) in [
+                ("taken", x.leases_taken),
+                ("waited", x.lease_waits),
+                ("takeover", x.lease_takeovers),
+                ("wait_timeout", x.lease_wait_timeouts),
+            ] {
+                s.counter(
+                    "shared_cache_leases_total",
+                    "Sign-in leases in Redis: taken to sign in, waited on (another replica signing in), taken over from a holder that died, waits that gave up.",
+                    &[("event", event)],
+                    n,
+                );
+            }
+            s.counter(
+                "shared_cache_errors_total",
+                "Redis operations that failed or timed out.",
+                &[],
+                x.redis_errors,
+            );
+            s.counter(
+                "shared_cache_fallback_sign_ins_total",
+                "Sign-ins done by this replica alone because Redis failed or the circuit breaker was open.",
+                &[],
+                x.fallback_signins,
+            );
+            s.gauge(
+                "shared_cache_fallback",
+                "1 while this replica runs without the shared cache (Redis unreachable or the circuit breaker open).",
+                &[],
+                if x.fallback() { 1.0 } else { 0.0 },
+            );
+            for (direction, n) in [
+                ("sent", x.invalidations_sent),
+                ("received", x.invalidations_received),
+            ] {
+                s.counter(
+                    "shared_cache_invalidations_total",
+                    "Invalidations sent to, and acted on from, the other replicas.",
+                    &[("direction", direction)],
+                    n,
+                );
+            }
+        }
         s.counter(
             "audit_writes_total",
             "Writes to the audit sink; each carries one or more records (group commit).",

@@ -3,6 +3,7 @@
 //! [`Config`] the service runs on. A config that fails validation is never half-applied.
 
 pub mod raw;
+mod shared_cache;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -246,6 +247,8 @@ pub struct CacheConfig {
     pub replaced_session_grace: Duration,
     /// Most sign-outs waiting at once; when full, the oldest runs early.
     pub max_pending_sign_outs: usize,
+    /// `[cache.shared]`: Redis shared by every replica; `None` keeps each replica's cache its own.
+    pub shared: Option<crate::shared_cache::SharedCacheConfig>,
 }
 
 /// HTTP client settings towards Tableau.
@@ -441,6 +444,9 @@ impl Config {
                 None => "random per process".to_owned(),
             },
         ));
+        if let Some(sc) = &self.cache.shared {
+            out.push_str(&shared_cache::summary(sc));
+        }
         for site in self.sites.values() {
             out.push_str(&format!(
                 "site {}: {} api {} content_url {:?} session_ttl {} jwt_ttl {} client_id {} secret_id {} secret from {}\n",
@@ -732,6 +738,10 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
             DEFAULT_MAX_PENDING_SIGN_OUTS,
             "a sign-out must be able to wait for its grace period",
         ),
+        shared: raw
+            .cache
+            .shared
+            .and_then(|s| shared_cache::build(&mut iss, s, raw.development, &resolve)),
     };
     let mut limits = LimitsConfig {
         default_rate: iss.rate(

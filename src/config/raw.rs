@@ -90,6 +90,8 @@ pub struct RawCache {
     pub replaced_session_grace: Option<String>,
     /// Most sign-outs waiting for their grace period to end.
     pub max_pending_sign_outs: Option<u64>,
+    /// `[cache.shared]`: Redis as a cache shared by every replica (issue 16).
+    pub shared: Option<RawSharedCache>,
 }
 
 /// `[limits]`.
@@ -104,6 +106,33 @@ pub struct RawLimits {
     pub max_concurrent_sign_ins: Option<u64>,
     /// How long a sign-in failure that retrying cannot fix is remembered per key.
     pub negative_cache_ttl: Option<String>,
+}
+
+/// `[cache.shared]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharedCache {
+    /// `redis://` or `rediss://` URL; a username may be in it, a password may not.
+    pub redis_url: Option<String>,
+    /// CA bundle (PEM) for a `rediss://` server certificate from a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// File holding the Redis password.
+    pub password_file: Option<PathBuf>,
+    /// File holding the current encryption key (32 bytes, raw or base64).
+    pub encryption_key_file: Option<PathBuf>,
+    /// Files holding previous encryption keys, still accepted for reading.
+    #[serde(default)]
+    pub previous_encryption_key_files: Vec<PathBuf>,
+    /// Timeout of each Redis operation.
+    pub operation_timeout: Option<String>,
+    /// Lifetime of a sign-in lease.
+    pub lease_ttl: Option<String>,
+    /// Longest wait for another replica's sign-in.
+    pub lease_wait: Option<String>,
+    /// Consecutive Redis failures that open the circuit breaker.
+    pub breaker_failures: Option<u32>,
+    /// How long the breaker stays open before probing Redis again.
+    pub breaker_cooldown: Option<String>,
 }
 
 /// `[tableau]`.

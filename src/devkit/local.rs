@@ -286,6 +286,7 @@ pub struct LocalSetup {
     callers: Vec<LocalCaller>,
     audit: Option<String>,
     settings: Vec<(String, String)>,
+    extra_toml: Option<String>,
 }
 
 /// The audit trail file a local setup writes into its folder unless told otherwise.
@@ -345,6 +346,7 @@ impl LocalSetup {
             callers: Vec::new(),
             audit: None,
             settings: Vec::new(),
+            extra_toml: None,
         }
     }
 
@@ -372,6 +374,13 @@ impl LocalSetup {
             .iter()
             .filter(move |(s, _)| s == section)
             .map(|(_, l)| l.as_str())
+    }
+
+    /// TOML appended to the broker's configuration, for sections the setup does not model
+    /// (e.g. `[cache.shared]` in the benchmark).
+    pub fn extra_toml(mut self, text: impl Into<String>) -> Self {
+        self.extra_toml = Some(text.into());
+        self
     }
 
     /// Uses `pki`, whose server certificate, key and CA are already in `files` (the demo keeps
@@ -533,6 +542,9 @@ impl LocalSetup {
                 }
             }
             t.push('\n');
+        }
+        if let Some(extra) = &self.extra_toml {
+            let _ = writeln!(t, "{extra}");
         }
         t
     }

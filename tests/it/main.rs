@@ -12,6 +12,7 @@ mod client_cli;
 mod observability;
 mod security;
 mod security_limits;
+mod shared_cache;
 mod tableau_client;
 mod tableau_double;
 mod transport;

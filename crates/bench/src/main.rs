@@ -12,6 +12,7 @@ mod peers;
 mod raw;
 mod report;
 mod setup;
+mod shared;
 
 /// mimalloc as in the broker's own binary, so the figures are the broker's: a tokio server allocates small, short-lived buffers on
 /// every thread, where glibc's per-thread arenas cost more per call and hold more memory per
@@ -83,6 +84,8 @@ enum Section {
     Mint,
     /// Many cached entries.
     Scale,
+    /// The shared cache (Redis): L2 vs L1 hits, cold calls over replicas, hit ratio.
+    Shared,
 }
 
 /// Sizes and durations of one run.
@@ -147,7 +150,7 @@ impl Plan {
 const AUDIT_CONCURRENCY: usize = 64;
 
 /// Injected sign-in latency of the Tableau double.
-const SIGNIN_LATENCY: Duration = Duration::from_millis(20);
+pub(crate) const SIGNIN_LATENCY: Duration = Duration::from_millis(20);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -198,6 +201,26 @@ async fn main() -> anyhow::Result<()> {
     if runs(Section::Scale) {
         eprintln!("[5/5] scale");
         scale(&world, &plan, &mut report).await?;
+    }
+
+    if runs(Section::Shared) {
+        eprintln!("[6/6] shared cache (Redis)");
+        let (lookups, cold) = if args.quick {
+            (50, 100)
+        } else {
+            (1_000, 1_000)
+        };
+        let levels = if args.quick { vec![16] } else { vec![16, 64] };
+        shared::run(
+            &world,
+            &levels,
+            lookups,
+            cold,
+            (plan.warmup, plan.measure),
+            &mut |n| users.take(n),
+            &mut report,
+        )
+        .await?;
     }
 
     report.print();

@@ -63,6 +63,15 @@ impl World {
     /// Starts the double (sign-in latency `signin_latency`), the broker (cache of at most
     /// `max_entries`) and the echo server.
     pub(crate) async fn start(signin_latency: Duration, max_entries: u64) -> anyhow::Result<World> {
+        World::start_with(signin_latency, max_entries, None).await
+    }
+
+    /// As [`World::start`], with `extra_toml` appended to the broker's configuration.
+    pub(crate) async fn start_with(
+        signin_latency: Duration,
+        max_entries: u64,
+        extra_toml: Option<String>,
+    ) -> anyhow::Result<World> {
         let dir = TempDir::new()?;
         let users = (0..USERS)
             .map(|i| SiteUser::new(user(i), format!("00000000-0000-4000-8000-{i:012}")))
@@ -83,6 +92,7 @@ impl World {
                 CALLER,
                 LocalGrant::new(&[SITE], &["*"], &[SCOPE]),
             ))
+            .extra_toml(extra_toml.unwrap_or_default())
             .start()
             .await
             .context("starting the Tableau double and the broker")?;
@@ -225,7 +235,9 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> std::io::Result<TempDir> {
-        let p = std::env::temp_dir().join(format!("ttb-bench-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("ttb-bench-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&p)?;
         Ok(TempDir(p))
     }
