@@ -187,6 +187,11 @@ lease_wait = "30s"
 breaker_failures = 2
 breaker_cooldown = "200ms"
 
+# This test is about sharing; the sign-in limits (tests/it/security_limits.rs) stay out of the way.
+[limits]
+sign_ins_per_second = 1000
+sign_in_burst = 1000
+
 [sites.finance]
 server_url = "{double}"
 content_url = "finance"
