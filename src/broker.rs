@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -58,6 +59,45 @@ pub struct Invalidated {
 struct Snapshot {
     config: Arc<Config>,
     clients: HashMap<String, TableauClient>,
+    /// Counts successful (re)loads: 0 for the configuration the broker started with.
+    generation: u64,
+}
+
+/// A configuration with everything built from it (Tableau clients), checked and ready to be
+/// swapped in by [`Broker::commit`], which cannot fail.
+pub struct PreparedSnapshot {
+    snapshot: Snapshot,
+}
+
+impl std::fmt::Debug for PreparedSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedSnapshot").finish_non_exhaustive()
+    }
+}
+
+impl PreparedSnapshot {
+    /// The configuration that would be swapped in.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.snapshot.config
+    }
+}
+
+/// What [`Broker::commit`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The new configuration generation.
+    pub generation: u64,
+    /// Sites whose cached sessions were dropped (server URL, content URL or connected app
+    /// changed, or the site was removed), with how many sessions each.
+    pub dropped: Vec<(String, usize)>,
+}
+
+/// Whether cached sessions of a site may outlive a change from `old` to `new`: only when the
+/// session still belongs to the same server, site and connected app.
+fn sessions_survive(old: &SiteConfig, new: &SiteConfig) -> bool {
+    old.server_url == new.server_url
+        && old.content_url == new.content_url
+        && old.app.client_id == new.app.client_id
 }
 
 impl Snapshot {
@@ -77,6 +117,7 @@ impl Snapshot {
         Ok(Snapshot {
             config: Arc::new(config),
             clients,
+            generation: 0,
         })
     }
 }
@@ -88,6 +129,8 @@ pub struct Broker {
     minter: Minter,
     clock: SharedClock,
     fingerprints: Arc<Fingerprinter>,
+    /// Sign-ins that succeeded only with the standby secret after Tableau refused the active one.
+    secret_fallbacks: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -112,14 +155,17 @@ impl Broker {
     pub fn new(config: Config, clock: SharedClock) -> Result<Arc<Broker>, BrokerError> {
         let snapshot = Snapshot::new(config, &clock)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let evicted = snapshot.config.cache.sign_out_on_evict.then_some(tx);
-        let cache = CredentialCache::new(snapshot.config.cache.max_entries, clock.clone(), evicted);
+        // Always wired: whether sessions are signed out is read from the configuration in force
+        // when they leave, so `sign_out_on_evict` reloads.
+        let cache =
+            CredentialCache::new(snapshot.config.cache.max_entries, clock.clone(), Some(tx));
         let broker = Arc::new(Broker {
             snapshot: ArcSwap::from_pointee(snapshot),
             cache,
             minter: Minter::new(clock.clone()),
             clock,
             fingerprints: Arc::new(Fingerprinter::new()),
+            secret_fallbacks: Arc::new(AtomicU64::new(0)),
         });
         tokio::spawn(sign_out_worker(Arc::downgrade(&broker), rx));
         tokio::spawn(housekeeping(Arc::downgrade(&broker)));
@@ -132,11 +178,55 @@ impl Broker {
     }
 
     /// Replaces the configuration. Everything is built first; on error the running one stays.
-    /// Cached sessions stay too: each request is still checked against the new policy.
-    pub fn reload(&self, config: Config) -> Result<(), BrokerError> {
-        let snapshot = Snapshot::new(config, &self.clock)?;
+    /// Cached sessions stay, except those of sites whose server, content URL or connected app
+    /// changed: each request is still checked against the new policy.
+    pub fn reload(&self, config: Config) -> Result<Committed, BrokerError> {
+        let prepared = self.prepare(config)?;
+        Ok(self.commit(prepared))
+    }
+
+    /// Builds everything a configuration needs (the Tableau clients) without touching the
+    /// running state, so a reload can check every part before it swaps any.
+    pub fn prepare(&self, config: Config) -> Result<PreparedSnapshot, BrokerError> {
+        Ok(PreparedSnapshot {
+            snapshot: Snapshot::new(config, &self.clock)?,
+        })
+    }
+
+    /// Swaps a prepared configuration in (one pointer store), then drops the cached sessions
+    /// of sites that moved or went away. Cannot fail. Callers serialize reloads.
+    pub fn commit(&self, prepared: PreparedSnapshot) -> Committed {
+        let mut snapshot = prepared.snapshot;
+        let old = self.snapshot.load_full();
+        snapshot.generation = old.generation + 1;
+        let generation = snapshot.generation;
+        let new_config = Arc::clone(&snapshot.config);
         self.snapshot.store(Arc::new(snapshot));
-        Ok(())
+        let mut dropped = Vec::new();
+        for (name, site) in &old.config.sites {
+            let keep = new_config
+                .site(name)
+                .is_some_and(|new| sessions_survive(site, new));
+            if !keep {
+                dropped.push((name.clone(), self.cache.drop_site(name)));
+            }
+        }
+        Committed {
+            generation,
+            dropped,
+        }
+    }
+
+    /// How many configurations have been swapped in since start (0: the first one). The audit
+    /// trail names it so a decision can be matched to the configuration that made it.
+    pub fn generation(&self) -> u64 {
+        self.snapshot.load().generation
+    }
+
+    /// Sign-ins that succeeded only with the standby secret after Tableau refused the active
+    /// one (a rotation step done out of order); for metrics.
+    pub fn secret_fallbacks(&self) -> u64 {
+        self.secret_fallbacks.load(Ordering::Relaxed)
     }
 
     /// The cache, for metrics and tests.
@@ -259,19 +349,47 @@ impl Broker {
         let sign_in = |key: &CacheKey| {
             let client = snapshot.clients.get(&site.name).cloned();
             let (site, key) = (Arc::clone(&site), key.clone());
-            let (minter, clock, fp) = (
+            let (minter, clock, fp, fallbacks) = (
                 self.minter.clone(),
                 self.clock.clone(),
                 Arc::clone(&self.fingerprints),
+                Arc::clone(&self.secret_fallbacks),
             );
             async move {
                 let client = client.ok_or_else(|| {
                     BrokerError::Internal(format!("no client for site {}", site.name))
                 })?;
-                sign_in(client, site, key, minter, clock, usable, fp).await
+                let ctx = SignInContext {
+                    minter,
+                    clock,
+                    usable,
+                    fp,
+                    fallbacks,
+                };
+                sign_in(client, site, key, ctx).await
             }
         };
-        let (credentials, from_cache) = self.cache.get_or_sign_in(key, lookup, sign_in).await?;
+        let (mut credentials, mut from_cache) =
+            self.cache.get_or_sign_in(key, lookup, &sign_in).await?;
+        // A session is only ever returned with the server URL that issued it. A mismatch means
+        // the site moved to another server while this session was cached or being signed in
+        // (its entries were dropped on reload, but a sign-in that was in flight can land after
+        // that); sign in again at the current server, once or twice at most.
+        let mut retries = 0;
+        while *credentials.server_url != *site.server_url {
+            if retries == 2 {
+                return Err(BrokerError::Unavailable {
+                    site: site.name.clone(),
+                    reason: "the site's server changed during the sign-in; retry".into(),
+                });
+            }
+            retries += 1;
+            let again = Lookup {
+                force_refresh: true,
+                ..lookup
+            };
+            (credentials, from_cache) = self.cache.get_or_sign_in(key, again, &sign_in).await?;
+        }
         Ok(IssuedCredentials {
             credentials,
             from_cache,
@@ -427,34 +545,68 @@ fn scopes_str(scopes: &[Scope]) -> String {
         .join(" ")
 }
 
-async fn sign_in(
-    client: TableauClient,
-    site: Arc<SiteConfig>,
-    key: CacheKey,
+/// What a sign-in needs besides the client, the site and the key.
+struct SignInContext {
     minter: Minter,
     clock: SharedClock,
     usable: Duration,
     fp: Arc<Fingerprinter>,
+    fallbacks: Arc<AtomicU64>,
+}
+
+/// Tableau's connected-app sub-codes that say the secret did not verify: 10084 (the signature
+/// fails, e.g. a wrong value) and 10085 (no secret with this ID, e.g. not added yet or deleted).
+/// Only these are retried with the standby secret.
+const SECRET_REFUSED: [u32; 2] = [10084, 10085];
+
+async fn sign_in(
+    client: TableauClient,
+    site: Arc<SiteConfig>,
+    key: CacheKey,
+    ctx: SignInContext,
 ) -> Result<Credentials, BrokerError> {
-    let minted = minter
-        .mint(&site.app, &key.user, &key.scopes, site.jwt_ttl)
-        .map_err(|e| BrokerError::Internal(e.to_string()))?;
-    let signed_in_at = clock.now();
-    let s = client
-        .sign_in(&target(&site), &minted.jwt)
-        .await
-        .map_err(|e| {
-            tracing::warn!(site = %site.name, server = %site.server_url, jti = %minted.jti, error = %e, "Tableau sign-in failed");
-            BrokerError::from_signin(&site.name, &key.user, e)
-        })?;
+    let mint = |app: &crate::config::ConnectedApp| {
+        ctx.minter
+            .mint(app, &key.user, &key.scopes, site.jwt_ttl)
+            .map_err(|e| BrokerError::Internal(e.to_string()))
+    };
+    let minted = mint(&site.app)?;
+    let mut signed_in_at = ctx.clock.now();
+    let mut jti = minted.jti;
+    let first = client.sign_in(&target(&site), &minted.jwt).await;
+    let result = match (first, site.app_with_standby()) {
+        (Err(e), Some(standby))
+            if e.sub_code().is_some_and(|c| SECRET_REFUSED.contains(&c)) =>
+        {
+            tracing::warn!(
+                site = %site.name,
+                client_id = %site.app.client_id,
+                active_secret_id = %site.app.secret_id,
+                standby_secret_id = %standby.secret_id,
+                sub_code = e.sub_code(),
+                "Tableau refused the active connected-app secret; trying the standby secret once (finish the rotation: see README, Operations)"
+            );
+            ctx.fallbacks.fetch_add(1, Ordering::Relaxed);
+            let minted = mint(&standby)?;
+            jti = minted.jti;
+            signed_in_at = ctx.clock.now();
+            client.sign_in(&target(&site), &minted.jwt).await
+        }
+        (first, _) => first,
+    };
+    let s = result.map_err(|e| {
+        tracing::warn!(site = %site.name, server = %site.server_url, jti = %jti, error = %e, "Tableau sign-in failed");
+        BrokerError::from_signin(&site.name, &key.user, e)
+    })?;
     Ok(Credentials {
-        digest: fp.digest(&s.token),
+        digest: ctx.fp.digest(&s.token),
         token: s.token,
         site_luid: Arc::from(s.site_luid),
         site_content_url: Arc::from(s.site_content_url),
+        server_url: Arc::from(site.server_url.as_str()),
         user_luid: s.user_luid.into(),
-        jti: minted.jti,
-        expires_at: signed_in_at + usable,
+        jti,
+        expires_at: signed_in_at + ctx.usable,
         key,
     })
 }
@@ -477,6 +629,8 @@ async fn sign_out_worker(
 ) {
     while let Some(c) = rx.recv().await {
         let Some(b) = broker.upgrade() else { break };
-        b.sign_out(&c).await;
+        if b.config().cache.sign_out_on_evict {
+            b.sign_out(&c).await;
+        }
     }
 }

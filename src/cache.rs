@@ -149,6 +149,10 @@ pub struct Credentials {
     pub site_luid: Arc<str>,
     /// Site content URL.
     pub site_content_url: Arc<str>,
+    /// The Tableau server that issued the token (interned): a token is only ever handed out
+    /// next to this server URL, so a site moved to another server never returns the old
+    /// server's token.
+    pub server_url: Arc<str>,
     /// User LUID.
     pub user_luid: Luid,
     /// `jti` of the JWT that signed in.
@@ -221,6 +225,8 @@ pub struct CredentialCache {
     strings: Arc<Interner<str>>,
     scope_sets: Interner<[Scope]>,
     clock: SharedClock,
+    /// Where sessions that leave the cache go for sign-out (the eviction listener's channel).
+    evicted: Option<mpsc::UnboundedSender<Arc<Credentials>>>,
 }
 
 impl fmt::Debug for CredentialCache {
@@ -278,6 +284,7 @@ impl CredentialCache {
         let by_digest: Arc<Mutex<HashMap<TokenDigest, Weak<Credentials>, FastHash>>> =
             Arc::default();
         let index = Arc::clone(&by_digest);
+        let evicted_for_drops = evicted.clone();
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_entries)
             .expire_after(ExpireAtDeadline {
@@ -309,6 +316,7 @@ impl CredentialCache {
             strings: Arc::new(Interner::new()),
             scope_sets: Interner::new(),
             clock,
+            evicted: evicted_for_drops,
         }
     }
 
@@ -363,6 +371,7 @@ impl CredentialCache {
                         let result = fut.await.map(|mut c| {
                             c.site_luid = strings.intern(&c.site_luid);
                             c.site_content_url = strings.intern(&c.site_content_url);
+                            c.server_url = strings.intern(&c.server_url);
                             Arc::new(c)
                         });
                         if let Ok(c) = &result {
@@ -391,6 +400,29 @@ impl CredentialCache {
     pub fn remove_by_digest(&self, digest: &TokenDigest) -> Option<Arc<Credentials>> {
         let found = self.find_by_digest(digest)?;
         self.entries.remove(&found.key)
+    }
+
+    /// Drops every cached session of `site` (its server, content URL or connected app changed,
+    /// or it was removed) and hands them to the eviction channel like any other session that
+    /// leaves the cache, so they are signed out there. Returns how many were dropped.
+    pub fn drop_site(&self, site: &str) -> usize {
+        let keys: Vec<Arc<CacheKey>> = self
+            .entries
+            .iter()
+            .filter(|(k, _)| &*k.site == site)
+            .map(|(k, _)| k)
+            .collect();
+        let mut dropped = 0;
+        for key in keys {
+            // An explicit removal skips the listener's sign-out hand-off; do it here instead.
+            if let Some(c) = self.entries.remove(&*key) {
+                dropped += 1;
+                if let Some(tx) = &self.evicted {
+                    let _ = tx.send(c);
+                }
+            }
+        }
+        dropped
     }
 
     /// Finds the entry holding a token without removing it.
@@ -454,6 +486,7 @@ mod tests {
             token,
             site_luid: Arc::from("9a8b7c6d-0000-4000-8000-000000000001"),
             site_content_url: Arc::from("finance"),
+            server_url: Arc::from("https://tableau.example.com"),
             user_luid: String::from("u-1").into(),
             jti: uuid::Uuid::new_v4(),
             expires_at,

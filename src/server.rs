@@ -1,11 +1,11 @@
 //! Assembles and runs the gRPC server: mTLS acceptor, identity layer, `TokenBroker`, health and
 //! reflection; drains in-flight calls on shutdown within a grace period; reloads configuration
-//! and certificates on SIGHUP, keeping the running ones when the new ones are bad.
+//! and certificates when their files change or on SIGHUP ([`crate::reload`], [`crate::watch`]),
+//! keeping the running ones when the new ones are bad.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -17,7 +17,9 @@ use crate::config::{Config, ConfigError};
 use crate::error::BrokerError;
 use crate::grpc::routes::GrpcRoutes;
 use crate::grpc::{TokenBrokerService, pb};
+use crate::reload::{ReloadError, ReloadReport, ReloadStats, Reloader};
 use crate::transport::{self, IdentityLayer, TlsError, TlsFiles, TlsReloader};
+use crate::watch::{self, WatchTask};
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +57,10 @@ pub struct RunningServer {
     local_addr: SocketAddr,
     broker: Arc<Broker>,
     tls: TlsReloader,
+    clock: SharedClock,
+    reloader: Mutex<Option<Arc<Reloader>>>,
+    watch: Option<WatchTask>,
     health: tonic_health::server::HealthReporter,
-    grace_period: Duration,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -87,7 +91,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         addr: server.listen,
         source,
     })?;
-    let broker = Broker::new(config, clock)?;
+    let broker = Broker::new(config, clock.clone())?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -129,8 +133,10 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         local_addr,
         broker,
         tls,
+        clock,
+        reloader: Mutex::new(None),
+        watch: None,
         health,
-        grace_period: server.grace_period,
         stop: Some(stop),
         task,
     })
@@ -147,26 +153,68 @@ impl RunningServer {
         &self.broker
     }
 
-    /// Reloads configuration and certificates. Everything new is loaded and checked first; on any
-    /// error the running configuration and certificates stay in place.
-    pub fn reload(&self, config_path: &Path) -> Result<(), ServeError> {
-        let config = Config::load(config_path)?;
-        if let Some(s) = &config.server {
-            let files = TlsFiles {
-                cert: s.cert.clone(),
-                key: s.key.clone(),
-                client_ca: s.client_ca.clone(),
-            };
-            // Check the new files before touching anything.
-            files.load()?;
+    /// The reloader for `config_path` (one per server, made on first use).
+    fn reloader(&self, config_path: &Path) -> Arc<Reloader> {
+        let mut slot = self.reloader.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some(r) if r.config_path() == config_path => Arc::clone(r),
+            _ => {
+                let r = Arc::new(Reloader::new(
+                    config_path.to_path_buf(),
+                    Arc::clone(&self.broker),
+                    self.tls.clone(),
+                    self.clock.clone(),
+                ));
+                *slot = Some(Arc::clone(&r));
+                r
+            }
         }
-        self.tls.reload()?;
-        self.broker.reload(config)?;
-        Ok(())
+    }
+
+    /// Reloads configuration and certificates from `config_path` now. Everything new is loaded
+    /// and checked first; on any error the running configuration and certificates stay in place.
+    pub fn reload(&self, config_path: &Path) -> Result<ReloadReport, ReloadError> {
+        self.reloader(config_path).reload("manual")
+    }
+
+    /// Watches `config_path` and every file it names, and reloads when one changes (file
+    /// events, plus the periodic re-check of `[reload] check_interval`). Replaces an earlier
+    /// watch.
+    pub async fn watch(&mut self, config_path: &Path) {
+        if let Some(w) = self.watch.take() {
+            w.stop().await;
+        }
+        self.watch = Some(watch::spawn(self.reloader(config_path)));
+    }
+
+    /// Asks the watch task to reload now, as SIGHUP does; `false` when nothing is watched.
+    pub fn request_reload(&self) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.trigger().reload())
+    }
+
+    /// Reload counters and certificate end dates, once a reload or watch has been set up.
+    pub fn reload_stats(&self) -> Option<Arc<ReloadStats>> {
+        let slot = self.reloader.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().map(|r| Arc::clone(r.stats()))
+    }
+
+    /// The TLS configuration new handshakes use.
+    pub fn tls(&self) -> &TlsReloader {
+        &self.tls
     }
 
     /// Stops accepting, lets in-flight calls finish within the grace period, then returns.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(w) = self.watch.take() {
+            w.stop().await;
+        }
+        // The grace period in force now: it reloads like everything else.
+        let grace_period = self
+            .broker
+            .config()
+            .server
+            .as_ref()
+            .map_or(crate::config::DEFAULT_GRACE_PERIOD, |s| s.grace_period);
         self.health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
@@ -176,12 +224,12 @@ impl RunningServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        match tokio::time::timeout(self.grace_period, &mut self.task).await {
+        match tokio::time::timeout(grace_period, &mut self.task).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(ServeError::Transport(e.to_string())),
             Ok(Err(e)) => Err(ServeError::Transport(e.to_string())),
             Err(_) => {
-                tracing::warn!(grace_period = ?self.grace_period, "grace period over; closing the remaining calls");
+                tracing::warn!(grace_period = ?grace_period, "grace period over; closing the remaining calls");
                 self.task.abort();
                 Ok(())
             }
@@ -189,10 +237,11 @@ impl RunningServer {
     }
 }
 
-/// `serve`: runs until SIGTERM or SIGINT, reloading on SIGHUP.
+/// `serve`: runs until SIGTERM or SIGINT, reloading when the files it reads change, or on SIGHUP.
 pub async fn serve_until_signal(config_path: PathBuf, config: Config) -> Result<(), ServeError> {
-    let server = start(config, crate::clock::system()).await?;
-    wait_for_signals(&server, &config_path).await;
+    let mut server = start(config, crate::clock::system()).await?;
+    server.watch(&config_path).await;
+    wait_for_signals(&server).await;
     tracing::info!("shutting down: draining in-flight calls");
     server.shutdown().await?;
     tracing::info!("stopped");
@@ -200,7 +249,7 @@ pub async fn serve_until_signal(config_path: PathBuf, config: Config) -> Result<
 }
 
 #[cfg(unix)]
-async fn wait_for_signals(server: &RunningServer, config_path: &Path) {
+async fn wait_for_signals(server: &RunningServer) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -213,15 +262,15 @@ async fn wait_for_signals(server: &RunningServer, config_path: &Path) {
         tokio::select! {
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
-            _ = hup.recv() => match server.reload(config_path) {
-                Ok(()) => tracing::info!(config = %config_path.display(), "configuration and certificates reloaded"),
-                Err(e) => tracing::error!(config = %config_path.display(), error = %e, "reload refused; the running configuration stays"),
-            },
+            // The same reload as a file change; it logs its own outcome.
+            _ = hup.recv() => {
+                server.request_reload();
+            }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_server: &RunningServer, _config_path: &Path) {
+async fn wait_for_signals(_server: &RunningServer) {
     let _ = tokio::signal::ctrl_c().await;
 }

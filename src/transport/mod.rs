@@ -38,7 +38,7 @@ pub use identity::{
     identity_from_cert,
 };
 pub use layer::{IdentityLayer, IdentityService};
-pub use tls::{TlsError, TlsFiles, TlsReloader, load_server_config};
+pub use tls::{TlsError, TlsFiles, TlsReloader, TlsSnapshot, load_server_config};
 
 /// What the transport knows about the other end of a connection; tonic copies it into the
 /// extensions of every request on that connection, where [`IdentityLayer`] picks it up.
@@ -125,7 +125,8 @@ impl Default for IncomingOptions {
 
 /// Accepts TCP connections on `listener`, completes mTLS handshakes with the configuration
 /// current in `tls`, and yields connections whose caller identity is known; feed it to
-/// `tonic::transport::Server::serve_with_incoming_shutdown`.
+/// `tonic::transport::Server::serve_with_incoming_shutdown`. `sources` are installed in `tls`,
+/// so a later [`TlsReloader::replace`] changes them for new connections.
 ///
 /// Handshakes run concurrently with a timeout, so a slow client cannot hold up others. A failed
 /// handshake, or a certificate from which no identity can be derived, is logged and skipped:
@@ -147,14 +148,14 @@ pub fn incoming_with(
     options: IncomingOptions,
 ) -> impl Stream<Item = Result<TlsConn, io::Error>> + Send + 'static {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, tls, Arc::new(sources), options, tx));
+    tls.set_identity_sources(sources);
+    tokio::spawn(accept_loop(listener, tls, options, tx));
     ReceiverStream::new(rx)
 }
 
 async fn accept_loop(
     listener: TcpListener,
     tls: TlsReloader,
-    sources: Arc<IdentitySources>,
     options: IncomingOptions,
     tx: mpsc::Sender<Result<TlsConn, io::Error>>,
 ) {
@@ -185,12 +186,20 @@ async fn accept_loop(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "setting TCP_NODELAY failed; continuing without it");
         }
-        let acceptor = TlsAcceptor::from(tls.current());
-        let sources = sources.clone();
+        // One load: the handshake's certificates, CA and identity rules come from one reload.
+        let current = tls.snapshot();
+        let acceptor = TlsAcceptor::from(Arc::clone(&current.config));
         let tx = tx.clone();
         let timeout = options.handshake_timeout;
         tokio::spawn(async move {
-            let conn = handshake(acceptor, tcp, remote_addr, &sources, timeout).await;
+            let conn = handshake(
+                acceptor,
+                tcp,
+                remote_addr,
+                &current.identity_sources,
+                timeout,
+            )
+            .await;
             drop(permit);
             if let Some(conn) = conn {
                 // The receiver may be gone (server shutting down): then the connection just drops.

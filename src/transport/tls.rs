@@ -15,6 +15,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::Zeroizing;
 
+use super::identity::IdentitySources;
+
 /// The protocol versions the broker speaks: nothing older than TLS 1.2 is ever offered.
 pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
@@ -208,6 +210,19 @@ pub fn load_server_config(
     Ok(Arc::new(config))
 }
 
+/// What new handshakes use, swapped whole: the files it was read from, the rustls configuration
+/// and which certificate fields name the caller. One value, so a handshake never mixes a new
+/// CA with old identity rules.
+#[derive(Debug)]
+pub struct TlsSnapshot {
+    /// The files the configuration was read from.
+    pub files: TlsFiles,
+    /// The rustls server configuration.
+    pub config: Arc<ServerConfig>,
+    /// Which certificate fields may name the caller, in order.
+    pub identity_sources: IdentitySources,
+}
+
 /// Holds the current server TLS configuration and can re-read it from its files, so that
 /// certificates can be rotated without restarting the broker.
 ///
@@ -215,37 +230,42 @@ pub fn load_server_config(
 /// whatever configuration is current when it starts; established connections are untouched.
 #[derive(Clone)]
 pub struct TlsReloader {
-    files: Arc<TlsFiles>,
-    current: Arc<ArcSwap<ServerConfig>>,
+    current: Arc<ArcSwap<TlsSnapshot>>,
 }
 
 impl std::fmt::Debug for TlsReloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsReloader")
-            .field("files", &self.files)
+            .field("files", &self.current.load().files)
             .finish_non_exhaustive()
     }
 }
 
 impl TlsReloader {
     /// Loads the configuration from `files`; fails (and the broker should not start) if the
-    /// files are not usable.
+    /// files are not usable. Every identity source counts until [`Self::replace`] or
+    /// [`Self::set_identity_sources`] says otherwise.
     pub fn new(files: TlsFiles) -> Result<Self, TlsError> {
         let config = files.load()?;
         Ok(Self {
-            files: Arc::new(files),
-            current: Arc::new(ArcSwap::new(config)),
+            current: Arc::new(ArcSwap::from_pointee(TlsSnapshot {
+                files,
+                config,
+                identity_sources: IdentitySources::default(),
+            })),
         })
     }
 
-    /// Re-reads the files and, only if they make a valid configuration, makes it current.
-    /// On error the previous configuration stays in force and the error says why.
-    #[tracing::instrument(skip_all, fields(cert = %self.files.cert.display()))]
+    /// Re-reads the current files and, only if they make a valid configuration, makes it
+    /// current. On error the previous configuration stays in force and the error says why.
+    /// The broker's own reload uses [`Self::replace`] instead, with files it checked itself.
+    #[tracing::instrument(skip_all)]
     pub fn reload(&self) -> Result<(), TlsError> {
-        match self.files.load() {
+        let now = self.current.load_full();
+        match now.files.load() {
             Ok(config) => {
-                self.current.store(config);
-                tracing::info!("reloaded server TLS configuration");
+                self.replace(now.files.clone(), config, now.identity_sources.clone());
+                tracing::info!(cert = %now.files.cert.display(), "reloaded server TLS configuration");
                 Ok(())
             }
             Err(e) => {
@@ -255,8 +275,29 @@ impl TlsReloader {
         }
     }
 
+    /// Makes an already loaded configuration current, with the files it came from and the
+    /// identity sources that go with it, in one store.
+    pub fn replace(&self, files: TlsFiles, config: Arc<ServerConfig>, sources: IdentitySources) {
+        self.current.store(Arc::new(TlsSnapshot {
+            files,
+            config,
+            identity_sources: sources,
+        }));
+    }
+
+    /// Replaces only the identity sources.
+    pub fn set_identity_sources(&self, sources: IdentitySources) {
+        let now = self.current.load_full();
+        self.replace(now.files.clone(), Arc::clone(&now.config), sources);
+    }
+
     /// The configuration new handshakes use right now.
     pub fn current(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.current.load().config)
+    }
+
+    /// Everything new handshakes use right now.
+    pub fn snapshot(&self) -> Arc<TlsSnapshot> {
         self.current.load_full()
     }
 }

@@ -10,3 +10,5 @@ mod cli;
 mod client_cli;
 mod tableau_client;
 mod transport;
+#[cfg(unix)]
+mod rotation;
