@@ -503,8 +503,9 @@ impl Broker {
         ) else {
             return false;
         };
+        // At the server that issued the session, which is no longer the site's after a move.
         match client
-            .sign_out(&site.server_url, &site.api_version, &c.token)
+            .sign_out(&c.server_url, &site.api_version, &c.token)
             .await
         {
             Ok(()) => {
@@ -575,9 +576,7 @@ async fn sign_in(
     let mut jti = minted.jti;
     let first = client.sign_in(&target(&site), &minted.jwt).await;
     let result = match (first, site.app_with_standby()) {
-        (Err(e), Some(standby))
-            if e.sub_code().is_some_and(|c| SECRET_REFUSED.contains(&c)) =>
-        {
+        (Err(e), Some(standby)) if e.sub_code().is_some_and(|c| SECRET_REFUSED.contains(&c)) => {
             tracing::warn!(
                 site = %site.name,
                 client_id = %site.app.client_id,

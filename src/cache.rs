@@ -624,7 +624,8 @@ mod tests {
         assert!(Arc::ptr_eq(&a.key.scopes, &b.key.scopes));
         assert!(Arc::ptr_eq(&a.site_luid, &b.site_luid));
         assert!(Arc::ptr_eq(&a.site_content_url, &b.site_content_url));
-        assert_eq!(cache.interned(), 4);
+        assert!(Arc::ptr_eq(&a.server_url, &b.server_url));
+        assert_eq!(cache.interned(), 5);
     }
 
     #[test]
@@ -677,6 +678,34 @@ mod tests {
         assert!(cache.find_by_digest(&new.digest).is_none());
     }
 
+    #[tokio::test]
+    async fn dropping_a_site_hands_its_sessions_to_the_eviction_channel() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let cache = CredentialCache::new(10, system(), Some(tx));
+        let late = SystemTime::now() + Duration::from_secs(600);
+        let mut other = key("x");
+        other.site = Arc::from("sales");
+        for k in [key("a"), key("b"), other.clone()] {
+            cache
+                .get_or_sign_in(k.as_ref(), Lookup::default(), |k: &CacheKey| {
+                    let c = creds_with(k, late, &format!("t-{}-{}", k.site, k.user));
+                    async move { Ok(c) }
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.drop_site("s"), 2);
+        let mut dropped: Vec<String> = (0..2)
+            .map(|_| rx.try_recv().unwrap().key.user.to_string())
+            .collect();
+        dropped.sort();
+        assert_eq!(dropped, ["a", "b"]);
+        assert!(rx.try_recv().is_err(), "sales untouched");
+        cache.run_pending_tasks();
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.drop_site("s"), 0);
+    }
+
     #[test]
     fn luids_keep_their_text() {
         for s in [
@@ -703,8 +732,10 @@ mod tests {
     #[test]
     fn an_entry_stays_small() {
         // A regression guard on the per-entry footprint (the benchmark measures the whole).
+        // 184 since issue 12: each session carries the (interned) server URL that issued it, so
+        // it is never handed out next to another server's URL.
         assert!(
-            std::mem::size_of::<Credentials>() <= 168,
+            std::mem::size_of::<Credentials>() <= 184,
             "{}",
             std::mem::size_of::<Credentials>()
         );

@@ -317,10 +317,7 @@ impl Reloader {
         let config = Config::load(&self.config_path)?;
         lock(&self.seen).candidate_files = config.watched_files();
         let running = self.broker.config();
-        let server = config
-            .server
-            .clone()
-            .ok_or(ReloadError::NoServerSection)?;
+        let server = config.server.clone().ok_or(ReloadError::NoServerSection)?;
         let restart = restart_required(&running, &config);
         if !restart.is_empty() {
             return Err(ReloadError::RestartRequired(restart));
@@ -475,6 +472,10 @@ fn diff(running: &Config, new: &Config) -> ReloadReport {
             Some(_) => {}
         }
     }
-    r.callers_removed = old.keys().filter(|k| !now.contains_key(*k)).cloned().collect();
+    r.callers_removed = old
+        .keys()
+        .filter(|k| !now.contains_key(*k))
+        .cloned()
+        .collect();
     r
 }

@@ -841,13 +841,18 @@ fn build_app(
             let read: Vec<Option<ReadSecret>> = list
                 .into_iter()
                 .enumerate()
-                .map(|(i, r)| read_secret(iss, &format!("{at}.secrets[{i}]"), r, development, resolve))
+                .map(|(i, r)| {
+                    read_secret(iss, &format!("{at}.secrets[{i}]"), r, development, resolve)
+                })
                 .collect();
             let read: Vec<ReadSecret> = read.into_iter().collect::<Option<_>>()?;
             if read.len() == 2 && read[0].secret_id == read[1].secret_id {
                 iss.add(
                     format!("{at}.secrets[1].secret_id"),
-                    format!("{:?} is listed twice; each secret has its own ID", read[1].secret_id),
+                    format!(
+                        "{:?} is listed twice; each secret has its own ID",
+                        read[1].secret_id
+                    ),
                 );
                 return None;
             }
@@ -863,7 +868,10 @@ fn build_app(
                     format!("{at}.active_secret_id"),
                     format!(
                         "{id:?} is not one of the configured secret IDs {:?}",
-                        secrets.iter().map(|s| s.secret_id.as_str()).collect::<Vec<_>>()
+                        secrets
+                            .iter()
+                            .map(|s| s.secret_id.as_str())
+                            .collect::<Vec<_>>()
                     ),
                 );
                 return None;

@@ -8,7 +8,7 @@ mod broker;
 mod catalog;
 mod cli;
 mod client_cli;
-mod tableau_client;
-mod transport;
 #[cfg(unix)]
 mod rotation;
+mod tableau_client;
+mod transport;

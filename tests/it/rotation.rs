@@ -62,7 +62,11 @@ impl KubeVolume {
     fn update(&mut self, files: &[(&str, &[u8])]) {
         use std::os::unix::fs::symlink;
         self.updates += 1;
-        let ts = format!("..2026_11_24_02_00_{:02}.{}", self.updates, std::process::id());
+        let ts = format!(
+            "..2026_11_24_02_00_{:02}.{}",
+            self.updates,
+            std::process::id()
+        );
         let ts_dir = self.dir.join(&ts);
         std::fs::create_dir(&ts_dir).unwrap();
         for (name, content) in files {
@@ -136,7 +140,10 @@ fn double_config(secrets: &[(&str, &str)]) -> FakeTableauConfig {
         )],
         vec![ConnectedApp::new(
             CLIENT_ID,
-            secrets.iter().map(|(id, v)| AppSecret::new(*id, *v)).collect(),
+            secrets
+                .iter()
+                .map(|(id, v)| AppSecret::new(*id, *v))
+                .collect(),
         )],
     )
 }
@@ -584,7 +591,10 @@ impl Load {
         let (s, o, f) = (stop.clone(), ok.clone(), failures.clone());
         let task = tokio::spawn(async move {
             while !s.load(Ordering::Relaxed) {
-                match c.get_credentials(req(&["tableau:content:read"], true)).await {
+                match c
+                    .get_credentials(req(&["tableau:content:read"], true))
+                    .await
+                {
                     Ok(_) => {
                         o.fetch_add(1, Ordering::Relaxed);
                     }
@@ -671,7 +681,11 @@ async fn secret_rotation_in_four_steps_under_load_fails_no_call() {
     load.progress().await;
 
     let (ok, failures) = load.finish().await;
-    assert!(failures.is_empty(), "{} failed calls: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed calls: {failures:?}",
+        failures.len()
+    );
     assert!(ok >= 35, "{ok} calls");
     // Done in order, no sign-in needed the standby secret and Tableau refused none.
     assert_eq!(w.server.broker().secret_fallbacks(), 0);

@@ -265,7 +265,9 @@ impl FakeTableauHandle {
         }
         if secrets.len() == 2 && secrets[0].secret_id == secrets[1].secret_id {
             return Err(FakeTableauError::InvalidConfig {
-                reason: format!("connected app {client_id:?} would have two secrets with the same secret_id"),
+                reason: format!(
+                    "connected app {client_id:?} would have two secrets with the same secret_id"
+                ),
             });
         }
         if self.shared.set_app_secrets(client_id, secrets) {
