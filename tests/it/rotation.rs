@@ -267,6 +267,8 @@ fn toml_for(tls: &KubeVolume, ca: &KubeVolume, secrets: &KubeVolume, s: &Setting
         quoted(&tls.path(s.key)),
         quoted(&ca.path("ca.crt")),
     );
+    // Short, so a test that stops the serve binary does not wait long for the drain.
+    t.push_str("grace_period = \"1s\"\n");
     if let Some(sources) = s.identity_sources {
         t.push_str(&format!("identity_sources = {sources}\n"));
     }
@@ -780,4 +782,111 @@ async fn a_token_is_never_returned_with_a_server_url_that_did_not_issue_it() {
         .into_inner();
     assert_eq!(again.server_url, other.base_url());
     assert!(works_at(again.server_url, again.site_luid, again.token).await);
+}
+
+/// The real `serve` binary, watching the same kubelet-style files: a changed configuration is
+/// applied with no signal, and logged as one structured `reload` line that names what changed
+/// and the certificate serials, and holds no secret.
+#[tokio::test]
+async fn the_serve_binary_reloads_on_its_own_and_logs_one_line_per_reload() {
+    use std::io::BufRead;
+    let mut w = World::start(Settings::default()).await;
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tableau-token-broker"))
+        .args(["serve", "--config"])
+        .arg(w.config.path("broker.toml"))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed if the test fails half-way, so no broker outlives it.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let mut next_with = |message: &str| loop {
+        let line = rx
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("no {message:?} line; saw {lines:#?}"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        lines.push(line);
+        if v["fields"]["message"] == message {
+            return v;
+        }
+    };
+    let listening = next_with("broker listening (mTLS)");
+    let addr: std::net::SocketAddr = listening["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let loaded = next_with("certificates loaded");
+    assert!(
+        !loaded["fields"]["server_cert_serial"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+
+    let renderer = w.client_cert(RENDERER);
+    let ch = local::connect(&w.pki, addr, &renderer).await.unwrap();
+    let mut c = TokenBrokerClient::new(ch);
+    c.get_credentials(req(&["tableau:views:download"], false))
+        .await
+        .unwrap();
+    w.configure(Settings {
+        scopes: vec!["tableau:content:read"],
+        ..w.settings.clone()
+    });
+    let reloaded = next_with("configuration reloaded");
+    let f = &reloaded["fields"];
+    assert_eq!(reloaded["target"], "reload");
+    assert_eq!(f["generation"], 1);
+    assert!(
+        f["callers_changed"].as_str().unwrap().contains(RENDERER),
+        "{f}"
+    );
+    assert_eq!(f["sites_changed"], "[]");
+    assert!(!f["server_cert_serial"].as_str().unwrap().is_empty());
+    assert!(f["client_ca"].as_str().unwrap().contains("until"), "{f}");
+    let e = c
+        .get_credentials(req(&["tableau:views:download"], false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    // Close the connection, or the drain waits for it through the whole grace period.
+    drop(c);
+
+    let pid = child.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.0.wait().unwrap().success());
+    for line in rx.try_iter() {
+        lines.push(line);
+    }
+    let all = lines.join("\n");
+    assert!(
+        !all.contains(OLD.1) && !all.contains(NEW.1),
+        "a secret in the logs"
+    );
 }
