@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -137,6 +138,43 @@ struct Snapshot {
     generation: u64,
 }
 
+/// A configuration with everything built from it (Tableau clients), checked and ready to be
+/// swapped in by [`Broker::commit`], which cannot fail.
+pub struct PreparedSnapshot {
+    snapshot: Snapshot,
+}
+
+impl std::fmt::Debug for PreparedSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedSnapshot").finish_non_exhaustive()
+    }
+}
+
+impl PreparedSnapshot {
+    /// The configuration that would be swapped in.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.snapshot.config
+    }
+}
+
+/// What [`Broker::commit`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The new configuration generation.
+    pub generation: u64,
+    /// Sites whose cached sessions were dropped (server URL, content URL or connected app
+    /// changed, or the site was removed), with how many sessions each.
+    pub dropped: Vec<(String, usize)>,
+}
+
+/// Whether cached sessions of a site may outlive a change from `old` to `new`: only when the
+/// session still belongs to the same server, site and connected app.
+fn sessions_survive(old: &SiteConfig, new: &SiteConfig) -> bool {
+    old.server_url == new.server_url
+        && old.content_url == new.content_url
+        && old.app.client_id == new.app.client_id
+}
+
 impl Snapshot {
     fn new(config: Config, clock: &SharedClock, generation: u64) -> Result<Snapshot, BrokerError> {
         let mut clients = HashMap::new();
@@ -174,6 +212,8 @@ pub struct Broker {
     reload_lock: std::sync::Mutex<()>,
     /// Redis as L2 behind `cache` (issue 16), when `[cache.shared]` is configured.
     shared: Option<SharedCache>,
+    /// Sign-ins that succeeded only with the standby secret after Tableau refused the active one.
+    secret_fallbacks: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -221,7 +261,9 @@ impl Broker {
         // With a shared cache, a session leaving this replica's cache (by size or expiry) may
         // still be served by the other replicas, so it is not signed out; InvalidateCredentials
         // still signs out.
-        let departed = (c.sign_out_on_evict && shared.is_none()).then(|| {
+        // Wired whatever `sign_out_on_evict` says now: whether a session is signed out is read
+        // from the configuration in force when its time comes, so the setting reloads.
+        let departed = shared.is_none().then(|| {
             let queue = Arc::clone(&sign_outs);
             Arc::new(move |c, why| queue.schedule(c, why)) as OnDeparture
         });
@@ -242,6 +284,7 @@ impl Broker {
             audit: Arc::new(audit),
             reload_lock: std::sync::Mutex::new(()),
             shared,
+            secret_fallbacks: Arc::new(AtomicU64::new(0)),
         });
         broker
             .audit
@@ -249,7 +292,10 @@ impl Broker {
         let weak = Arc::downgrade(&broker);
         tokio::spawn(sign_outs.run(move |c| {
             let b = weak.upgrade()?;
-            Some(async move { b.sign_out(&c).await })
+            Some(async move {
+                // Read when the sign-out is due, so `sign_out_on_evict` reloads.
+                b.config().cache.sign_out_on_evict && b.sign_out(&c).await
+            })
         }));
         if let Some(rx) = remote_evictions {
             tokio::spawn(remote_eviction_worker(Arc::downgrade(&broker), rx));
@@ -264,32 +310,61 @@ impl Broker {
     }
 
     /// Replaces the configuration. Everything is built first; on error the running one stays.
-    /// Cached sessions stay too: each request is still checked against the new policy. Both
-    /// outcomes are audited; an applied reload gets the next generation. Remembered sign-in
-    /// failures are forgotten: the reload may have fixed their cause.
-    pub fn reload(&self, config: Config) -> Result<(), BrokerError> {
-        let _serial = self
-            .reload_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let generation = self.snapshot.load().generation + 1;
-        match Snapshot::new(config, &self.clock, generation) {
-            Ok(snapshot) => {
-                let c = &snapshot.config.cache;
-                self.sign_outs
-                    .configure(c.replaced_session_grace, c.max_pending_sign_outs);
-                self.snapshot.store(Arc::new(snapshot));
-                self.limits.forget_failures();
-                self.audit.enqueue(
-                    AuditRecord::new(Event::Reload, self.clock.now(), Outcome::Ok, generation)
-                        .to_line(),
-                );
-                Ok(())
-            }
+    /// Cached sessions stay, except those of sites whose server, content URL or connected app
+    /// changed: each request is still checked against the new policy. Both outcomes are
+    /// audited; an applied reload gets the next generation.
+    pub fn reload(&self, config: Config) -> Result<Committed, BrokerError> {
+        match self.prepare(config) {
+            Ok(prepared) => Ok(self.commit(prepared)),
             Err(e) => {
                 self.record_reload_failure(&e.to_string());
                 Err(e)
             }
+        }
+    }
+
+    /// Builds everything a configuration needs (the Tableau clients) without touching the
+    /// running state, so a reload can check every part before it swaps any.
+    pub fn prepare(&self, config: Config) -> Result<PreparedSnapshot, BrokerError> {
+        Ok(PreparedSnapshot {
+            snapshot: Snapshot::new(config, &self.clock, 0)?,
+        })
+    }
+
+    /// Swaps a prepared configuration in (one pointer store) under the next generation, then
+    /// drops the cached sessions of sites that moved or went away (signed out after the grace
+    /// period, as other callers may hold them) and forgets remembered sign-in failures (the
+    /// reload may have fixed their cause). Cannot fail; audited.
+    pub fn commit(&self, prepared: PreparedSnapshot) -> Committed {
+        let _serial = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut snapshot = prepared.snapshot;
+        let old = self.snapshot.load_full();
+        snapshot.generation = old.generation + 1;
+        let generation = snapshot.generation;
+        let new_config = Arc::clone(&snapshot.config);
+        let c = &new_config.cache;
+        self.sign_outs
+            .configure(c.replaced_session_grace, c.max_pending_sign_outs);
+        self.snapshot.store(Arc::new(snapshot));
+        self.limits.forget_failures();
+        let mut dropped = Vec::new();
+        for (name, site) in &old.config.sites {
+            let keep = new_config
+                .site(name)
+                .is_some_and(|new| sessions_survive(site, new));
+            if !keep {
+                dropped.push((name.clone(), self.cache.drop_site(name)));
+            }
+        }
+        self.audit.enqueue(
+            AuditRecord::new(Event::Reload, self.clock.now(), Outcome::Ok, generation).to_line(),
+        );
+        Committed {
+            generation,
+            dropped,
         }
     }
 
@@ -340,6 +415,12 @@ impl Broker {
     /// Counters of sign-ins refused by the broker's limits, for metrics.
     pub fn limit_stats(&self) -> &Arc<LimitStats> {
         self.limits.stats()
+    }
+
+    /// Sign-ins that succeeded only with the standby secret after Tableau refused the active
+    /// one (a rotation step done out of order); for metrics.
+    pub fn secret_fallbacks(&self) -> u64 {
+        self.secret_fallbacks.load(Ordering::Relaxed)
     }
 
     /// The cache, for metrics and tests.
@@ -547,10 +628,11 @@ impl Broker {
             let (remember, ttl) = (self.limits.rememberer(), config.limits.negative_cache_ttl);
             let client = snapshot.clients.get(&site.name).cloned();
             let (site, key) = (Arc::clone(&site), key.clone());
-            let (minter, clock, stats) = (
+            let (minter, clock, stats, fallbacks) = (
                 self.minter.clone(),
                 self.clock.clone(),
                 Arc::clone(&self.stats),
+                Arc::clone(&self.secret_fallbacks),
             );
             let audit = SignInAudit {
                 fingerprints: Arc::clone(&self.fingerprints),
@@ -574,7 +656,14 @@ impl Broker {
                 })?;
                 let started = std::time::Instant::now();
                 let name = site.name.clone();
-                let result = sign_in(client, site, key.clone(), minter, clock, usable, audit).await;
+                let ctx = SignInContext {
+                    minter,
+                    clock,
+                    usable,
+                    audit,
+                    fallbacks,
+                };
+                let result = sign_in(client, site, key.clone(), ctx).await;
                 stats.record(&name, &result, started.elapsed());
                 if let Err(e) = &result {
                     remember.remember(ttl, &key, e);
@@ -594,11 +683,30 @@ impl Broker {
                 }
             })
         };
-        let (credentials, hit) = self.cache.get_or_try_sign_in(key, lookup, start).await?;
-        let from_cache = hit
+        let (mut credentials, hit) = self.cache.get_or_try_sign_in(key, lookup, &start).await?;
+        let mut from_cache = hit
             || from_l2
                 .get()
                 .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed));
+        // A session is only ever returned with the server URL that issued it. A mismatch means
+        // the site moved to another server while this session was cached or being signed in
+        // (its entries were dropped on reload, but a sign-in that was in flight can land after
+        // that); sign in again at the current server, once or twice at most.
+        let mut retries = 0;
+        while *credentials.server_url != *site.server_url {
+            if retries == 2 {
+                return Err(BrokerError::Unavailable {
+                    site: site.name.clone(),
+                    reason: "the site's server changed during the sign-in; retry".into(),
+                });
+            }
+            retries += 1;
+            let again = Lookup {
+                force_refresh: true,
+                ..lookup
+            };
+            (credentials, from_cache) = self.cache.get_or_try_sign_in(key, again, &start).await?;
+        }
         Ok(IssuedCredentials {
             credentials,
             from_cache,
@@ -789,8 +897,9 @@ impl Broker {
         ) else {
             return false;
         };
+        // At the server that issued the session, which is no longer the site's after a move.
         let ok = match client
-            .sign_out(&site.server_url, &site.api_version, &c.token)
+            .sign_out(&c.server_url, &site.api_version, &c.token)
             .await
         {
             Ok(()) => {
@@ -847,22 +956,34 @@ struct SignInAudit {
     generation: u64,
 }
 
-async fn sign_in(
-    client: TableauClient,
-    site: Arc<SiteConfig>,
-    key: CacheKey,
+/// What a sign-in needs besides the client, the site and the key.
+struct SignInContext {
     minter: Minter,
     clock: SharedClock,
     usable: Duration,
     audit: SignInAudit,
-) -> Result<Credentials, BrokerError> {
-    let minted = minter
-        .mint(&site.app, &key.user, &key.scopes, site.jwt_ttl)
-        .map_err(|e| BrokerError::Internal(e.to_string()))?;
-    let signed_in_at = clock.now();
-    // On record before the JWT leaves the broker: in fail-closed mode a trail that cannot be
-    // written stops the sign-in here, so Tableau never sees it.
-    let mut r = AuditRecord::new(Event::SignIn, signed_in_at, Outcome::Ok, audit.generation);
+    fallbacks: Arc<AtomicU64>,
+}
+
+/// Tableau's connected-app sub-codes that say the secret did not verify: 10084 (the signature
+/// fails, e.g. a wrong value) and 10085 (no secret with this ID, e.g. not added yet or deleted).
+/// Only these are retried with the standby secret.
+const SECRET_REFUSED: [u32; 2] = [10084, 10085];
+
+/// Writes the sign-in's record before its JWT leaves the broker: in fail-closed mode a trail that
+/// cannot be written stops the sign-in here, so Tableau never sees it.
+async fn record_sign_in(
+    audit: &SignInAudit,
+    site: &SiteConfig,
+    key: &CacheKey,
+    minted: &MintedJwt,
+) -> Result<(), BrokerError> {
+    let mut r = AuditRecord::new(
+        Event::SignIn,
+        minted.issued_at,
+        Outcome::Ok,
+        audit.generation,
+    );
     r.request_id = Some(audit.request_id.hyphenated().to_string());
     r.caller = Some(CallerRecord::new(&audit.caller, audit.entry.as_deref()));
     r.site = Some(&site.name);
@@ -873,21 +994,73 @@ async fn sign_in(
     if audit.sink.record(r.to_line()).await.is_err() && audit.sink.mode() == AuditMode::FailClosed {
         return Err(BrokerError::AuditUnavailable);
     }
-    let s = client
-        .sign_in(&target(&site), &minted.jwt)
-        .await
-        .map_err(|e| {
-            tracing::warn!(site = %site.name, server = %site.server_url, jti = %minted.jti, error = %e, "Tableau sign-in failed");
-            BrokerError::from_signin(&site.name, &key.user, e)
-        })?;
+    Ok(())
+}
+
+async fn sign_in(
+    client: TableauClient,
+    site: Arc<SiteConfig>,
+    key: CacheKey,
+    ctx: SignInContext,
+) -> Result<Credentials, BrokerError> {
+    let mint = |app: &crate::config::ConnectedApp| {
+        ctx.minter
+            .mint(app, &key.user, &key.scopes, site.jwt_ttl)
+            .map_err(|e| BrokerError::Internal(e.to_string()))
+    };
+    let minted = mint(&site.app)?;
+    record_sign_in(&ctx.audit, &site, &key, &minted).await?;
+    let mut signed_in_at = ctx.clock.now();
+    let mut jti = minted.jti;
+    let first = client.sign_in(&target(&site), &minted.jwt).await;
+    let result = match (first, site.app_with_standby()) {
+        (Err(e), Some(standby)) if e.sub_code().is_some_and(|c| SECRET_REFUSED.contains(&c)) => {
+            tracing::warn!(
+                site = %site.name,
+                client_id = %site.app.client_id,
+                active_secret_id = %site.app.secret_id,
+                standby_secret_id = %standby.secret_id,
+                sub_code = e.sub_code(),
+                "Tableau refused the active connected-app secret; trying the standby secret once (finish the rotation: see README, Operations)"
+            );
+            ctx.fallbacks.fetch_add(1, Ordering::Relaxed);
+            let mut r = AuditRecord::new(
+                Event::SecretFallback,
+                ctx.clock.now(),
+                Outcome::Ok,
+                ctx.audit.generation,
+            );
+            r.site = Some(&site.name);
+            r.reason = "SECRET_FALLBACK".to_owned();
+            r.message = Some(format!(
+                "Tableau refused active secret {} of client {} (sub-code {}); trying standby secret {}",
+                site.app.secret_id,
+                site.app.client_id,
+                e.sub_code().unwrap_or_default(),
+                standby.secret_id
+            ));
+            ctx.audit.sink.enqueue(r.to_line());
+            let minted = mint(&standby)?;
+            record_sign_in(&ctx.audit, &site, &key, &minted).await?;
+            jti = minted.jti;
+            signed_in_at = ctx.clock.now();
+            client.sign_in(&target(&site), &minted.jwt).await
+        }
+        (first, _) => first,
+    };
+    let s = result.map_err(|e| {
+        tracing::warn!(site = %site.name, server = %site.server_url, jti = %jti, error = %e, "Tableau sign-in failed");
+        BrokerError::from_signin(&site.name, &key.user, e)
+    })?;
     Ok(Credentials {
-        digest: audit.fingerprints.digest(&s.token),
+        digest: ctx.audit.fingerprints.digest(&s.token),
         token: s.token,
         site_luid: Arc::from(s.site_luid),
         site_content_url: Arc::from(s.site_content_url),
+        server_url: Arc::from(site.server_url.as_str()),
         user_luid: s.user_luid.into(),
-        jti: minted.jti,
-        expires_at: signed_in_at + usable,
+        jti,
+        expires_at: signed_in_at + ctx.usable,
         key,
     })
 }

@@ -150,6 +150,10 @@ pub struct Credentials {
     pub site_luid: Arc<str>,
     /// Site content URL.
     pub site_content_url: Arc<str>,
+    /// The Tableau server that issued the token (interned): a token is only ever handed out
+    /// next to this server URL, so a site moved to another server never returns the old
+    /// server's token.
+    pub server_url: Arc<str>,
     /// User LUID.
     pub user_luid: Luid,
     /// `jti` of the JWT that signed in.
@@ -300,6 +304,9 @@ pub struct CredentialCache {
     scope_sets: Interner<[Scope]>,
     clock: SharedClock,
     stats: Arc<CacheStats>,
+    /// Where sessions that leave the cache go for sign-out; also used for sessions dropped
+    /// because their site moved.
+    departed: Option<OnDeparture>,
 }
 
 impl fmt::Debug for CredentialCache {
@@ -359,6 +366,7 @@ impl CredentialCache {
         let index = Arc::clone(&by_digest);
         let stats = Arc::new(CacheStats::default());
         let counted = Arc::clone(&stats);
+        let departed_for_drops = departed.clone();
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_entries)
             .expire_after(ExpireAtDeadline {
@@ -396,6 +404,7 @@ impl CredentialCache {
             scope_sets: Interner::new(),
             clock,
             stats,
+            departed: departed_for_drops,
         }
     }
 
@@ -486,6 +495,7 @@ impl CredentialCache {
                             let result = fut.await.map(|mut c| {
                                 c.site_luid = strings.intern(&c.site_luid);
                                 c.site_content_url = strings.intern(&c.site_content_url);
+                                c.server_url = strings.intern(&c.server_url);
                                 Arc::new(c)
                             });
                             if let Ok(c) = &result {
@@ -521,6 +531,29 @@ impl CredentialCache {
     /// Removes a key's entry: another replica invalidated or replaced it (shared cache).
     pub fn remove(&self, key: KeyRef<'_>) -> Option<Arc<Credentials>> {
         self.entries.remove(&key)
+    }
+
+    /// Drops every cached session of `site` (its server, content URL or connected app changed,
+    /// or it was removed) and hands them to the sign-out schedule as replaced sessions: other
+    /// callers may still hold their tokens, so they get the grace period. Returns how many.
+    pub fn drop_site(&self, site: &str) -> usize {
+        let keys: Vec<Arc<CacheKey>> = self
+            .entries
+            .iter()
+            .filter(|(k, _)| &*k.site == site)
+            .map(|(k, _)| k)
+            .collect();
+        let mut dropped = 0;
+        for key in keys {
+            // An explicit removal skips the listener's sign-out hand-off; do it here instead.
+            if let Some(c) = self.entries.remove(&*key) {
+                dropped += 1;
+                if let Some(departed) = &self.departed {
+                    departed(c, Departure::Replaced);
+                }
+            }
+        }
+        dropped
     }
 
     /// Finds the entry holding a token without removing it.
@@ -584,6 +617,7 @@ mod tests {
             token,
             site_luid: Arc::from("9a8b7c6d-0000-4000-8000-000000000001"),
             site_content_url: Arc::from("finance"),
+            server_url: Arc::from("https://tableau.example.com"),
             user_luid: String::from("u-1").into(),
             jti: uuid::Uuid::new_v4(),
             expires_at,
@@ -725,7 +759,8 @@ mod tests {
         assert!(Arc::ptr_eq(&a.key.scopes, &b.key.scopes));
         assert!(Arc::ptr_eq(&a.site_luid, &b.site_luid));
         assert!(Arc::ptr_eq(&a.site_content_url, &b.site_content_url));
-        assert_eq!(cache.interned(), 4);
+        assert!(Arc::ptr_eq(&a.server_url, &b.server_url));
+        assert_eq!(cache.interned(), 5);
     }
 
     #[test]
@@ -778,6 +813,42 @@ mod tests {
         assert!(cache.find_by_digest(&new.digest).is_none());
     }
 
+    #[tokio::test]
+    async fn dropping_a_site_hands_its_sessions_to_the_sign_out_schedule() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let departed: OnDeparture = Arc::new(move |c, why| {
+            assert_eq!(
+                why,
+                Departure::Replaced,
+                "other callers may hold them: grace period"
+            );
+            let _ = tx.send(c);
+        });
+        let cache = CredentialCache::new(10, system(), Some(departed));
+        let late = SystemTime::now() + Duration::from_secs(600);
+        let mut other = key("x");
+        other.site = Arc::from("sales");
+        for k in [key("a"), key("b"), other.clone()] {
+            cache
+                .get_or_sign_in(k.as_ref(), Lookup::default(), |k: &CacheKey| {
+                    let c = creds_with(k, late, &format!("t-{}-{}", k.site, k.user));
+                    async move { Ok(c) }
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.drop_site("s"), 2);
+        let mut dropped: Vec<String> = (0..2)
+            .map(|_| rx.try_recv().unwrap().key.user.to_string())
+            .collect();
+        dropped.sort();
+        assert_eq!(dropped, ["a", "b"]);
+        assert!(rx.try_recv().is_err(), "sales untouched");
+        cache.run_pending_tasks();
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.drop_site("s"), 0);
+    }
+
     #[test]
     fn luids_keep_their_text() {
         for s in [
@@ -804,8 +875,10 @@ mod tests {
     #[test]
     fn an_entry_stays_small() {
         // A regression guard on the per-entry footprint (the benchmark measures the whole).
+        // 184 since issue 12: each session carries the (interned) server URL that issued it, so
+        // it is never handed out next to another server's URL.
         assert!(
-            std::mem::size_of::<Credentials>() <= 168,
+            std::mem::size_of::<Credentials>() <= 184,
             "{}",
             std::mem::size_of::<Credentials>()
         );

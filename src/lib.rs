@@ -5,6 +5,9 @@
 //! [`broker`], [`audit`]) know nothing of gRPC; [`grpc`] is a thin layer over them and maps the one
 //! domain error to a gRPC status in one place.
 //!
+//! [`reload`] and [`watch`] keep a running server in step with its files: all-or-nothing reloads,
+//! triggered by file events, a periodic re-check or SIGHUP.
+//!
 //! The `dev-kit` feature (on by default, off in the production build) adds [`devkit`]: the
 //! development PKI, a local broker + Tableau double setup, and the demo.
 
@@ -28,6 +31,7 @@ pub mod limits;
 pub mod metrics;
 pub mod mint;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod shared_cache;
 pub mod sign_outs;
@@ -35,3 +39,4 @@ pub mod stats;
 pub mod tableau;
 pub mod telemetry;
 pub mod transport;
+pub mod watch;

@@ -1,12 +1,12 @@
 //! Assembles and runs the gRPC server: mTLS acceptor, identity layer, `TokenBroker`, health and
 //! reflection; drains in-flight calls on shutdown within a grace period; reloads configuration
-//! and certificates on SIGHUP, keeping the running ones when the new ones are bad.
+//! and certificates when their files change or on SIGHUP ([`crate::reload`], [`crate::watch`]),
+//! keeping the running ones when the new ones are bad.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -55,6 +55,8 @@ fn connection_cap(configured: usize) -> usize {
         }
     }
 }
+use crate::reload::{ReloadError, ReloadReport, ReloadStats, Reloader};
+use crate::watch::{self, WatchTask};
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -101,50 +103,15 @@ pub enum ServeError {
     AuditKey(#[from] crate::audit::KeyFileError),
 }
 
-/// Configuration reloads (SIGHUP) by outcome, for metrics: plain atomics, read with
-/// [`Self::snapshot`].
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    ok: AtomicU64,
-    error: AtomicU64,
-    loaded_at: AtomicI64,
-}
-
-/// [`ReloadStats`] as plain numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReloadStatsSnapshot {
-    /// Reloads that took effect.
-    pub ok: u64,
-    /// Reloads refused (the running configuration stayed).
-    pub error: u64,
-    /// When the configuration in force was loaded (start or last good reload), unix seconds.
-    pub loaded_at: i64,
-}
-
-impl ReloadStats {
-    /// The counts now.
-    pub fn snapshot(&self) -> ReloadStatsSnapshot {
-        ReloadStatsSnapshot {
-            ok: self.ok.load(Ordering::Relaxed),
-            error: self.error.load(Ordering::Relaxed),
-            loaded_at: self.loaded_at.load(Ordering::Relaxed),
-        }
-    }
-
-    fn loaded(&self, clock: &SharedClock) {
-        let now = crate::clock::unix_secs(clock.now());
-        self.loaded_at
-            .store(i64::try_from(now).unwrap_or(i64::MAX), Ordering::Relaxed);
-    }
-}
-
 /// A running server. Dropping it does not stop the server; call [`RunningServer::shutdown`].
 pub struct RunningServer {
     local_addr: SocketAddr,
     broker: Arc<Broker>,
     tls: TlsReloader,
+    clock: SharedClock,
+    reloader: Mutex<Option<Arc<Reloader>>>,
+    watch: Option<WatchTask>,
     health: tonic_health::server::HealthReporter,
-    grace_period: Duration,
     connections: Arc<ConnectionStats>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -152,7 +119,6 @@ pub struct RunningServer {
     readiness: Arc<Readiness>,
     reloads: Arc<ReloadStats>,
     admin: Option<AdminServer>,
-    clock: SharedClock,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -207,7 +173,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
     let audit = AuditSink::open(&config.audit)?;
     let broker = Broker::new(config, clock.clone(), audit, fingerprints)?;
     let reloads = Arc::new(ReloadStats::default());
-    reloads.loaded(&clock);
+    reloads.mark_loaded(&clock);
     let handshakes = Arc::new(HandshakeStats::default());
     let connections = Arc::new(ConnectionStats::default());
     add_sources(&metrics, &broker, &tls, &handshakes, &reloads, &connections);
@@ -275,8 +241,10 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         local_addr,
         broker,
         tls,
+        clock,
+        reloader: Mutex::new(None),
+        watch: None,
         health,
-        grace_period: server.grace_period,
         connections,
         stop: Some(stop),
         task,
@@ -284,7 +252,6 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         readiness,
         reloads,
         admin,
-        clock,
     })
 }
 
@@ -386,6 +353,12 @@ fn add_sources(
                 n,
             );
         }
+        s.counter(
+            "secret_fallbacks_total",
+            "Sign-ins that succeeded only with the standby connected-app secret after Tableau refused the active one (finish the rotation).",
+            &[],
+            b.secret_fallbacks(),
+        );
         s.counter(
             "negative_cache_hits_total",
             "Requests answered with a remembered sign-in failure (unknown user, misconfigured app) instead of asking Tableau again.",
@@ -525,7 +498,7 @@ fn add_sources(
         for (outcome, n) in [("ok", r.ok), ("error", r.error)] {
             s.counter(
                 "reloads_total",
-                "Configuration and certificate reloads (SIGHUP), by outcome.",
+                "Configuration and certificate reloads (file changes or SIGHUP), by outcome.",
                 &[("outcome", outcome)],
                 n,
             );
@@ -534,7 +507,7 @@ fn add_sources(
             "config_last_reload_success_timestamp_seconds",
             "When the configuration in force was loaded: at start or by the last good reload (unix seconds).",
             &[],
-            r.loaded_at as f64,
+            r.last_success_unix as f64,
         );
     });
 }
@@ -571,50 +544,63 @@ impl RunningServer {
         self.admin.as_ref().map(AdminServer::local_addr)
     }
 
-    /// Reloads configuration and certificates. Everything new is loaded and checked first; on any
-    /// error the running configuration and certificates stay in place.
-    pub fn reload(&self, config_path: &Path) -> Result<(), ServeError> {
-        let result = self.reload_inner(config_path);
-        match &result {
-            Ok(()) => {
-                self.reloads.ok.fetch_add(1, Ordering::Relaxed);
-                self.reloads.loaded(&self.clock);
-            }
-            Err(e) => {
-                self.reloads.error.fetch_add(1, Ordering::Relaxed);
-                // The broker audits the reloads it applies or refuses itself; these failed before.
-                if !matches!(e, ServeError::Broker(_)) {
-                    self.broker
-                        .record_reload_failure(&crate::error::error_chain(e));
-                }
+    /// The reloader for `config_path` (one per server, made on first use).
+    fn reloader(&self, config_path: &Path) -> Arc<Reloader> {
+        let mut slot = self.reloader.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some(r) if r.config_path() == config_path => Arc::clone(r),
+            _ => {
+                let r = Arc::new(Reloader::new(
+                    config_path.to_path_buf(),
+                    Arc::clone(&self.broker),
+                    self.tls.clone(),
+                    self.clock.clone(),
+                    Arc::clone(&self.reloads),
+                ));
+                *slot = Some(Arc::clone(&r));
+                r
             }
         }
-        result
     }
 
-    fn reload_inner(&self, config_path: &Path) -> Result<(), ServeError> {
-        let config = Config::load(config_path)?;
-        if config.audit != self.broker.config().audit {
-            tracing::warn!("the [audit] section changed; it takes effect at the next restart");
+    /// Reloads configuration and certificates from `config_path` now. Everything new is loaded
+    /// and checked first; on any error the running configuration and certificates stay in place.
+    pub fn reload(&self, config_path: &Path) -> Result<ReloadReport, ReloadError> {
+        self.reloader(config_path).reload("manual")
+    }
+
+    /// Watches `config_path` and every file it names, and reloads when one changes (file
+    /// events, plus the periodic re-check of `[reload] check_interval`). Replaces an earlier
+    /// watch.
+    pub async fn watch(&mut self, config_path: &Path) {
+        if let Some(w) = self.watch.take() {
+            w.stop().await;
         }
-        config.log_warnings();
-        if let Some(s) = &config.server {
-            let files = TlsFiles {
-                cert: s.cert.clone(),
-                key: s.key.clone(),
-                client_ca: s.client_ca.clone(),
-            };
-            // Check the new files before touching anything.
-            files.load()?;
-        }
-        self.tls.reload()?;
-        self.broker.reload(config)?;
-        Ok(())
+        self.watch = Some(watch::spawn(self.reloader(config_path)));
+    }
+
+    /// Asks the watch task to reload now, as SIGHUP does; `false` when nothing is watched.
+    pub fn request_reload(&self) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.trigger().reload())
+    }
+
+    /// Reload counters and certificate end dates, once a reload or watch has been set up.
+    pub fn reload_stats(&self) -> Option<Arc<ReloadStats>> {
+        let slot = self.reloader.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().map(|r| Arc::clone(r.stats()))
+    }
+
+    /// The TLS configuration new handshakes use.
+    pub fn tls(&self) -> &TlsReloader {
+        &self.tls
     }
 
     /// Stops accepting, lets in-flight calls finish within the grace period, then returns.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         self.readiness.set_draining();
+        if let Some(w) = self.watch.take() {
+            w.stop().await;
+        }
         let broker = Arc::clone(&self.broker);
         let drained = self.drain().await;
         // Background records (sign-outs) queued before the stop reach the trail before exit.
@@ -626,6 +612,13 @@ impl RunningServer {
     }
 
     async fn drain(&mut self) -> Result<(), ServeError> {
+        // The grace period in force now: it reloads like everything else.
+        let grace_period = self
+            .broker
+            .config()
+            .server
+            .as_ref()
+            .map_or(crate::config::DEFAULT_GRACE_PERIOD, |s| s.grace_period);
         self.health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
@@ -635,12 +628,12 @@ impl RunningServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        match tokio::time::timeout(self.grace_period, &mut self.task).await {
+        match tokio::time::timeout(grace_period, &mut self.task).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(ServeError::Transport(e.to_string())),
             Ok(Err(e)) => Err(ServeError::Transport(e.to_string())),
             Err(_) => {
-                tracing::warn!(grace_period = ?self.grace_period, "grace period over; closing the remaining calls");
+                tracing::warn!(grace_period = ?grace_period, "grace period over; closing the remaining calls");
                 self.task.abort();
                 Ok(())
             }
@@ -648,10 +641,11 @@ impl RunningServer {
     }
 }
 
-/// `serve`: runs until SIGTERM or SIGINT, reloading on SIGHUP.
+/// `serve`: runs until SIGTERM or SIGINT, reloading when the files it reads change, or on SIGHUP.
 pub async fn serve_until_signal(config_path: PathBuf, config: Config) -> Result<(), ServeError> {
-    let server = start(config, crate::clock::system()).await?;
-    wait_for_signals(&server, &config_path).await;
+    let mut server = start(config, crate::clock::system()).await?;
+    server.watch(&config_path).await;
+    wait_for_signals(&server).await;
     tracing::info!("shutting down: draining in-flight calls");
     server.shutdown().await?;
     tracing::info!("stopped");
@@ -659,7 +653,7 @@ pub async fn serve_until_signal(config_path: PathBuf, config: Config) -> Result<
 }
 
 #[cfg(unix)]
-async fn wait_for_signals(server: &RunningServer, config_path: &Path) {
+async fn wait_for_signals(server: &RunningServer) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -672,15 +666,15 @@ async fn wait_for_signals(server: &RunningServer, config_path: &Path) {
         tokio::select! {
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
-            _ = hup.recv() => match server.reload(config_path) {
-                Ok(()) => tracing::info!(config = %config_path.display(), "configuration and certificates reloaded"),
-                Err(e) => tracing::error!(config = %config_path.display(), error = %e, "reload refused; the running configuration stays"),
-            },
+            // The same reload as a file change; it logs its own outcome.
+            _ = hup.recv() => {
+                server.request_reload();
+            }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_server: &RunningServer, _config_path: &Path) {
+async fn wait_for_signals(_server: &RunningServer) {
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -241,6 +241,7 @@ mod tests {
             token,
             site_luid: Arc::from("l"),
             site_content_url: Arc::from("c"),
+            server_url: Arc::from("https://tableau.example.com"),
             user_luid: String::from("u-1").into(),
             jti: uuid::Uuid::new_v4(),
             expires_at,

@@ -19,7 +19,7 @@ use crate::catalog::Catalog;
 use crate::policy::{CallerEntry, Grant, IdentityPattern, Policy, UserPattern};
 use crate::scope::Scope;
 use crate::transport::identity::{IdentitySource, IdentitySources};
-use raw::{RawConfig, RawConnectedApp, RawGrant, RawSite};
+use raw::{RawAppSecret, RawConfig, RawConnectedApp, RawGrant, RawSite};
 
 /// The only configuration format version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
@@ -82,6 +82,14 @@ pub const DEFAULT_NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(30);
 pub const DEFAULT_REPLACED_SESSION_GRACE: Duration = Duration::from_secs(5 * 60);
 /// Default cap on sign-outs waiting for their grace period.
 pub const DEFAULT_MAX_PENDING_SIGN_OUTS: usize = 10_000;
+/// Default interval of the periodic re-read of watched files, the fallback for filesystems that
+/// send no change events.
+pub const DEFAULT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// Default wait after a file event for the rest of the burst (the kubelet writes several files
+/// and then swaps one symlink).
+pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(500);
+/// Tableau keeps at most two secrets per connected app.
+pub const MAX_APP_SECRETS: usize = 2;
 
 /// Why a configuration could not be loaded. Never contains a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +293,36 @@ pub struct TelemetryConfig {
 
 /// `service.name` of the broker's traces unless the configuration or the environment names one.
 pub const DEFAULT_SERVICE_NAME: &str = "tableau-token-broker";
+/// How the running broker notices changed files (`[reload]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Every watched file is re-read this often even when no file event arrived.
+    pub check_interval: Duration,
+    /// After a file event, wait this long for the rest of the burst before reloading.
+    pub debounce: Duration,
+}
+
+/// A connected app's second configured secret, tried once when Tableau refuses the active one
+/// (secret rotation). Never printed.
+#[derive(Clone)]
+pub struct StandbySecret {
+    /// Secret ID: the JWT header's `kid` when this secret signs.
+    pub secret_id: String,
+    /// Secret value.
+    pub secret: SecretString,
+    /// Where the secret came from, for summaries.
+    pub secret_source: String,
+}
+
+impl fmt::Debug for StandbySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StandbySecret")
+            .field("secret_id", &self.secret_id)
+            .field("secret", &"[REDACTED]")
+            .field("secret_source", &self.secret_source)
+            .finish()
+    }
+}
 
 /// A connected app's direct-trust credentials. The secret is zeroized on drop and never printed.
 #[derive(Clone)]
@@ -329,8 +367,25 @@ pub struct SiteConfig {
     pub format: Format,
     /// Extra CA bundle for a private Tableau certificate.
     pub ca_bundle: Option<PathBuf>,
-    /// Connected-app credentials.
+    /// Connected-app credentials, signing with the active secret.
     pub app: ConnectedApp,
+    /// The app's other configured secret, if two are configured (rotation).
+    pub standby_secret: Option<StandbySecret>,
+    /// The secret files this site reads, so the running broker can watch them.
+    pub secret_files: Vec<PathBuf>,
+}
+
+impl SiteConfig {
+    /// The connected app signing with the standby secret instead of the active one, for the one
+    /// retry after Tableau refuses the active secret.
+    pub fn app_with_standby(&self) -> Option<ConnectedApp> {
+        self.standby_secret.as_ref().map(|s| ConnectedApp {
+            client_id: self.app.client_id.clone(),
+            secret_id: s.secret_id.clone(),
+            secret: s.secret.clone(),
+            secret_source: s.secret_source.clone(),
+        })
+    }
 }
 
 /// The validated configuration the broker runs on.
@@ -355,6 +410,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The audit trail. Read at start only: changing it needs a restart.
     pub audit: AuditConfig,
+    /// How changed files are noticed.
+    pub reload: ReloadConfig,
     /// Sites by name.
     pub sites: BTreeMap<String, Arc<SiteConfig>>,
     /// Caller policy and the catalog it uses.
@@ -389,6 +446,23 @@ impl Config {
         for w in &self.warnings {
             tracing::warn!(at = %w.at, "{}", w.message);
         }
+    }
+
+    /// Every file this configuration reads (besides the configuration file itself): the server
+    /// certificate, key and client CA, each secret file and each Tableau CA bundle. The running
+    /// broker watches them and reloads when one changes.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.server {
+            out.extend([s.cert.clone(), s.key.clone(), s.client_ca.clone()]);
+        }
+        for site in self.sites.values() {
+            out.extend(site.secret_files.iter().cloned());
+            out.extend(site.ca_bundle.iter().cloned());
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// A site by name.
@@ -449,7 +523,7 @@ impl Config {
         }
         for site in self.sites.values() {
             out.push_str(&format!(
-                "site {}: {} api {} content_url {:?} session_ttl {} jwt_ttl {} client_id {} secret_id {} secret from {}\n",
+                "site {}: {} api {} content_url {:?} session_ttl {} jwt_ttl {} client_id {} secret_id {} secret from {}{}\n",
                 site.name,
                 site.server_url,
                 site.api_version,
@@ -459,6 +533,10 @@ impl Config {
                 site.app.client_id,
                 site.app.secret_id,
                 site.app.secret_source,
+                site.standby_secret
+                    .as_ref()
+                    .map(|s| format!(" (standby secret_id {} from {})", s.secret_id, s.secret_source))
+                    .unwrap_or_default(),
             ));
         }
         for c in p.callers() {
@@ -825,6 +903,25 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
 
     let audit = build_audit(&mut iss, raw.audit, raw.development, &resolve);
 
+    let reload = ReloadConfig {
+        check_interval: iss.duration(
+            "reload.check_interval",
+            raw.reload.check_interval.as_deref(),
+            DEFAULT_RELOAD_CHECK_INTERVAL,
+        ),
+        debounce: iss.duration(
+            "reload.debounce",
+            raw.reload.debounce.as_deref(),
+            DEFAULT_RELOAD_DEBOUNCE,
+        ),
+    };
+    if reload.check_interval < Duration::from_millis(100) {
+        iss.add(
+            "reload.check_interval",
+            "shorter than 100ms would re-read every file in a busy loop; use e.g. \"30s\"",
+        );
+    }
+
     let mut sites = BTreeMap::new();
     for (name, site) in raw.sites {
         if let Some(s) = build_site(&mut iss, &name, site, raw.development, &resolve) {
@@ -903,6 +1000,7 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         telemetry,
         admin,
         audit,
+        reload,
         sites,
         policy: Arc::new(Policy::new(catalog, callers)),
     })
@@ -1088,6 +1186,7 @@ fn build_site(
     if iss.0.len() > before {
         return None;
     }
+    let app = app?;
     Some(SiteConfig {
         name: name.to_owned(),
         server_url,
@@ -1097,8 +1196,26 @@ fn build_site(
         jwt_ttl,
         format,
         ca_bundle,
-        app: app?,
+        app: app.app,
+        standby_secret: app.standby,
+        secret_files: app.files,
     })
+}
+
+/// A connected app as validated: the active secret in `app`, the other one (if any) as standby,
+/// and the secret files read.
+struct BuiltApp {
+    app: ConnectedApp,
+    standby: Option<StandbySecret>,
+    files: Vec<PathBuf>,
+}
+
+/// One secret as read: ID, value, where from, and its file if it came from one.
+struct ReadSecret {
+    secret_id: String,
+    secret: SecretString,
+    source: String,
+    file: Option<PathBuf>,
 }
 
 fn build_app(
@@ -1107,19 +1224,131 @@ fn build_app(
     a: RawConnectedApp,
     development: bool,
     resolve: &dyn Fn(&Path) -> PathBuf,
-) -> Option<ConnectedApp> {
-    let mut field = |name: &str, v: Option<String>| match v.map(|s| s.trim().to_owned()) {
+) -> Option<BuiltApp> {
+    let client_id = match a.client_id.map(|s| s.trim().to_owned()) {
         Some(s) if !s.is_empty() => Some(s),
         _ => {
             iss.add(
-                format!("{at}.{name}"),
+                format!("{at}.client_id"),
                 "missing: copy it from the connected app's page in Tableau",
             );
             None
         }
     };
-    let client_id = field("client_id", a.client_id);
-    let secret_id = field("secret_id", a.secret_id);
+    let single = RawAppSecret {
+        secret_id: a.secret_id,
+        secret_file: a.secret_file,
+        secret_env: a.secret_env,
+        secret: a.secret,
+    };
+    let has_single = single.secret_id.is_some()
+        || single.secret_file.is_some()
+        || single.secret_env.is_some()
+        || single.secret.is_some();
+    let secrets: Vec<ReadSecret> = match a.secrets {
+        Some(list) => {
+            if has_single {
+                iss.add(
+                    at,
+                    "give either secret_id with secret_file/secret_env, or a [[...connected_app.secrets]] list, not both",
+                );
+                return None;
+            }
+            if list.is_empty() || list.len() > MAX_APP_SECRETS {
+                iss.add(
+                    format!("{at}.secrets"),
+                    format!(
+                        "{} secrets listed; Tableau keeps one or two per connected app",
+                        list.len()
+                    ),
+                );
+                return None;
+            }
+            let read: Vec<Option<ReadSecret>> = list
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    read_secret(iss, &format!("{at}.secrets[{i}]"), r, development, resolve)
+                })
+                .collect();
+            let read: Vec<ReadSecret> = read.into_iter().collect::<Option<_>>()?;
+            if read.len() == 2 && read[0].secret_id == read[1].secret_id {
+                iss.add(
+                    format!("{at}.secrets[1].secret_id"),
+                    format!(
+                        "{:?} is listed twice; each secret has its own ID",
+                        read[1].secret_id
+                    ),
+                );
+                return None;
+            }
+            read
+        }
+        None => vec![read_secret(iss, at, single, development, resolve)?],
+    };
+    let active_index = match a.active_secret_id.as_deref().map(str::trim) {
+        Some(id) => match secrets.iter().position(|s| s.secret_id == id) {
+            Some(i) => i,
+            None => {
+                iss.add(
+                    format!("{at}.active_secret_id"),
+                    format!(
+                        "{id:?} is not one of the configured secret IDs {:?}",
+                        secrets
+                            .iter()
+                            .map(|s| s.secret_id.as_str())
+                            .collect::<Vec<_>>()
+                    ),
+                );
+                return None;
+            }
+        },
+        None if secrets.len() == 1 => 0,
+        None => {
+            iss.add(
+                format!("{at}.active_secret_id"),
+                "missing: with two secrets, name the one that signs JWTs",
+            );
+            return None;
+        }
+    };
+    let files = secrets.iter().filter_map(|s| s.file.clone()).collect();
+    let mut secrets = secrets;
+    let active = secrets.remove(active_index);
+    let standby = secrets.pop().map(|s| StandbySecret {
+        secret_id: s.secret_id,
+        secret: s.secret,
+        secret_source: s.source,
+    });
+    Some(BuiltApp {
+        app: ConnectedApp {
+            client_id: client_id?,
+            secret_id: active.secret_id,
+            secret: active.secret,
+            secret_source: active.source,
+        },
+        standby,
+        files,
+    })
+}
+
+fn read_secret(
+    iss: &mut Issues,
+    at: &str,
+    a: RawAppSecret,
+    development: bool,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Option<ReadSecret> {
+    let secret_id = match a.secret_id.map(|s| s.trim().to_owned()) {
+        Some(s) if !s.is_empty() => Some(s),
+        _ => {
+            iss.add(
+                format!("{at}.secret_id"),
+                "missing: copy it from the connected app's page in Tableau",
+            );
+            None
+        }
+    };
     let sources = [
         a.secret_file.is_some(),
         a.secret_env.is_some(),
@@ -1135,6 +1364,7 @@ fn build_app(
         );
         return None;
     }
+    let mut file = None;
     let (secret, secret_source) = if let Some(p) = a.secret_file {
         let p = resolve(&p);
         match check_secret_file_mode(&p) {
@@ -1146,10 +1376,11 @@ fn build_app(
             Ok(None) => {}
         }
         match std::fs::read_to_string(&p) {
-            Ok(s) => (
-                SecretString::from(strip_one_newline(&s).to_owned()),
-                format!("file {}", p.display()),
-            ),
+            Ok(s) => {
+                let source = format!("file {}", p.display());
+                file = Some(p);
+                (SecretString::from(strip_one_newline(&s).to_owned()), source)
+            }
             Err(e) => {
                 iss.add(
                     format!("{at}.secret_file"),
@@ -1195,11 +1426,11 @@ fn build_app(
         );
         return None;
     }
-    Some(ConnectedApp {
-        client_id: client_id?,
+    Some(ReadSecret {
         secret_id: secret_id?,
         secret,
-        secret_source,
+        source: secret_source,
+        file,
     })
 }
 

@@ -38,6 +38,9 @@ pub struct RawConfig {
     /// The audit trail.
     #[serde(default)]
     pub audit: RawAudit,
+    /// How changed files are noticed and reloaded.
+    #[serde(default)]
+    pub reload: RawReload,
     /// Tableau sites by the name callers use.
     #[serde(default)]
     pub sites: BTreeMap<String, RawSite>,
@@ -183,6 +186,16 @@ pub struct RawAudit {
     pub enabled: Option<bool>,
 }
 
+/// `[reload]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    /// How often every watched file is re-read in case no file event arrived.
+    pub check_interval: Option<String>,
+    /// How long to wait after a file event for the rest of a burst of writes.
+    pub debounce: Option<String>,
+}
+
 /// `[sites.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -219,6 +232,35 @@ pub struct RawConnectedApp {
     pub secret_env: Option<String>,
     /// Inline secret value; development configs only.
     pub secret: Option<SecretString>,
+    /// Which of `secrets` signs JWTs (the other is tried once when Tableau refuses it).
+    pub active_secret_id: Option<String>,
+    /// One or two secrets, for rotation without failed calls.
+    pub secrets: Option<Vec<RawAppSecret>>,
+}
+
+/// `[[sites.NAME.connected_app.secrets]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppSecret {
+    /// Secret ID (the JWT's `kid`).
+    pub secret_id: Option<String>,
+    /// File holding the secret value.
+    pub secret_file: Option<PathBuf>,
+    /// Environment variable holding the secret value.
+    pub secret_env: Option<String>,
+    /// Inline secret value; development configs only.
+    pub secret: Option<SecretString>,
+}
+
+impl std::fmt::Debug for RawAppSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawAppSecret")
+            .field("secret_id", &self.secret_id)
+            .field("secret_file", &self.secret_file)
+            .field("secret_env", &self.secret_env)
+            .field("secret", &self.secret.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for RawConnectedApp {
@@ -229,6 +271,8 @@ impl std::fmt::Debug for RawConnectedApp {
             .field("secret_file", &self.secret_file)
             .field("secret_env", &self.secret_env)
             .field("secret", &self.secret.as_ref().map(|_| "[REDACTED]"))
+            .field("active_secret_id", &self.active_secret_id)
+            .field("secrets", &self.secrets)
             .finish()
     }
 }

@@ -285,3 +285,118 @@ fn bad_limits_are_located() {
         assert!(at.contains(&want), "{want} not in {at:?}");
     }
 }
+
+/// GOOD with the connected app given as a list of two secrets read from files.
+fn with_two_secrets(active: Option<&str>) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("old"),
+        "old-value-of-at-least-32-bytes-long\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("new"),
+        "new-value-of-at-least-32-bytes-long\n",
+    )
+    .unwrap();
+    let active = active
+        .map(|a| format!("active_secret_id = {a:?}\n"))
+        .unwrap_or_default();
+    let text = GOOD.replace(
+        "secret_id = \"sid\"\nsecret_env = \"TTB_TEST_FINANCE_SECRET\"\n",
+        &format!(
+            "{active}[[sites.finance.connected_app.secrets]]\nsecret_id = \"old-id\"\nsecret_file = \"old\"\n[[sites.finance.connected_app.secrets]]\nsecret_id = \"new-id\"\nsecret_file = \"new\"\n"
+        ),
+    );
+    let path = dir.path().join("broker.toml");
+    (dir, path, text)
+}
+
+#[test]
+fn two_secrets_sign_with_the_active_one_and_keep_the_other_as_standby() {
+    let (dir, path, text) = with_two_secrets(Some("new-id"));
+    let c = Config::from_toml(&text, &path).unwrap();
+    let site = c.site("finance").unwrap();
+    assert_eq!(site.app.secret_id, "new-id");
+    assert_eq!(
+        site.app.secret.expose_secret(),
+        "new-value-of-at-least-32-bytes-long"
+    );
+    let standby = site.app_with_standby().unwrap();
+    assert_eq!(standby.secret_id, "old-id");
+    assert_eq!(
+        standby.secret.expose_secret(),
+        "old-value-of-at-least-32-bytes-long"
+    );
+    assert_eq!(standby.client_id, "cid");
+    // Both secret files are watched; neither value is printed.
+    let watched = c.watched_files();
+    assert!(watched.contains(&dir.path().join("old")));
+    assert!(watched.contains(&dir.path().join("new")));
+    let summary = c.summary();
+    assert!(summary.contains("standby secret_id old-id"), "{summary}");
+    assert!(!summary.contains("old-value") && !summary.contains("new-value"));
+    assert!(!format!("{site:?}").contains("old-value"));
+}
+
+#[test]
+fn secret_lists_are_checked_and_located() {
+    let issues = |text: &str, path: &Path| match Config::from_toml(text, path) {
+        Err(ConfigError::Invalid { issues, .. }) => issues,
+        other => panic!("expected invalid, got {other:?}"),
+    };
+    // Two secrets need active_secret_id.
+    let (_d, path, text) = with_two_secrets(None);
+    let found = issues(&text, &path);
+    assert_eq!(found[0].at, "sites.finance.connected_app.active_secret_id");
+    // It must name a configured secret.
+    let (_d, path, text) = with_two_secrets(Some("other-id"));
+    let found = issues(&text, &path);
+    assert!(found[0].message.contains("\"old-id\""), "{found:?}");
+    // The same ID twice.
+    let (_d, path, text) = with_two_secrets(Some("old-id"));
+    let found = issues(&text.replace("\"new-id\"", "\"old-id\""), &path);
+    assert_eq!(
+        found[0].at,
+        "sites.finance.connected_app.secrets[1].secret_id"
+    );
+    // The list and the single form together.
+    let (_d, path, text) = with_two_secrets(Some("old-id"));
+    let mixed = text.replace(
+        "client_id = \"cid\"",
+        "client_id = \"cid\"\nsecret_id = \"x\"",
+    );
+    let found = issues(&mixed, &path);
+    assert_eq!(found[0].at, "sites.finance.connected_app");
+    // A missing file is located in the list.
+    let (d, path, text) = with_two_secrets(Some("old-id"));
+    std::fs::remove_file(d.path().join("new")).unwrap();
+    let found = issues(&text, &path);
+    assert_eq!(
+        found[0].at,
+        "sites.finance.connected_app.secrets[1].secret_file"
+    );
+}
+
+#[test]
+fn single_secret_form_may_name_itself_active_and_reload_settings_default() {
+    let (_dir, path, text) = with_secret_file(GOOD);
+    let text = text.replace(
+        "client_id = \"cid\"",
+        "client_id = \"cid\"\nactive_secret_id = \"sid\"",
+    );
+    let c = Config::from_toml(&text, &path).unwrap();
+    assert!(c.site("finance").unwrap().standby_secret.is_none());
+    assert_eq!(c.reload.check_interval, DEFAULT_RELOAD_CHECK_INTERVAL);
+    assert_eq!(c.reload.debounce, DEFAULT_RELOAD_DEBOUNCE);
+    let text = format!("{text}\n[reload]\ncheck_interval = \"10ms\"\ndebounce = \"x\"\n");
+    // TOML tables after [[callers.grants]] belong to the root again only when named: [reload].
+    match Config::from_toml(&text, &path) {
+        Err(ConfigError::Invalid { issues, .. }) => {
+            let at: Vec<&str> = issues.iter().map(|i| i.at.as_str()).collect();
+            assert!(at.contains(&"reload.check_interval"), "{at:?}");
+            assert!(at.contains(&"reload.debounce"), "{at:?}");
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
+}

@@ -260,6 +260,7 @@ struct EntryOut<'a> {
     token: &'a str,
     site_luid: &'a str,
     content_url: &'a str,
+    server_url: &'a str,
     user_luid: String,
     jti: String,
     expires_ms: u64,
@@ -273,6 +274,10 @@ struct EntryIn {
     token: String,
     site_luid: String,
     content_url: String,
+    /// The server that issued the session; an entry without one (an older replica's) never
+    /// matches a site's server URL, so it is signed in again rather than trusted.
+    #[serde(default)]
+    server_url: String,
     user_luid: String,
     jti: String,
     expires_ms: u64,
@@ -771,6 +776,7 @@ impl Inner {
             token,
             site_luid: Arc::from(e.site_luid),
             site_content_url: Arc::from(e.content_url),
+            server_url: Arc::from(e.server_url),
             user_luid: Luid::from(e.user_luid),
             jti: uuid::Uuid::try_parse(&e.jti).ok()?,
             expires_at: UNIX_EPOCH + Duration::from_millis(e.expires_ms),
@@ -825,6 +831,7 @@ impl Inner {
             token: c.token.expose_secret(),
             site_luid: &c.site_luid,
             content_url: &c.site_content_url,
+            server_url: &c.server_url,
             user_luid: c.user_luid.to_string(),
             jti: c.jti.hyphenated().to_string(),
             expires_ms: unix_ms(c.expires_at),

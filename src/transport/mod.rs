@@ -44,7 +44,7 @@ pub use identity::{
     identity_from_cert,
 };
 pub use layer::{IdentityLayer, IdentityService};
-pub use tls::{CertValidity, TlsError, TlsFiles, TlsReloader, load_server_config};
+pub use tls::{CertValidity, TlsError, TlsFiles, TlsReloader, TlsSnapshot, load_server_config};
 
 /// What the transport knows about the other end of a connection; tonic copies it into the
 /// extensions of every request on that connection, where [`IdentityLayer`] picks it up.
@@ -258,7 +258,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Accepts TCP connections on `listener`, completes mTLS handshakes with the configuration
 /// current in `tls`, and yields connections whose caller identity is known; feed it to
-/// `tonic::transport::Server::serve_with_incoming_shutdown`.
+/// `tonic::transport::Server::serve_with_incoming_shutdown`. `sources` are installed in `tls`,
+/// so a later [`TlsReloader::replace`] changes them for new connections.
 ///
 /// Handshakes run concurrently with a timeout, so a slow client cannot hold up others. A failed
 /// handshake, or a certificate from which no identity can be derived, is logged and skipped:
@@ -299,15 +300,8 @@ pub fn incoming_counted(
     handshakes: Arc<HandshakeStats>,
 ) -> impl Stream<Item = Result<TlsConn, io::Error>> + Send + 'static {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(
-        listener,
-        tls,
-        Arc::new(sources),
-        options,
-        stats,
-        handshakes,
-        tx,
-    ));
+    tls.set_identity_sources(sources);
+    tokio::spawn(accept_loop(listener, tls, options, stats, handshakes, tx));
     ReceiverStream::new(rx)
 }
 
@@ -326,7 +320,6 @@ fn drop_oldest_handshake(handshakes: &Mutex<Handshakes>, stats: &ConnectionStats
 async fn accept_loop(
     listener: TcpListener,
     tls: TlsReloader,
-    sources: Arc<IdentitySources>,
     options: IncomingOptions,
     stats: Arc<ConnectionStats>,
     handshake_stats: Arc<HandshakeStats>,
@@ -367,8 +360,9 @@ async fn accept_loop(
             tracing::debug!(error = %e, "setting TCP_NODELAY failed; continuing without it");
         }
         let slot = ConnSlot::new(&stats);
-        let acceptor = TlsAcceptor::from(tls.current());
-        let sources = sources.clone();
+        // One load: the handshake's certificates, CA and identity rules come from one reload.
+        let current = tls.snapshot();
+        let acceptor = TlsAcceptor::from(Arc::clone(&current.config));
         let tx = tx.clone();
         let timeout = options.handshake_timeout;
         let timeouts = options.timeouts;
@@ -383,7 +377,7 @@ async fn accept_loop(
                 acceptor,
                 tcp,
                 remote_addr,
-                &sources,
+                &current.identity_sources,
                 timeout,
                 &handshake_stats,
             )

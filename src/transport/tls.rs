@@ -15,6 +15,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::Zeroizing;
 
+use super::identity::IdentitySources;
+
 /// The protocol versions the broker speaks: nothing older than TLS 1.2 is ever offered.
 pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
@@ -241,6 +243,21 @@ impl CertValidity {
     }
 }
 
+/// What new handshakes use, swapped whole: the files it was read from, the rustls configuration
+/// and which certificate fields name the caller. One value, so a handshake never mixes a new
+/// CA with old identity rules.
+#[derive(Debug)]
+pub struct TlsSnapshot {
+    /// The files the configuration was read from.
+    pub files: TlsFiles,
+    /// The rustls server configuration.
+    pub config: Arc<ServerConfig>,
+    /// Which certificate fields may name the caller, in order.
+    pub identity_sources: IdentitySources,
+    /// When those certificates stop (and start) being valid; `None` if they could not be parsed.
+    pub validity: Option<CertValidity>,
+}
+
 /// Holds the current server TLS configuration and can re-read it from its files, so that
 /// certificates can be rotated without restarting the broker.
 ///
@@ -248,41 +265,44 @@ impl CertValidity {
 /// whatever configuration is current when it starts; established connections are untouched.
 #[derive(Clone)]
 pub struct TlsReloader {
-    files: Arc<TlsFiles>,
-    current: Arc<ArcSwap<ServerConfig>>,
-    validity: Arc<ArcSwap<Option<CertValidity>>>,
+    current: Arc<ArcSwap<TlsSnapshot>>,
 }
 
 impl std::fmt::Debug for TlsReloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsReloader")
-            .field("files", &self.files)
+            .field("files", &self.current.load().files)
             .finish_non_exhaustive()
     }
 }
 
 impl TlsReloader {
     /// Loads the configuration from `files`; fails (and the broker should not start) if the
-    /// files are not usable.
+    /// files are not usable. Every identity source counts until [`Self::replace`] or
+    /// [`Self::set_identity_sources`] says otherwise.
     pub fn new(files: TlsFiles) -> Result<Self, TlsError> {
         let config = files.load()?;
         let validity = CertValidity::of(&files);
         Ok(Self {
-            files: Arc::new(files),
-            current: Arc::new(ArcSwap::new(config)),
-            validity: Arc::new(ArcSwap::from_pointee(validity)),
+            current: Arc::new(ArcSwap::from_pointee(TlsSnapshot {
+                files,
+                config,
+                identity_sources: IdentitySources::default(),
+                validity,
+            })),
         })
     }
 
-    /// Re-reads the files and, only if they make a valid configuration, makes it current.
-    /// On error the previous configuration stays in force and the error says why.
-    #[tracing::instrument(skip_all, fields(cert = %self.files.cert.display()))]
+    /// Re-reads the current files and, only if they make a valid configuration, makes it
+    /// current. On error the previous configuration stays in force and the error says why.
+    /// The broker's own reload uses [`Self::replace`] instead, with files it checked itself.
+    #[tracing::instrument(skip_all)]
     pub fn reload(&self) -> Result<(), TlsError> {
-        match self.files.load() {
+        let now = self.current.load_full();
+        match now.files.load() {
             Ok(config) => {
-                self.current.store(config);
-                self.validity.store(Arc::new(CertValidity::of(&self.files)));
-                tracing::info!("reloaded server TLS configuration");
+                self.replace(now.files.clone(), config, now.identity_sources.clone());
+                tracing::info!(cert = %now.files.cert.display(), "reloaded server TLS configuration");
                 Ok(())
             }
             Err(e) => {
@@ -294,11 +314,34 @@ impl TlsReloader {
 
     /// The validity periods of the certificates in force (`None` if they could not be parsed).
     pub fn validity(&self) -> Option<CertValidity> {
-        **self.validity.load()
+        self.current.load().validity
+    }
+
+    /// Makes an already loaded configuration current, with the files it came from and the
+    /// identity sources that go with it, in one store.
+    pub fn replace(&self, files: TlsFiles, config: Arc<ServerConfig>, sources: IdentitySources) {
+        let validity = CertValidity::of(&files);
+        self.current.store(Arc::new(TlsSnapshot {
+            files,
+            config,
+            identity_sources: sources,
+            validity,
+        }));
+    }
+
+    /// Replaces only the identity sources.
+    pub fn set_identity_sources(&self, sources: IdentitySources) {
+        let now = self.current.load_full();
+        self.replace(now.files.clone(), Arc::clone(&now.config), sources);
     }
 
     /// The configuration new handshakes use right now.
     pub fn current(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.current.load().config)
+    }
+
+    /// Everything new handshakes use right now.
+    pub fn snapshot(&self) -> Arc<TlsSnapshot> {
         self.current.load_full()
     }
 }

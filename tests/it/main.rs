@@ -10,6 +10,8 @@ mod catalog;
 mod cli;
 mod client_cli;
 mod observability;
+#[cfg(unix)]
+mod rotation;
 mod security;
 mod security_limits;
 mod shared_cache;

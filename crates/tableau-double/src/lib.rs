@@ -10,7 +10,9 @@
 //!
 //! Three ways to use it:
 //! - in process: [`FakeTableau::start`] binds `127.0.0.1:0` (or the configured address) and the
-//!   [`FakeTableauHandle`] reports its address, counters ([`FakeStats`]) and takes faults;
+//!   [`FakeTableauHandle`] reports its address, counters ([`FakeStats`]) and takes faults; its
+//!   [`FakeTableauHandle::set_app_secrets`] adds or deletes a connected app's secrets while it
+//!   runs, as a Tableau admin does during secret rotation;
 //! - as a command: `tableau-double --config FILE [--listen ADDR]` ([`run_from_file`]), which
 //!   prints `fake-tableau listening on http://ADDR` first (the broker's development build offers
 //!   the same as `tableau-token-broker fake-tableau`);
@@ -243,6 +245,38 @@ impl FakeTableauHandle {
     /// The faults now in force, by endpoint.
     pub fn faults(&self) -> BTreeMap<String, Faults> {
         self.shared.all_faults()
+    }
+
+    /// Replaces the secrets of the connected app `client_id`, as a Tableau admin adding or
+    /// deleting a secret does (one or two, distinct IDs); sessions already open stay. For
+    /// secret-rotation tests: start with the old secret, add the new one, then drop the old.
+    pub fn set_app_secrets(
+        &self,
+        client_id: &str,
+        secrets: Vec<AppSecret>,
+    ) -> Result<(), FakeTableauError> {
+        if secrets.is_empty() || secrets.len() > 2 {
+            return Err(FakeTableauError::InvalidConfig {
+                reason: format!(
+                    "connected app {client_id:?} would have {} secrets; Tableau allows one or two",
+                    secrets.len()
+                ),
+            });
+        }
+        if secrets.len() == 2 && secrets[0].secret_id == secrets[1].secret_id {
+            return Err(FakeTableauError::InvalidConfig {
+                reason: format!(
+                    "connected app {client_id:?} would have two secrets with the same secret_id"
+                ),
+            });
+        }
+        if self.shared.set_app_secrets(client_id, secrets) {
+            Ok(())
+        } else {
+            Err(FakeTableauError::InvalidConfig {
+                reason: format!("no connected app has client_id {client_id:?}"),
+            })
+        }
     }
 
     /// Ends every session, as a Tableau restart would; later calls get 401000.

@@ -395,7 +395,8 @@ fn do_signin(s: &Shared, body: &[u8], fmt: Format, echo_jwt: bool) -> Response {
     };
     let site = &s.sites[site_index];
     let now = s.clock.now();
-    match jwt::check(&jwt, site, &s.apps, now, s.clock_skew, |c, j| {
+    let apps = s.apps();
+    match jwt::check(&jwt, site, &apps, now, s.clock_skew, |c, j| {
         s.jti_seen(c, j)
     }) {
         Err(code) => {

@@ -49,7 +49,7 @@ pub(crate) struct Session {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub sites: Vec<Site>,
-    pub apps: Vec<ConnectedApp>,
+    apps: RwLock<Vec<ConnectedApp>>,
     pub session_ttl: std::time::Duration,
     pub clock_skew: std::time::Duration,
     pub clock: SharedClock,
@@ -66,6 +66,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// The connected apps now (a copy: sign-ins check against one consistent list).
+    pub(crate) fn apps(&self) -> Vec<ConnectedApp> {
+        self.apps.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces one app's secrets; `false` when no app has this client ID.
+    pub(crate) fn set_app_secrets(
+        &self,
+        client_id: &str,
+        secrets: Vec<super::config::AppSecret>,
+    ) -> bool {
+        let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        match apps.iter_mut().find(|a| a.client_id == client_id) {
+            Some(app) => {
+                app.secrets = secrets;
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(crate) fn new(
         config: &super::FakeTableauConfig,
         clock: SharedClock,
@@ -73,7 +94,7 @@ impl Shared {
     ) -> Shared {
         Shared {
             sites: config.sites.clone(),
-            apps: config.connected_apps.clone(),
+            apps: RwLock::new(config.connected_apps.clone()),
             session_ttl: config.session_ttl,
             clock_skew: config.clock_skew,
             clock,

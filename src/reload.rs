@@ -1,0 +1,509 @@
+//! Live reload, all or nothing: read and check everything a configuration names (the file, the
+//! server certificate against its key, the client CA, secrets, Tableau CA bundles), and only then
+//! swap it in. A bad file leaves the whole running configuration in place; the failure is logged
+//! with what was wrong, counted, and retried when the files change again.
+//!
+//! [`crate::watch`] decides *when* to reload (file events, a periodic re-check, SIGHUP);
+//! [`Reloader`] decides *whether* anything changed and does the reload.
+//!
+//! Settings that cannot change while the process runs (the listen address, the cache capacity,
+//! telemetry) refuse the reload as "restart required" rather than being silently ignored.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+use crate::broker::Broker;
+use crate::clock::{SharedClock, unix_secs};
+use crate::config::{Config, ConfigError, ReloadConfig, SiteConfig};
+use crate::error::BrokerError;
+use crate::transport::{TlsError, TlsFiles, TlsReloader};
+
+/// A certificate closer to its end than this is warned about at each (re)load.
+pub const CERT_EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Why a reload was refused. The running configuration stays in force in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration file is unreadable, not TOML, or has invalid values.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The new configuration has no `[server]` section, which the running server needs.
+    #[error(
+        "the new configuration has no [server] section; a running server needs listen, cert, key and client_ca"
+    )]
+    NoServerSection,
+    /// A certificate, key or CA file is unusable (e.g. a certificate that does not match its key).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Something built from the configuration failed (e.g. a Tableau CA bundle).
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// Settings changed that only a restart can apply.
+    #[error(
+        "restart required: {} cannot change while the broker runs; restart it to apply them (nothing was reloaded)",
+        .0.join(", ")
+    )]
+    RestartRequired(Vec<String>),
+}
+
+/// A certificate as logged and exported: who, which serial, and when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The subject, as x509-parser prints it.
+    pub subject: String,
+    /// The serial number, hex with colons.
+    pub serial: String,
+    /// Not-after, seconds since the Unix epoch.
+    pub not_after_unix: i64,
+}
+
+impl CertInfo {
+    /// Not-after as RFC 3339, for logs.
+    pub fn not_after_rfc3339(&self) -> String {
+        let t = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(self.not_after_unix).unwrap_or(0));
+        humantime::format_rfc3339_seconds(t).to_string()
+    }
+}
+
+/// Reload counters and certificate end dates, plain atomics for the metrics exporter.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    ok: AtomicU64,
+    error: AtomicU64,
+    last_success_unix: AtomicU64,
+    server_cert_not_after_unix: AtomicI64,
+    client_ca_not_after_unix: AtomicI64,
+}
+
+/// A copy of [`ReloadStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadStatsSnapshot {
+    /// Reloads that swapped a new configuration in.
+    pub ok: u64,
+    /// Reloads refused (bad file, restart required); the running configuration stayed.
+    pub error: u64,
+    /// When the configuration in force was loaded (start or last successful reload), Unix
+    /// seconds.
+    pub last_success_unix: u64,
+    /// The server certificate's not-after, Unix seconds.
+    pub server_cert_not_after_unix: i64,
+    /// The earliest not-after among the client CA certificates, Unix seconds.
+    pub client_ca_not_after_unix: i64,
+}
+
+impl ReloadStats {
+    /// Notes that a configuration was loaded now (at start), for the last-success gauge.
+    pub fn mark_loaded(&self, clock: &SharedClock) {
+        self.last_success_unix
+            .store(unix_secs(clock.now()), Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> ReloadStatsSnapshot {
+        ReloadStatsSnapshot {
+            ok: self.ok.load(Ordering::Relaxed),
+            error: self.error.load(Ordering::Relaxed),
+            last_success_unix: self.last_success_unix.load(Ordering::Relaxed),
+            server_cert_not_after_unix: self.server_cert_not_after_unix.load(Ordering::Relaxed),
+            client_ca_not_after_unix: self.client_ca_not_after_unix.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a successful reload changed (names and serials only, never a secret).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// The configuration generation now in force.
+    pub generation: u64,
+    /// Sites added.
+    pub sites_added: Vec<String>,
+    /// Sites removed.
+    pub sites_removed: Vec<String>,
+    /// Sites whose settings, connected app or secrets changed.
+    pub sites_changed: Vec<String>,
+    /// Caller identities added.
+    pub callers_added: Vec<String>,
+    /// Caller identities removed.
+    pub callers_removed: Vec<String>,
+    /// Caller identities whose grants changed.
+    pub callers_changed: Vec<String>,
+    /// Sites whose cached sessions were dropped, with how many.
+    pub sessions_dropped: Vec<(String, usize)>,
+    /// The server certificate now in force.
+    pub server_cert: Option<CertInfo>,
+    /// The client CA certificates now in force.
+    pub client_ca: Vec<CertInfo>,
+}
+
+/// What the last reload attempt saw, so a periodic check only reloads when a file changed.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Digest of the configuration file and every file it (or the last candidate) names.
+    fingerprint: Option<[u8; 32]>,
+    /// Files the last candidate configuration named, even if it was refused: fixing one of them
+    /// must trigger a retry.
+    candidate_files: Vec<PathBuf>,
+}
+
+/// Does reloads for one running server: the configuration file it reads, the broker and the TLS
+/// acceptor it swaps.
+pub struct Reloader {
+    config_path: PathBuf,
+    broker: Arc<Broker>,
+    tls: TlsReloader,
+    clock: SharedClock,
+    stats: Arc<ReloadStats>,
+    seen: Mutex<Seen>,
+    reloading: Mutex<()>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Reloader {
+    /// A reloader for the configuration the broker and `tls` were started with, read from
+    /// `config_path`. Logs the certificates' end dates as at every reload.
+    pub fn new(
+        config_path: PathBuf,
+        broker: Arc<Broker>,
+        tls: TlsReloader,
+        clock: SharedClock,
+        stats: Arc<ReloadStats>,
+    ) -> Reloader {
+        let r = Reloader {
+            config_path,
+            broker,
+            tls,
+            clock,
+            stats,
+            seen: Mutex::new(Seen::default()),
+            reloading: Mutex::new(()),
+        };
+        r.stats
+            .last_success_unix
+            .store(unix_secs(r.clock.now()), Ordering::Relaxed);
+        let files = r.tls.snapshot().files.clone();
+        let (server, ca) = cert_infos(&files);
+        r.note_certs(server.as_ref(), &ca);
+        if let Some(s) = &server {
+            tracing::info!(target: "reload", server_cert_serial = %s.serial, server_cert_not_after = %s.not_after_rfc3339(), client_ca = %ca_list(&ca), "certificates loaded");
+        }
+        let (fp, _) = r.fingerprint();
+        lock(&r.seen).fingerprint = Some(fp);
+        r
+    }
+
+    /// The counters, for the metrics exporter.
+    pub fn stats(&self) -> &Arc<ReloadStats> {
+        &self.stats
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The `[reload]` settings in force.
+    pub fn settings(&self) -> ReloadConfig {
+        self.broker.config().reload.clone()
+    }
+
+    /// Every file a change of which should trigger a reload: the configuration file, the files
+    /// the running configuration reads, and those the last refused candidate named.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.config_path.clone()];
+        files.extend(self.broker.config().watched_files());
+        files.extend(lock(&self.seen).candidate_files.iter().cloned());
+        files.sort();
+        files.dedup();
+        files
+    }
+
+    /// A digest of every watched file's path and content, and the files it covers.
+    fn fingerprint(&self) -> ([u8; 32], Vec<PathBuf>) {
+        let files = self.watched_files();
+        let mut h = Sha256::new();
+        for f in &files {
+            h.update(f.as_os_str().as_encoded_bytes());
+            h.update([0]);
+            match std::fs::read(f) {
+                Ok(bytes) => {
+                    let bytes = zeroize::Zeroizing::new(bytes);
+                    h.update(Sha256::digest(&*bytes));
+                }
+                Err(e) => h.update(format!("unreadable: {:?}", e.kind())),
+            }
+        }
+        (h.finalize().into(), files)
+    }
+
+    /// Reloads when any watched file differs from what the last attempt saw; `None` when nothing
+    /// changed (so a refused file is not retried, and not counted again, until it changes).
+    pub fn check(&self, trigger: &str) -> Option<Result<ReloadReport, ReloadError>> {
+        let (fp, _) = self.fingerprint();
+        if lock(&self.seen).fingerprint == Some(fp) {
+            return None;
+        }
+        Some(self.reload(trigger))
+    }
+
+    /// Reloads now (SIGHUP, or a check that saw a change): everything is read and checked
+    /// first; only then is the new configuration swapped in, whole. Logs one line either way.
+    pub fn reload(&self, trigger: &str) -> Result<ReloadReport, ReloadError> {
+        // One reload at a time: the watcher and a manual trigger may race.
+        let _one = lock(&self.reloading);
+        let (before, before_files) = self.fingerprint();
+        let result = self.try_reload();
+        // Remember what this attempt read: the digest taken *before* reading, so a file swapped
+        // while loading differs from it and is reloaded at the next check. Only when the set of
+        // files changed (a new configuration names new files) is the digest taken again.
+        let (after, after_files) = self.fingerprint();
+        lock(&self.seen).fingerprint = Some(if after_files == before_files {
+            before
+        } else {
+            after
+        });
+        match &result {
+            Ok(r) => {
+                self.stats.ok.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .last_success_unix
+                    .store(unix_secs(self.clock.now()), Ordering::Relaxed);
+                self.note_certs(r.server_cert.as_ref(), &r.client_ca);
+                let server_cert = r.server_cert.as_ref();
+                tracing::info!(
+                    target: "reload",
+                    trigger,
+                    config = %self.config_path.display(),
+                    generation = r.generation,
+                    sites_added = ?r.sites_added,
+                    sites_removed = ?r.sites_removed,
+                    sites_changed = ?r.sites_changed,
+                    callers_added = ?r.callers_added,
+                    callers_removed = ?r.callers_removed,
+                    callers_changed = ?r.callers_changed,
+                    sessions_dropped = ?r.sessions_dropped,
+                    server_cert_serial = server_cert.map(|c| c.serial.as_str()).unwrap_or(""),
+                    server_cert_not_after = %server_cert.map(CertInfo::not_after_rfc3339).unwrap_or_default(),
+                    client_ca = %ca_list(&r.client_ca),
+                    "configuration reloaded"
+                );
+            }
+            Err(e) => {
+                self.stats.error.fetch_add(1, Ordering::Relaxed);
+                self.broker
+                    .record_reload_failure(&crate::error::error_chain(e));
+                tracing::error!(
+                    target: "reload",
+                    trigger,
+                    config = %self.config_path.display(),
+                    error = %e,
+                    "reload refused; the running configuration stays in force"
+                );
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<ReloadReport, ReloadError> {
+        lock(&self.seen).candidate_files.clear();
+        let config = Config::load(&self.config_path)?;
+        config.log_warnings();
+        lock(&self.seen).candidate_files = config.watched_files();
+        let running = self.broker.config();
+        let server = config.server.clone().ok_or(ReloadError::NoServerSection)?;
+        let restart = restart_required(&running, &config);
+        if !restart.is_empty() {
+            return Err(ReloadError::RestartRequired(restart));
+        }
+        let files = TlsFiles {
+            cert: server.cert.clone(),
+            key: server.key.clone(),
+            client_ca: server.client_ca.clone(),
+        };
+        let tls_config = files.load()?;
+        let (server_cert, client_ca) = cert_infos(&files);
+        let mut report = diff(&running, &config);
+        let prepared = self.broker.prepare(config)?;
+        // Everything is checked: swap. Neither store can fail.
+        let committed = self.broker.commit(prepared);
+        self.tls
+            .replace(files, tls_config, server.identity_sources.clone());
+        report.generation = committed.generation;
+        report.sessions_dropped = committed.dropped;
+        report.server_cert = server_cert;
+        report.client_ca = client_ca;
+        Ok(report)
+    }
+
+    fn note_certs(&self, server: Option<&CertInfo>, ca: &[CertInfo]) {
+        let now = i64::try_from(unix_secs(self.clock.now())).unwrap_or(i64::MAX);
+        let warn_within = i64::try_from(CERT_EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
+        if let Some(s) = server {
+            self.stats
+                .server_cert_not_after_unix
+                .store(s.not_after_unix, Ordering::Relaxed);
+            if s.not_after_unix - now < warn_within {
+                tracing::warn!(target: "reload", serial = %s.serial, subject = %s.subject, not_after = %s.not_after_rfc3339(), "the server certificate ends in less than 7 days; renew it (the broker picks the new one up from disk)");
+            }
+        }
+        if let Some(first) = ca.iter().min_by_key(|c| c.not_after_unix) {
+            self.stats
+                .client_ca_not_after_unix
+                .store(first.not_after_unix, Ordering::Relaxed);
+            if first.not_after_unix - now < warn_within {
+                tracing::warn!(target: "reload", serial = %first.serial, subject = %first.subject, not_after = %first.not_after_rfc3339(), "a client CA certificate ends in less than 7 days; add its successor to the bundle");
+            }
+        }
+    }
+}
+
+fn ca_list(ca: &[CertInfo]) -> String {
+    ca.iter()
+        .map(|c| format!("{} until {}", c.serial, c.not_after_rfc3339()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The server certificate's leaf and the client CA certificates, as far as they parse (the
+/// TLS load has already refused files that do not).
+fn cert_infos(files: &TlsFiles) -> (Option<CertInfo>, Vec<CertInfo>) {
+    (
+        read_cert_infos(&files.cert).into_iter().next(),
+        read_cert_infos(&files.client_ca),
+    )
+}
+
+fn read_cert_infos(path: &Path) -> Vec<CertInfo> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let Ok(pem) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    CertificateDer::pem_slice_iter(&pem)
+        .filter_map(Result::ok)
+        .filter_map(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+            Some(CertInfo {
+                subject: cert.subject().to_string(),
+                serial: cert.raw_serial_as_string(),
+                not_after_unix: cert.validity().not_after.timestamp(),
+            })
+        })
+        .collect()
+}
+
+/// Settings the running process cannot apply: listen address (the socket is bound), cache
+/// capacity (the cache is sized at start) and telemetry (the subscriber is installed once).
+fn restart_required(running: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if let (Some(a), Some(b)) = (&running.server, &new.server) {
+        if a.listen != b.listen {
+            out.push(format!("server.listen ({} → {})", a.listen, b.listen));
+        }
+    }
+    if running.cache.max_entries != new.cache.max_entries {
+        out.push(format!(
+            "cache.max_entries ({} → {})",
+            running.cache.max_entries, new.cache.max_entries
+        ));
+    }
+    let (a, b) = (&running.telemetry, &new.telemetry);
+    if a.log_format != b.log_format {
+        out.push("telemetry.log_format".to_owned());
+    }
+    if a.log_filter != b.log_filter {
+        out.push("telemetry.log_filter".to_owned());
+    }
+    if a.otlp_endpoint != b.otlp_endpoint {
+        out.push("telemetry.otlp_endpoint".to_owned());
+    }
+    if a.service_name != b.service_name {
+        out.push("telemetry.service_name".to_owned());
+    }
+    if running.admin != new.admin {
+        out.push("admin".to_owned());
+    }
+    if running.audit != new.audit {
+        out.push("audit".to_owned());
+    }
+    if running.cache.shared.is_some() != new.cache.shared.is_some() {
+        out.push("cache.shared".to_owned());
+    }
+    if let (Some(a), Some(b)) = (&running.server, &new.server) {
+        // Read by the connection layer and the HTTP/2 server when they start.
+        if a.connections != b.connections {
+            out.push("server connection limits".to_owned());
+        }
+    }
+    out
+}
+
+/// Whether anything a site's sessions or sign-ins depend on differs, secrets included
+/// (compared, never shown).
+fn site_changed(a: &SiteConfig, b: &SiteConfig) -> bool {
+    let same_standby = match (&a.standby_secret, &b.standby_secret) {
+        (None, None) => true,
+        (Some(x), Some(y)) => {
+            x.secret_id == y.secret_id && x.secret.expose_secret() == y.secret.expose_secret()
+        }
+        _ => false,
+    };
+    format!("{a:?}") != format!("{b:?}")
+        || a.app.secret.expose_secret() != b.app.secret.expose_secret()
+        || !same_standby
+}
+
+fn diff(running: &Config, new: &Config) -> ReloadReport {
+    let mut r = ReloadReport::default();
+    for (name, site) in &new.sites {
+        match running.site(name) {
+            None => r.sites_added.push(name.clone()),
+            Some(old) if site_changed(old, site) => r.sites_changed.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    r.sites_removed = running
+        .sites
+        .keys()
+        .filter(|n| !new.sites.contains_key(*n))
+        .cloned()
+        .collect();
+    let callers = |c: &Config| -> BTreeMap<String, String> {
+        c.policy
+            .callers()
+            .iter()
+            .map(|e| (e.pattern.to_string(), format!("{:?}", e.grants)))
+            .collect()
+    };
+    let (old, now) = (callers(running), callers(new));
+    for (id, grants) in &now {
+        match old.get(id) {
+            None => r.callers_added.push(id.clone()),
+            Some(g) if g != grants => r.callers_changed.push(id.clone()),
+            Some(_) => {}
+        }
+    }
+    r.callers_removed = old
+        .keys()
+        .filter(|k| !now.contains_key(*k))
+        .cloned()
+        .collect();
+    r
+}
