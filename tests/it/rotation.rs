@@ -273,7 +273,7 @@ fn toml_for(tls: &KubeVolume, ca: &KubeVolume, secrets: &KubeVolume, s: &Setting
         t.push_str(&format!("identity_sources = {sources}\n"));
     }
     t.push_str(&format!(
-        "\n[reload]\ncheck_interval = {:?}\ndebounce = \"50ms\"\n\n[sites.finance]\nserver_url = {:?}\ncontent_url = \"finance\"\n\n[sites.finance.connected_app]\nclient_id = {CLIENT_ID:?}\n",
+        "\n[reload]\ncheck_interval = {:?}\ndebounce = \"50ms\"\n\n# Rotation under a force_refresh loop: the sign-in limits (tested elsewhere) stay out of the way.\n[limits]\nsign_ins_per_second = 100000\nsign_in_burst = 100000\n\n[sites.finance]\nserver_url = {:?}\ncontent_url = \"finance\"\n\n[sites.finance.connected_app]\nclient_id = {CLIENT_ID:?}\n",
         s.check_interval,
         s.server_url.as_deref().unwrap_or_default(),
     ));
@@ -298,7 +298,7 @@ fn toml_for(tls: &KubeVolume, ca: &KubeVolume, secrets: &KubeVolume, s: &Setting
         scopes.join(", ")
     ));
     t.push_str(&format!(
-        "\n[[callers]]\nidentity = {DNS_CALLER:?}\n[[callers.grants]]\nsites = [\"finance\"]\nusers = [\"svc-renderer\"]\nscopes = [\"tableau:content:read\"]\n"
+        "\n[[callers]]\nidentity = \"dns:{DNS_CALLER}\"\n[[callers.grants]]\nsites = [\"finance\"]\nusers = [\"svc-renderer\"]\nscopes = [\"tableau:content:read\"]\n"
     ));
     t.push_str(s.raw_tail);
     t
@@ -856,7 +856,10 @@ async fn the_serve_binary_reloads_on_its_own_and_logs_one_line_per_reload() {
     let reloaded = next_with("configuration reloaded");
     let f = &reloaded["fields"];
     assert_eq!(reloaded["target"], "reload");
-    assert_eq!(f["generation"], 1);
+    assert_eq!(
+        f["generation"], 2,
+        "the first reload after the start (generation 1)"
+    );
     assert!(
         f["callers_changed"].as_str().unwrap().contains(RENDERER),
         "{f}"
