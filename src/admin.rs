@@ -155,6 +155,14 @@ impl AdminServer {
     }
 }
 
+impl Drop for AdminServer {
+    /// A server dropped without [`AdminServer::stop`] (the broker failed to start after the
+    /// admin listener did) must not keep its port.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 async fn accept_loop(listener: TcpListener, state: AdminState, mut stopped: oneshot::Receiver<()>) {
     let permits = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
