@@ -96,7 +96,7 @@ class Serve:
                 if fields.get("message") == "broker listening (mTLS)":
                     self.addr = fields["addr"]
                     ready.set()
-                elif fields.get("message") == "configuration and certificates reloaded":
+                elif fields.get("message") == "configuration reloaded":
                     self.reloads.release()
             ready.set()
 

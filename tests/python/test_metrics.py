@@ -4,7 +4,8 @@ Starts the Tableau double (`tableau-double`, $DOUBLE_BIN) and the broker (`serve
 `[admin]` on, using the development PKI that `demo --no-wait` leaves in its state folder. Then:
 
 - runs a known sequence of calls with Python gRPC stubs: 1 miss, 3 hits, 1 denial, 1 Tableau
-  401001 (and, once limits exist, 1 request refused by a limit), plus one TCP connect-and-close
+  401001, 1 request refused by a limit (a third sign-in past the caller's burst of 2), plus one
+  TCP connect-and-close
   as a Kubernetes TCP probe does;
 - scrapes /metrics and parses the whole exposition with prometheus_client's OpenMetrics parser
   (strict: one malformed line fails the test), asserting the exact counter values;
@@ -37,7 +38,7 @@ PREFIX = "tableau_token_broker_"
 RENDERER = "spiffe://demo.local/ns/reports/sa/renderer"
 CLIENT_ID = "0d5e2c4b-0000-4000-8000-00000000c1d0"
 SECRET_ID = "0d5e2c4b-0000-4000-8000-000000005ec0"
-SECRET = "metrics-test-connected-app-secret"
+SECRET = "metrics-test-connected-app-secret-32-bytes"
 SITE_LUID = "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d"
 SCOPE = "tableau:content:read"
 
@@ -92,10 +93,22 @@ secret = "{SECRET}"
 
 [[callers]]
 identity = "{RENDERER}"
+# Two sign-ins (the miss and the 401001), then the bucket is empty for the rest of the test.
+sign_in_burst = 2
+sign_ins_per_second = 0.001
 
 [[callers.grants]]
 sites = ["finance"]
 users = ["svc-renderer", "ghost"]
+scopes = ["{SCOPE}"]
+
+# A second caller with a budget of its own, for the drain test after the renderer's is spent.
+[[callers]]
+identity = "spiffe://demo.local/ns/ops/*"
+
+[[callers.grants]]
+sites = ["finance"]
+users = ["svc-renderer"]
 scopes = ["{SCOPE}"]
 """
 
@@ -221,18 +234,21 @@ def system(ttb_bin, tmp_path_factory):
         broker = Broker(ttb_bin, d / "broker.toml")
         pb2, pb2_grpc = example_client.generate_stubs(d / "gen")
         state = d / "demo"
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=(state / "pki" / "ca.crt").read_bytes(),
-            private_key=(state / "renderer.key").read_bytes(),
-            certificate_chain=(state / "renderer.crt").read_bytes(),
-        )
-        with grpc.secure_channel(
-            broker.addr, creds, options=[("grpc.ssl_target_name_override", "localhost")]
-        ) as channel:
+        def creds(name):
+            return grpc.ssl_channel_credentials(
+                root_certificates=(state / "pki" / "ca.crt").read_bytes(),
+                private_key=(state / f"{name}.key").read_bytes(),
+                certificate_chain=(state / f"{name}.crt").read_bytes(),
+            )
+
+        options = [("grpc.ssl_target_name_override", "localhost")]
+        with grpc.secure_channel(broker.addr, creds("renderer"), options=options) as channel, \
+                grpc.secure_channel(broker.addr, creds("ops"), options=options) as ops_channel:
             yield {
                 "broker": broker,
                 "double_url": double_url,
                 "stub": pb2_grpc.TokenBrokerStub(channel),
+                "ops_stub": pb2_grpc.TokenBrokerStub(ops_channel),
                 "pb2": pb2,
             }
     finally:
@@ -241,16 +257,19 @@ def system(ttb_bin, tmp_path_factory):
         stop(double)
 
 
-def get(system, user="svc-renderer", scope=SCOPE, force_refresh=False):
+def get(system, user="svc-renderer", scope=SCOPE, force_refresh=False, stub="stub"):
     pb2 = system["pb2"]
     req = pb2.GetCredentialsRequest(site="finance", user=user, scopes=[scope], force_refresh=force_refresh)
-    return system["stub"].GetCredentials(req, timeout=30)
+    return system[stub].GetCredentials(req, timeout=30)
 
 
 def refuse_one_request_by_a_limit(system):
-    """LIMITS: once the broker has request limits, make exactly one request be refused by one
-    here (and add its expected counter to `expected` below). Until then it does nothing."""
-    return None
+    """A third sign-in (a force refresh) after the caller's burst of 2 is spent: refused with
+    RESOURCE_EXHAUSTED before it reaches Tableau; a cache hit right after is still served."""
+    with pytest.raises(grpc.RpcError) as limited:
+        get(system, force_refresh=True)
+    assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert example_client.error_reason(limited.value) == "SIGN_IN_RATE_LIMITED"
 
 
 def test_known_sequence_gives_exact_counters(system):
@@ -281,7 +300,8 @@ def test_known_sequence_gives_exact_counters(system):
         ("rpc_requests_total", (("method", "GetCredentials"), ("code", "OK"))): 4,
         ("rpc_requests_total", (("method", "GetCredentials"), ("code", "PERMISSION_DENIED"))): 1,
         ("rpc_requests_total", (("method", "GetCredentials"), ("code", "FAILED_PRECONDITION"))): 1,
-        ("rpc_duration_seconds_count", (("method", "GetCredentials"),)): 6,
+        ("rpc_requests_total", (("method", "GetCredentials"), ("code", "RESOURCE_EXHAUSTED"))): 1,
+        ("rpc_duration_seconds_count", (("method", "GetCredentials"),)): 7,
         ("cache_hits_total", ()): 3,
         ("cache_misses_total", ()): 2,  # the miss, and the 401001 sign-in (not cached)
         ("cache_coalesced_waiters_total", ()): 0,
@@ -294,7 +314,8 @@ def test_known_sequence_gives_exact_counters(system):
         ("tls_handshake_failures_total", (("reason", "failed"),)): 0,
         ("reloads_total", (("outcome", "ok"),)): 0,
         ("reloads_total", (("outcome", "error"),)): 0,
-        # LIMITS: ("requests_refused_total", (("limit", "..."),)): 1,
+        ("requests_refused_total", (("limit", "sign_in_rate"),)): 1,
+        ("requests_refused_total", (("limit", "site_concurrency"),)): 0,
     }
     for (name, labels), want in expected.items():
         got = value(samples, name, **dict(labels))
@@ -343,7 +364,8 @@ def test_readyz_is_503_while_draining_after_sigterm(system):
 
     def slow_call():
         try:
-            result["response"] = get(system, force_refresh=True)
+            # The ops caller: the renderer's sign-in budget was spent by the sequence above.
+            result["response"] = get(system, force_refresh=True, stub="ops_stub")
         except grpc.RpcError as e:  # reported below
             result["error"] = e
 
