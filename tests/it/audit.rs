@@ -2,7 +2,6 @@
 //! fingerprints across broker processes with a shared key, and the access review on the fixture
 //! trail in `tests/data/audit/`.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -144,19 +143,8 @@ impl Serve {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                if v["fields"]["message"] == "broker listening (mTLS)" {
-                    let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the broker starts");
+        let rx = super::support::lines_of(child.stderr.take().unwrap());
+        let addr = super::support::listening_addr(&rx, Duration::from_secs(20), &mut Vec::new());
         Serve { child, addr }
     }
 

@@ -872,7 +872,6 @@ async fn bad_reload_keeps_the_running_configuration() {
 /// interfere.
 #[tokio::test]
 async fn audit_records_match_tokens_without_revealing_them() {
-    use std::io::BufRead;
     let h = Harness::start().await;
     let text = std::fs::read_to_string(&h.config_path).unwrap();
     let config = h.dir.path().join("serve.toml");
@@ -903,33 +902,10 @@ async fn audit_records_match_tokens_without_revealing_them() {
         .spawn()
         .unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    for stream in [
-        Box::new(stderr) as Box<dyn std::io::Read + Send>,
-        Box::new(stdout),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stream)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-    }
+    super::support::forward_lines(child.stderr.take().unwrap(), tx.clone());
+    super::support::forward_lines(child.stdout.take().unwrap(), tx);
     let mut lines = Vec::new();
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the broker starts");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        lines.push(line);
-        if v["fields"]["message"] == "broker listening (mTLS)" {
-            break v["fields"]["addr"].as_str().unwrap().to_owned();
-        }
-    };
+    let addr = super::support::listening_addr(&rx, Duration::from_secs(20), &mut lines);
     let ch = local::connect(&h.pki, addr.parse().unwrap(), &h.client_cert(RENDERER))
         .await
         .unwrap();

@@ -15,6 +15,7 @@ mod rotation;
 mod security;
 mod security_limits;
 mod shared_cache;
+mod support;
 mod tableau_client;
 mod tableau_double;
 mod transport;

@@ -3,7 +3,6 @@
 //! manual clock.
 
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -111,25 +110,9 @@ async fn otlp_spans_continue_the_callers_trace_without_secrets() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the broker starts (no panic with otlp_endpoint set)");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["fields"]["message"] == "broker listening (mTLS)" {
-            break v["fields"]["addr"].as_str().unwrap().to_owned();
-        }
-    };
+    let rx = super::support::lines_of(child.stderr.take().unwrap());
+    // The broker starts: no panic with otlp_endpoint set.
+    let addr = super::support::listening_addr(&rx, Duration::from_secs(20), &mut Vec::new());
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";

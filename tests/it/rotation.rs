@@ -789,7 +789,6 @@ async fn a_token_is_never_returned_with_a_server_url_that_did_not_issue_it() {
 /// and the certificate serials, and holds no secret.
 #[tokio::test]
 async fn the_serve_binary_reloads_on_its_own_and_logs_one_line_per_reload() {
-    use std::io::BufRead;
     let mut w = World::start(Settings::default()).await;
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_tableau-token-broker"))
         .args(["serve", "--config"])
@@ -808,27 +807,10 @@ async fn the_serve_binary_reloads_on_its_own_and_logs_one_line_per_reload() {
         }
     }
     let mut child = KillOnDrop(child);
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = super::support::lines_of(child.0.stderr.take().unwrap());
     let mut lines = Vec::new();
-    let mut next_with = |message: &str| loop {
-        let line = rx
-            .recv_timeout(DEADLINE)
-            .unwrap_or_else(|_| panic!("no {message:?} line; saw {lines:#?}"));
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        lines.push(line);
-        if v["fields"]["message"] == message {
-            return v;
-        }
-    };
+    let mut next_with =
+        |message: &str| super::support::wait_for_message(&rx, message, DEADLINE, &mut lines);
     let listening = next_with("broker listening (mTLS)");
     let addr: std::net::SocketAddr = listening["fields"]["addr"]
         .as_str()

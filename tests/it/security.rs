@@ -2,7 +2,6 @@
 //! 5150757) and must fail now. Real parts throughout: mTLS with dev-PKI certificates, the Tableau
 //! double over HTTP, the real binary where logs are read.
 
-use std::io::BufRead;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
@@ -523,16 +522,7 @@ impl Served {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
+        let rx = super::support::lines_of(child.stderr.take().unwrap());
         let mut seen = Vec::new();
         let addr = loop {
             let line = rx

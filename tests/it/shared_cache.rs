@@ -2,7 +2,6 @@
 //! the real Tableau double: several in-process brokers with caches of their own share it, and
 //! one test runs a replica as the real `serve` binary to kill it mid sign-in.
 
-use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -513,25 +512,8 @@ async fn a_lease_holder_killed_mid_sign_in_costs_at_most_one_more_sign_in() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = holder.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the holder starts");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["fields"]["message"] == "broker listening (mTLS)" {
-            break v["fields"]["addr"].as_str().unwrap().to_owned();
-        }
-    };
+    let rx = super::support::lines_of(holder.stderr.take().unwrap());
+    let addr = super::support::listening_addr(&rx, Duration::from_secs(30), &mut Vec::new());
     let client = pki.issue_client(Some(CALLER), &[], "renderer").unwrap();
     let ch = local::connect(&pki, addr.parse().unwrap(), &client)
         .await
