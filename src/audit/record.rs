@@ -110,7 +110,10 @@ impl Outcome {
             | BrokerError::Unimplemented { .. }
             | BrokerError::Denied(_)
             | BrokerError::UnknownSite { .. }
-            | BrokerError::NotYourToken => Outcome::Denied,
+            | BrokerError::NotYourToken
+            // The broker's own limits refused it (protecting Tableau), like a policy would.
+            | BrokerError::SignInRateLimited { .. }
+            | BrokerError::SiteSignInsBusy { .. } => Outcome::Denied,
             _ => Outcome::Failed,
         }
     }

@@ -30,6 +30,9 @@ RENDERER = "spiffe://demo.local/ns/reports/sa/renderer"
 CALLERS = f"""
 [[callers]]
 identity = "{RENDERER}"
+# Four sign-ins (the first call, ghost, the 503 and the 429), then a refusal by this limit.
+sign_in_burst = 4
+sign_ins_per_second = 0.001
 
 [[callers.grants]]
 sites = ["finance"]
@@ -205,6 +208,10 @@ def test_every_outcome_writes_one_valid_record(ttb_bin, demo, tmp_path):
              "TABLEAU_RATE_LIMITED")
     finally:
         clear_faults(double)
+    # The caller entry's sign-in budget is spent: a forced sign-in is refused before Tableau.
+    limited = pb2.GetCredentialsRequest(site="finance", user="svc-renderer", scopes=[read],
+                                        force_refresh=True)
+    call(R, limited, "denied", "SIGN_IN_RATE_LIMITED")
     _, rec = call(ops.GetCredentials, get("ops", "sales", "svc-ops", "tableau:tasks:run"), "granted", "OK")
     call(ops.InvalidateCredentials, pb2.InvalidateCredentialsRequest(token=first.token), "denied",
          "TOKEN_NOT_YOURS")
