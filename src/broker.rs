@@ -510,10 +510,26 @@ impl Broker {
             // No trail (a development choice): build no record, the cache hit stays cheap.
             return result;
         }
+        let line = self.credentials_line(&snapshot, caller, request_id, &req, &result);
+        // Boxed: the wait for the group commit stays out of the audit-off call's future.
+        let commit = Box::pin(self.finish(line, result));
+        commit.await
+    }
+
+    /// The audit line of one GetCredentials decision. A function of its own so that the record
+    /// (borrowed while it is built) is never part of the call's future.
+    fn credentials_line(
+        &self,
+        snapshot: &Snapshot,
+        caller: &CallerContext,
+        request_id: uuid::Uuid,
+        req: &CredentialsRequest,
+        result: &Result<IssuedCredentials, BrokerError>,
+    ) -> Vec<u8> {
         let entry = entry_of(&snapshot.config, caller);
         let mut r = self.rpc_record(
             "GetCredentials",
-            &snapshot,
+            snapshot,
             caller,
             entry.as_deref(),
             request_id,
@@ -522,7 +538,7 @@ impl Broker {
         r.user = Some(&req.user);
         r.scopes_requested = Some(Scopes::Raw(&req.scopes));
         tracing::debug!(outcome = %result.as_ref().map_or_else(BrokerError::reason, |_| "OK".into()), %request_id, "decision");
-        let r = match &result {
+        let r = match result {
             Ok(g) => {
                 let c = &g.credentials;
                 r.scopes_granted = Some(Scopes::Parsed(&c.key.scopes));
@@ -537,9 +553,7 @@ impl Broker {
                 r.error(e)
             }
         };
-        let line = r.to_line();
-        drop(r);
-        self.finish(line, result).await
+        r.to_line()
     }
 
     /// The common part of an RPC's record.
@@ -578,6 +592,9 @@ impl Broker {
         }
     }
 
+    /// Policy, then the cache. A hit is answered without awaiting anything; only a miss enters
+    /// [`Self::sign_in_path`], boxed, so that the future of every call (which tonic boxes and
+    /// moves) is as small as a hit needs rather than as large as a sign-in does.
     async fn get_credentials_inner(
         &self,
         snapshot: &Arc<Snapshot>,
@@ -587,6 +604,41 @@ impl Broker {
     ) -> Result<IssuedCredentials, BrokerError> {
         let (allowed, site) =
             self.authorize(&snapshot.config, caller, &req.site, &req.user, &req.scopes)?;
+        let key = KeyRef {
+            site: &site.name,
+            user: &req.user,
+            scopes: &allowed.scopes,
+        };
+        let lookup = Lookup {
+            min_remaining: req.min_remaining,
+            force_refresh: req.force_refresh,
+        };
+        if lookup.min_remaining < usable_life(&snapshot.config, &site)
+            && let Some(credentials) = self.cache.hit(key, lookup, &site.server_url)
+        {
+            return Ok(IssuedCredentials {
+                credentials,
+                from_cache: true,
+                site,
+            });
+        }
+        // Boxed in a statement of its own: a temporary of the `.await` statement would be kept
+        // in this future's state, which is what the box is for avoiding.
+        let miss = Box::pin(self.sign_in_path(snapshot, caller, request_id, req, allowed, site));
+        miss.await
+    }
+
+    /// A call the cache could not answer at once: a refused `min_remaining`, a sign-in (or one
+    /// in flight to join), a session from the shared cache, or a site that moved.
+    async fn sign_in_path(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        caller: &CallerContext,
+        request_id: uuid::Uuid,
+        req: &CredentialsRequest,
+        allowed: Authorization,
+        site: Arc<SiteConfig>,
+    ) -> Result<IssuedCredentials, BrokerError> {
         let usable = usable_life(&snapshot.config, &site);
         if req.min_remaining >= usable {
             return Err(BrokerError::InvalidArgument {

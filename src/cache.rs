@@ -422,6 +422,22 @@ impl CredentialCache {
         (c.expires_at > now + lookup.min_remaining).then_some(c)
     }
 
+    /// A cached session good for `lookup` that `server_url` issued, counted as a hit; `None`
+    /// (and nothing counted) otherwise. The synchronous front of
+    /// [`Self::get_or_try_sign_in`], for callers that keep their miss path out of line.
+    pub fn hit(
+        &self,
+        key: KeyRef<'_>,
+        lookup: Lookup,
+        server_url: &str,
+    ) -> Option<Arc<Credentials>> {
+        let c = self
+            .fresh(key, lookup)
+            .filter(|c| *c.server_url == *server_url)?;
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(c)
+    }
+
     /// Returns a cached session (`true`) or one from a sign-in shared with every concurrent miss
     /// for the key (`false`). `sign_in` runs only when no good session is cached and none is in
     /// flight; it is given the owned key the session will be cached under.

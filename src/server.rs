@@ -199,37 +199,25 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
-    let limits = &server.connections;
     let incoming = transport::incoming_counted(
         listener,
         tls.clone(),
         server.identity_sources.clone(),
-        IncomingOptions {
-            max_connections: connection_cap(limits.max_connections),
-            timeouts: transport::ConnTimeouts {
-                idle: Some(limits.idle_timeout),
-                max_age: Some(limits.max_connection_age),
-                grace: server.grace_period,
-            },
-            ..IncomingOptions::default()
-        },
+        incoming_options(&server),
         Arc::clone(&connections),
         handshakes,
     );
     let (stop, stopped) = oneshot::channel::<()>();
+    // The broker's own service first: routing tries the names in order, and nearly every call
+    // is for it.
     let routes = GrpcRoutes::new()
+        .service(TokenBrokerService::new(Arc::clone(&broker)).into_server())
         .service(health_service)
         .service(reflection)
-        .service(reflection_v1alpha)
-        .service(TokenBrokerService::new(Arc::clone(&broker)).into_server());
-    // Idle timeout and maximum connection age are enforced by the transport (see
-    // transport::activity for why not with tonic's max_connection_age).
+        .service(reflection_v1alpha);
     let task = tokio::spawn(
-        tonic::transport::Server::builder()
+        grpc_server(&server.connections)
             .layer(ObserveLayer::new(Arc::clone(metrics.rpc())))
-            .http2_keepalive_interval(Some(limits.keepalive_interval))
-            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-            .concurrency_limit_per_connection(limits.concurrency_limit_per_connection)
             .layer(IdentityLayer::new())
             .serve_with_incoming_shutdown(routes, incoming, async {
                 let _ = stopped.await;
@@ -253,6 +241,33 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         reloads,
         admin,
     })
+}
+
+/// How the listener treats connections (`[server]` connection settings): the cap, and when
+/// established connections close. Idle timeout and maximum connection age are enforced by the
+/// transport (see [`transport::activity`] for why not with tonic's `max_connection_age`).
+/// Public so that the benchmark's echo baseline runs on the same transport as the broker.
+pub fn incoming_options(server: &crate::config::ServerConfig) -> IncomingOptions {
+    let limits = &server.connections;
+    IncomingOptions {
+        max_connections: connection_cap(limits.max_connections),
+        timeouts: transport::ConnTimeouts {
+            idle: Some(limits.idle_timeout),
+            max_age: Some(limits.max_connection_age),
+            grace: server.grace_period,
+        },
+        ..IncomingOptions::default()
+    }
+}
+
+/// The tonic server with the HTTP/2 settings of `[server]`: keepalive PINGs and the
+/// per-connection concurrency limit. Public so that the benchmark's echo baseline runs on the
+/// same transport as the broker.
+pub fn grpc_server(limits: &crate::config::ConnectionLimits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .concurrency_limit_per_connection(limits.concurrency_limit_per_connection)
 }
 
 /// Reports the domain stats at scrape time. Each source reads a `snapshot()`; none holds the

@@ -75,6 +75,23 @@ fn caller<T>(req: &Request<T>) -> Result<CallerContext, Status> {
     })
 }
 
+/// The caller and the domain request of a GetCredentials call. Takes the request by value, so
+/// the handler's future never holds the request (its metadata and extensions) across an await.
+fn credentials_request(
+    request: Request<pb::GetCredentialsRequest>,
+) -> Result<(CallerContext, CredentialsRequest), Status> {
+    let caller = caller(&request)?;
+    let r = request.into_inner();
+    let req = CredentialsRequest {
+        site: r.site,
+        user: r.user,
+        scopes: r.scopes,
+        min_remaining: duration("min_remaining", r.min_remaining)?.unwrap_or_default(),
+        force_refresh: r.force_refresh,
+    };
+    Ok((caller, req))
+}
+
 fn duration(
     field: &'static str,
     d: Option<prost_types::Duration>,
@@ -142,15 +159,7 @@ impl TokenBroker for TokenBrokerService {
         &self,
         request: Request<pb::GetCredentialsRequest>,
     ) -> Result<Response<pb::GetCredentialsResponse>, Status> {
-        let caller = caller(&request)?;
-        let r = request.into_inner();
-        let req = CredentialsRequest {
-            site: r.site,
-            user: r.user,
-            scopes: r.scopes,
-            min_remaining: duration("min_remaining", r.min_remaining)?.unwrap_or_default(),
-            force_refresh: r.force_refresh,
-        };
+        let (caller, req) = credentials_request(request)?;
         let g = self
             .broker
             .get_credentials(&caller, req)

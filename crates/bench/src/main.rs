@@ -62,6 +62,10 @@ struct Args {
     /// Requests `--profile` keeps in flight.
     #[arg(long, default_value_t = 16, value_name = "N")]
     concurrency: usize,
+    /// The concurrency levels of the cache-hit comparison (default 1,16,64,256), e.g. `64`
+    /// to repeat the goal's level alone.
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    levels: Option<Vec<usize>>,
     /// Where results.json goes.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -155,7 +159,10 @@ pub(crate) const SIGNIN_LATENCY: Duration = Duration::from_millis(20);
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let plan = Plan::new(args.quick);
+    let mut plan = Plan::new(args.quick);
+    if let Some(levels) = &args.levels {
+        plan.levels.clone_from(levels);
+    }
     let max_entries = plan.scale.iter().max().copied().unwrap_or(1_000) as u64 * 2;
     let world = World::start(SIGNIN_LATENCY, max_entries).await?;
     let mut users = Users(1);

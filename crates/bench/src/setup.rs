@@ -13,7 +13,7 @@ use tableau_token_broker::devkit::local::{
 };
 use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
 use tableau_token_broker::grpc::routes::GrpcRoutes;
-use tableau_token_broker::server::RunningServer;
+use tableau_token_broker::server::{self, RunningServer};
 use tableau_token_broker::transport::{self, IdentityLayer, TlsReloader};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -104,15 +104,26 @@ impl World {
             },
         )?;
 
-        // The echo baseline: same acceptor, certificates, identity layer and tonic server.
+        // The echo baseline: the broker's transport as its `[server]` section configures it
+        // (acceptor and certificates, connection cap, idle and age closes, HTTP/2 keepalive,
+        // per-connection concurrency limit), its identity layer and its gRPC routing. What the
+        // broker adds on top (the per-RPC metrics and span layer, the handler) is what the
+        // comparison measures.
+        let server_cfg = tableau_token_broker::config::Config::load(&local.config_path)?
+            .server
+            .context("the broker's configuration has no [server] section")?;
         let tls = TlsReloader::new(local.tls.clone())?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let echo_addr = listener.local_addr()?;
-        let incoming = transport::incoming(listener, tls, local.identity_sources.clone());
-        // The broker's own stack: the same identity layer and gRPC routing in front of the echo.
+        let incoming = transport::incoming_with(
+            listener,
+            tls,
+            local.identity_sources.clone(),
+            server::incoming_options(&server_cfg),
+        );
         let routes = GrpcRoutes::new().service(EchoServer::new(EchoService));
         tokio::spawn(
-            tonic::transport::Server::builder()
+            server::grpc_server(&server_cfg.connections)
                 .layer(IdentityLayer::new())
                 .serve_with_incoming(routes, incoming),
         );
