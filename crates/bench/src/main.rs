@@ -171,7 +171,14 @@ async fn main() -> anyhow::Result<()> {
         let d = Duration::from_secs_f64(args.seconds);
         let p = match kind {
             ProfileKind::Idle => Point::median(&[]),
-            ProfileKind::Hit => hit_point(&world, &plan, args.concurrency, d).await?,
+            ProfileKind::Hit => {
+                let addr = world.broker.local_addr();
+                hit_point(&world, addr, &plan, args.concurrency, d).await?
+            }
+            ProfileKind::HitAudited => {
+                let addr = world.audited.local_addr();
+                hit_point(&world, addr, &plan, args.concurrency, d).await?
+            }
             ProfileKind::Echo => echo_point(&world, &plan, args.concurrency, d).await?,
         };
         println!(
@@ -257,6 +264,8 @@ async fn main() -> anyhow::Result<()> {
 enum ProfileKind {
     /// Cache-hit GetCredentials.
     Hit,
+    /// Cache-hit GetCredentials on the broker that writes its audit trail (a file, fail-closed).
+    HitAudited,
     /// The echo baseline.
     Echo,
     /// Nothing: start-up cost only.
@@ -282,14 +291,16 @@ impl Users {
 /// Concurrency of the extra pair driven by the generated (decoding) clients.
 const DECODED_CONCURRENCY: usize = 64;
 
-/// `--profile hit`: cache hits from the raw client.
+/// `--profile hit` (or `hit-audited`): cache hits from the raw client on the broker at `addr`.
 async fn hit_point(
     world: &World,
+    addr: std::net::SocketAddr,
     plan: &Plan,
     concurrency: usize,
     measure: Duration,
 ) -> anyhow::Result<Point> {
-    let broker = BrokerLoad::new(world, plan.connections, credentials_request(&user(0))).await?;
+    let broker =
+        BrokerLoad::to(world, addr, plan.connections, credentials_request(&user(0))).await?;
     // One sign-in first so that everything measured is a hit.
     broker.call_once().await?;
     broker
