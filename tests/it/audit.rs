@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tableau_token_broker::grpc::pb;
-use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
 use tonic::Code;
 
 use crate::broker::{Harness, Opts, RENDERER, eventually, reason, req};
+use crate::support::{self, Served, serve_command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tableau-token-broker");
 
@@ -127,36 +127,6 @@ fn read_trail(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A `serve` process on a configuration; its address once it listens.
-struct Serve {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl Serve {
-    fn start(config: &Path) -> Serve {
-        let mut child = std::process::Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let rx = super::support::lines_of(child.stderr.take().unwrap());
-        let addr = super::support::listening_addr(&rx, Duration::from_secs(20), &mut Vec::new());
-        Serve { child, addr }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status();
-        assert!(self.child.wait().unwrap().success());
-    }
-}
-
 /// The harness configuration with the trail at `trail` and `extra` lines in `[audit]`.
 fn config_with_trail(h: &Harness, name: &str, trail: &Path, extra: &str) -> PathBuf {
     let text = std::fs::read_to_string(&h.config_path).unwrap();
@@ -195,15 +165,10 @@ async fn two_processes_with_one_key_fingerprint_a_token_alike_and_the_cli_agrees
     for name in ["a", "b"] {
         let trail = h.dir.path().join(format!("{name}.jsonl"));
         let config = config_with_trail(&h, &format!("{name}.toml"), &trail, &extra);
-        let serve = Serve::start(&config);
-        let ch = tableau_token_broker::devkit::local::connect(
-            &h.pki,
-            serve.addr.parse().unwrap(),
-            &h.client_cert(RENDERER),
-        )
-        .await
-        .unwrap();
-        let out = TokenBrokerClient::new(ch)
+        let mut serve = Served::spawn(serve_command(&config).env("RUST_LOG", "info"));
+        let addr = serve.listening_addr(Duration::from_secs(20));
+        let out = support::client(&h.pki, addr, &h.client_cert(RENDERER))
+            .await
             .invalidate_credentials(pb::InvalidateCredentialsRequest {
                 token: token.clone(),
             })
@@ -211,7 +176,7 @@ async fn two_processes_with_one_key_fingerprint_a_token_alike_and_the_cli_agrees
             .unwrap()
             .into_inner();
         assert!(!out.evicted, "another process never held it");
-        serve.stop();
+        serve.stop().await;
         let records = read_trail(&trail);
         let inv = records
             .iter()

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tableau_double::{FakeTableauHandle, Faults, Latency, SiteUser};
+use tableau_double::{FakeTableauHandle, Faults, SiteUser};
 use tableau_token_broker::clock::{Clock, ManualClock};
 use tableau_token_broker::devkit::certs::{CertPair, DevPki};
 use tableau_token_broker::devkit::local::{
@@ -16,6 +16,8 @@ use tableau_token_broker::transport::client::ClientError;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
+
+use crate::support::{self, Served, serve_command, slow_signins};
 
 pub(crate) const RENDERER: &str = "spiffe://example.org/ns/reports/sa/renderer";
 pub(crate) const ADMIN: &str = "spiffe://example.org/ns/ops/sa/admin";
@@ -250,7 +252,7 @@ async fn first_call_signs_in_second_comes_from_cache() {
 #[tokio::test]
 async fn concurrent_cold_calls_share_one_sign_in_even_when_half_cancel() {
     let h = Harness::start().await;
-    h.slow_signins(Duration::from_millis(400));
+    slow_signins(&h.fake, Duration::from_millis(400));
     let c = h.client(RENDERER).await;
     let mut tasks = Vec::new();
     for i in 0..200 {
@@ -289,7 +291,7 @@ async fn concurrent_cold_calls_share_one_sign_in_even_when_half_cancel() {
 #[tokio::test]
 async fn cancelled_callers_do_not_abort_the_sign_in() {
     let h = Harness::start().await;
-    h.slow_signins(Duration::from_millis(300));
+    slow_signins(&h.fake, Duration::from_millis(300));
     let mut c = h.client(RENDERER).await;
     let call = c.get_credentials(read_req());
     assert!(
@@ -455,15 +457,6 @@ async fn each_policy_denial_is_named() {
 }
 
 impl Harness {
-    /// Makes every sign-in at the double take `latency`.
-    fn slow_signins(&self, latency: Duration) {
-        let faults = Faults {
-            latency: Some(Latency::Fixed(latency)),
-            ..Faults::default()
-        };
-        self.fake.set_faults("signin", faults).unwrap();
-    }
-
     /// Connects with a client certificate and makes one call; true when the broker refused it.
     pub(crate) async fn refuses(&self, pair: &CertPair) -> bool {
         match self.channel(pair).await {
@@ -823,7 +816,7 @@ async fn health_and_reflection_are_served() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_the_in_flight_call() {
     let mut h = Harness::start().await;
-    h.slow_signins(Duration::from_millis(500));
+    slow_signins(&h.fake, Duration::from_millis(500));
     let mut c = h.client(RENDERER).await;
     let call = tokio::spawn(async move { c.get_credentials(read_req()).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -893,23 +886,9 @@ async fn audit_records_match_tokens_without_revealing_them() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tableau-token-broker"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    super::support::forward_lines(child.stderr.take().unwrap(), tx.clone());
-    super::support::forward_lines(child.stdout.take().unwrap(), tx);
-    let mut lines = Vec::new();
-    let addr = super::support::listening_addr(&rx, Duration::from_secs(20), &mut lines);
-    let ch = local::connect(&h.pki, addr.parse().unwrap(), &h.client_cert(RENDERER))
-        .await
-        .unwrap();
-    let mut c = TokenBrokerClient::new(ch);
+    let mut served = Served::spawn(serve_command(&config).stdout(std::process::Stdio::piped()));
+    let addr = served.listening_addr(Duration::from_secs(20));
+    let mut c = support::client(&h.pki, addr, &h.client_cert(RENDERER)).await;
     let scopes = ["tableau:content:read"];
     let a = c
         .get_credentials(req("finance", "svc-renderer", &scopes))
@@ -937,21 +916,8 @@ async fn audit_records_match_tokens_without_revealing_them() {
     })
     .await
     .unwrap();
-    // SIGTERM through the shell's kill, so the broker drains and exits 0.
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "SIGTERM exits 0: {status:?}");
-    lines.extend(rx.try_iter());
+    // SIGTERM, so the broker drains and exits 0.
+    let lines = served.stop().await;
     let records_text = std::fs::read_to_string(&trail).unwrap();
     let text = format!("{}\n{records_text}", lines.join("\n"));
 

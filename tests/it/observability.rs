@@ -16,11 +16,10 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tableau_token_broker::clock::Clock;
-use tableau_token_broker::devkit::local;
-use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
 use tableau_token_broker::grpc::routes::GrpcRoutes;
 
 use crate::broker::{Harness, RENDERER, req};
+use crate::support::{self, Served, serve_command};
 
 /// Every export request the collector received.
 #[derive(Clone, Default)]
@@ -96,30 +95,22 @@ async fn otlp_spans_continue_the_callers_trace_without_secrets() {
         ),
     );
     std::fs::write(&config, text_config).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tableau-token-broker"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .env_remove("OTEL_TRACES_SAMPLER")
-        .env_remove("OTEL_SDK_DISABLED")
-        // The standard variables are honoured where the file says nothing.
-        .env("OTEL_SERVICE_NAME", "broker-from-env")
-        .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=it")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = super::support::lines_of(child.stderr.take().unwrap());
+    let mut served = Served::spawn(
+        serve_command(&config)
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_TRACES_SAMPLER")
+            .env_remove("OTEL_SDK_DISABLED")
+            // The standard variables are honoured where the file says nothing.
+            .env("OTEL_SERVICE_NAME", "broker-from-env")
+            .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=it"),
+    );
     // The broker starts: no panic with otlp_endpoint set.
-    let addr = super::support::listening_addr(&rx, Duration::from_secs(20), &mut Vec::new());
+    let addr = served.listening_addr(Duration::from_secs(20));
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
-    let ch = local::connect(&h.pki, addr.parse().unwrap(), &h.client_cert(RENDERER))
-        .await
-        .unwrap();
-    let mut c = TokenBrokerClient::new(ch);
+    let mut c = support::client(&h.pki, addr, &h.client_cert(RENDERER)).await;
     let mut request =
         tonic::Request::new(req("finance", "svc-renderer", &["tableau:content:read"]));
     request.metadata_mut().insert(
@@ -129,20 +120,8 @@ async fn otlp_spans_continue_the_callers_trace_without_secrets() {
     let got = c.get_credentials(request).await.unwrap().into_inner();
     assert!(!got.from_cache, "a miss: the broker signed in");
 
-    // SIGTERM: the broker drains and flushes its spans on the way out.
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+    // SIGTERM: the broker drains (exit 0) and flushes its spans on the way out.
+    served.stop().await;
 
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let mut spans = Vec::new();

@@ -29,6 +29,8 @@ use tableau_token_broker::transport::client::client_config;
 use tableau_token_broker::transport::tls::PROTOCOL_VERSIONS;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::support::{self, Served, serve_command};
+
 /// What the issue allows between a change on disk and its effect.
 const DEADLINE: Duration = Duration::from_secs(15);
 const RENDERER: &str = "spiffe://example.org/ns/reports/sa/renderer";
@@ -790,34 +792,10 @@ async fn a_token_is_never_returned_with_a_server_url_that_did_not_issue_it() {
 #[tokio::test]
 async fn the_serve_binary_reloads_on_its_own_and_logs_one_line_per_reload() {
     let mut w = World::start(Settings::default()).await;
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tableau-token-broker"))
-        .args(["serve", "--config"])
-        .arg(w.config.path("broker.toml"))
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Killed if the test fails half-way, so no broker outlives it.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = KillOnDrop(child);
-    let rx = super::support::lines_of(child.0.stderr.take().unwrap());
-    let mut lines = Vec::new();
-    let mut next_with =
-        |message: &str| super::support::wait_for_message(&rx, message, DEADLINE, &mut lines);
-    let listening = next_with("broker listening (mTLS)");
-    let addr: std::net::SocketAddr = listening["fields"]["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let loaded = next_with("certificates loaded");
+    // Killed on drop if the test fails half-way, so no broker outlives it.
+    let mut served = Served::spawn(&mut serve_command(&w.config.path("broker.toml")));
+    let addr = served.listening_addr(DEADLINE);
+    let loaded = served.wait_for("certificates loaded", DEADLINE);
     assert!(
         !loaded["fields"]["server_cert_serial"]
             .as_str()
@@ -825,9 +803,7 @@ async fn the_serve_binary_reloads_on_its_own_and_logs_one_line_per_reload() {
             .is_empty()
     );
 
-    let renderer = w.client_cert(RENDERER);
-    let ch = local::connect(&w.pki, addr, &renderer).await.unwrap();
-    let mut c = TokenBrokerClient::new(ch);
+    let mut c = support::client(&w.pki, addr, &w.client_cert(RENDERER)).await;
     c.get_credentials(req(&["tableau:views:download"], false))
         .await
         .unwrap();
@@ -835,7 +811,7 @@ async fn the_serve_binary_reloads_on_its_own_and_logs_one_line_per_reload() {
         scopes: vec!["tableau:content:read"],
         ..w.settings.clone()
     });
-    let reloaded = next_with("configuration reloaded");
+    let reloaded = served.wait_for("configuration reloaded", DEADLINE);
     let f = &reloaded["fields"];
     assert_eq!(reloaded["target"], "reload");
     assert_eq!(
@@ -857,19 +833,7 @@ async fn the_serve_binary_reloads_on_its_own_and_logs_one_line_per_reload() {
     // Close the connection, or the drain waits for it through the whole grace period.
     drop(c);
 
-    let pid = child.0.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.0.wait().unwrap().success());
-    for line in rx.try_iter() {
-        lines.push(line);
-    }
-    let all = lines.join("\n");
+    let all = served.stop().await.join("\n");
     assert!(
         !all.contains(OLD.1) && !all.contains(NEW.1),
         "a secret in the logs"

@@ -2,7 +2,6 @@
 //! 5150757) and must fail now. Real parts throughout: mTLS with dev-PKI certificates, the Tableau
 //! double over HTTP, the real binary where logs are read.
 
-use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use base64::Engine;
@@ -19,6 +18,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::broker::{ADMIN, FIN_LUID, Harness, RENDERER, req};
+use crate::support::{self, Served, serve_command};
 
 fn reason(s: &tonic::Status) -> String {
     s.get_error_details()
@@ -492,89 +492,36 @@ async fn a_message_over_64_kib_is_refused_undecoded() {
         .unwrap();
 }
 
-/// The broker binary with its logs piped back, so a test can read what operators would see.
-struct Served {
-    child: std::process::Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    addr: std::net::SocketAddr,
-}
-
-impl Served {
-    fn start(h: &Harness, log_format: &str) -> Served {
-        let text = std::fs::read_to_string(&h.config_path).unwrap();
-        let config = h.dir.path().join(format!("serve-{log_format}.toml"));
-        std::fs::write(
-            &config,
-            text.replace(
-                "[tableau]",
-                &format!(
-                    "[telemetry]\nlog_format = \"{log_format}\"\nlog_filter = \"info\"\n[tableau]"
-                ),
+/// The broker binary with `log_format` logs on stderr, so a test can read what operators would see;
+/// the address is read from its listening line, which in text logs is not JSON.
+fn serve_logging(h: &Harness, log_format: &str) -> (Served, std::net::SocketAddr) {
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let config = h.dir.path().join(format!("serve-{log_format}.toml"));
+    std::fs::write(
+        &config,
+        text.replace(
+            "[tableau]",
+            &format!(
+                "[telemetry]\nlog_format = \"{log_format}\"\nlog_filter = \"info\"\n[tableau]"
             ),
-        )
-        .unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tableau-token-broker"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let rx = super::support::lines_of(child.stderr.take().unwrap());
-        let mut seen = Vec::new();
-        let addr = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("the broker starts");
-            seen.push(line.clone());
-            if let Some(i) = line.find("addr") {
-                if line.contains("broker listening") {
-                    let rest = &line[i..];
-                    let start = rest.find(|c: char| c.is_ascii_digit()).unwrap();
-                    let end = rest[start..]
-                        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-                        .map_or(rest.len(), |e| start + e);
-                    break rest[start..end].parse().unwrap();
-                }
+        ),
+    )
+    .unwrap();
+    let mut served = Served::spawn(serve_command(&config).env("NO_COLOR", "1"));
+    let addr = loop {
+        let line = served.next_line(Duration::from_secs(20));
+        if let Some(i) = line.find("addr") {
+            if line.contains("broker listening") {
+                let rest = &line[i..];
+                let start = rest.find(|c: char| c.is_ascii_digit()).unwrap();
+                let end = rest[start..]
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                    .map_or(rest.len(), |e| start + e);
+                break rest[start..end].parse().unwrap();
             }
-        };
-        Served {
-            child,
-            lines: rx,
-            seen,
-            addr,
         }
-    }
-
-    async fn client(&self, h: &Harness, id: &str) -> TokenBrokerClient<tonic::transport::Channel> {
-        TokenBrokerClient::new(
-            local::connect(&h.pki, self.addr, &h.client_cert(id))
-                .await
-                .unwrap(),
-        )
-    }
-
-    /// Stops the broker (SIGTERM, drained) and returns every log line.
-    async fn stop(mut self) -> Vec<String> {
-        let pid = self.child.id().to_string();
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let mut child = self.child;
-        let status = tokio::task::spawn_blocking(move || child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(status.success(), "{status:?}");
-        self.seen.extend(self.lines.try_iter());
-        self.seen
-    }
+    };
+    (served, addr)
 }
 
 /// With text logs, a username holding a newline used to start a line of its own, which could
@@ -582,15 +529,14 @@ impl Served {
 #[tokio::test]
 async fn crafted_input_cannot_forge_or_flood_log_lines() {
     let h = Harness::start().await;
-    let served = Served::start(&h, "text");
-    let mut c = served.client(&h, RENDERER).await;
+    let (served, addr) = serve_logging(&h, "text");
+    let mut c = support::client(&h.pki, addr, &h.client_cert(RENDERER)).await;
     let forged = "svc-renderer\n2026-01-01T00:00:00Z  INFO audit: rpc=\"GetCredentials\" outcome=\"ok\" FORGED";
     c.get_credentials(req("finance", forged, &["tableau:content:read"]))
         .await
         .unwrap_err();
-    let mut stranger = served
-        .client(&h, "spiffe://example.org/ns/other/sa/x")
-        .await;
+    let stranger_cert = h.client_cert("spiffe://example.org/ns/other/sa/x");
+    let mut stranger = support::client(&h.pki, addr, &stranger_cert).await;
     let long_user = format!("{}FLOOD", "u".repeat(250));
     stranger
         .get_credentials(req("finance", &long_user, &["tableau:content:read"]))
@@ -631,8 +577,8 @@ async fn tableau_text_echoing_the_jwt_reaches_neither_callers_nor_logs() {
             },
         )
         .unwrap();
-    let served = Served::start(&h, "json");
-    let mut c = served.client(&h, RENDERER).await;
+    let (served, addr) = serve_logging(&h, "json");
+    let mut c = support::client(&h.pki, addr, &h.client_cert(RENDERER)).await;
     let e = c
         .get_credentials(req("finance", "svc-renderer", &["tableau:content:read"]))
         .await

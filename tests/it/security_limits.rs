@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tableau_double::{FakeTableauHandle, Faults, Latency, SiteUser};
+use tableau_double::{FakeTableauHandle, Faults, SiteUser};
 use tableau_token_broker::clock::ManualClock;
 use tableau_token_broker::devkit::certs::DevPki;
 use tableau_token_broker::devkit::local::{
@@ -17,6 +17,8 @@ use tableau_token_broker::server::RunningServer;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
+
+use crate::support::slow_signins;
 
 /// A caller granted every user on finance: the flood's source.
 const FLOOD: &str = "spiffe://example.org/ns/batch/sa/flood";
@@ -86,6 +88,20 @@ impl World {
             .await
             .unwrap();
         TokenBrokerClient::new(ch)
+    }
+
+    /// PEER's client and the credentials it holds for user 0: the session that FLOOD's attacks
+    /// must not revoke while PEER may still use it.
+    async fn peer_holding_a_token(
+        &self,
+    ) -> (TokenBrokerClient<Channel>, pb::GetCredentialsResponse) {
+        let mut peer = self.client(PEER).await;
+        let held = peer
+            .get_credentials(req(&user(0)))
+            .await
+            .unwrap()
+            .into_inner();
+        (peer, held)
     }
 
     /// The status of a REST call to the double with `token`: 200 while the session lives.
@@ -299,15 +315,7 @@ async fn sign_ins_in_flight_per_site_are_capped() {
     // Attack: many distinct keys at once against a slow Tableau. The cap keeps 2 in flight;
     // the rest wait briefly, then are refused with a retry hint.
     let w = world(&[("limits", "max_concurrent_sign_ins = 2")]).await;
-    w.double
-        .set_faults(
-            "signin",
-            Faults {
-                latency: Some(Latency::Fixed(Duration::from_secs(3))),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    slow_signins(&w.double, Duration::from_secs(3));
     let c = w.client(FLOOD).await;
     let mut tasks = Vec::new();
     for i in 0..6 {
@@ -340,12 +348,7 @@ async fn a_force_refresh_does_not_revoke_the_token_another_caller_holds() {
     // Attack: PEER holds a token; FLOOD, allowed the same key, forces a refresh. Before the fix
     // the old session was signed out at once and PEER's token got 401 inside its expires_at.
     let w = world(&[("cache", "replaced_session_grace = \"5m\"")]).await;
-    let mut peer = w.client(PEER).await;
-    let held = peer
-        .get_credentials(req(&user(0)))
-        .await
-        .unwrap()
-        .into_inner();
+    let (mut peer, held) = w.peer_holding_a_token().await;
     let mut flood = w.client(FLOOD).await;
     let fresh = flood
         .get_credentials(forced(&user(0)))
@@ -394,12 +397,7 @@ async fn a_force_refresh_does_not_revoke_the_token_another_caller_holds() {
 async fn lru_evictions_keep_sessions_valid_until_the_grace_ends() {
     // Attack: a flood of new keys evicts the sessions other callers hold (cache of 2).
     let w = world(&[("max_entries", "2")]).await;
-    let mut peer = w.client(PEER).await;
-    let held = peer
-        .get_credentials(req(&user(0)))
-        .await
-        .unwrap()
-        .into_inner();
+    let (_peer, held) = w.peer_holding_a_token().await;
     let mut flood = w.client(FLOOD).await;
     let broker = w.server.broker();
     for i in 1..4 {
@@ -525,15 +523,7 @@ async fn authenticated_connections_that_send_nothing_are_closed_when_idle() {
         "an idle authenticated connection stayed open"
     );
     // A connection in use is not idle: a call that outlasts the idle timeout completes.
-    w.double
-        .set_faults(
-            "signin",
-            Faults {
-                latency: Some(Latency::Fixed(Duration::from_millis(800))),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    slow_signins(&w.double, Duration::from_millis(800));
     let mut c = w.client(FLOOD).await;
     c.get_credentials(req(&user(1))).await.unwrap();
 }

@@ -10,15 +10,14 @@ use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 use tableau_double::{
-    AppSecret, ConnectedApp, FakeTableau, FakeTableauConfig, FakeTableauHandle, Faults, Latency,
-    Site, SiteUser,
+    AppSecret, ConnectedApp, FakeTableau, FakeTableauConfig, FakeTableauHandle, Site, SiteUser,
 };
 use tableau_token_broker::broker::{Broker, CredentialsRequest};
 use tableau_token_broker::config::Config;
 use tableau_token_broker::devkit::certs::DevPki;
-use tableau_token_broker::devkit::local;
 use tableau_token_broker::grpc::pb;
-use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
+
+use crate::support::{self, Served, serve_command, slow_signins};
 
 const CALLER: &str = "spiffe://example.org/ns/reports/sa/renderer";
 const CLIENT_ID: &str = "shared-client";
@@ -287,18 +286,6 @@ where
     }
 }
 
-fn slow_signins(double: &FakeTableauHandle, latency: Duration) {
-    double
-        .set_faults(
-            "signin",
-            Faults {
-                latency: Some(Latency::Fixed(latency)),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_cold_calls_over_three_replicas_sign_in_once() {
     let w = World::start().await;
@@ -504,31 +491,20 @@ async fn a_lease_holder_killed_mid_sign_in_costs_at_most_one_more_sign_in() {
     std::fs::write(&ca, pki.ca_cert_pem()).unwrap();
     let config = w.dir.path().join("holder.toml");
     std::fs::write(&config, w.config_text(Some((&cert, &key, &ca)))).unwrap();
-    let mut holder = Command::new(env!("CARGO_BIN_EXE_tableau-token-broker"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = super::support::lines_of(holder.stderr.take().unwrap());
-    let addr = super::support::listening_addr(&rx, Duration::from_secs(30), &mut Vec::new());
+    let mut holder = Served::spawn(&mut serve_command(&config));
+    let addr = holder.listening_addr(Duration::from_secs(30));
     let client = pki.issue_client(Some(CALLER), &[], "renderer").unwrap();
-    let ch = local::connect(&pki, addr.parse().unwrap(), &client)
-        .await
-        .unwrap();
+    let mut c = support::client(&pki, addr, &client).await;
     // The double holds the holder's sign-in until the holder is dead.
     slow_signins(&w.double, Duration::from_secs(60));
     let held = tokio::spawn(async move {
-        TokenBrokerClient::new(ch)
-            .get_credentials(pb::GetCredentialsRequest {
-                site: "finance".into(),
-                user: user(7),
-                scopes: vec![SCOPE.into()],
-                ..Default::default()
-            })
-            .await
+        c.get_credentials(pb::GetCredentialsRequest {
+            site: "finance".into(),
+            user: user(7),
+            scopes: vec![SCOPE.into()],
+            ..Default::default()
+        })
+        .await
     });
     eventually(
         Duration::from_secs(20),
@@ -554,8 +530,7 @@ async fn a_lease_holder_killed_mid_sign_in_costs_at_most_one_more_sign_in() {
         },
     )
     .await;
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    holder.kill();
     assert!(
         held.await.unwrap().is_err(),
         "the holder's own caller lost its broker"

@@ -10,16 +10,14 @@ and every record must validate against the schema.
 import json
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import grpc
 import jsonschema
-import pytest
+from support import Serve, mtls_channel
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "docs" / "audit-schema.v1.json").read_text())
@@ -55,62 +53,6 @@ scopes = ["tableau:tasks:run"]
 """
 
 
-@pytest.fixture(scope="module")
-def demo(ttb_bin, tmp_path_factory):
-    state = tmp_path_factory.mktemp("audit-demo")
-    proc = subprocess.Popen(
-        [ttb_bin, "demo", "--listen", "127.0.0.1:0", "--state-dir", str(state)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    double = None
-    try:
-        for line in proc.stdout:
-            line = line.strip()
-            if line.startswith("tableau double on "):
-                double = line[len("tableau double on "):]
-            elif line == "Serving until Ctrl-C.":
-                break
-        assert double, f"demo printed no double URL (exit code {proc.poll()})"
-        yield state, double
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
-
-
-class Serve:
-    """A `serve` process; its address is read from its JSON log on stderr."""
-
-    def __init__(self, ttb_bin, config):
-        self.proc = subprocess.Popen(
-            [ttb_bin, "serve", "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "RUST_LOG": "info"},
-        )
-        self.addr = None
-        self.reloads = threading.Semaphore(0)
-        ready = threading.Event()
-
-        def read():
-            for line in self.proc.stderr:
-                try:
-                    fields = json.loads(line).get("fields", {})
-                except ValueError:
-                    continue
-                if fields.get("message") == "broker listening (mTLS)":
-                    self.addr = fields["addr"]
-                    ready.set()
-                elif fields.get("message") == "configuration reloaded":
-                    self.reloads.release()
-            ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        assert ready.wait(20) and self.addr, "serve did not start"
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(timeout=20) == 0
-
-
 def fault(double, body):
     req = urllib.request.Request(
         f"{double}/_fake/faults/signin", data=json.dumps(body).encode(), method="PUT",
@@ -126,7 +68,7 @@ def clear_faults(double):
 
 
 def test_every_outcome_writes_one_valid_record(ttb_bin, demo, tmp_path):
-    state, double = demo
+    state, double = demo.state, demo.double
     base = (state / "broker.toml").read_text()
     head = base[: base.index("\n# The report renderer")]
     trail = tmp_path / "audit.jsonl"
@@ -134,20 +76,12 @@ def test_every_outcome_writes_one_valid_record(ttb_bin, demo, tmp_path):
     assert str(trail) in head
     config = tmp_path / "broker.toml"
     config.write_text(head + CALLERS + OPS)
-    serve = Serve(ttb_bin, config)
+    serve = Serve(ttb_bin, config, env={**os.environ, "RUST_LOG": "info"}, timeout=20)
 
     pb2, pb2_grpc = example.generate_stubs(tmp_path / "stubs")
 
     def stub(who):
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=(state / "pki" / "ca.crt").read_bytes(),
-            private_key=(state / f"{who}.key").read_bytes(),
-            certificate_chain=(state / f"{who}.crt").read_bytes(),
-        )
-        ch = grpc.secure_channel(
-            serve.addr, creds, options=[("grpc.ssl_target_name_override", "localhost")]
-        )
-        return pb2_grpc.TokenBrokerStub(ch)
+        return pb2_grpc.TokenBrokerStub(mtls_channel(state, who, serve.addr))
 
     renderer, ops = stub("renderer"), stub("ops")
 
@@ -222,7 +156,7 @@ def test_every_outcome_writes_one_valid_record(ttb_bin, demo, tmp_path):
     # A reload that drops the ops entry: generation 2, and ops is now an unknown caller.
     config.write_text(head + CALLERS)
     serve.proc.send_signal(signal.SIGHUP)
-    assert serve.reloads.acquire(timeout=20), "no reload logged"
+    serve.wait_for("configuration reloaded", timeout=20)  # fails the test if none is logged
     # The reload's own record is on the trail by then (queued before the log line).
     deadline = time.monotonic() + 20
     while not any(
@@ -234,7 +168,7 @@ def test_every_outcome_writes_one_valid_record(ttb_bin, demo, tmp_path):
     _, rec = call(ops.GetCredentials, get("ops", "sales", "svc-ops", "tableau:tasks:run"), "denied",
                   "CALLER_NOT_ALLOWED")
     assert rec["config_generation"] == 2 and rec["caller"]["entry"] is None
-    serve.stop()
+    assert serve.stop(timeout=20) == 0
 
     records = [json.loads(line) for line in trail.read_text().splitlines()]
     validator = jsonschema.Draft202012Validator(

@@ -7,62 +7,23 @@ that a scope outside the renderer's grant is refused. Then SIGTERMs the demo and
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = REPO / "examples" / "python" / "client.py"
 FINANCE_LUID = "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d"
 
 
-@pytest.fixture(scope="module")
-def demo(ttb_bin, tmp_path_factory):
-    state = tmp_path_factory.mktemp("demo-state")
-    proc = subprocess.Popen(
-        [ttb_bin, "demo", "--listen", "127.0.0.1:0", "--state-dir", str(state)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    seen = {}
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            line = line.strip()
-            if line.startswith("broker listening on "):
-                seen["addr"] = line[len("broker listening on "):]
-            elif line.startswith("tableau double on "):
-                seen["double"] = line[len("tableau double on "):]
-            elif line == "Serving until Ctrl-C.":
-                break
-        assert "addr" in seen and "double" in seen, (
-            f"demo output lacks its address lines (exit code {proc.poll()}):\n{''.join(lines)}"
-        )
-        seen["state"] = state
-        seen["proc"] = proc
-        yield seen
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                seen["code"] = proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise
-
-
 def run_client(demo, *extra):
-    state = demo["state"]
+    state = demo.state
     return subprocess.run(
         [
             sys.executable, str(CLIENT),
-            "--addr", demo["addr"],
+            "--addr", demo.addr,
             "--ca", str(state / "pki" / "ca.crt"),
             "--cert", str(state / "renderer.crt"),
             "--key", str(state / "renderer.key"),
@@ -82,13 +43,13 @@ def stats(url):
 
 
 def test_example_lists_workbooks_with_a_broker_token(demo):
-    before = stats(demo["double"])
+    before = stats(demo.double)
     out = run_client(demo, "--scope", "tableau:content:read")
     assert out.returncode == 0, out.stderr
     assert f"site LUID {FINANCE_LUID}" in out.stdout, out.stdout
     assert f"workbook(s) on site {FINANCE_LUID}:" in out.stdout, out.stdout
     assert "Superstore" in out.stdout and "Budget" in out.stdout, out.stdout
-    after = stats(demo["double"])
+    after = stats(demo.double)
     # The workbooks came from the double, with the broker's session: Python never signed in.
     assert after["requests"].get("Query Workbooks for Site", 0) > before["requests"].get(
         "Query Workbooks for Site", 0
@@ -103,7 +64,7 @@ def test_example_reports_a_refused_scope(demo):
 
 
 def test_demo_exits_cleanly_on_sigterm(demo):
-    proc = demo["proc"]
+    proc = demo.proc
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     rest = proc.stdout.read()

@@ -8,8 +8,6 @@ sub-code.
 """
 
 import json
-import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -19,12 +17,12 @@ from pathlib import Path
 import jwt
 import pytest
 import tableauserverclient as TSC
+from support import Double
 from tableauserverclient.server.endpoint.exceptions import FailedSignInError, ServerResponseError
 
 # TSC raises FailedSignInError for every 401 (sign-in or not), ServerResponseError for other errors.
 TABLEAU_ERRORS = (FailedSignInError, ServerResponseError)
 
-REPO = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).resolve().parent / "fake-tableau.toml"
 
 CLIENT_ID = "8e1b7172-39c3-4a32-887e-fc2b4119f56d"
@@ -37,28 +35,12 @@ USER_LUID = "9f9e9d9c-8b8a-4f8e-8d7c-7b7a6f6d6e6d"
 
 
 @pytest.fixture(scope="module")
-def fake_url():
-    binary = Path(os.environ.get("DOUBLE_BIN", REPO / "target" / "debug" / "tableau-double"))
-    if not binary.is_absolute():
-        binary = REPO / binary
-    assert binary.exists(), f"{binary} is missing: run `cargo build` first or set DOUBLE_BIN"
-    proc = subprocess.Popen(
-        [str(binary), "--config", str(CONFIG), "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def fake_url(double_bin):
+    double = Double(double_bin, CONFIG)
     try:
-        line = proc.stdout.readline().strip()
-        prefix = "fake-tableau listening on "
-        assert line.startswith(prefix), f"unexpected first line {line!r} (exit code {proc.poll()})"
-        yield line[len(prefix):]
+        yield double.url
     finally:
-        proc.terminate()
-        try:
-            code = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = double.stop()
     assert code == 0, f"fake-tableau exited with {code} on SIGTERM"
 
 

@@ -15,7 +15,6 @@ Starts the Tableau double (`tableau-double`, $DOUBLE_BIN) and the broker (`serve
 
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from support import Double, Serve, mtls_channel
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "examples" / "python"))
@@ -113,62 +113,8 @@ scopes = ["{SCOPE}"]
 """
 
 
-def binary(var: str, name: str) -> str:
-    path = Path(os.environ.get(var, REPO / "target" / "debug" / name))
-    if not path.is_absolute():
-        path = REPO / path
-    assert path.exists(), f"{path} is missing: run `cargo build --workspace --bins` or set {var}"
-    return str(path)
-
-
-def stop(proc, timeout=30):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    return proc.returncode
-
-
-class Broker:
-    """A `serve` process whose JSON log lines are collected by a thread."""
-
-    def __init__(self, ttb_bin: str, config: Path):
-        self.proc = subprocess.Popen(
-            [ttb_bin, "serve", "--config", str(config)],
-            stderr=subprocess.PIPE,
-            text=True,
-            env={k: v for k, v in os.environ.items() if k != "RUST_LOG" and not k.startswith("OTEL_")},
-        )
-        self.lines = []
-        self._q = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.addr = self.admin = None
-        deadline = time.monotonic() + 30
-        while self.addr is None or self.admin is None:
-            left = deadline - time.monotonic()
-            assert left > 0, f"broker did not start (exit {self.proc.poll()}):\n" + "\n".join(self.lines)
-            try:
-                line = self._q.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                pytest.fail("broker exited:\n" + "\n".join(self.lines))
-            fields = json.loads(line).get("fields", {}) if line.startswith("{") else {}
-            msg = fields.get("message", "")
-            if msg == "broker listening (mTLS)":
-                self.addr = fields["addr"]
-            elif msg.startswith("admin listening"):
-                self.admin = "http://" + fields["addr"]
-
-    def _read(self):
-        for line in self.proc.stderr:
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            self._q.put(line)
-        self._q.put(None)
+# The broker's environment: the configuration alone decides logging and telemetry.
+BROKER_ENV = {k: v for k, v in os.environ.items() if k != "RUST_LOG" and not k.startswith("OTEL_")}
 
 
 def http_get(url):
@@ -208,7 +154,7 @@ def value(samples, name, **labels):
 
 
 @pytest.fixture(scope="module")
-def system(ttb_bin, tmp_path_factory):
+def system(ttb_bin, double_bin, tmp_path_factory):
     d = tmp_path_factory.mktemp("metrics")
     # The development PKI (CA, server and renderer certificates): made by the demo, which runs
     # its own script against its own broker and exits.
@@ -219,31 +165,18 @@ def system(ttb_bin, tmp_path_factory):
     )
     assert demo.returncode == 0, demo.stderr
     (d / "double.toml").write_text(DOUBLE_TOML)
-    double = subprocess.Popen(
-        [binary("DOUBLE_BIN", "tableau-double"), "--config", str(d / "double.toml"),
-         "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, text=True,
-    )
+    double = Double(double_bin, d / "double.toml")
+    double_url = double.url
     broker = None
     try:
-        line = double.stdout.readline().strip()
-        prefix = "fake-tableau listening on "
-        assert line.startswith(prefix), f"unexpected first line {line!r} (exit {double.poll()})"
-        double_url = line[len(prefix):]
         (d / "broker.toml").write_text(broker_toml(d / "demo" / "pki", double_url))
-        broker = Broker(ttb_bin, d / "broker.toml")
+        broker = Serve(ttb_bin, d / "broker.toml", env=BROKER_ENV)
+        # The admin listener's line may come before or after the gRPC one.
+        broker.admin = "http://" + broker.wait_for("admin listening", timeout=30)["addr"]
         pb2, pb2_grpc = example_client.generate_stubs(d / "gen")
         state = d / "demo"
-        def creds(name):
-            return grpc.ssl_channel_credentials(
-                root_certificates=(state / "pki" / "ca.crt").read_bytes(),
-                private_key=(state / f"{name}.key").read_bytes(),
-                certificate_chain=(state / f"{name}.crt").read_bytes(),
-            )
-
-        options = [("grpc.ssl_target_name_override", "localhost")]
-        with grpc.secure_channel(broker.addr, creds("renderer"), options=options) as channel, \
-                grpc.secure_channel(broker.addr, creds("ops"), options=options) as ops_channel:
+        with mtls_channel(state, "renderer", broker.addr) as channel, \
+                mtls_channel(state, "ops", broker.addr) as ops_channel:
             yield {
                 "broker": broker,
                 "double_url": double_url,
@@ -253,8 +186,8 @@ def system(ttb_bin, tmp_path_factory):
             }
     finally:
         if broker is not None:
-            stop(broker.proc)
-        stop(double)
+            broker.stop()
+        double.stop(timeout=30)
 
 
 def get(system, user="svc-renderer", scope=SCOPE, force_refresh=False, stub="stub"):

@@ -7,56 +7,24 @@
 """
 
 import importlib
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import grpc
 import pytest
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from support import mtls_channel
 
 # gRPC's own reflection.proto, vendored unchanged (Apache-2.0).
 PROTOS = Path(__file__).resolve().parent / "vendor" / "protos"
 SERVICE = "tableau_token_broker.v1.TokenBroker"
 
 
-@pytest.fixture(scope="module")
-def broker(ttb_bin, tmp_path_factory):
-    state = tmp_path_factory.mktemp("reflection-demo")
-    proc = subprocess.Popen(
-        [ttb_bin, "demo", "--listen", "127.0.0.1:0", "--state-dir", str(state)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    addr = None
-    try:
-        for line in proc.stdout:
-            line = line.strip()
-            if line.startswith("broker listening on "):
-                addr = line[len("broker listening on "):]
-            elif line == "Serving until Ctrl-C.":
-                break
-        assert addr, f"demo printed no address (exit code {proc.poll()})"
-        yield addr, state
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-
-
 @pytest.fixture
-def channel(broker):
-    addr, state = broker
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=(state / "pki" / "ca.crt").read_bytes(),
-        private_key=(state / "renderer.key").read_bytes(),
-        certificate_chain=(state / "renderer.crt").read_bytes(),
-    )
-    with grpc.secure_channel(
-        addr, creds, options=[("grpc.ssl_target_name_override", "localhost")]
-    ) as ch:
+def channel(demo):
+    with mtls_channel(demo.state, "renderer", demo.addr) as ch:
         yield ch
 
 

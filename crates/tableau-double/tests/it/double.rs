@@ -137,6 +137,39 @@ impl Fake {
         body["credentials"]["token"].as_str().unwrap().to_owned()
     }
 
+    /// A GET that asks for JSON (`Accept: application/json`): the double answers a method, or
+    /// its refusal, in the format the request asks for, and these tests check both formats.
+    async fn get_json(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(&format!("/api/3.17{path}")))
+            .header("X-Tableau-Auth", token)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A double with a content-read session, and then `faults` on `endpoint`: the fault tests'
+    /// start. The sign-in comes first, so only the calls under test meet the faults.
+    async fn with_faults_after_signin(endpoint: &str, faults: Faults) -> (Fake, String) {
+        let f = Fake::start().await;
+        let token = f.token(json!(["tableau:content:read"])).await;
+        f.fault(endpoint, faults);
+        (f, token)
+    }
+
+    /// Query Projects on the finance site with `token`: the method the fault tests aim at.
+    async fn projects(&self, token: &str) -> reqwest::Response {
+        self.call("GET", &sites_path("/projects"), Some(token))
+            .await
+    }
+
+    /// Sets the faults of `endpoint` (a method's name, "signin" or "rest"), as every fault test
+    /// does first; a refused setting fails the test here.
+    fn fault(&self, endpoint: &str, faults: Faults) {
+        self.handle.set_faults(endpoint, faults).unwrap();
+    }
+
     async fn call(&self, verb: &str, path: &str, token: Option<&str>) -> reqwest::Response {
         let mut req = self
             .http
@@ -524,144 +557,81 @@ async fn missing_or_unknown_tokens_get_401000() {
 #[tokio::test]
 async fn scopes_decide_each_rest_method() {
     let f = Fake::start().await;
-    let cases: Vec<(Value, &str, String, u16)> = vec![
+    // (scopes, verb, path under the site, status)
+    let cases: Vec<(Value, &str, &str, u16)> = vec![
         // Content read: GET of projects, workbooks, views, data sources; not users.
-        (
-            json!(["tableau:content:read"]),
-            "GET",
-            sites_path("/projects"),
-            200,
-        ),
-        (
-            json!(["tableau:content:read"]),
-            "GET",
-            sites_path("/workbooks"),
-            200,
-        ),
-        (
-            json!(["tableau:content:read"]),
-            "GET",
-            sites_path("/datasources"),
-            200,
-        ),
-        (
-            json!(["tableau:content:read"]),
-            "GET",
-            sites_path("/users"),
-            401,
-        ),
-        (
-            json!(["tableau:content:read"]),
-            "POST",
-            sites_path("/projects"),
-            401,
-        ),
+        (json!(["tableau:content:read"]), "GET", "/projects", 200),
+        (json!(["tableau:content:read"]), "GET", "/workbooks", 200),
+        (json!(["tableau:content:read"]), "GET", "/datasources", 200),
+        (json!(["tableau:content:read"]), "GET", "/users", 401),
+        (json!(["tableau:content:read"]), "POST", "/projects", 401),
         // Individual scopes.
-        (
-            json!(["tableau:users:read"]),
-            "GET",
-            sites_path("/users"),
-            200,
-        ),
-        (
-            json!(["tableau:users:read"]),
-            "GET",
-            sites_path("/projects"),
-            401,
-        ),
-        (
-            json!(["tableau:projects:create"]),
-            "POST",
-            sites_path("/projects"),
-            201,
-        ),
+        (json!(["tableau:users:read"]), "GET", "/users", 200),
+        (json!(["tableau:users:read"]), "GET", "/projects", 401),
+        (json!(["tableau:projects:create"]), "POST", "/projects", 201),
         (
             json!(["tableau:views:download"]),
             "GET",
-            sites_path("/views/v1/pdf"),
+            "/views/v1/pdf",
             200,
         ),
         // Wildcards cover exactly their documented methods.
-        (
-            json!(["tableau:groups:*"]),
-            "GET",
-            sites_path("/groups"),
-            200,
-        ),
-        (
-            json!(["tableau:groups:*"]),
-            "DELETE",
-            sites_path("/groups/g1"),
-            204,
-        ),
+        (json!(["tableau:groups:*"]), "GET", "/groups", 200),
+        (json!(["tableau:groups:*"]), "DELETE", "/groups/g1", 204),
         (
             json!(["tableau:workbooks:*"]),
             "GET",
-            sites_path("/workbooks/w1/content"),
+            "/workbooks/w1/content",
             200,
         ),
         (
             json!(["tableau:datasources:*"]),
             "GET",
-            sites_path("/datasources/d1/content"),
+            "/datasources/d1/content",
             401,
         ),
-        (
-            json!(["tableau:projects:*"]),
-            "GET",
-            sites_path("/projects"),
-            401,
-        ),
+        (json!(["tableau:projects:*"]), "GET", "/projects", 401),
         // Cross-category: tasks:run refreshes workbooks and data sources.
         (
             json!(["tableau:tasks:run"]),
             "POST",
-            sites_path("/workbooks/w1/refresh"),
+            "/workbooks/w1/refresh",
             202,
         ),
         (
             json!(["tableau:tasks:run"]),
             "POST",
-            sites_path("/datasources/d1/refresh"),
+            "/datasources/d1/refresh",
             202,
         ),
         (
             json!(["tableau:tasks:*"]),
             "POST",
-            sites_path("/datasources/d1/refresh"),
+            "/datasources/d1/refresh",
             202,
         ),
         // No usable scp: the session exists, every method is denied.
-        (json!([]), "GET", sites_path("/projects"), 401),
-        (Value::Null, "GET", sites_path("/projects"), 401),
-        (
-            json!("tableau:content:read"),
-            "GET",
-            sites_path("/projects"),
-            401,
-        ),
-        (
-            json!(["tableau:content:read", 7]),
-            "GET",
-            sites_path("/projects"),
-            401,
-        ),
+        (json!([]), "GET", "/projects", 401),
+        (Value::Null, "GET", "/projects", 401),
+        (json!("tableau:content:read"), "GET", "/projects", 401),
+        (json!(["tableau:content:read", 7]), "GET", "/projects", 401),
         // Unknown scopes enable nothing but do not spoil the others.
         (
             json!(["tableau:pulse:read", "not a scope"]),
             "GET",
-            sites_path("/projects"),
+            "/projects",
             401,
         ),
         (
             json!(["tableau:pulse:read", "tableau:content:read"]),
             "GET",
-            sites_path("/projects"),
+            "/projects",
             200,
         ),
     ];
     let mut denied = 0;
     for (scp, verb, path, want) in &cases {
+        let path = &sites_path(path);
         let token = if scp.is_null() {
             let mut c = f.claims(json!([]));
             c.as_object_mut().unwrap().remove("scp");
@@ -714,16 +684,8 @@ async fn fixtures_answer_in_xml_and_json() {
     );
 
     let r = f
-        .http
-        .get(f.url(&format!(
-            "/api/3.17{}",
-            sites_path("/projects?pageSize=2&pageNumber=2")
-        )))
-        .header("X-Tableau-Auth", &token)
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+        .get_json(&sites_path("/projects?pageSize=2&pageNumber=2"), &token)
+        .await;
     assert_eq!(r.status(), 200);
     let json: Value = r.json().await.unwrap();
     assert_eq!(
@@ -733,28 +695,16 @@ async fn fixtures_answer_in_xml_and_json() {
     assert_eq!(json["projects"]["project"].as_array().unwrap().len(), 1);
 
     let r = f
-        .http
-        .get(f.url(&format!(
-            "/api/3.17{}",
-            sites_path("/users?filter=name:eq:alice@example.com")
-        )))
-        .header("X-Tableau-Auth", &token)
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+        .get_json(
+            &sites_path("/users?filter=name:eq:alice@example.com"),
+            &token,
+        )
+        .await;
     let json: Value = r.json().await.unwrap();
     assert_eq!(json["users"]["user"][0]["id"], USER_LUID);
 
     // A denied call answers in JSON too.
-    let r = f
-        .http
-        .get(f.url(&format!("/api/3.17{}", sites_path("/groups"))))
-        .header("X-Tableau-Auth", &token)
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let r = f.get_json(&sites_path("/groups"), &token).await;
     assert_eq!(r.status(), 401);
     let json: Value = r.json().await.unwrap();
     assert_eq!(json["error"]["code"], "401002");
@@ -794,15 +744,13 @@ async fn stats_are_the_same_in_process_and_over_http() {
 #[tokio::test]
 async fn latency_fault_delays_the_answer() {
     let f = Fake::start().await;
-    f.handle
-        .set_faults(
-            "signin",
-            Faults {
-                latency: Some(Latency::Fixed(Duration::from_millis(150))),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    f.fault(
+        "signin",
+        Faults {
+            latency: Some(Latency::Fixed(Duration::from_millis(150))),
+            ..Faults::default()
+        },
+    );
     let t = Instant::now();
     assert_eq!(f.signin_json(&f.jwt(json!([])), SITE).await.0, 200);
     assert!(
@@ -818,62 +766,46 @@ async fn latency_fault_delays_the_answer() {
 
 #[tokio::test]
 async fn error_share_gives_5xx() {
-    let f = Fake::start().await;
-    let token = f.token(json!(["tableau:content:read"])).await;
-    f.handle
-        .set_faults(
-            "rest",
-            Faults {
-                error_share: 1.0,
-                error_statuses: vec![503],
-                ..Faults::default()
-            },
-        )
-        .unwrap();
-    let r = f.call("GET", &sites_path("/projects"), Some(&token)).await;
+    let (f, token) = Fake::with_faults_after_signin(
+        "rest",
+        Faults {
+            error_share: 1.0,
+            error_statuses: vec![503],
+            ..Faults::default()
+        },
+    )
+    .await;
+    let r = f.projects(&token).await;
     assert_eq!(xml_code(r).await, (503, "503000".to_owned()));
-    f.handle
-        .set_faults(
-            "rest",
-            Faults {
-                error_share: 1.0,
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    f.fault(
+        "rest",
+        Faults {
+            error_share: 1.0,
+            ..Faults::default()
+        },
+    );
     for _ in 0..5 {
-        let status = f
-            .call("GET", &sites_path("/projects"), Some(&token))
-            .await
-            .status();
+        let status = f.projects(&token).await.status();
         assert!(status == 500 || status == 503, "{status}");
     }
     f.handle.clear_faults();
-    assert_eq!(
-        f.call("GET", &sites_path("/projects"), Some(&token))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(f.projects(&token).await.status(), 200);
     assert_eq!(f.handle.stats().faults_injected.get("error"), Some(&6));
 }
 
 #[tokio::test]
 async fn throttle_gives_429_with_retry_after() {
-    let f = Fake::start().await;
-    let token = f.token(json!(["tableau:content:read"])).await;
     // A method's own faults win over "rest".
-    f.handle
-        .set_faults(
-            "Query Projects",
-            Faults {
-                throttle_share: 1.0,
-                retry_after: Duration::from_secs(3),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
-    let r = f.call("GET", &sites_path("/projects"), Some(&token)).await;
+    let (f, token) = Fake::with_faults_after_signin(
+        "Query Projects",
+        Faults {
+            throttle_share: 1.0,
+            retry_after: Duration::from_secs(3),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let r = f.projects(&token).await;
     assert_eq!(r.headers()["retry-after"], "3");
     assert_eq!(xml_code(r).await, (429, "429000".to_owned()));
     assert_eq!(
@@ -887,15 +819,13 @@ async fn throttle_gives_429_with_retry_after() {
 #[tokio::test]
 async fn close_share_drops_the_connection() {
     let f = Fake::start().await;
-    f.handle
-        .set_faults(
-            "signin",
-            Faults {
-                close_share: 1.0,
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    f.fault(
+        "signin",
+        Faults {
+            close_share: 1.0,
+            ..Faults::default()
+        },
+    );
     let err = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
@@ -916,46 +846,29 @@ async fn close_share_drops_the_connection() {
 
 #[tokio::test]
 async fn malformed_and_truncated_bodies() {
-    let f = Fake::start().await;
-    let token = f.token(json!(["tableau:content:read"])).await;
-    f.handle
-        .set_faults(
-            "rest",
-            Faults {
-                malformed_share: 1.0,
-                ..Faults::default()
-            },
-        )
-        .unwrap();
-    let r = f
-        .http
-        .get(f.url(&format!("/api/3.17{}", sites_path("/projects"))))
-        .header("X-Tableau-Auth", &token)
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let (f, token) = Fake::with_faults_after_signin(
+        "rest",
+        Faults {
+            malformed_share: 1.0,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let r = f.get_json(&sites_path("/projects"), &token).await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
-    let xml = f
-        .call("GET", &sites_path("/projects"), Some(&token))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let xml = f.projects(&token).await.text().await.unwrap();
     assert!(!xml.trim_end().ends_with("</tsResponse>"), "{xml}");
 
-    f.handle
-        .set_faults(
-            "rest",
-            Faults {
-                truncate_share: 1.0,
-                ..Faults::default()
-            },
-        )
-        .unwrap();
-    let r = f.call("GET", &sites_path("/projects"), Some(&token)).await;
+    f.fault(
+        "rest",
+        Faults {
+            truncate_share: 1.0,
+            ..Faults::default()
+        },
+    );
+    let r = f.projects(&token).await;
     assert_eq!(r.status(), 200);
     assert!(
         r.bytes().await.is_err(),
@@ -970,31 +883,19 @@ async fn malformed_and_truncated_bodies() {
 async fn slow_body_trickles_but_arrives_whole() {
     let f = Fake::start().await;
     let token = f.token(json!(["tableau:content:read"])).await;
-    let whole = f
-        .call("GET", &sites_path("/projects"), Some(&token))
-        .await
-        .text()
-        .await
-        .unwrap();
-    f.handle
-        .set_faults(
-            "rest",
-            Faults {
-                slow_body: Some(SlowBody {
-                    chunk_bytes: whole.len() / 4 + 1,
-                    delay: Duration::from_millis(40),
-                }),
-                ..Faults::default()
-            },
-        )
-        .unwrap();
+    let whole = f.projects(&token).await.text().await.unwrap();
+    f.fault(
+        "rest",
+        Faults {
+            slow_body: Some(SlowBody {
+                chunk_bytes: whole.len() / 4 + 1,
+                delay: Duration::from_millis(40),
+            }),
+            ..Faults::default()
+        },
+    );
     let t = Instant::now();
-    let slow = f
-        .call("GET", &sites_path("/projects"), Some(&token))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let slow = f.projects(&token).await.text().await.unwrap();
     assert!(
         t.elapsed() >= Duration::from_millis(120),
         "{:?}",
