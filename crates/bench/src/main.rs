@@ -3,8 +3,9 @@
 //! Measures a cache-hit `GetCredentials` against a bare echo service on the same mTLS stack, the
 //! cold path and sign-in coalescing against the Tableau double, lookups with up to a million
 //! cached entries, HS256 minting against PyJWT, and a broker cache hit against a client that
-//! signs in itself with tableauserverclient. It reports figures; it never fails on a number.
-//! See docs/benchmarks.md.
+//! signs in itself with tableauserverclient. `--only soak` runs a minutes-long soak instead
+//! (sessions and memory under forced refreshes), which a full run leaves out. It reports
+//! figures; it never fails on a number. See docs/benchmarks.md.
 
 mod hits;
 mod load;
@@ -13,6 +14,7 @@ mod raw;
 mod report;
 mod setup;
 mod shared;
+mod soak;
 
 /// mimalloc as in the broker's own binary, so the figures are the broker's: a tokio server allocates small, short-lived buffers on
 /// every thread, where glibc's per-thread arenas cost more per call and hold more memory per
@@ -56,10 +58,11 @@ struct Args {
     /// `hit` (cache-hit GetCredentials), `echo`, or `idle` (start-up only, to subtract).
     #[arg(long, value_name = "KIND")]
     profile: Option<ProfileKind>,
-    /// How long `--profile` drives the load.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-    seconds: f64,
-    /// Requests `--profile` keeps in flight.
+    /// How long `--profile` drives the load (default 10), or the soak (`--only soak`, default
+    /// 240).
+    #[arg(long, value_name = "SECONDS")]
+    seconds: Option<f64>,
+    /// Requests `--profile` or the soak keeps in flight.
     #[arg(long, default_value_t = 16, value_name = "N")]
     concurrency: usize,
     /// The concurrency levels of the cache-hit comparison (default 1,16,64,256), e.g. `64`
@@ -90,6 +93,9 @@ enum Section {
     Scale,
     /// The shared cache (Redis): L2 vs L1 hits, cold calls over replicas, hit ratio.
     Shared,
+    /// The soak: minutes of cache hits with 1 % forced refreshes, live sessions and memory
+    /// sampled. Only with `--only soak` (its own broker and double); `--quick` runs a 1 s smoke.
+    Soak,
 }
 
 /// Sizes and durations of one run.
@@ -159,6 +165,25 @@ pub(crate) const SIGNIN_LATENCY: Duration = Duration::from_millis(20);
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let new_report = || Report {
+        quick: args.quick,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        date: httpdate::fmt_http_date(SystemTime::now()),
+        ..Report::default()
+    };
+    if args.profile.is_none() && args.only == Some(Section::Soak) {
+        // The soak starts a broker and double of its own; the shared World is not needed.
+        let soak = soak::Plan::new(args.quick, args.seconds, args.concurrency)?;
+        eprintln!(
+            "[soak] {:.0} s, concurrency {}, 1 % force_refresh, grace {} s",
+            soak.duration.as_secs_f64(),
+            soak.concurrency,
+            soak.grace.as_secs()
+        );
+        let mut report = new_report();
+        soak::run(&soak, &mut report).await?;
+        return write_results(&args, &report);
+    }
     let mut plan = Plan::new(args.quick);
     if let Some(levels) = &args.levels {
         plan.levels.clone_from(levels);
@@ -168,7 +193,9 @@ async fn main() -> anyhow::Result<()> {
     let mut users = Users(1);
 
     if let Some(kind) = args.profile {
-        let d = Duration::from_secs_f64(args.seconds);
+        let seconds = args.seconds.unwrap_or(10.0);
+        let d = Duration::try_from_secs_f64(seconds)
+            .with_context(|| format!("--seconds {seconds} is not a duration"))?;
         let p = match kind {
             ProfileKind::Idle => Point::median(&[]),
             ProfileKind::Hit => {
@@ -188,12 +215,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let mut report = Report {
-        quick: args.quick,
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        date: httpdate::fmt_http_date(SystemTime::now()),
-        ..Report::default()
-    };
+    let mut report = new_report();
 
     let runs = |section| args.only.is_none_or(|only| only == section);
     if runs(Section::Hits) {
@@ -237,10 +259,14 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     }
 
-    report.print();
-    let json = args.out.join("results.json");
-    report.write_json(&json)?;
-    println!("\nwrote {}", json.display());
+    if args.quick && args.only.is_none() {
+        // The soak proper takes minutes (`--only soak`); CI's quick run only checks it works.
+        eprintln!("[soak] smoke (1 s; the soak proper is --only soak)");
+        let smoke = soak::Plan::new(true, None, args.concurrency)?;
+        soak::run(&smoke, &mut report).await?;
+    }
+
+    write_results(&args, &report)?;
     if !args.quick && args.only.is_none() {
         // The repository root's docs/, two folders up from this crate.
         let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs");
@@ -256,6 +282,15 @@ async fn main() -> anyhow::Result<()> {
         report.write_markdown(&docs.join("benchmarks.md"), plotted)?;
         println!("wrote docs/benchmarks.md");
     }
+    Ok(())
+}
+
+/// Prints the report and writes `results.json` under `--out`.
+fn write_results(args: &Args, report: &Report) -> anyhow::Result<()> {
+    report.print();
+    let json = args.out.join("results.json");
+    report.write_json(&json)?;
+    println!("\nwrote {}", json.display());
     Ok(())
 }
 

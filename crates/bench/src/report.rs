@@ -64,6 +64,45 @@ impl Pair {
     }
 }
 
+/// Rows of text cells under a heading (the soak's samples over time).
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    pub title: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A Markdown table, every column padded to its widest cell and right-aligned.
+    fn markdown(&self) -> String {
+        let mut widths: Vec<usize> = self.columns.iter().map(|c| c.chars().count()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: &[String]| {
+            let padded: Vec<String> = widths
+                .iter()
+                .zip(cells)
+                .map(|(&w, c)| format!("{c:>w$}"))
+                .collect();
+            format!("| {} |\n", padded.join(" | "))
+        };
+        let mut s = line(&self.columns);
+        // Each rule cell spans its column and the two spaces around it.
+        let rule: Vec<String> = widths
+            .iter()
+            .map(|&w| format!("{}:", "-".repeat(w + 1)))
+            .collect();
+        let _ = writeln!(s, "|{}|", rule.join("|"));
+        for row in &self.rows {
+            s.push_str(&line(row));
+        }
+        s
+    }
+}
+
 /// Everything one run produced.
 #[derive(Debug, Default)]
 pub(crate) struct Report {
@@ -72,6 +111,7 @@ pub(crate) struct Report {
     pub date: String,
     pub sections: Vec<Section>,
     pub pairs: Vec<Pair>,
+    pub tables: Vec<Table>,
     pub notes: Vec<String>,
 }
 
@@ -96,6 +136,15 @@ impl Report {
                 unit,
             });
         }
+    }
+
+    /// Adds a table, printed after the figures.
+    pub(crate) fn table(&mut self, title: &str, columns: &[&str], rows: Vec<Vec<String>>) {
+        self.tables.push(Table {
+            title: title.to_owned(),
+            columns: columns.iter().map(|&c| c.to_owned()).collect(),
+            rows,
+        });
     }
 
     /// A remark printed under the figures (skipped measurements, caveats).
@@ -157,13 +206,19 @@ impl Report {
             self.cores,
             self.date
         );
-        println!("Cache-hit GetCredentials vs echo over the same mTLS stack ({RAW_CLIENT}):\n");
-        print!("{}", self.pairs_table());
+        if !self.pairs.is_empty() {
+            println!("Cache-hit GetCredentials vs echo over the same mTLS stack ({RAW_CLIENT}):\n");
+            print!("{}", self.pairs_table());
+        }
         for sec in &self.sections {
             println!("\n-- {} --", sec.title);
             for f in &sec.figures {
                 println!("  {:<52} {:>14} {}", f.name, fmt_value(f.value), f.unit);
             }
+        }
+        for t in &self.tables {
+            println!("\n-- {} --\n", t.title);
+            print!("{}", t.markdown());
         }
         if !self.notes.is_empty() {
             println!("\nNotes:");
@@ -173,7 +228,8 @@ impl Report {
         }
     }
 
-    /// Writes `results.json` (one object: date, cores, quick, figures by name with units).
+    /// Writes `results.json` (one object: date, cores, quick, figures by name with units, tables
+    /// as title, columns and rows of text, notes).
     pub(crate) fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         let mut figures = serde_json::Map::new();
         for p in &self.pairs {
@@ -219,11 +275,17 @@ impl Report {
                 figures.insert(f.name.clone(), fig(f.value, f.unit));
             }
         }
+        let tables: Vec<serde_json::Value> = self
+            .tables
+            .iter()
+            .map(|t| serde_json::json!({ "title": t.title, "columns": t.columns, "rows": t.rows }))
+            .collect();
         let doc = serde_json::json!({
             "date": self.date,
             "cores": self.cores,
             "quick": self.quick,
             "figures": figures,
+            "tables": tables,
             "notes": self.notes,
         });
         if let Some(dir) = path.parent() {
@@ -254,6 +316,10 @@ impl Report {
             let _ = writeln!(md, "\n![throughput and p99 against concurrency]({png})");
         }
         md.push_str(&self.sections_markdown());
+        for t in &self.tables {
+            let _ = writeln!(md, "\n### {}\n", t.title);
+            md.push_str(&t.markdown());
+        }
         if !self.notes.is_empty() {
             let _ = writeln!(md, "\nNotes from the run:\n");
             for n in &self.notes {

@@ -34,7 +34,8 @@ pub(crate) const SECRET_ID: &str = "b0115bf9-3a4b-4c91-b009-cf0c170b1a56";
 pub(crate) const SECRET: &str = "bench-connected-app-secret-value";
 /// Site content URL and broker site name.
 pub(crate) const SITE: &str = "finance";
-const SITE_LUID: &str = "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d";
+/// The site's LUID at the double.
+pub(crate) const SITE_LUID: &str = "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d";
 /// The scope every benchmark request asks for.
 pub(crate) const SCOPE: &str = "tableau:content:read";
 /// Users the double knows (`user-0` .. `user-{USERS-1}`); cold-path requests use them.
@@ -43,6 +44,13 @@ pub(crate) const USERS: usize = 12_000;
 /// A user name the double knows.
 pub(crate) fn user(i: usize) -> String {
     format!("user-{i}")
+}
+
+/// The first `n` users the double knows, each with its own user LUID.
+pub(crate) fn site_users(n: usize) -> Vec<SiteUser> {
+    (0..n)
+        .map(|i| SiteUser::new(user(i), format!("00000000-0000-4000-8000-{i:012}")))
+        .collect()
 }
 
 /// The running system under test.
@@ -73,9 +81,7 @@ impl World {
         extra_toml: Option<String>,
     ) -> anyhow::Result<World> {
         let dir = TempDir::new()?;
-        let users = (0..USERS)
-            .map(|i| SiteUser::new(user(i), format!("00000000-0000-4000-8000-{i:012}")))
-            .collect();
+        let users = site_users(USERS);
         let local = LocalSetup::new(dir.path(), LocalApp::new(CLIENT_ID, SECRET_ID, SECRET))
             .grace_period(Duration::from_secs(2))
             // Metrics on, as in production: every RPC is counted and timed.
@@ -242,10 +248,11 @@ pub(crate) fn credentials_request(
 }
 
 /// A scratch directory for the broker's files, removed when the run ends.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> std::io::Result<TempDir> {
+    /// A new, empty directory under the system's temporary folder.
+    pub(crate) fn new() -> std::io::Result<TempDir> {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let p = std::env::temp_dir().join(format!("ttb-bench-{}-{n}", std::process::id()));
@@ -253,7 +260,8 @@ impl TempDir {
         Ok(TempDir(p))
     }
 
-    fn path(&self) -> &Path {
+    /// Where it is.
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
