@@ -167,7 +167,15 @@ def test_every_outcome_writes_one_valid_record(ttb_bin, demo, tmp_path):
         time.sleep(0.05)
     _, rec = call(ops.GetCredentials, get("ops", "sales", "svc-ops", "tableau:tasks:run"), "denied",
                   "CALLER_NOT_ALLOWED")
-    assert rec["config_generation"] == 2 and rec["caller"]["entry"] is None
+    # The file watcher may apply the new file as well as SIGHUP (generations 2 and 3, the same
+    # policy): the decision names one of the applied reloads, never the first configuration.
+    applied = [
+        r["config_generation"]
+        for r in map(json.loads, trail.read_text().splitlines())
+        if r["event"] == "reload" and r["outcome"] == "ok"
+    ]
+    assert rec["config_generation"] >= 2 and rec["config_generation"] in applied, (rec, applied)
+    assert rec["caller"]["entry"] is None
     assert serve.stop(timeout=20) == 0
 
     records = [json.loads(line) for line in trail.read_text().splitlines()]
