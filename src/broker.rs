@@ -604,15 +604,7 @@ impl Broker {
     ) -> Result<IssuedCredentials, BrokerError> {
         let (allowed, site) =
             self.authorize(&snapshot.config, caller, &req.site, &req.user, &req.scopes)?;
-        let key = KeyRef {
-            site: &site.name,
-            user: &req.user,
-            scopes: &allowed.scopes,
-        };
-        let lookup = Lookup {
-            min_remaining: req.min_remaining,
-            force_refresh: req.force_refresh,
-        };
+        let (key, lookup) = cache_lookup(&site, req, &allowed);
         if lookup.min_remaining < usable_life(&snapshot.config, &site)
             && let Some(credentials) = self.cache.hit(key, lookup, &site.server_url)
         {
@@ -651,15 +643,7 @@ impl Broker {
                 ),
             });
         }
-        let key = KeyRef {
-            site: &site.name,
-            user: &req.user,
-            scopes: &allowed.scopes,
-        };
-        let lookup = Lookup {
-            min_remaining: req.min_remaining,
-            force_refresh: req.force_refresh,
-        };
+        let (key, lookup) = cache_lookup(&site, req, &allowed);
         // Set when this call's miss was answered from the shared cache (Redis). Calls that
         // coalesced onto it in this replica report a sign-in, as they do for a real one. Made on a
         // miss only, so a hit allocates nothing.
@@ -992,6 +976,24 @@ impl Broker {
 }
 
 /// How long a token is handed out: Tableau's session lifetime less the safety margin.
+/// The cache key and lookup of a GetCredentials call, borrowed from what policy allowed.
+fn cache_lookup<'a>(
+    site: &'a SiteConfig,
+    req: &'a CredentialsRequest,
+    allowed: &'a Authorization,
+) -> (KeyRef<'a>, Lookup) {
+    let key = KeyRef {
+        site: &site.name,
+        user: &req.user,
+        scopes: &allowed.scopes,
+    };
+    let lookup = Lookup {
+        min_remaining: req.min_remaining,
+        force_refresh: req.force_refresh,
+    };
+    (key, lookup)
+}
+
 fn usable_life(config: &Config, site: &SiteConfig) -> Duration {
     site.session_ttl.saturating_sub(config.cache.safety_margin)
 }
