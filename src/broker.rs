@@ -975,7 +975,6 @@ impl Broker {
     }
 }
 
-/// How long a token is handed out: Tableau's session lifetime less the safety margin.
 /// The cache key and lookup of a GetCredentials call, borrowed from what policy allowed.
 fn cache_lookup<'a>(
     site: &'a SiteConfig,
@@ -994,6 +993,7 @@ fn cache_lookup<'a>(
     (key, lookup)
 }
 
+/// How long a token is handed out: Tableau's session lifetime less the safety margin.
 fn usable_life(config: &Config, site: &SiteConfig) -> Duration {
     site.session_ttl.saturating_sub(config.cache.safety_margin)
 }
