@@ -18,6 +18,7 @@ use crate::load::{self, Point};
 use crate::pb::echo_sized_like_the_broker_client::EchoSizedLikeTheBrokerClient as EchoClient;
 use crate::pb::{EchoRequest, EchoResponse};
 use crate::raw::{self, RawClient};
+use crate::report::Pair;
 use crate::setup::World;
 
 /// Which client drives a load.
@@ -252,4 +253,88 @@ where
         call(clients[i % clients.len()].clone(), request.clone())
     })
     .await
+}
+
+/// How a broker/echo pair is timed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// Load on each service before the first round, not recorded.
+    pub warmup: Duration,
+    /// Recorded time per service and round.
+    pub measure: Duration,
+    /// Each round's `measure` is run in slices this long, the two services taking turns.
+    pub slice: Duration,
+    /// Rounds; each gives one ratio.
+    pub rounds: usize,
+}
+
+impl Timing {
+    /// Slices per service and round.
+    fn slices(&self) -> usize {
+        let n = self.measure.as_secs_f64() / self.slice.as_secs_f64().max(1e-3);
+        (n.round() as usize).max(1)
+    }
+}
+
+/// Cache hits on `broker` against the echo baseline at `concurrency`, with `client`.
+///
+/// The machine's speed drifts by ±15 % over seconds (a virtual machine's neighbours, clock
+/// changes): two loads measured one after the other, seconds apart, differ by that much even
+/// when they are the same load. So each round runs the two in short slices taking turns (echo,
+/// broker, broker, echo, ...) and compares their pooled throughput: a drift slower than a slice
+/// lands on both.
+pub(crate) async fn pair(
+    broker: &BrokerLoad,
+    echo: &EchoLoad,
+    t: &Timing,
+    client: ClientKind,
+    concurrency: usize,
+) -> anyhow::Result<Pair> {
+    if !t.warmup.is_zero() {
+        echo.point(client, concurrency, Duration::ZERO, t.warmup)
+            .await?;
+        broker
+            .point(client, concurrency, Duration::ZERO, t.warmup)
+            .await?;
+    }
+    let (mut e, mut b) = (Vec::new(), Vec::new());
+    for round in 0..t.rounds {
+        let (mut es, mut bs) = (Vec::new(), Vec::new());
+        for s in 0..t.slices() {
+            let echo_slice = echo.point(client, concurrency, Duration::ZERO, t.slice);
+            let broker_slice = broker.point(client, concurrency, Duration::ZERO, t.slice);
+            if (round + s) % 2 == 0 {
+                es.push(echo_slice.await?);
+                bs.push(broker_slice.await?);
+            } else {
+                bs.push(broker_slice.await?);
+                es.push(echo_slice.await?);
+            }
+        }
+        e.push(Point::pooled(&es));
+        b.push(Point::pooled(&bs));
+    }
+    let ratios = |f: fn(&Point) -> f64| e.iter().zip(&b).map(|(e, b)| f(b) / f(e)).collect();
+    let pair = Pair {
+        concurrency,
+        ratios: ratios(|p| p.rps),
+        p99_ratios: ratios(|p| p.p99_us),
+        cpu_ratios: ratios(|p| p.cpu_us),
+        echo: Point::median(&e),
+        broker: Point::median(&b),
+    };
+    eprintln!(
+        "  c={concurrency} ({client:?} client): echo {:.0} req/s p99 {:.0} µs | broker {:.0} req/s p99 {:.0} µs | ratio {:.3} (rounds {})",
+        pair.echo.rps,
+        pair.echo.p99_us,
+        pair.broker.rps,
+        pair.broker.p99_us,
+        pair.ratio(),
+        pair.ratios
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(pair)
 }

@@ -47,6 +47,27 @@ impl Point {
     }
 }
 
+impl Point {
+    /// Slices of one load, taken in turns with another load's slices, as one point: throughput
+    /// over their summed time, CPU per request over their summed requests, latencies the median
+    /// of the slices'.
+    pub(crate) fn pooled(points: &[Point]) -> Point {
+        let count: u64 = points.iter().map(|p| p.count).sum();
+        let secs: f64 = points
+            .iter()
+            .filter(|p| p.rps > 0.0)
+            .map(|p| p.count as f64 / p.rps)
+            .sum();
+        let cpu: f64 = points.iter().map(|p| p.cpu_us * p.count as f64).sum();
+        let n = count.max(1) as f64;
+        Point {
+            rps: if secs > 0.0 { count as f64 / secs } else { 0.0 },
+            cpu_us: cpu / n,
+            ..Point::median(points)
+        }
+    }
+}
+
 /// The median of some values (the mean of the middle two for an even count; 0 for none).
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

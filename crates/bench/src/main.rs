@@ -42,9 +42,9 @@ use tableau_token_broker::cache::{CacheKey, CredentialCache, Credentials, KeyRef
 use tableau_token_broker::error::BrokerError;
 use tableau_token_broker::tableau::{ClientOptions, SignInTarget, TableauClient};
 
-use crate::hits::{BrokerLoad, ClientKind, EchoLoad};
+use crate::hits::{BrokerLoad, ClientKind, EchoLoad, Timing, pair};
 use crate::load::Point;
-use crate::report::{Pair, Report};
+use crate::report::Report;
 use crate::setup::{SITE, World, credentials_request, user};
 
 /// Command line.
@@ -69,6 +69,10 @@ struct Args {
     /// to repeat the goal's level alone.
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     levels: Option<Vec<usize>>,
+    /// The length of the slices in which the cache-hit comparison runs echo and broker in
+    /// turns (default 100 ms), e.g. `1.5s` for one slice a round.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    slice: Option<Duration>,
     /// Where results.json goes.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -102,9 +106,7 @@ enum Section {
 struct Plan {
     levels: Vec<usize>,
     connections: usize,
-    warmup: Duration,
-    measure: Duration,
-    rounds: usize,
+    timing: Timing,
     cold_sequential: usize,
     coalesce_one: usize,
     coalesce_many: (usize, usize),
@@ -122,9 +124,12 @@ impl Plan {
             Plan {
                 levels: vec![1, 16],
                 connections: 8,
-                warmup: Duration::from_millis(100),
-                measure: Duration::from_millis(300),
-                rounds: 1,
+                timing: Timing {
+                    warmup: Duration::from_millis(100),
+                    measure: Duration::from_millis(300),
+                    slice: Duration::from_millis(100),
+                    rounds: 1,
+                },
                 cold_sequential: 5,
                 coalesce_one: 100,
                 coalesce_many: (1_000, 10),
@@ -139,9 +144,12 @@ impl Plan {
             Plan {
                 levels: vec![1, 16, 64, 256],
                 connections: 8,
-                warmup: Duration::from_millis(500),
-                measure: Duration::from_millis(1500),
-                rounds: 8,
+                timing: Timing {
+                    warmup: Duration::from_millis(500),
+                    measure: Duration::from_millis(1500),
+                    slice: Duration::from_millis(100),
+                    rounds: 8,
+                },
                 cold_sequential: 50,
                 coalesce_one: 1_000,
                 coalesce_many: (10_000, 100),
@@ -185,6 +193,10 @@ async fn main() -> anyhow::Result<()> {
         return write_results(&args, &report);
     }
     let mut plan = Plan::new(args.quick);
+    if let Some(slice) = args.slice {
+        anyhow::ensure!(!slice.is_zero(), "--slice must be longer than 0");
+        plan.timing.slice = slice;
+    }
     if let Some(levels) = &args.levels {
         plan.levels.clone_from(levels);
     }
@@ -252,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
             &levels,
             lookups,
             cold,
-            (plan.warmup, plan.measure),
+            &plan.timing,
             &mut |n| users.take(n),
             &mut report,
         )
@@ -362,51 +374,6 @@ async fn echo_point(
         .await
 }
 
-/// Echo, broker, echo, broker, ... at `concurrency` with `client`; the mean of each.
-async fn pair(
-    broker: &BrokerLoad,
-    echo: &EchoLoad,
-    plan: &Plan,
-    client: ClientKind,
-    concurrency: usize,
-) -> anyhow::Result<Pair> {
-    let mut e = Vec::new();
-    let mut b = Vec::new();
-    // Short runs side by side, in alternating order (echo first, then broker first), so that
-    // whatever else the machine does lands on both; each round gives one ratio.
-    for round in 0..plan.rounds {
-        let run_echo = async || {
-            echo.point(client, concurrency, plan.warmup, plan.measure)
-                .await
-        };
-        let run_broker = async || {
-            broker
-                .point(client, concurrency, plan.warmup, plan.measure)
-                .await
-        };
-        if round % 2 == 0 {
-            e.push(run_echo().await?);
-            b.push(run_broker().await?);
-        } else {
-            b.push(run_broker().await?);
-            e.push(run_echo().await?);
-        }
-    }
-    let pair = Pair {
-        concurrency,
-        ratios: e.iter().zip(&b).map(|(e, b)| b.rps / e.rps).collect(),
-        p99_ratios: e.iter().zip(&b).map(|(e, b)| b.p99_us / e.p99_us).collect(),
-        cpu_ratios: e.iter().zip(&b).map(|(e, b)| b.cpu_us / e.cpu_us).collect(),
-        echo: Point::median(&e),
-        broker: Point::median(&b),
-    };
-    eprintln!(
-        "  c={concurrency} ({client:?} client): echo {:.0} req/s p99 {:.0} µs | broker {:.0} req/s p99 {:.0} µs",
-        pair.echo.rps, pair.echo.p99_us, pair.broker.rps, pair.broker.p99_us
-    );
-    Ok(pair)
-}
-
 async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let req = credentials_request(&user(0));
     let broker = BrokerLoad::new(world, plan.connections, req.clone()).await?;
@@ -431,14 +398,14 @@ async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow
         "bytes",
     );
     for &c in &plan.levels {
-        let pair = pair(&broker, &echo, plan, ClientKind::Raw, c).await?;
-        if pair.echo.errors + pair.broker.errors > 0 {
+        let p = pair(&broker, &echo, &plan.timing, ClientKind::Raw, c).await?;
+        if p.echo.errors + p.broker.errors > 0 {
             report.note(format!(
                 "c={c}: {} echo and {} broker requests failed",
-                pair.echo.errors, pair.broker.errors
+                p.echo.errors, p.broker.errors
             ));
         }
-        report.pairs.push(pair);
+        report.pairs.push(p);
     }
 
     // Hits with the audit trail on (a file, fail-closed): each reply waits for its record's
@@ -452,8 +419,8 @@ async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow
     .await?;
     audited.call_once().await?;
     let c = AUDIT_CONCURRENCY;
-    let off = pair(&broker, &echo, plan, ClientKind::Raw, c).await?;
-    let on = pair(&audited, &echo, plan, ClientKind::Raw, c).await?;
+    let off = pair(&broker, &echo, &plan.timing, ClientKind::Raw, c).await?;
+    let on = pair(&audited, &echo, &plan.timing, ClientKind::Raw, c).await?;
     report.section(&format!(
         "Hits with audit (fail-closed, file) at concurrency {c}, beside audit off"
     ));
@@ -470,6 +437,19 @@ async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow
         on.ratio(),
         "broker/echo",
     );
+    for (what, p) in [("audit_off", &off), ("audit_file", &on)] {
+        let (lo, hi) = p.ratio_range();
+        report.add(
+            name(&format!("{what}.throughput_ratio.min")),
+            lo,
+            "broker/echo",
+        );
+        report.add(
+            name(&format!("{what}.throughput_ratio.max")),
+            hi,
+            "broker/echo",
+        );
+    }
     report.add(name("audit_off.p99"), off.broker.p99_us, "µs");
     report.add(name("audit_file.p99"), on.broker.p99_us, "µs");
     let stats = world.audited.broker().audit().stats().snapshot();
@@ -483,7 +463,7 @@ async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow
     // The same pair with the generated clients, which decode every reply (as a real caller
     // would): the client's decode work is charged against the broker here.
     let c = DECODED_CONCURRENCY;
-    let d = pair(&broker, &echo, plan, ClientKind::Decoded, c).await?;
+    let d = pair(&broker, &echo, &plan.timing, ClientKind::Decoded, c).await?;
     report.section(&format!(
         "Decoded client at concurrency {c} (generated tonic clients, every reply decoded)"
     ));

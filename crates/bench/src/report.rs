@@ -56,6 +56,11 @@ impl Pair {
         crate::load::median(self.p99_ratios.clone())
     }
 
+    /// The lowest and highest per-round throughput ratio.
+    pub(crate) fn ratio_range(&self) -> (f64, f64) {
+        Pair::range(&self.ratios)
+    }
+
     fn range(v: &[f64]) -> (f64, f64) {
         v.iter()
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {

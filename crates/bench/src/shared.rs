@@ -12,7 +12,7 @@ use anyhow::Context;
 use tableau_token_broker::broker::{Broker, CredentialsRequest};
 use tableau_token_broker::config::Config;
 
-use crate::hits::{BrokerLoad, ClientKind, EchoLoad};
+use crate::hits::{BrokerLoad, ClientKind, EchoLoad, Timing, pair};
 use crate::report::Report;
 use crate::setup::{CALLER, CLIENT_ID, SCOPE, SECRET, SECRET_ID, SITE, World, credentials_request};
 
@@ -130,7 +130,7 @@ pub(crate) async fn run(
     levels: &[usize],
     lookups: usize,
     cold_calls: usize,
-    rounds: (Duration, Duration),
+    timing: &Timing,
     users: &mut dyn FnMut(usize) -> anyhow::Result<Vec<String>>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
@@ -234,21 +234,21 @@ pub(crate) async fn run(
     all.call_once().await?;
     for &c in levels {
         for (name, load) in [("shared", &broker), ("all_features", &all)] {
-            let (warmup, measure) = rounds;
-            let mut ratios = Vec::new();
-            for round in 0..2 {
-                let (e, b) = if round % 2 == 0 {
-                    let e = echo.point(ClientKind::Raw, c, warmup, measure).await?;
-                    (e, load.point(ClientKind::Raw, c, warmup, measure).await?)
-                } else {
-                    let b = load.point(ClientKind::Raw, c, warmup, measure).await?;
-                    (echo.point(ClientKind::Raw, c, warmup, measure).await?, b)
-                };
-                ratios.push(b.rps / e.rps);
-            }
+            let p = pair(load, &echo, timing, ClientKind::Raw, c).await?;
             report.add(
                 format!("{name}.hit.c{c}.throughput_ratio"),
-                ratios.iter().sum::<f64>() / ratios.len() as f64,
+                p.ratio(),
+                "broker/echo",
+            );
+            let (lo, hi) = p.ratio_range();
+            report.add(
+                format!("{name}.hit.c{c}.throughput_ratio.min"),
+                lo,
+                "broker/echo",
+            );
+            report.add(
+                format!("{name}.hit.c{c}.throughput_ratio.max"),
+                hi,
                 "broker/echo",
             );
         }
