@@ -495,7 +495,9 @@ impl Broker {
     /// Credentials for a site, a user and scopes: policy first, then the cache, then one
     /// sign-in shared by every concurrent miss for the same key. The decision is audited; in
     /// fail-closed mode the token is returned only once its record is written.
-    #[tracing::instrument(skip_all, fields(caller = %echo(&caller.id), source = caller.source.cert_field(), site = %echo(&req.site), user = %echo(&req.user)))]
+    ///
+    /// A hit makes no span: nothing is logged on it, and formatting the request's fields into
+    /// one cost more than the rest of the hit. The sign-in path has the span.
     pub async fn get_credentials(
         &self,
         caller: &CallerContext,
@@ -622,6 +624,7 @@ impl Broker {
 
     /// A call the cache could not answer at once: a refused `min_remaining`, a sign-in (or one
     /// in flight to join), a session from the shared cache, or a site that moved.
+    #[tracing::instrument(name = "get_credentials", skip_all, fields(caller = %echo(&caller.id), source = caller.source.cert_field(), site = %echo(&req.site), user = %echo(&req.user)))]
     async fn sign_in_path(
         &self,
         snapshot: &Arc<Snapshot>,
