@@ -25,7 +25,7 @@ use crate::shared_cache::SharedCache;
 use crate::sign_outs::{SignOutQueue, SignOutSnapshot};
 use crate::stats::{HistogramSnapshot, LabeledCounters, LatencyHistogram};
 use crate::tableau::{ClientOptions, SignInTarget, TableauClient};
-use crate::transport::identity::CallerIdentity;
+use crate::transport::identity::{CallerIdentity, IdentitySource};
 
 /// Shortest JWT lifetime `MintJwt` hands out: a shorter one can expire on its way to Tableau
 /// (clock skew, a retry), and asking for one is almost always a unit mistake.
@@ -107,6 +107,30 @@ pub struct CredentialsRequest {
     pub min_remaining: Duration,
     /// Sign in again and replace the cached entry.
     pub force_refresh: bool,
+}
+
+/// A cache hit as [`Broker::repeat_hit`] may answer it again.
+struct LastHit {
+    /// [`CredentialCache::id`].
+    cache: u64,
+    /// [`CredentialCache::version`] read before the lookup that found the entry.
+    version: u64,
+    /// The configuration generation that allowed it.
+    generation: u64,
+    /// Who asked.
+    caller: Arc<str>,
+    /// Which certificate field `caller` came from.
+    source: IdentitySource,
+    /// The site's usable token life then: `min_remaining` must stay below it.
+    usable: Duration,
+    /// The answer.
+    issued: IssuedCredentials,
+}
+
+thread_local! {
+    /// One per worker thread: no lock, and a busy connection's calls land on the thread that
+    /// answered the last one.
+    static LAST_HIT: std::cell::RefCell<Option<LastHit>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Credentials handed to a caller.
@@ -604,22 +628,80 @@ impl Broker {
         request_id: uuid::Uuid,
         req: &CredentialsRequest,
     ) -> Result<IssuedCredentials, BrokerError> {
+        // Read before the lookup: a change to the cache after it makes the copy kept below stale.
+        let version = self.cache.version();
+        if let Some(issued) = self.repeat_hit(snapshot, caller, req, version) {
+            self.cache.count_hit();
+            return Ok(issued);
+        }
         let (allowed, site) =
             self.authorize(&snapshot.config, caller, &req.site, &req.user, &req.scopes)?;
         let (key, lookup) = cache_lookup(&site, req, &allowed);
-        if lookup.min_remaining < usable_life(&snapshot.config, &site)
+        let usable = usable_life(&snapshot.config, &site);
+        if lookup.min_remaining < usable
             && let Some(credentials) = self.cache.hit(key, lookup, &site.server_url)
         {
-            return Ok(IssuedCredentials {
+            let issued = IssuedCredentials {
                 credentials,
                 from_cache: true,
                 site,
+            };
+            LAST_HIT.with_borrow_mut(|last| {
+                *last = Some(LastHit {
+                    cache: self.cache.id(),
+                    version,
+                    generation: snapshot.generation,
+                    caller: Arc::clone(&caller.id),
+                    source: caller.source,
+                    usable,
+                    issued: issued.clone(),
+                });
             });
+            return Ok(issued);
         }
         // Boxed in a statement of its own: a temporary of the `.await` statement would be kept
         // in this future's state, which is what the box is for avoiding.
         let miss = Box::pin(self.sign_in_path(snapshot, caller, request_id, req, allowed, site));
         miss.await
+    }
+
+    /// The last hit this thread answered, again, when `req` asks exactly what it asked and
+    /// nothing the answer depended on has moved: the same caller (identity and certificate
+    /// field), the same configuration generation (so the same policy decision), the same cache
+    /// entry (the cache's version has not moved since it was looked up), and still fresh enough
+    /// for `req.min_remaining`. Scopes must be sent as the cache key holds them (normalized);
+    /// other spellings take the full path. Saves the policy check and the cache lookup on the
+    /// call that dominates a busy broker: one service asking again for what it already has.
+    fn repeat_hit(
+        &self,
+        snapshot: &Snapshot,
+        caller: &CallerContext,
+        req: &CredentialsRequest,
+        version: u64,
+    ) -> Option<IssuedCredentials> {
+        if req.force_refresh {
+            return None;
+        }
+        LAST_HIT.with_borrow(|last| {
+            let h = last.as_ref()?;
+            let c = &h.issued.credentials;
+            let same = h.cache == self.cache.id()
+                && h.version == version
+                && h.generation == snapshot.generation
+                && h.source == caller.source
+                && *h.caller == *caller.id
+                && *c.key.site == *req.site
+                && *c.key.user == *req.user
+                && req.scopes.len() == c.key.scopes.len()
+                && req
+                    .scopes
+                    .iter()
+                    .zip(c.key.scopes.iter())
+                    .all(|(r, k)| r == k.as_str())
+                && req.min_remaining < h.usable
+                && c.expires_at > self.clock.now() + req.min_remaining;
+            same.then(|| h.issued.clone())
+        })
     }
 
     /// A call the cache could not answer at once: a refused `min_remaining`, a sign-in (or one

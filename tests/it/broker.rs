@@ -1010,3 +1010,109 @@ async fn audit_records_match_tokens_without_revealing_them() {
     let out = audit.iter().find(|v| v["event"] == "sign_out").unwrap();
     assert_eq!(out["token_fp"], first["token_fp"]);
 }
+
+/// A repeat of the last cache hit is answered without the policy check and the cache lookup
+/// (`Broker::repeat_hit`; this test's server runs on its one thread, so every call after a hit
+/// is such a repeat). Everything the answer depends on must still take it away: another caller,
+/// an invalidation, `min_remaining`, `force_refresh` and a reload that withdraws the grant.
+#[tokio::test]
+async fn a_repeated_hit_still_answers_to_caller_invalidation_expiry_and_reload() {
+    let h = Harness::start().await;
+    let mut c = h.client(RENDERER).await;
+    let r = || req("finance", "svc-renderer", &["tableau:content:read"]);
+    let first = c.get_credentials(r()).await.unwrap().into_inner();
+    assert!(!first.from_cache);
+    for _ in 0..3 {
+        let again = c.get_credentials(r()).await.unwrap().into_inner();
+        assert!(again.from_cache);
+        assert_eq!(again.token, first.token);
+    }
+
+    // Another caller with the same request gets its own decision: it has no entry at all.
+    let mut stranger = h.client("spiffe://example.org/ns/other/sa/nobody").await;
+    let e = stranger.get_credentials(r()).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(reason(&e), "CALLER_NOT_ALLOWED");
+    // The same caller asking for a user its grant does not cover is refused too.
+    let e = c
+        .get_credentials(req("finance", "nobody", &["tableau:content:read"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // Invalidated: the next call signs in again, and its token is the one repeated after.
+    let hit = c.get_credentials(r()).await.unwrap().into_inner();
+    assert!(hit.from_cache);
+    c.invalidate_credentials(pb::InvalidateCredentialsRequest {
+        token: first.token.clone(),
+    })
+    .await
+    .unwrap();
+    let second = c.get_credentials(r()).await.unwrap().into_inner();
+    assert!(
+        !second.from_cache,
+        "an invalidated token was handed out again"
+    );
+    assert_ne!(second.token, first.token);
+    let hit = c.get_credentials(r()).await.unwrap().into_inner();
+    assert!(hit.from_cache);
+    assert_eq!(hit.token, second.token);
+
+    // Forced: a new session, then that one is repeated.
+    let mut f = r();
+    f.force_refresh = true;
+    let third = c.get_credentials(f).await.unwrap().into_inner();
+    assert!(!third.from_cache);
+    assert_ne!(third.token, second.token);
+    let hit = c.get_credentials(r()).await.unwrap().into_inner();
+    assert_eq!(hit.token, third.token);
+
+    // 35 minutes of usable life left: enough for 10, not for 40.
+    h.clock.advance(Duration::from_secs(200 * 60));
+    let mut m = r();
+    m.min_remaining = Some(prost_types::Duration {
+        seconds: 10 * 60,
+        nanos: 0,
+    });
+    assert_eq!(
+        c.get_credentials(m.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .token,
+        third.token
+    );
+    m.min_remaining = Some(prost_types::Duration {
+        seconds: 40 * 60,
+        nanos: 0,
+    });
+    let fourth = c.get_credentials(m).await.unwrap().into_inner();
+    assert!(
+        !fourth.from_cache,
+        "a token with too little life left was repeated"
+    );
+    assert_eq!(h.fake.stats().signins_ok, 4);
+
+    // A reload that withdraws the scope: refused at once, though the same request was a hit.
+    assert!(
+        c.get_credentials(r())
+            .await
+            .unwrap()
+            .into_inner()
+            .from_cache
+    );
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let narrowed = text.replacen(
+        "\"tableau:content:read\", \"tableau:views:download\"",
+        "\"tableau:views:download\"",
+        1,
+    );
+    assert_ne!(
+        narrowed, text,
+        "the renderer's grant was not found in {text}"
+    );
+    std::fs::write(&h.config_path, narrowed).unwrap();
+    h.server().reload(&h.config_path).unwrap();
+    let e = c.get_credentials(r()).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+}

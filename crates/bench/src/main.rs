@@ -205,8 +205,9 @@ async fn main() -> anyhow::Result<()> {
     // The subscriber `serve` installs (JSON lines on stderr, filter `info` unless RUST_LOG says
     // otherwise): every RPC's spans are then as costly as in production. Without one, tracing
     // would skip them, and the figures would flatter the broker.
-    let _telemetry = tableau_token_broker::telemetry::init(&world.broker.broker().config().telemetry)
-        .context("installing the broker's log subscriber")?;
+    let _telemetry =
+        tableau_token_broker::telemetry::init(&world.broker.broker().config().telemetry)
+            .context("installing the broker's log subscriber")?;
     let mut users = Users(1);
 
     if let Some(kind) = args.profile {
