@@ -125,6 +125,47 @@ struct LastHit {
     usable: Duration,
     /// The answer.
     issued: IssuedCredentials,
+    /// Its audit record after the request ID, once one was written.
+    line_tail: Option<LineTail>,
+}
+
+impl LastHit {
+    /// True when `g` is this hit's answer to the same caller under the same configuration.
+    fn answered(
+        &self,
+        broker: &Broker,
+        snapshot: &Snapshot,
+        caller: &CallerContext,
+        g: &IssuedCredentials,
+    ) -> bool {
+        self.cache == broker.cache.id()
+            && self.generation == snapshot.generation
+            && self.source == caller.source
+            && *self.caller == *caller.id
+            && Arc::ptr_eq(&self.issued.credentials, &g.credentials)
+    }
+}
+
+/// What follows the request ID in a repeated hit's audit record, around the caller's address
+/// (which differs between its connections), and the certificate serial it names (the same
+/// identity may hold several certificates).
+struct LineTail {
+    cert_serial: Option<Arc<str>>,
+    before_peer: Vec<u8>,
+    after_peer: Vec<u8>,
+}
+
+/// True when a request names its cache key exactly (site and user as the key holds them, scopes
+/// already normalized): its audit record then says what the key says.
+fn request_is_key(req: &CredentialsRequest, key: &CacheKey) -> bool {
+    *key.site == *req.site
+        && *key.user == *req.user
+        && req.scopes.len() == key.scopes.len()
+        && req
+            .scopes
+            .iter()
+            .zip(key.scopes.iter())
+            .all(|(r, k)| r == k.as_str())
 }
 
 thread_local! {
@@ -552,18 +593,29 @@ impl Broker {
         req: &CredentialsRequest,
         result: &Result<IssuedCredentials, BrokerError>,
     ) -> Vec<u8> {
+        tracing::debug!(outcome = %result.as_ref().map_or_else(BrokerError::reason, |_| "OK".into()), %request_id, "decision");
+        let now = self.clock.now();
+        let repeat = match result {
+            Ok(g) if g.from_cache && request_is_key(req, &g.credentials.key) => Some(g),
+            _ => None,
+        };
+        if let Some(g) = repeat
+            && let Some(line) = self.repeated_line(snapshot, caller, g, now, request_id)
+        {
+            return line;
+        }
         let entry = entry_of(&snapshot.config, caller);
-        let mut r = self.rpc_record(
+        let mut r = self.rpc_record_at(
             "GetCredentials",
             snapshot,
             caller,
             entry.as_deref(),
             request_id,
+            now,
         );
         r.site = Some(&req.site);
         r.user = Some(&req.user);
         r.scopes_requested = Some(Scopes::Raw(&req.scopes));
-        tracing::debug!(outcome = %result.as_ref().map_or_else(BrokerError::reason, |_| "OK".into()), %request_id, "decision");
         let r = match result {
             Ok(g) => {
                 let c = &g.credentials;
@@ -579,7 +631,81 @@ impl Broker {
                 r.error(e)
             }
         };
-        r.to_line()
+        let line = r.to_line();
+        if let Some(g) = repeat {
+            self.keep_line_tail(snapshot, caller, g, &line, now, request_id);
+        }
+        line
+    }
+
+    /// The record of a repeated cache hit, from the remainder kept with the last hit (see
+    /// [`Self::keep_line_tail`]): everything after the request ID is the same when the same
+    /// caller, on the same connection address and certificate, got the same cache entry under
+    /// the same configuration generation, asking exactly for its key.
+    fn repeated_line(
+        &self,
+        snapshot: &Snapshot,
+        caller: &CallerContext,
+        g: &IssuedCredentials,
+        now: std::time::SystemTime,
+        request_id: uuid::Uuid,
+    ) -> Option<Vec<u8>> {
+        LAST_HIT.with_borrow(|last| {
+            let h = last
+                .as_ref()
+                .filter(|h| h.answered(self, snapshot, caller, g))?;
+            let tail = h
+                .line_tail
+                .as_ref()
+                .filter(|t| t.cert_serial == caller.cert_serial)?;
+            let mut line = crate::audit::record::rpc_line_head(now, request_id);
+            line.extend_from_slice(&tail.before_peer);
+            serde_json::to_writer(&mut line, &caller.peer).ok()?;
+            line.extend_from_slice(&tail.after_peer);
+            Some(line)
+        })
+    }
+
+    /// Keeps what follows the request ID in `line` (a hit's record) with the last hit, for
+    /// [`Self::repeated_line`].
+    fn keep_line_tail(
+        &self,
+        snapshot: &Snapshot,
+        caller: &CallerContext,
+        g: &IssuedCredentials,
+        line: &[u8],
+        now: std::time::SystemTime,
+        request_id: uuid::Uuid,
+    ) {
+        let head = crate::audit::record::rpc_line_head(now, request_id);
+        let Some(rest) = line.strip_prefix(head.as_slice()) else {
+            return;
+        };
+        // The caller's address differs between its connections: kept out, written per call.
+        let mut peer = b"\"peer\":".to_vec();
+        if serde_json::to_writer(&mut peer, &caller.peer).is_err() {
+            return;
+        }
+        let Some(at) = rest.windows(peer.len()).position(|w| w == peer.as_slice()) else {
+            return;
+        };
+        let split = at + b"\"peer\":".len();
+        let (before_peer, after) = rest.split_at(split);
+        let Some(after_peer) = after.get(peer.len() - b"\"peer\":".len()..) else {
+            return;
+        };
+        LAST_HIT.with_borrow_mut(|last| {
+            if let Some(h) = last
+                .as_mut()
+                .filter(|h| h.answered(self, snapshot, caller, g))
+            {
+                h.line_tail = Some(LineTail {
+                    cert_serial: caller.cert_serial.clone(),
+                    before_peer: before_peer.to_vec(),
+                    after_peer: after_peer.to_vec(),
+                });
+            }
+        });
     }
 
     /// The common part of an RPC's record.
@@ -591,12 +717,20 @@ impl Broker {
         entry: Option<&'a str>,
         request_id: uuid::Uuid,
     ) -> AuditRecord<'a> {
-        let mut r = AuditRecord::new(
-            Event::Rpc,
-            self.clock.now(),
-            Outcome::Granted,
-            snapshot.generation,
-        );
+        self.rpc_record_at(rpc, snapshot, caller, entry, request_id, self.clock.now())
+    }
+
+    /// [`Self::rpc_record`] made at `now`.
+    fn rpc_record_at<'a>(
+        &self,
+        rpc: &'static str,
+        snapshot: &Snapshot,
+        caller: &'a CallerContext,
+        entry: Option<&'a str>,
+        request_id: uuid::Uuid,
+        now: std::time::SystemTime,
+    ) -> AuditRecord<'a> {
+        let mut r = AuditRecord::new(Event::Rpc, now, Outcome::Granted, snapshot.generation);
         r.request_id = Some(request_id.hyphenated().to_string());
         r.rpc = Some(rpc);
         r.caller = Some(CallerRecord::new(caller, entry));
@@ -655,6 +789,7 @@ impl Broker {
                     source: caller.source,
                     usable,
                     issued: issued.clone(),
+                    line_tail: None,
                 });
             });
             return Ok(issued);
@@ -690,14 +825,7 @@ impl Broker {
                 && h.generation == snapshot.generation
                 && h.source == caller.source
                 && *h.caller == *caller.id
-                && *c.key.site == *req.site
-                && *c.key.user == *req.user
-                && req.scopes.len() == c.key.scopes.len()
-                && req
-                    .scopes
-                    .iter()
-                    .zip(c.key.scopes.iter())
-                    .all(|(r, k)| r == k.as_str())
+                && request_is_key(req, &c.key)
                 && req.min_remaining < h.usable
                 && c.expires_at > self.clock.now() + req.min_remaining;
             same.then(|| h.issued.clone())

@@ -290,3 +290,70 @@ fn review_of_the_fixture_trail_prints_the_expected_report_and_valid_toml() {
         .collect();
     assert_eq!(never, vec![(0, 1), (2, 0)], "the grants never used");
 }
+
+/// A repeated cache hit's record is written from the last hit's (everything after the request
+/// ID but the caller's address), so it must read exactly as a record written field by field:
+/// the same keys and values, its own time and request ID, and the address and certificate serial
+/// of the connection that asked.
+#[tokio::test]
+async fn repeated_hits_are_recorded_with_their_own_id_address_and_certificate() {
+    let h = Harness::start().await;
+    let trail = h.dir.path().join("audit.jsonl");
+    let cert = h.client_cert(RENDERER);
+    let other_cert = h.client_cert(RENDERER);
+    let mut clients = [
+        h.client_with(&cert).await,
+        h.client_with(&cert).await,
+        h.client_with(&other_cert).await,
+    ];
+    clients[0].get_credentials(read_req()).await.unwrap();
+    for i in [0, 0, 1, 1, 2, 2, 0] {
+        let r = clients[i].get_credentials(read_req()).await.unwrap();
+        assert!(r.into_inner().from_cache);
+    }
+    let records = read_trail(&trail);
+    let rpc: Vec<_> = records.iter().filter(|r| r["event"] == "rpc").collect();
+    assert_eq!(rpc.len(), 8, "{records:#?}");
+    let hits = &rpc[1..];
+    let without_call = |r: &serde_json::Value| {
+        let mut r = r.clone();
+        let o = r.as_object_mut().unwrap();
+        o.remove("time");
+        o.remove("request_id");
+        let caller = o["caller"].as_object_mut().unwrap();
+        caller.remove("peer");
+        caller.remove("cert_serial");
+        r
+    };
+    for r in hits {
+        assert_eq!(without_call(r), without_call(hits[0]), "{r:#}");
+        assert_eq!(r["from_cache"], true);
+        assert_eq!(
+            r.as_object().unwrap().keys().collect::<Vec<_>>(),
+            hits[0].as_object().unwrap().keys().collect::<Vec<_>>()
+        );
+    }
+    let ids: std::collections::HashSet<_> = rpc.iter().map(|r| r["request_id"].clone()).collect();
+    assert_eq!(ids.len(), rpc.len(), "request IDs repeat");
+    let peer = |i: usize| hits[i]["caller"]["peer"].as_str().unwrap().to_owned();
+    let serial = |i: usize| hits[i]["caller"]["cert_serial"].clone();
+    // one, one | two, two | three, three | one
+    assert_eq!(peer(0), peer(1));
+    assert_eq!(peer(0), peer(6));
+    assert_eq!(peer(2), peer(3));
+    assert_ne!(
+        peer(0),
+        peer(2),
+        "two connections recorded with one address"
+    );
+    assert_ne!(peer(2), peer(4));
+    assert_eq!(serial(0), serial(3));
+    assert_eq!(serial(4), serial(5));
+    assert_ne!(
+        serial(0),
+        serial(4),
+        "two certificates recorded with one serial"
+    );
+    assert_eq!(serial(0), rpc[0]["caller"]["cert_serial"]);
+    assert_eq!(peer(0), rpc[0]["caller"]["peer"].as_str().unwrap());
+}

@@ -418,7 +418,7 @@ impl Report {
 }
 
 /// How the pairs table's load generator talks to both services.
-const ROUNDS: &str = "Each level is eight rounds of echo and broker side by side. Requests per second and latencies are the median of each over the rounds; a ratio is the median of the per-round ratios, so it need not equal the quotient of the two medians.";
+const ROUNDS: &str = "Each level is eight rounds; in each, echo and broker take turns in 100 ms slices (1.5 s of each), so that the machine's drift over seconds lands on both. Requests per second and latencies are the median of each over the rounds; a ratio is the median of the per-round ratios, so it need not equal the quotient of the two medians. The broker runs with the log subscriber `serve` installs (JSON lines, `info`).";
 
 const RAW_CLIENT: &str = "pre-encoded requests; replies read as bytes, status and length checked";
 
