@@ -605,7 +605,7 @@ impl Broker {
             return line;
         }
         let entry = entry_of(&snapshot.config, caller);
-        let mut r = self.rpc_record_at(
+        let mut r = self.rpc_record(
             "GetCredentials",
             snapshot,
             caller,
@@ -708,20 +708,8 @@ impl Broker {
         });
     }
 
-    /// The common part of an RPC's record.
+    /// The common part of an RPC's record, made at `now`.
     fn rpc_record<'a>(
-        &self,
-        rpc: &'static str,
-        snapshot: &Snapshot,
-        caller: &'a CallerContext,
-        entry: Option<&'a str>,
-        request_id: uuid::Uuid,
-    ) -> AuditRecord<'a> {
-        self.rpc_record_at(rpc, snapshot, caller, entry, request_id, self.clock.now())
-    }
-
-    /// [`Self::rpc_record`] made at `now`.
-    fn rpc_record_at<'a>(
         &self,
         rpc: &'static str,
         snapshot: &Snapshot,
@@ -986,7 +974,14 @@ impl Broker {
             return result.map(|(m, _)| m);
         }
         let entry = entry_of(&snapshot.config, caller);
-        let mut r = self.rpc_record("MintJwt", &snapshot, caller, entry.as_deref(), request_id);
+        let mut r = self.rpc_record(
+            "MintJwt",
+            &snapshot,
+            caller,
+            entry.as_deref(),
+            request_id,
+            self.clock.now(),
+        );
         r.site = Some(site);
         r.user = Some(user);
         r.scopes_requested = Some(Scopes::Raw(scopes));
@@ -1062,6 +1057,7 @@ impl Broker {
             caller,
             entry.as_deref(),
             request_id,
+            self.clock.now(),
         );
         r.outcome = Outcome::Ok;
         r.token_fp = Some(digest.fingerprint().to_string());
