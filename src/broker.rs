@@ -130,7 +130,16 @@ struct LastHit {
 }
 
 impl LastHit {
-    /// True when `g` is this hit's answer to the same caller under the same configuration.
+    /// True when this hit was for the same caller (identity and certificate field), in the same
+    /// cache, under the same configuration generation (so the same policy decision).
+    fn holds_for(&self, broker: &Broker, snapshot: &Snapshot, caller: &CallerContext) -> bool {
+        self.cache == broker.cache.id()
+            && self.generation == snapshot.generation
+            && self.source == caller.source
+            && *self.caller == *caller.id
+    }
+
+    /// True when `g` is this hit's answer, to the same caller under the same configuration.
     fn answered(
         &self,
         broker: &Broker,
@@ -138,10 +147,7 @@ impl LastHit {
         caller: &CallerContext,
         g: &IssuedCredentials,
     ) -> bool {
-        self.cache == broker.cache.id()
-            && self.generation == snapshot.generation
-            && self.source == caller.source
-            && *self.caller == *caller.id
+        self.holds_for(broker, snapshot, caller)
             && Arc::ptr_eq(&self.issued.credentials, &g.credentials)
     }
 }
@@ -682,16 +688,19 @@ impl Broker {
             return;
         };
         // The caller's address differs between its connections: kept out, written per call.
-        let mut peer = b"\"peer\":".to_vec();
-        if serde_json::to_writer(&mut peer, &caller.peer).is_err() {
-            return;
-        }
-        let Some(at) = rest.windows(peer.len()).position(|w| w == peer.as_slice()) else {
+        const PEER_KEY: &[u8] = b"\"peer\":";
+        let Ok(peer) = serde_json::to_vec(&caller.peer) else {
             return;
         };
-        let split = at + b"\"peer\":".len();
-        let (before_peer, after) = rest.split_at(split);
-        let Some(after_peer) = after.get(peer.len() - b"\"peer\":".len()..) else {
+        let field = [PEER_KEY, &peer].concat();
+        let Some(at) = rest
+            .windows(field.len())
+            .position(|w| w == field.as_slice())
+        else {
+            return;
+        };
+        let (before_peer, after) = rest.split_at(at + PEER_KEY.len());
+        let Some(after_peer) = after.get(peer.len()..) else {
             return;
         };
         LAST_HIT.with_borrow_mut(|last| {
@@ -808,11 +817,8 @@ impl Broker {
         LAST_HIT.with_borrow(|last| {
             let h = last.as_ref()?;
             let c = &h.issued.credentials;
-            let same = h.cache == self.cache.id()
+            let same = h.holds_for(self, snapshot, caller)
                 && h.version == version
-                && h.generation == snapshot.generation
-                && h.source == caller.source
-                && *h.caller == *caller.id
                 && request_is_key(req, &c.key)
                 && req.min_remaining < h.usable
                 && c.expires_at > self.clock.now() + req.min_remaining;
