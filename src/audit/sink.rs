@@ -7,9 +7,17 @@
 //! their callers with the result. Under load one write carries many records, so the cost per
 //! record stays small; an idle broker pays one write per record.
 //!
+//! A fail-closed trail in a file written without `sync` (the common production setup) skips the
+//! writer thread: the waiting calls commit their batches themselves ([`group`]), which spares
+//! each batch two thread switches. Standard output, pipes, sockets, `sync = true` and best-effort
+//! mode keep the writer thread, so that a stalled reader or a slow flush never holds up a
+//! runtime worker.
+//!
 //! A failed write (disk full, I/O error, closed pipe) fails every record of its batch. The next
 //! batch starts with a newline, so a record cut short by the failure stands on a line of its own
 //! and readers skip it as unparsable rather than merging it with the next one.
+
+mod group;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -139,11 +147,22 @@ struct Job {
     done: Option<oneshot::Sender<bool>>,
 }
 
+/// Who writes the records.
+#[derive(Debug)]
+enum Writer {
+    /// No trail.
+    Off,
+    /// The writer thread, fed over a bounded queue.
+    Thread(mpsc::Sender<Job>),
+    /// The waiting calls themselves ([`group`]).
+    Group(group::GroupCommit),
+}
+
 /// The audit sink. Cheap to share (`Arc`); dropping the last handle lets the writer finish the
 /// queue and stop.
 #[derive(Debug)]
 pub struct AuditSink {
-    tx: Option<mpsc::Sender<Job>>,
+    writer: Writer,
     mode: AuditMode,
     stats: Arc<AuditStats>,
     healthy: Arc<AtomicBool>,
@@ -177,31 +196,52 @@ impl AuditSink {
     /// Opens the sink; the file is created if needed and appended to. Call inside a tokio
     /// runtime or not: the writer is a thread of its own, so slow disks never stall the runtime.
     pub fn open(cfg: &AuditConfig) -> Result<AuditSink, AuditOpenError> {
+        let stats = Arc::new(AuditStats::default());
+        let healthy = Arc::new(AtomicBool::new(true));
         let output = match &cfg.target {
             AuditTarget::Off => return Ok(AuditSink::off()),
             AuditTarget::Stdout => Output::Stdout,
-            AuditTarget::File(path) => Output::File(open_append(path)?),
+            AuditTarget::File(path) => {
+                let file = open_append(path)?;
+                if cfg.mode == AuditMode::FailClosed && !cfg.sync && never_blocks(&file) {
+                    return Ok(AuditSink {
+                        writer: Writer::Group(group::GroupCommit::new(
+                            file,
+                            Arc::clone(&stats),
+                            Arc::clone(&healthy),
+                        )),
+                        mode: cfg.mode,
+                        stats,
+                        healthy,
+                    });
+                }
+                Output::File(file)
+            }
         };
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let stats = Arc::new(AuditStats::default());
-        let healthy = Arc::new(AtomicBool::new(true));
         let (s, h, sync) = (Arc::clone(&stats), Arc::clone(&healthy), cfg.sync);
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer(output, rx, sync, &s, &h))
             .map_err(AuditOpenError::Thread)?;
         Ok(AuditSink {
-            tx: Some(tx),
+            writer: Writer::Thread(tx),
             mode: cfg.mode,
             stats,
             healthy,
         })
     }
 
+    /// True when the calls commit their own batches (a fail-closed file without `sync`), false
+    /// when a writer thread does (or there is no trail).
+    pub fn is_group_committed_by_callers(&self) -> bool {
+        matches!(self.writer, Writer::Group(_))
+    }
+
     /// A sink that records nothing and always succeeds.
     pub fn off() -> AuditSink {
         AuditSink {
-            tx: None,
+            writer: Writer::Off,
             mode: AuditMode::BestEffort,
             stats: Arc::new(AuditStats::default()),
             healthy: Arc::new(AtomicBool::new(true)),
@@ -210,7 +250,7 @@ impl AuditSink {
 
     /// Whether records go anywhere.
     pub fn is_enabled(&self) -> bool {
-        self.tx.is_some()
+        !matches!(self.writer, Writer::Off)
     }
 
     /// The configured mode.
@@ -242,7 +282,11 @@ impl AuditSink {
 
     /// Records a line and waits for the write, whatever the mode.
     pub async fn commit(&self, line: Vec<u8>) -> Result<(), AuditWriteFailed> {
-        let Some(tx) = &self.tx else { return Ok(()) };
+        let tx = match &self.writer {
+            Writer::Off => return Ok(()),
+            Writer::Group(g) => return g.commit(&line).await.then_some(()).ok_or(AuditWriteFailed),
+            Writer::Thread(tx) => tx,
+        };
         let (done, wait) = oneshot::channel();
         let job = Job {
             line,
@@ -266,7 +310,11 @@ impl AuditSink {
     /// Waits until every record queued before this call has been written (or has failed): call
     /// before the process exits so background records are not lost.
     pub async fn flush(&self) {
-        let Some(tx) = &self.tx else { return };
+        let tx = match &self.writer {
+            Writer::Off => return,
+            Writer::Group(g) => return g.flush().await,
+            Writer::Thread(tx) => tx,
+        };
         let (done, wait) = oneshot::channel();
         if tx
             .send(Job {
@@ -283,7 +331,11 @@ impl AuditSink {
     /// Queues a line without waiting (background events: sign-outs). A full queue drops the
     /// record and counts it as failed.
     pub fn enqueue(&self, line: Vec<u8>) {
-        let Some(tx) = &self.tx else { return };
+        let tx = match &self.writer {
+            Writer::Off => return,
+            Writer::Group(g) => return g.enqueue(&line),
+            Writer::Thread(tx) => tx,
+        };
         if tx.try_send(Job { line, done: None }).is_err() {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -301,6 +353,22 @@ fn open_append(path: &Path) -> Result<File, AuditOpenError> {
     opts.open(path).map_err(|source| AuditOpenError::Open {
         path: path.to_owned(),
         source,
+    })
+}
+
+/// True for a regular file or a character device (`/dev/null`, `/dev/full`): a write to one
+/// returns without waiting on a reader. Pipes and sockets (a FIFO a collector reads, say) can
+/// stall, so they keep the writer thread.
+fn never_blocks(file: &File) -> bool {
+    #[cfg(unix)]
+    use std::os::unix::fs::FileTypeExt;
+    file.metadata().is_ok_and(|m| {
+        let t = m.file_type();
+        #[cfg(unix)]
+        let device = t.is_char_device();
+        #[cfg(not(unix))]
+        let device = false;
+        t.is_file() || device
     })
 }
 
@@ -386,12 +454,27 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_records_are_written_whole_and_counted() {
+        concurrent_records(AuditMode::FailClosed, false, 200).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_records_over_workers_are_written_whole_and_counted() {
+        // Both writers: the calls' own group commit, and the writer thread (sync = true).
+        concurrent_records(AuditMode::FailClosed, false, 2_000).await;
+        concurrent_records(AuditMode::FailClosed, true, 200).await;
+    }
+
+    async fn concurrent_records(mode: AuditMode, sync: bool, n: u64) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl");
-        let sink = Arc::new(
-            AuditSink::open(&cfg(AuditTarget::File(path.clone()), AuditMode::FailClosed)).unwrap(),
-        );
-        let tasks: Vec<_> = (0..200)
+        let sink = AuditSink::open(&AuditConfig {
+            sync,
+            ..cfg(AuditTarget::File(path.clone()), mode)
+        })
+        .unwrap();
+        assert_eq!(sink.is_group_committed_by_callers(), !sync);
+        let sink = Arc::new(sink);
+        let tasks: Vec<_> = (0..n)
             .map(|i| {
                 let s = Arc::clone(&sink);
                 tokio::spawn(async move { s.record(format!("{{\"i\":{i}}}\n").into_bytes()).await })
@@ -410,10 +493,10 @@ mod tests {
             })
             .collect();
         seen.sort_unstable();
-        assert_eq!(seen, (0..200).collect::<Vec<_>>());
+        assert_eq!(seen, (0..n).collect::<Vec<_>>());
         let s = sink.stats().snapshot();
-        assert_eq!((s.written, s.failed), (200, 0));
-        assert!(s.batches >= 1 && s.batches <= 200);
+        assert_eq!((s.written, s.failed), (n, 0));
+        assert!(s.batches >= 1 && s.batches <= n);
     }
 
     #[cfg(target_os = "linux")]
@@ -421,6 +504,7 @@ mod tests {
     async fn a_full_disk_fails_the_record_and_marks_the_sink() {
         let full = cfg(AuditTarget::File("/dev/full".into()), AuditMode::FailClosed);
         let sink = AuditSink::open(&full).unwrap();
+        assert!(sink.is_group_committed_by_callers());
         assert!(sink.is_healthy());
         assert_eq!(sink.record(b"{}\n".to_vec()).await, Err(AuditWriteFailed));
         assert!(!sink.is_healthy());
@@ -431,6 +515,7 @@ mod tests {
             ..full
         })
         .unwrap();
+        assert!(!best.is_group_committed_by_callers());
         assert_eq!(best.record(b"{}\n".to_vec()).await, Ok(()));
         for _ in 0..500 {
             if best.stats().snapshot().failed == 1 {
