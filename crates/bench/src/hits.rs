@@ -324,7 +324,7 @@ pub(crate) async fn pair(
         broker: Point::median(&b),
     };
     eprintln!(
-        "  c={concurrency} ({client:?} client): echo {:.0} req/s p99 {:.0} µs | broker {:.0} req/s p99 {:.0} µs | ratio {:.3} (rounds {})",
+        "  c={concurrency} ({client:?} client): echo {:.0} req/s p99 {:.0} µs | broker {:.0} req/s p99 {:.0} µs | ratio {:.3} (rounds {}) | CPU per request {:.3}",
         pair.echo.rps,
         pair.echo.p99_us,
         pair.broker.rps,
@@ -334,7 +334,8 @@ pub(crate) async fn pair(
             .iter()
             .map(|r| format!("{r:.3}"))
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" "),
+        pair.cpu_ratio()
     );
     Ok(pair)
 }

@@ -239,7 +239,10 @@ mod tests {
         rt.block_on(async {
             let mut cx = Context::from_waker(Waker::noop());
             let mut leader = Box::pin(g.commit(b"1\n"));
-            assert!(leader.as_mut().poll(&mut cx).is_pending(), "the leader yields");
+            assert!(
+                leader.as_mut().poll(&mut cx).is_pending(),
+                "the leader yields"
+            );
             let mut follower = pin!(g.commit(b"2\n"));
             assert!(follower.as_mut().poll(&mut cx).is_pending());
             assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
