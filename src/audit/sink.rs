@@ -194,7 +194,9 @@ impl Output {
 
 impl AuditSink {
     /// Opens the sink; the file is created if needed and appended to. Call inside a tokio
-    /// runtime or not: the writer is a thread of its own, so slow disks never stall the runtime.
+    /// runtime or not. A fail-closed file without `sync` is written by the waiting calls
+    /// ([`group`]); everything else by a writer thread of its own, so that a stalled reader or a
+    /// slow flush never holds up the runtime.
     pub fn open(cfg: &AuditConfig) -> Result<AuditSink, AuditOpenError> {
         let stats = Arc::new(AuditStats::default());
         let healthy = Arc::new(AtomicBool::new(true));
@@ -372,6 +374,33 @@ fn never_blocks(file: &File) -> bool {
     })
 }
 
+/// Accounts for one write of `records` records, by either writer: counts it, marks the sink
+/// healthy or not (logging the change), and returns whether it succeeded.
+fn settle(
+    result: std::io::Result<()>,
+    records: u64,
+    stats: &AuditStats,
+    healthy: &AtomicBool,
+) -> bool {
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    match result {
+        Ok(()) => {
+            stats.written.fetch_add(records, Ordering::Relaxed);
+            if !healthy.swap(true, Ordering::Relaxed) {
+                tracing::warn!("audit trail writable again");
+            }
+            true
+        }
+        Err(e) => {
+            stats.failed.fetch_add(records, Ordering::Relaxed);
+            if healthy.swap(false, Ordering::Relaxed) {
+                tracing::error!(error = %e, records, "audit trail write failed");
+            }
+            false
+        }
+    }
+}
+
 fn writer(
     mut out: Output,
     mut rx: mpsc::Receiver<Job>,
@@ -413,26 +442,8 @@ fn writer(
             }
         }
         last_batch = count;
-        let result = out.write_batch(&buf, sync);
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        let ok = match result {
-            Ok(()) => {
-                stats.written.fetch_add(count, Ordering::Relaxed);
-                if !healthy.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("audit trail writable again");
-                }
-                after_failure = false;
-                true
-            }
-            Err(e) => {
-                stats.failed.fetch_add(count, Ordering::Relaxed);
-                if healthy.swap(false, Ordering::Relaxed) {
-                    tracing::error!(error = %e, records = count, "audit trail write failed");
-                }
-                after_failure = true;
-                false
-            }
-        };
+        let ok = settle(out.write_batch(&buf, sync), count, stats, healthy);
+        after_failure = !ok;
         for w in waiters.drain(..) {
             let _ = w.send(ok);
         }

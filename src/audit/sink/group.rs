@@ -15,7 +15,7 @@
 use std::fs::File;
 use std::future::poll_fn;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 
@@ -153,25 +153,9 @@ impl GroupCommit {
         if result.is_ok() {
             result = out.file.write_all(buf);
         }
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(()) => {
-                self.stats.written.fetch_add(records, Ordering::Relaxed);
-                if !self.healthy.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("audit trail writable again");
-                }
-                out.after_failure = false;
-                true
-            }
-            Err(e) => {
-                self.stats.failed.fetch_add(records, Ordering::Relaxed);
-                if self.healthy.swap(false, Ordering::Relaxed) {
-                    tracing::error!(error = %e, records, "audit trail write failed");
-                }
-                out.after_failure = true;
-                false
-            }
-        }
+        let ok = super::settle(result, records, &self.stats, &self.healthy);
+        out.after_failure = !ok;
+        ok
     }
 }
 
