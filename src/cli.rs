@@ -287,7 +287,7 @@ pub enum AuditCliError {
     },
     /// The review failed.
     #[error(transparent)]
-    Review(#[from] crate::audit::review::ReviewError),
+    Review(#[from] crate::review::ReviewError),
 }
 
 /// Longest token read by `audit fingerprint` (Tableau tokens are well under 1 KiB).
@@ -325,7 +325,7 @@ pub fn audit_review(
     since: Option<&str>,
     json: bool,
 ) -> Result<String, AuditCliError> {
-    use crate::audit::review;
+    use crate::review;
     let since = since
         .map(|s| review::parse_since(s, std::time::SystemTime::now()))
         .transpose()?;

@@ -128,7 +128,7 @@ fn client(
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: {}", tableau_token_broker::error::error_chain(&e));
+            eprintln!("error: {}", tableau_token_broker::echo::error_chain(&e));
             Ok(ExitCode::FAILURE)
         }
     }

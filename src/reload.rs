@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use aws_lc_rs::digest;
 use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 
 use crate::broker::Broker;
 use crate::clock::{SharedClock, unix_secs};
@@ -238,19 +238,21 @@ impl Reloader {
     /// A digest of every watched file's path and content, and the files it covers.
     fn fingerprint(&self) -> ([u8; 32], Vec<PathBuf>) {
         let files = self.watched_files();
-        let mut h = Sha256::new();
+        let mut h = digest::Context::new(&digest::SHA256);
         for f in &files {
             h.update(f.as_os_str().as_encoded_bytes());
-            h.update([0]);
+            h.update(&[0]);
             match std::fs::read(f) {
                 Ok(bytes) => {
                     let bytes = zeroize::Zeroizing::new(bytes);
-                    h.update(Sha256::digest(&*bytes));
+                    h.update(digest::digest(&digest::SHA256, &bytes).as_ref());
                 }
-                Err(e) => h.update(format!("unreadable: {:?}", e.kind())),
+                Err(e) => h.update(format!("unreadable: {:?}", e.kind()).as_bytes()),
             }
         }
-        (h.finalize().into(), files)
+        let mut out = [0u8; 32];
+        out.copy_from_slice(h.finish().as_ref());
+        (out, files)
     }
 
     /// Reloads when any watched file differs from what the last attempt saw; `None` when nothing
@@ -308,7 +310,7 @@ impl Reloader {
             Err(e) => {
                 self.stats.error.fetch_add(1, Ordering::Relaxed);
                 self.broker
-                    .record_reload_failure(&crate::error::error_chain(e));
+                    .record_reload_failure(&crate::echo::error_chain(e));
                 tracing::error!(
                     target: "reload",
                     trigger,

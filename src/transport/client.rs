@@ -76,11 +76,12 @@ pub fn client_config(
     for ca in cas {
         roots.add(ca).map_err(|e| ClientError::Ca(e.to_string()))?;
     }
-    let builder =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(versions)
-            .map_err(|e| ClientError::Config(e.to_string()))?
-            .with_root_certificates(roots);
+    let builder = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .map_err(|e| ClientError::Config(e.to_string()))?
+    .with_root_certificates(roots);
     let mut config = match client {
         Some((cert_pem, key_pem)) => {
             let chain = CertificateDer::pem_slice_iter(cert_pem)

@@ -680,7 +680,7 @@ pub(crate) fn tls_acceptor(
         (certs, key, None)
     };
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| err(format!("TLS protocol setup failed: {e}")))?

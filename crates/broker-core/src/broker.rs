@@ -16,6 +16,7 @@ use crate::cache::{CacheKey, CredentialCache, Credentials, KeyRef, Lookup, OnDep
 use crate::clock::SharedClock;
 use crate::config::{Config, MAX_JWT_TTL, SiteConfig};
 use crate::error::BrokerError;
+use crate::identity::{CallerIdentity, IdentitySource};
 use crate::input::{self, echo};
 use crate::limits::{LimitStats, SignInLimits};
 use crate::mint::{MintedJwt, Minter};
@@ -25,7 +26,6 @@ use crate::shared_cache::SharedCache;
 use crate::sign_outs::{SignOutQueue, SignOutSnapshot};
 use crate::stats::{HistogramSnapshot, LabeledCounters, LatencyHistogram};
 use crate::tableau::{ClientOptions, SignInTarget, TableauClient};
-use crate::transport::identity::{CallerIdentity, IdentitySource};
 
 /// Shortest JWT lifetime `MintJwt` hands out: a shorter one can expire on its way to Tableau
 /// (clock skew, a retry), and asking for one is almost always a unit mistake.

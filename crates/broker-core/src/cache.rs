@@ -501,7 +501,7 @@ impl CredentialCache {
             match inflight.get(&owned) {
                 Some((s, leader)) => {
                     self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
-                    crate::telemetry::link_to(&tracing::Span::current(), leader);
+                    link_spans(&tracing::Span::current(), leader);
                     s.clone()
                 }
                 None => {
@@ -648,6 +648,24 @@ impl CredentialCache {
     /// Distinct shared values (site names, scope sets, site LUIDs and URLs) held for entries.
     pub fn interned(&self) -> usize {
         self.strings.len() + self.scope_sets.len()
+    }
+}
+
+/// How a call that joins another call's sign-in links its span to the sign-in's span. The
+/// domain knows only `tracing`; the binary's telemetry installs the OpenTelemetry link once at
+/// start ([`set_span_linker`]), so a trace shows which sign-in served a joiner.
+static SPAN_LINKER: std::sync::OnceLock<fn(&tracing::Span, &tracing::Span)> =
+    std::sync::OnceLock::new();
+
+/// Installs the function that links a joiner's span to the sign-in it waits for. The first call
+/// wins; later calls are ignored (the linker is a process-wide choice made at start).
+pub fn set_span_linker(link: fn(&tracing::Span, &tracing::Span)) {
+    let _ = SPAN_LINKER.set(link);
+}
+
+fn link_spans(span: &tracing::Span, to: &tracing::Span) {
+    if let Some(link) = SPAN_LINKER.get() {
+        link(span, to);
     }
 }
 

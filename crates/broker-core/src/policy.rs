@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::Catalog;
-use crate::input::{MAX_SUGGEST_BYTES, quoted};
+use crate::echo::{MAX_SUGGEST_BYTES, quoted};
+use crate::identity::{IdentitySource, validate_spiffe_id};
 use crate::scope::{Scope, ScopeParseError};
-use crate::transport::identity::{IdentitySource, validate_spiffe_id};
 
 /// How a `[[callers]]` entry matches a certificate identity. Every pattern names the certificate
 /// field it matches, so a value found in one field can never claim an entry meant for another

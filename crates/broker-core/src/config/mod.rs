@@ -16,9 +16,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::{AuditConfig, AuditMode, AuditTarget};
 use crate::catalog::Catalog;
+use crate::identity::{IdentitySource, IdentitySources};
 use crate::policy::{CallerEntry, Grant, IdentityPattern, Policy, UserPattern};
 use crate::scope::Scope;
-use crate::transport::identity::{IdentitySource, IdentitySources};
 use raw::{RawAppSecret, RawConfig, RawConnectedApp, RawGrant, RawSite};
 
 /// The only configuration format version this build understands.
@@ -39,10 +39,7 @@ pub const MAX_JWT_TTL: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 10_000;
 /// Default time before Tableau's session end at which the broker stops handing a token out.
 pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::from_secs(5 * 60);
-/// Default connect timeout towards Tableau.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default whole-request timeout towards Tableau.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+pub use crate::tableau::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 /// Default drain period after SIGTERM.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(20);
 /// Default audit trail: standard output, apart from the diagnostic log on stderr.

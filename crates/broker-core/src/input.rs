@@ -1,13 +1,14 @@
-//! Bounds on what a caller may send, checked before the broker does any work with it, and the one
-//! way caller input is echoed into an error message or a log line ([`echo`]).
+//! Bounds on what a caller may send, checked before the broker does any work with it. Echoing
+//! input into messages lives in [`crate::echo`].
 //!
 //! The limits are far above real use (the longest scope in Tableau's catalog is under 40 bytes, a
 //! request names a handful of scopes) and low enough that no request can cost noticeable CPU or
 //! make a log line large. They are constants, not settings: nobody needs to raise them.
 
-use std::fmt::{self, Write as _};
-
+use crate::echo::is_invisible_separator;
 use crate::error::BrokerError;
+
+pub use crate::echo::{ECHO_MAX_CHARS, Echo, MAX_SUGGEST_BYTES, echo, quoted};
 
 /// Longest scope accepted, in bytes. Tableau's longest is under 40.
 pub const MAX_SCOPE_BYTES: usize = 128;
@@ -26,78 +27,6 @@ pub const MAX_TOKEN_BYTES: usize = 1024;
 /// Largest gRPC request message the server decodes, in bytes. Every bounded request fits in a
 /// fraction of it; anything larger is refused by the gRPC layer before it is decoded.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// Most characters of one input echoed into an error or a log line; the rest is cut.
-pub const ECHO_MAX_CHARS: usize = 100;
-/// "Did you mean" suggestions are computed only for inputs up to this length: the edit distance
-/// costs the product of the lengths, and a long input is not a typo.
-pub const MAX_SUGGEST_BYTES: usize = 64;
-
-/// Caller input made safe to print: at most [`ECHO_MAX_CHARS`] characters, control characters
-/// (newlines, escape sequences, NUL) escaped so a crafted value cannot forge or hide a log line,
-/// and the original length noted when it was cut. Use it for every input echoed into an error or
-/// a log line.
-#[derive(Clone, Copy)]
-pub struct Echo<'a> {
-    text: &'a str,
-    quoted: bool,
-}
-
-/// Input to print bare (log fields): `svc-renderer`, `a\nb`.
-pub fn echo(text: &str) -> Echo<'_> {
-    Echo {
-        text,
-        quoted: false,
-    }
-}
-
-/// Input to print in double quotes (error messages): `"svc-renderer"`, with `"` and `\` escaped.
-pub fn quoted(text: &str) -> Echo<'_> {
-    Echo { text, quoted: true }
-}
-
-impl fmt::Display for Echo<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.quoted {
-            f.write_char('"')?;
-        }
-        let mut chars = self.text.chars();
-        for c in chars.by_ref().take(ECHO_MAX_CHARS) {
-            match c {
-                '"' | '\\' if self.quoted => {
-                    f.write_char('\\')?;
-                    f.write_char(c)?;
-                }
-                c if c.is_control() || is_invisible_separator(c) => {
-                    write!(f, "{}", c.escape_default())?;
-                }
-                c => f.write_char(c)?,
-            }
-        }
-        let cut = chars.next().is_some();
-        if cut {
-            f.write_str("…")?;
-        }
-        if self.quoted {
-            f.write_char('"')?;
-        }
-        if cut {
-            write!(f, " ({} bytes)", self.text.len())?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Echo<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&quoted(self.text), f)
-    }
-}
-
-/// Line and paragraph separators and bidi controls end or reorder a line on some terminals.
-fn is_invisible_separator(c: char) -> bool {
-    matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
 fn too_large(field: &'static str, limit: usize, actual: usize, unit: &'static str) -> BrokerError {
     BrokerError::InputTooLarge {
         field,

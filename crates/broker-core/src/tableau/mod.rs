@@ -22,6 +22,11 @@ use zeroize::Zeroizing;
 
 use crate::clock::{SharedClock, SystemClock};
 
+/// Default connect timeout towards Tableau.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default whole-request timeout towards Tableau.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
 pub use error::TableauError;
 
 /// Largest response body read; sign-in and error bodies are well under 1 KiB, so anything bigger
@@ -71,8 +76,8 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            connect_timeout: crate::config::DEFAULT_CONNECT_TIMEOUT,
-            request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             ca_bundle: None,
             user_agent: concat!("tableau-token-broker/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
@@ -136,7 +141,7 @@ impl TableauClient {
         let http = builder.build().map_err(|e| TableauError::Config {
             what: format!(
                 "could not set up the HTTP client ({}); check the CA bundle",
-                crate::error::error_chain(&e.without_url())
+                crate::echo::error_chain(&e.without_url())
             ),
         })?;
         Ok(TableauClient {
@@ -301,7 +306,7 @@ fn load_ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, T
         what: format!(
             "CA bundle {} is not valid PEM ({})",
             path.display(),
-            crate::error::error_chain(&e)
+            crate::echo::error_chain(&e)
         ),
     })?;
     if certs.is_empty() {
@@ -371,7 +376,7 @@ fn transport_error(e: reqwest::Error) -> TableauError {
         let reason = if e.is_timeout() {
             "connect timed out".to_owned()
         } else {
-            crate::error::error_chain(&e)
+            crate::echo::error_chain(&e)
         };
         TableauError::Connect { reason }
     } else if e.is_timeout() {
@@ -380,26 +385,26 @@ fn transport_error(e: reqwest::Error) -> TableauError {
         TableauError::Config {
             what: format!(
                 "cannot build the request ({})",
-                crate::error::error_chain(&e)
+                crate::echo::error_chain(&e)
             ),
         }
     } else if e.is_decode() {
         TableauError::Malformed {
             what: format!(
                 "response could not be decoded ({})",
-                crate::error::error_chain(&e)
+                crate::echo::error_chain(&e)
             ),
         }
     } else if e.is_body() {
         TableauError::Connect {
             reason: format!(
                 "connection lost while reading the response: {}",
-                crate::error::error_chain(&e)
+                crate::echo::error_chain(&e)
             ),
         }
     } else {
         TableauError::Connect {
-            reason: crate::error::error_chain(&e),
+            reason: crate::echo::error_chain(&e),
         }
     }
 }

@@ -6,11 +6,10 @@
 //! - [`fingerprint`]: token fingerprints, stable across replicas with a shared key;
 //! - [`record`]: the record and its schema version;
 //! - [`sink`]: the writer with group commit, its modes and counters;
-//! - [`review`]: the access review over a trail (`tableau-token-broker audit review`).
+//! - [`crate::review`]: the access review over a trail (`tableau-token-broker audit review`).
 
 pub mod fingerprint;
 pub mod record;
-pub mod review;
 pub mod sink;
 
 pub use fingerprint::{FINGERPRINT_HEX_LEN, Fingerprint, Fingerprinter, KeyFileError, TokenDigest};

@@ -4,24 +4,8 @@
 
 use std::time::Duration;
 
-use crate::input::quoted;
+use crate::echo::quoted;
 use crate::policy::Denial;
-
-/// An error and its causes on one line, each cause once: some messages already quote their source,
-/// and a reader should see the whole story without repeats.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
 
 /// A Tableau connected-app sub-code and what an operator should check for it.
 pub fn signin_hint(sub_code: u32) -> &'static str {
@@ -95,7 +79,7 @@ pub enum BrokerError {
     /// No service or method of the broker has this path.
     #[error(
         "{} is not a method of the broker; see proto/tableau_token_broker/v1/broker.proto or use server reflection",
-        crate::input::echo(path)
+        crate::echo::echo(path)
     )]
     Unimplemented {
         /// The request path (at most 100 characters of it).

@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde::ser::SerializeSeq;
 
 use crate::error::BrokerError;
+use crate::identity::IdentitySource;
 use crate::scope::Scope;
-use crate::transport::identity::IdentitySource;
 
 /// The schema version written in every record (`schema_version`). Bumped only when a field
 /// changes meaning or disappears; new optional fields keep the version.

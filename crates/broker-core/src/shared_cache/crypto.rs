@@ -12,11 +12,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::{digest, hmac};
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use secrecy::{ExposeSecret, SecretSlice};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
 /// Envelope magic and version.
@@ -81,7 +80,7 @@ pub fn parse_key(bytes: &[u8]) -> Result<SecretSlice<u8>, KeyError> {
 struct DataKey {
     id: KeyId,
     aead: LessSafeKey,
-    names: Hmac<Sha256>,
+    names: hmac::Key,
 }
 
 /// The encryption keys: the current one seals, every one opens. Cheap to clone.
@@ -102,18 +101,16 @@ impl fmt::Debug for KeyRing {
 
 fn data_key(secret: &SecretSlice<u8>) -> Result<DataKey, KeyError> {
     let key = secret.expose_secret();
-    let digest = Sha256::digest(key);
+    let digest = digest::digest(&digest::SHA256, key);
     let mut id = [0u8; KEY_ID_LEN];
-    id.copy_from_slice(&digest[..KEY_ID_LEN]);
+    id.copy_from_slice(&digest.as_ref()[..KEY_ID_LEN]);
     let aead = UnboundKey::new(&AES_256_GCM, key)
         .map(LessSafeKey::new)
         .map_err(|_| KeyError::BadLength(key.len()))?;
-    let mut derive =
-        <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| KeyError::BadLength(key.len()))?;
-    derive.update(NAMES_LABEL);
-    let mut names_key: [u8; 32] = derive.finalize().into_bytes().into();
-    let names = <Hmac<Sha256> as Mac>::new_from_slice(&names_key)
-        .map_err(|_| KeyError::BadLength(key.len()))?;
+    let derive = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), NAMES_LABEL);
+    let mut names_key = [0u8; 32];
+    names_key.copy_from_slice(derive.as_ref());
+    let names = hmac::Key::new(hmac::HMAC_SHA256, &names_key);
     names_key.zeroize();
     Ok(DataKey {
         id: KeyId(id),
@@ -173,13 +170,13 @@ impl KeyRing {
         self.0
             .iter()
             .map(|k| {
-                let mut mac = k.names.clone();
+                let mut mac = hmac::Context::with_key(&k.names);
                 for p in parts {
                     // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
                     mac.update(&(p.len() as u64).to_be_bytes());
                     mac.update(p);
                 }
-                hex::encode(&mac.finalize().into_bytes()[..16])
+                hex::encode(&mac.sign().as_ref()[..16])
             })
             .collect()
     }
