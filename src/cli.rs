@@ -53,12 +53,6 @@ pub fn offline_jwt(
     )?)
 }
 
-/// Parses a humantime duration ("30s", "5m") for clap.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. \"30s\" or \"5m\""))
-}
-
 /// `tableau-token-broker`: Tableau credentials for internal services, over mTLS.
 #[derive(Debug, Parser)]
 #[command(name = "tableau-token-broker", version, about, long_about = None)]
@@ -110,7 +104,7 @@ pub enum Command {
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
         /// Lifetime (default: the site's jwt_ttl; at most 10m).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = crate::client_cli::parse_duration)]
         ttl: Option<Duration>,
     },
     /// Work with the audit trail offline: fingerprint a token, review access.

@@ -17,10 +17,15 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::cli::parse_duration;
 use crate::grpc::pb;
 use crate::grpc::pb::token_broker_client::TokenBrokerClient;
 use crate::transport::client::{self, ClientError};
+
+/// Parses a humantime duration ("30s", "5m") for clap.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. \"30s\" or \"5m\""))
+}
 
 /// Characters of a token or JWT shown in readable output: enough to tell two apart, too few to
 /// use.

@@ -23,8 +23,7 @@ use crate::grpc::routes::GrpcRoutes;
 use crate::grpc::{TokenBrokerService, pb};
 use crate::metrics::{Metrics, Scrape};
 use crate::transport::{
-    self, ConnectionStats, HandshakeStats, IdentityLayer, IncomingOptions, TlsError, TlsFiles,
-    TlsReloader,
+    self, ConnectionStats, HandshakeStats, IncomingOptions, TlsError, TlsFiles, TlsReloader,
 };
 
 /// File descriptors kept free of client connections: Tableau connections, configuration and
@@ -218,7 +217,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
     let task = tokio::spawn(
         grpc_server(&server.connections)
             .layer(ObserveLayer::new(Arc::clone(metrics.rpc())))
-            .layer(IdentityLayer::new())
+            .layer(crate::grpc::IdentityLayer::new())
             .serve_with_incoming_shutdown(routes, incoming, async {
                 let _ = stopped.await;
             }),

@@ -1,9 +1,12 @@
 //! The gRPC layer: generated types, the `TokenBroker` service, and the error mapping. Thin by
 //! design: it converts messages and delegates every decision to [`crate::broker::Broker`].
 
+mod layer;
 pub mod observe;
 pub mod routes;
 pub mod status;
+
+pub use layer::{IdentityLayer, IdentityService};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

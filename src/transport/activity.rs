@@ -2,7 +2,7 @@
 //! closed: a client that connects and then sends nothing (or stops sending) would otherwise hold
 //! a file descriptor for ever.
 //!
-//! [`IdentityLayer`](super::IdentityLayer) marks each call active from the moment it reaches the
+//! [`IdentityLayer`](crate::grpc::IdentityLayer) marks each call active from the moment it reaches the
 //! layer until its response body has been sent or dropped (so a long server stream, such as a
 //! health `Watch`, keeps its connection). The connection's reader ([`ConnTimer`], polled from the
 //! IO's `poll_read`) ends the stream once the connection has been idle long enough, or once it is

@@ -16,7 +16,6 @@
 pub mod activity;
 pub mod client;
 pub mod identity;
-mod layer;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -43,11 +42,10 @@ pub use identity::{
     CallerIdentity, IdentityError, IdentitySource, IdentitySources, IdentitySourcesError,
     identity_from_cert,
 };
-pub use layer::{IdentityLayer, IdentityService};
 pub use tls::{CertValidity, TlsError, TlsFiles, TlsReloader, TlsSnapshot, load_server_config};
 
 /// What the transport knows about the other end of a connection; tonic copies it into the
-/// extensions of every request on that connection, where [`IdentityLayer`] picks it up.
+/// extensions of every request on that connection, where [`crate::grpc::IdentityLayer`] picks it up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
     /// The client's address.

@@ -225,7 +225,7 @@ async fn first_call_signs_in_second_comes_from_cache() {
     assert_eq!(h.fake.stats().signins_ok, 1);
 
     // The token works at Tableau for what its scopes allow.
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let url = format!(
         "{}/api/3.22/sites/{}/workbooks",
         h.fake.base_url(),
@@ -765,7 +765,7 @@ async fn whoami_resolve_scopes_and_mint_jwt() {
         r#"<tsRequest><credentials jwt="{}"><site contentUrl="finance"/></credentials></tsRequest>"#,
         m.jwt
     );
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(format!("{}/api/3.22/auth/signin", h.fake.base_url()))
         .body(body)
         .send()

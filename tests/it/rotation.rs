@@ -725,7 +725,7 @@ async fn a_token_is_never_returned_with_a_server_url_that_did_not_issue_it() {
     let other = FakeTableau::start(double_config(&[OLD])).await.unwrap();
     let first_url = w.double.base_url().to_owned();
     let mut c = w.client(&w.client_cert(RENDERER)).await;
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     // The token works at the server it comes with.
     let works_at = |server_url: String, luid: String, token: String| {
         let http = http.clone();

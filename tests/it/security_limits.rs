@@ -107,7 +107,7 @@ impl World {
     /// The status of a REST call to the double with `token`: 200 while the session lives.
     async fn rest_status(&self, token: &str) -> u16 {
         let url = format!("{}/api/3.22/sites/{LUID}/workbooks", self.double.base_url());
-        reqwest::Client::new()
+        crate::support::http()
             .get(&url)
             .header("X-Tableau-Auth", token)
             .send()

@@ -163,3 +163,11 @@ pub(crate) fn slow_signins(double: &FakeTableauHandle, latency: Duration) {
     };
     double.set_faults("signin", faults).unwrap();
 }
+
+/// An HTTP client for tests that talk to the double or the admin port. The broker's crypto stack
+/// is aws-lc-rs and reqwest is built without a provider of its own, so tests install it as the
+/// process default first (the broker itself hands reqwest an explicit configuration).
+pub(crate) fn http() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::new()
+}

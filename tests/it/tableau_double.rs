@@ -43,7 +43,9 @@ async fn sign_in_to_the_double_with_a_connected_app_jwt() {
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
     let jwt = jsonwebtoken::encode(&header, &claims, &key).unwrap();
 
-    // Sign in over real HTTP, the way Tableau's REST API is called.
+    // Sign in over real HTTP, the way Tableau's REST API is called (reqwest is built without a
+    // crypto provider of its own, so install aws-lc-rs as the process default first).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let body = serde_json::json!({"credentials": {"jwt": jwt, "site": {"contentUrl": "finance"}}});
     let answer: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/api/3.22/auth/signin", double.base_url()))

@@ -11,8 +11,8 @@ use tableau_token_broker::grpc::routes::GrpcRoutes;
 use tableau_token_broker::transport::client::{self, client_config, connect_with_config};
 use tableau_token_broker::transport::tls::PROTOCOL_VERSIONS;
 use tableau_token_broker::transport::{
-    CallerIdentity, IdentityLayer, IdentitySource, IdentitySources, IncomingOptions, PeerInfo,
-    TlsReloader, incoming_with,
+    CallerIdentity, IdentitySource, IdentitySources, IncomingOptions, PeerInfo, TlsReloader,
+    incoming_with,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,7 +49,7 @@ async fn start(tls: TlsReloader, options: IncomingOptions) -> TestServer {
     let stream = incoming_with(listener, tls, IdentitySources::default(), options);
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .layer(IdentityLayer::new())
+            .layer(tableau_token_broker::grpc::IdentityLayer::new())
             .layer(recorder)
             .serve_with_incoming_shutdown(GrpcRoutes::new().service(health), stream, async {
                 let _ = rx.await;
@@ -432,7 +432,10 @@ fn peer(id: &str) -> PeerInfo {
 
 #[tokio::test]
 async fn identity_layer_takes_identity_from_the_connection_only() {
-    let svc = tower::Layer::layer(&IdentityLayer::new(), echo_identity());
+    let svc = tower::Layer::layer(
+        &tableau_token_broker::grpc::IdentityLayer::new(),
+        echo_identity(),
+    );
     let mut req = http::Request::builder()
         .header("x-caller-identity", "spiffe://evil.example/admin")
         .header("x-forwarded-client-cert", "URI=spiffe://evil.example/admin")
@@ -460,7 +463,7 @@ async fn identity_layer_refuses_requests_without_a_peer() {
         *flag.lock().unwrap() = true;
         r
     });
-    let svc = tower::Layer::layer(&IdentityLayer::new(), inner);
+    let svc = tower::Layer::layer(&tableau_token_broker::grpc::IdentityLayer::new(), inner);
     let req = http::Request::builder()
         .header("x-caller-identity", "spiffe://example.org/app")
         .body(())

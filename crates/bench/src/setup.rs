@@ -11,10 +11,11 @@ use tableau_token_broker::devkit::certs::{CertPair, DevPki};
 use tableau_token_broker::devkit::local::{
     self, LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite,
 };
+use tableau_token_broker::grpc::IdentityLayer;
 use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
 use tableau_token_broker::grpc::routes::GrpcRoutes;
 use tableau_token_broker::server::{self, RunningServer};
-use tableau_token_broker::transport::{self, IdentityLayer, TlsReloader};
+use tableau_token_broker::transport::{self, TlsReloader};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};

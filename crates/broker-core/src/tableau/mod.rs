@@ -124,20 +124,13 @@ impl TableauClient {
     /// Builds the client. Fails with [`TableauError::Config`] when the CA bundle cannot be read or
     /// holds no usable certificate, or when the TLS stack cannot be set up.
     pub fn new(options: ClientOptions) -> Result<TableauClient, TableauError> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(true)
-            .min_tls_version(reqwest::tls::Version::TLS_1_2)
+        let builder = reqwest::Client::builder()
+            .use_preconfigured_tls(tls_config(options.ca_bundle.as_deref())?)
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
             .user_agent(options.user_agent)
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60));
-        if let Some(path) = &options.ca_bundle {
-            for cert in load_ca_bundle(path)? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
         let http = builder.build().map_err(|e| TableauError::Config {
             what: format!(
                 "could not set up the HTTP client ({}); check the CA bundle",
@@ -298,17 +291,18 @@ impl TableauClient {
 }
 
 /// Reads a PEM bundle of CA certificates.
-fn load_ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, TableauError> {
+fn load_ca_bundle(
+    path: &std::path::Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, TableauError> {
+    use rustls_pki_types::pem::PemObject as _;
     let pem = std::fs::read(path).map_err(|e| TableauError::Config {
         what: format!("cannot read CA bundle {}: {e}", path.display()),
     })?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| TableauError::Config {
-        what: format!(
-            "CA bundle {} is not valid PEM ({})",
-            path.display(),
-            crate::echo::error_chain(&e)
-        ),
-    })?;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TableauError::Config {
+            what: format!("CA bundle {} is not valid PEM ({e})", path.display()),
+        })?;
     if certs.is_empty() {
         return Err(TableauError::Config {
             what: format!(
@@ -318,6 +312,34 @@ fn load_ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, T
         });
     }
     Ok(certs)
+}
+
+/// The TLS settings towards Tableau: the aws-lc-rs provider (the broker's one crypto stack, set
+/// here rather than through a process-wide default), TLS 1.2 and 1.3, the Mozilla roots from
+/// `webpki-roots` plus the configured CA bundle, and ALPN for HTTP/2 and HTTP/1.1.
+fn tls_config(ca_bundle: Option<&std::path::Path>) -> Result<rustls::ClientConfig, TableauError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_bundle {
+        for cert in load_ca_bundle(path)? {
+            roots.add(cert).map_err(|e| TableauError::Config {
+                what: format!(
+                    "CA bundle {} holds a certificate that cannot be a trust anchor ({e}); keep only CA certificates in it",
+                    path.display()
+                ),
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TableauError::Config {
+            what: format!("could not set up TLS towards Tableau ({e})"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// Builds `{server}/api/{version}/auth/{action}` after checking both parts, so a typo in

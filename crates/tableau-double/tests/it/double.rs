@@ -76,7 +76,7 @@ impl Fake {
         Fake {
             handle,
             clock,
-            http: reqwest::Client::new(),
+            http: http_client(),
         }
     }
 
@@ -826,15 +826,18 @@ async fn close_share_drops_the_connection() {
             ..Faults::default()
         },
     );
-    let err = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-        .post(f.url("/api/3.17/auth/signin"))
-        .body("<tsRequest/>")
-        .send()
-        .await
-        .unwrap_err();
+    let err = {
+        install_provider();
+        reqwest::Client::builder()
+    }
+    .pool_max_idle_per_host(0)
+    .build()
+    .unwrap()
+    .post(f.url("/api/3.17/auth/signin"))
+    .body("<tsRequest/>")
+    .send()
+    .await
+    .unwrap_err();
     assert!(err.is_request() || err.is_connect(), "{err:?}");
     assert_eq!(f.handle.stats().faults_injected.get("close"), Some(&1));
     assert_eq!(
@@ -977,10 +980,13 @@ async fn serves_https_with_a_self_signed_certificate() {
     let handle = FakeTableau::start(cfg).await.unwrap();
     assert!(handle.base_url().starts_with("https://127.0.0.1:"));
     let pem = handle.certificate_pem().unwrap();
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
+    let http = {
+        install_provider();
+        reqwest::Client::builder()
+    }
+    .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+    .build()
+    .unwrap();
     let now = unix_secs(SystemTime::now());
     let claims = json!({"iss": CLIENT, "sub": USER, "aud": "tableau", "iat": now, "exp": now + 120,
         "jti": uuid::Uuid::new_v4().to_string(), "scp": ["tableau:content:read"]});
@@ -1061,4 +1067,15 @@ fn configuration_loads_and_is_checked() {
 fn secrets_stay_out_of_debug_output() {
     let text = format!("{:?}", config());
     assert!(!text.contains(SECRET) && !text.contains(SECRET2), "{text}");
+}
+
+/// reqwest is built without a crypto provider of its own: the tests install aws-lc-rs, the
+/// workspace's one stack, as the process default.
+fn install_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+fn http_client() -> reqwest::Client {
+    install_provider();
+    reqwest::Client::new()
 }

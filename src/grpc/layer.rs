@@ -5,8 +5,8 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
-use super::PeerInfo;
-use super::activity::{ActiveBody, ActiveFuture};
+use crate::transport::PeerInfo;
+use crate::transport::activity::{ActiveBody, ActiveFuture};
 
 /// Puts the caller's [`CallerIdentity`] into every request's extensions, taken only from the
 /// connection's verified certificate ([`PeerInfo`]); headers and metadata are never read. A
@@ -66,8 +66,7 @@ where
             }
             None => {
                 tracing::warn!("request without an authenticated peer refused");
-                let status =
-                    crate::grpc::status::to_status(&crate::error::BrokerError::Unauthenticated);
+                let status = super::status::to_status(&crate::error::BrokerError::Unauthenticated);
                 ActiveFuture::new(Either::Left(ready(Ok(status.into_http()))), None)
             }
         }
