@@ -4,6 +4,7 @@
 
 pub mod raw;
 mod shared_cache;
+mod trust;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +21,9 @@ use crate::identity::{IdentitySource, IdentitySources};
 use crate::policy::{CallerEntry, Grant, IdentityPattern, Policy, UserPattern};
 use crate::scope::Scope;
 use raw::{RawAppSecret, RawConfig, RawConnectedApp, RawGrant, RawSite};
+pub use trust::{
+    DEFAULT_USERNAME_CLAIM, EasTrust, MIN_UAT_API_VERSION, Trust, UatTrust,
+};
 
 /// The only configuration format version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
@@ -364,8 +368,11 @@ pub struct SiteConfig {
     pub format: Format,
     /// Extra CA bundle for a private Tableau certificate.
     pub ca_bundle: Option<PathBuf>,
-    /// Connected-app credentials, signing with the active secret.
-    pub app: ConnectedApp,
+    /// How Tableau trusts the broker for this site (`trust`): direct, EAS or UAT.
+    pub trust: Trust,
+    /// Connected-app credentials, signing with the active secret; `Some` exactly when `trust`
+    /// is [`Trust::Direct`].
+    pub app: Option<ConnectedApp>,
     /// The app's other configured secret, if two are configured (rotation).
     pub standby_secret: Option<StandbySecret>,
     /// The secret files this site reads, so the running broker can watch them.
@@ -376,8 +383,9 @@ impl SiteConfig {
     /// The connected app signing with the standby secret instead of the active one, for the one
     /// retry after Tableau refuses the active secret.
     pub fn app_with_standby(&self) -> Option<ConnectedApp> {
+        let app = self.app.as_ref()?;
         self.standby_secret.as_ref().map(|s| ConnectedApp {
-            client_id: self.app.client_id.clone(),
+            client_id: app.client_id.clone(),
             secret_id: s.secret_id.clone(),
             secret: s.secret.clone(),
             secret_source: s.secret_source.clone(),
@@ -411,6 +419,8 @@ pub struct Config {
     pub reload: ReloadConfig,
     /// Sites by name.
     pub sites: BTreeMap<String, Arc<SiteConfig>>,
+    /// `[issuer]`: the broker's keys for EAS and UAT sites; `None` when absent.
+    pub issuer: Option<Arc<crate::issuer::Issuer>>,
     /// Caller policy and the catalog it uses.
     pub policy: Arc<Policy>,
 }
@@ -456,6 +466,9 @@ impl Config {
         for site in self.sites.values() {
             out.extend(site.secret_files.iter().cloned());
             out.extend(site.ca_bundle.iter().cloned());
+        }
+        if let Some(i) = &self.issuer {
+            out.extend(i.watched_files());
         }
         out.sort();
         out.dedup();
@@ -518,22 +531,38 @@ impl Config {
         if let Some(sc) = &self.cache.shared {
             out.push_str(&shared_cache::summary(sc));
         }
+        if let Some(i) = &self.issuer {
+            out.push_str(&i.summary());
+        }
         for site in self.sites.values() {
+            let trust = match (&site.trust, &site.app) {
+                (Trust::Direct, Some(app)) => format!(
+                    "client_id {} secret_id {} secret from {}{}",
+                    app.client_id,
+                    app.secret_id,
+                    app.secret_source,
+                    site.standby_secret
+                        .as_ref()
+                        .map(|s| format!(" (standby secret_id {} from {})", s.secret_id, s.secret_source))
+                        .unwrap_or_default(),
+                ),
+                (Trust::Eas(e), _) => format!("audience {:?}, signed by issuer key {}", e.audience, e.issuer.active().id),
+                (Trust::Uat(u), _) => format!(
+                    "tenant_id {} username_claim {:?}, signed by issuer key {}",
+                    u.tenant_id, u.username_claim, u.issuer.active().id
+                ),
+                (Trust::Direct, None) => String::new(),
+            };
             out.push_str(&format!(
-                "site {}: {} api {} content_url {:?} session_ttl {} jwt_ttl {} client_id {} secret_id {} secret from {}{}\n",
+                "site {}: trust {} {} api {} content_url {:?} session_ttl {} jwt_ttl {} {}\n",
                 site.name,
+                site.trust.name(),
                 site.server_url,
                 site.api_version,
                 site.content_url,
                 humantime::format_duration(site.session_ttl),
                 humantime::format_duration(site.jwt_ttl),
-                site.app.client_id,
-                site.app.secret_id,
-                site.app.secret_source,
-                site.standby_secret
-                    .as_ref()
-                    .map(|s| format!(" (standby secret_id {} from {})", s.secret_id, s.secret_source))
-                    .unwrap_or_default(),
+                trust,
             ));
         }
         for c in p.callers() {
@@ -919,9 +948,13 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         );
     }
 
+    let issuer = raw
+        .issuer
+        .and_then(|i| trust::build_issuer(&mut iss, i, raw.development, &resolve))
+        .map(Arc::new);
     let mut sites = BTreeMap::new();
     for (name, site) in raw.sites {
-        if let Some(s) = build_site(&mut iss, &name, site, raw.development, &resolve) {
+        if let Some(s) = build_site(&mut iss, &name, site, raw.development, &resolve, issuer.as_ref()) {
             sites.insert(name, Arc::new(s));
         }
     }
@@ -999,6 +1032,7 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         audit,
         reload,
         sites,
+        issuer,
         policy: Arc::new(Policy::new(catalog, callers)),
     })
 }
@@ -1065,6 +1099,7 @@ fn build_site(
     s: RawSite,
     development: bool,
     resolve: &dyn Fn(&Path) -> PathBuf,
+    issuer: Option<&Arc<crate::issuer::Issuer>>,
 ) -> Option<SiteConfig> {
     let at = format!("sites.{name}");
     let before = iss.0.len();
@@ -1173,17 +1208,34 @@ fn build_site(
             );
         }
     }
-    let app = match s.connected_app {
-        None => {
-            iss.add(format!("{at}.connected_app"), "missing: add [sites.NAME.connected_app] with client_id, secret_id and secret_file or secret_env");
+    let trust = trust::build_trust(iss, &at, s.trust.as_deref(), s.eas, s.uat, issuer);
+    if matches!(trust, Some(Trust::Uat(_)))
+        && api_version
+            .split_once('.')
+            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+            .is_some_and(|v| v < MIN_UAT_API_VERSION)
+    {
+        iss.add(
+            format!("{at}.api_version"),
+            format!("{api_version:?} is older than 3.27, the first REST API version with unified access tokens"),
+        );
+    }
+    let app = match (&trust, s.connected_app) {
+        (Some(Trust::Direct), None) => {
+            iss.add(format!("{at}.connected_app"), "missing: add [sites.NAME.connected_app] with client_id, secret_id and secret_file or secret_env (or set trust = \"eas\" or \"uat\")");
             None
         }
-        Some(a) => build_app(iss, &format!("{at}.connected_app"), a, development, resolve),
+        (Some(Trust::Direct), Some(a)) => build_app(iss, &format!("{at}.connected_app"), a, development, resolve),
+        (_, Some(_)) => {
+            iss.add(format!("{at}.connected_app"), "only for trust = \"direct\": EAS and UAT sites are signed with the issuer's key; remove the section");
+            None
+        }
+        (_, None) => None,
     };
     if iss.0.len() > before {
         return None;
     }
-    let app = app?;
+    let trust = trust?;
     Some(SiteConfig {
         name: name.to_owned(),
         server_url,
@@ -1193,9 +1245,10 @@ fn build_site(
         jwt_ttl,
         format,
         ca_bundle,
-        app: app.app,
-        standby_secret: app.standby,
-        secret_files: app.files,
+        trust,
+        standby_secret: app.as_ref().and_then(|a| a.standby.clone()),
+        secret_files: app.as_ref().map(|a| a.files.clone()).unwrap_or_default(),
+        app: app.map(|a| a.app),
     })
 }
 

@@ -41,6 +41,8 @@ pub struct RawConfig {
     /// How changed files are noticed and reloaded.
     #[serde(default)]
     pub reload: RawReload,
+    /// The broker as an OAuth 2.0 issuer (EAS and UAT trust); absent when every site is direct.
+    pub issuer: Option<RawIssuer>,
     /// Tableau sites by the name callers use.
     #[serde(default)]
     pub sites: BTreeMap<String, RawSite>,
@@ -216,6 +218,63 @@ pub struct RawSite {
     pub ca_bundle: Option<PathBuf>,
     /// The connected app.
     pub connected_app: Option<RawConnectedApp>,
+    /// How Tableau trusts the broker for this site: "direct" (default), "eas" or "uat".
+    pub trust: Option<String>,
+    /// `[sites.NAME.eas]`, with `trust = "eas"`.
+    pub eas: Option<RawEas>,
+    /// `[sites.NAME.uat]`, with `trust = "uat"`.
+    pub uat: Option<RawUat>,
+}
+
+/// `[issuer]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    /// The `iss` claim, exactly as registered in Tableau (https).
+    pub url: Option<String>,
+    /// Where to serve the metadata and the JWKS; not served when absent.
+    pub listen: Option<String>,
+    /// HTTPS certificate chain of the issuer listener.
+    pub cert: Option<PathBuf>,
+    /// HTTPS private key of the issuer listener.
+    pub key: Option<PathBuf>,
+    /// The `id` of the key that signs.
+    pub active_key: Option<String>,
+    /// How far `iat` and `nbf` are backdated (default 5s).
+    pub clock_skew: Option<String>,
+    /// Every key, published in the JWKS.
+    #[serde(default)]
+    pub keys: Vec<RawIssuerKey>,
+}
+
+/// `[[issuer.keys]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuerKey {
+    /// The `kid`.
+    pub id: Option<String>,
+    /// A PKCS#8 PEM private key: this key may sign.
+    pub private_key_file: Option<PathBuf>,
+    /// A PEM public key: published only (rotation).
+    pub public_key_file: Option<PathBuf>,
+}
+
+/// `[sites.NAME.eas]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEas {
+    /// The `aud` claim: `tableau:<site LUID>` on Tableau Cloud, `tableau` on Tableau Server.
+    pub audience: Option<String>,
+}
+
+/// `[sites.NAME.uat]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUat {
+    /// The Tableau Cloud tenant ID (`https://tableau.com/tenantId`).
+    pub tenant_id: Option<String>,
+    /// The claim that carries the username (default `email`).
+    pub username_claim: Option<String>,
 }
 
 /// `[sites.NAME.connected_app]`.
