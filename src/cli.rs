@@ -45,10 +45,12 @@ pub fn offline_jwt(
         .ok_or_else(|| OfflineJwtError::UnknownSite(site.to_owned()))?;
     let scopes = config.policy.normalize_scopes(scopes)?;
     let minter = crate::mint::Minter::new(crate::clock::system());
-    Ok(minter.mint(
-        &site_cfg.app,
+    Ok(minter.mint_for(
+        site_cfg,
+        None,
         user,
         &scopes,
+        &crate::claims::ClaimSet::default(),
         ttl.unwrap_or(site_cfg.jwt_ttl),
     )?)
 }
@@ -113,6 +115,13 @@ pub enum Command {
         after_help = "Example:\n  tableau-token-broker audit review --config broker.toml /var/log/tableau-token-broker/audit.jsonl --since 30d"
     )]
     Audit(AuditCommand),
+    /// The broker as an OAuth 2.0 issuer (EAS and UAT trust): print what the issuer listener
+    /// serves, for static hosting, or generate a key.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  tableau-token-broker issuer keygen --alg ES256 --out /etc/tableau-token-broker/issuer/2026-12.pem\n  tableau-token-broker issuer jwks --config broker.toml"
+    )]
+    Issuer(IssuerCommand),
     /// Explore the scope catalog offline.
     #[command(
         subcommand,
@@ -458,4 +467,106 @@ pub fn scopes_for(
     } else {
         scopes.join("\n") + "\n"
     })
+}
+
+/// `issuer` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum IssuerCommand {
+    /// Print the JWKS the issuer listener serves at `jwks_uri` (public keys only).
+    #[command(after_help = "Example:\n  tableau-token-broker issuer jwks --config broker.toml")]
+    Jwks {
+        /// Configuration file.
+        #[arg(long, short, env = "TTB_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print the issuer metadata (`issuer`, `jwks_uri`), served on both well-known paths.
+    #[command(after_help = "Example:\n  tableau-token-broker issuer metadata --config broker.toml")]
+    Metadata {
+        /// Configuration file.
+        #[arg(long, short, env = "TTB_CONFIG")]
+        config: PathBuf,
+    },
+    /// Write a new PKCS#8 private key (mode 0600) and print its public key (PEM), e.g. for
+    /// Tableau Cloud Manager's UAT configuration.
+    #[command(
+        after_help = "Example:\n  tableau-token-broker issuer keygen --alg ES256 --out /etc/tableau-token-broker/issuer/2026-12.pem"
+    )]
+    Keygen {
+        /// `ES256` (P-256) or `RS256` (RSA 2048).
+        #[arg(long, value_parser = parse_alg)]
+        alg: crate::issuer::KeyAlg,
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn parse_alg(s: &str) -> Result<crate::issuer::KeyAlg, String> {
+    crate::issuer::KeyAlg::parse(s).ok_or_else(|| format!("{s:?} is not ES256 or RS256"))
+}
+
+/// Why an `issuer` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerCliError {
+    /// The configuration has no `[issuer]`.
+    #[error("the configuration has no [issuer] section")]
+    NoIssuer,
+    /// A key could not be generated or read back.
+    #[error("{0}")]
+    Key(#[from] crate::issuer::KeyError),
+    /// The key file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// `issuer jwks` and `issuer metadata`: the document as the listener serves it, pretty-printed.
+pub fn issuer_document(
+    config: &crate::config::Config,
+    jwks: bool,
+) -> Result<String, IssuerCliError> {
+    let issuer = config.issuer.as_ref().ok_or(IssuerCliError::NoIssuer)?;
+    let doc = if jwks {
+        issuer.jwks()
+    } else {
+        issuer.metadata()
+    };
+    Ok(format!(
+        "{}\n",
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    ))
+}
+
+/// `issuer keygen`: writes a new key to `out` (created with mode 0600, never overwriting) and
+/// returns what to print: the algorithm and the public key in PEM.
+pub fn issuer_keygen(
+    alg: crate::issuer::KeyAlg,
+    out: &std::path::Path,
+) -> Result<String, IssuerCliError> {
+    use secrecy::ExposeSecret;
+    use std::io::Write;
+    let pem = crate::issuer::keys::generate_pem(alg)?;
+    let write_err = |source| IssuerCliError::Write {
+        path: out.to_owned(),
+        source,
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(out).map_err(write_err)?;
+    f.write_all(pem.expose_secret()).map_err(write_err)?;
+    f.sync_all().map_err(write_err)?;
+    let key = crate::issuer::keys::load_private_key("new", out)?;
+    Ok(format!(
+        "wrote a {} key ({} bits) to {} (mode 0600); add it to [[issuer.keys]] with a new id. Its public key:\n{}",
+        key.alg,
+        key.bits,
+        out.display(),
+        crate::issuer::keys::public_pem(&key)
+    ))
 }

@@ -6,6 +6,7 @@
 //! knows nothing of gRPC. This crate is the binary around it: [`grpc`] is a thin layer that maps
 //! the one domain error to a gRPC status in one place, [`transport`] turns a verified client
 //! certificate into a caller identity, and [`admin`], [`metrics`] and [`telemetry`] observe it.
+//! [`issuer_http`] publishes the broker's issuer metadata and JWKS (EAS and UAT trust).
 //!
 //! [`reload`] and [`watch`] keep a running server in step with its files: all-or-nothing reloads,
 //! triggered by file events, a periodic re-check or SIGHUP.
@@ -16,8 +17,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub use tableau_token_broker_core::{
-    audit, broker, cache, catalog, clock, config, echo, error, format, identity, input, limits,
-    mint, policy, review, scope, shared_cache, sign_outs, stats, tableau,
+    audit, broker, cache, catalog, claims, clock, config, echo, error, format, identity, input,
+    issuer, limits, mint, policy, review, scope, shared_cache, sign_outs, stats, tableau,
 };
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod client_cli;
 #[cfg(feature = "dev-kit")]
 pub mod devkit;
 pub mod grpc;
+pub mod issuer_http;
 pub mod metrics;
 pub mod reload;
 pub mod server;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use secrecy::ExposeSecret;
 use tableau_token_broker::catalog::Catalog;
-use tableau_token_broker::cli::{self, AuditCommand, Cli, Command, ScopesCommand};
+use tableau_token_broker::cli::{self, AuditCommand, Cli, Command, IssuerCommand, ScopesCommand};
 use tableau_token_broker::client_cli::{self, ClientCliError};
 use tableau_token_broker::config::{Config, ConfigError};
 
@@ -54,6 +54,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             let minted = cli::offline_jwt(&config, &site, &user, &scopes, ttl)?;
             println!("{}", minted.jwt.expose_secret());
+        }
+        Command::Issuer(cmd) => {
+            let out = match cmd {
+                IssuerCommand::Jwks { config } => {
+                    cli::issuer_document(&Config::load(&config)?, true)?
+                }
+                IssuerCommand::Metadata { config } => {
+                    cli::issuer_document(&Config::load(&config)?, false)?
+                }
+                IssuerCommand::Keygen { alg, out } => cli::issuer_keygen(alg, &out)?,
+            };
+            print!("{out}");
         }
         Command::Scopes(cmd) => {
             let catalog = Catalog::builtin();

@@ -442,6 +442,10 @@ fn restart_required(running: &Config, new: &Config) -> Vec<String> {
     if running.admin != new.admin {
         out.push("admin".to_owned());
     }
+    let issuer_listen = |c: &Config| c.issuer.as_ref().and_then(|i| i.listen);
+    if issuer_listen(running) != issuer_listen(new) {
+        out.push("issuer.listen".to_owned());
+    }
     if running.audit != new.audit {
         out.push("audit".to_owned());
     }
@@ -467,9 +471,12 @@ fn site_changed(a: &SiteConfig, b: &SiteConfig) -> bool {
         }
         _ => false,
     };
-    format!("{a:?}") != format!("{b:?}")
-        || a.app.secret.expose_secret() != b.app.secret.expose_secret()
-        || !same_standby
+    let same_app = match (&a.app, &b.app) {
+        (None, None) => true,
+        (Some(x), Some(y)) => x.secret.expose_secret() == y.secret.expose_secret(),
+        _ => false,
+    };
+    format!("{a:?}") != format!("{b:?}") || !same_app || !same_standby
 }
 
 fn diff(running: &Config, new: &Config) -> ReloadReport {

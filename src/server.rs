@@ -74,6 +74,14 @@ pub enum ServeError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The issuer listen address could not be bound, or its certificate not loaded.
+    #[error("cannot serve the issuer on {addr} ([issuer] listen, cert, key): {source}")]
+    IssuerBind {
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: std::io::Error,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -118,6 +126,7 @@ pub struct RunningServer {
     readiness: Arc<Readiness>,
     reloads: Arc<ReloadStats>,
     admin: Option<AdminServer>,
+    issuer: Option<crate::issuer_http::IssuerServer>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -170,7 +179,16 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         None => Fingerprinter::new(),
     };
     let audit = AuditSink::open(&config.audit)?;
+    let issuer_listen = config.issuer.as_ref().and_then(|i| i.listen);
     let broker = Broker::new(config, clock.clone(), audit, fingerprints)?;
+    let issuer = match issuer_listen {
+        Some(addr) => Some(
+            crate::issuer_http::IssuerServer::start(addr, Arc::clone(&broker))
+                .await
+                .map_err(|source| ServeError::IssuerBind { addr, source })?,
+        ),
+        None => None,
+    };
     let reloads = Arc::new(ReloadStats::default());
     reloads.mark_loaded(&clock);
     let handshakes = Arc::new(HandshakeStats::default());
@@ -239,6 +257,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         readiness,
         reloads,
         admin,
+        issuer,
     })
 }
 
@@ -553,6 +572,13 @@ impl RunningServer {
         &self.readiness
     }
 
+    /// The issuer listener's address, when `[issuer] listen` is configured.
+    pub fn issuer_addr(&self) -> Option<SocketAddr> {
+        self.issuer
+            .as_ref()
+            .map(crate::issuer_http::IssuerServer::local_addr)
+    }
+
     /// The admin listener's address, when `[admin]` is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(AdminServer::local_addr)
@@ -619,6 +645,9 @@ impl RunningServer {
         let drained = self.drain().await;
         // Background records (sign-outs) queued before the stop reach the trail before exit.
         broker.audit().flush().await;
+        if let Some(issuer) = self.issuer.take() {
+            issuer.stop().await;
+        }
         if let Some(admin) = self.admin.take() {
             admin.stop().await;
         }

@@ -42,7 +42,10 @@ pub use identity::{
     CallerIdentity, IdentityError, IdentitySource, IdentitySources, IdentitySourcesError,
     identity_from_cert,
 };
-pub use tls::{CertValidity, TlsError, TlsFiles, TlsReloader, TlsSnapshot, load_server_config};
+pub use tls::{
+    CertValidity, TlsError, TlsFiles, TlsReloader, TlsSnapshot, load_public_server_config,
+    load_server_config,
+};
 
 /// What the transport knows about the other end of a connection; tonic copies it into the
 /// extensions of every request on that connection, where [`crate::grpc::IdentityLayer`] picks it up.

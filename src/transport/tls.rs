@@ -210,6 +210,29 @@ pub fn load_server_config(
     Ok(Arc::new(config))
 }
 
+/// A server TLS configuration without client certificates, for the issuer listener (issue 25):
+/// Tableau fetches the issuer's metadata and JWKS anonymously. TLS 1.2/1.3 on aws-lc-rs, ALPN
+/// `http/1.1`.
+pub fn load_public_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = read_certs("issuer certificate", cert)?;
+    let key_der = read_key(key)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .map_err(|e| TlsError::Versions {
+            detail: e.to_string(),
+        })?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| TlsError::CertKey {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// When the certificates in force stop (and start) being valid, as unix seconds: the server
 /// certificate (the leaf) and the client CA (the earliest to expire when the file holds several).
 /// Readiness and the `certificate_not_after_seconds` metric read it.

@@ -23,6 +23,7 @@ fn target(server_url: String) -> SignInTarget {
         api_version: "3.17".to_owned(),
         content_url: "mysite".to_owned(),
         format: Format::Xml,
+        uat: false,
     }
 }
 

@@ -502,12 +502,16 @@ async fn cold_path(
     let broker = world.broker.broker();
     let config = broker.config();
     let site = config.site(SITE).context("the benchmark site is missing")?;
-    let app = site.app.clone();
+    let app = site
+        .app
+        .clone()
+        .context("the benchmark site has no connected app")?;
     let target = SignInTarget {
         server_url: world.fake.base_url().to_owned(),
         api_version: site.api_version.clone(),
         content_url: SITE.to_owned(),
         format: site.format,
+        uat: false,
     };
     // The double's own sign-in latency, as a direct client sees it (mint + HTTP sign-in).
     let direct = TableauClient::new(ClientOptions::default())?;

@@ -48,7 +48,10 @@ pub enum ClaimError {
         actual: usize,
     },
     /// A name or value longer than [`MAX_VALUE_BYTES`] (or empty).
-    #[error("{what} {} is empty or longer than {MAX_VALUE_BYTES} bytes", crate::echo::quoted(name))]
+    #[error(
+        "{what} {} is empty or longer than {MAX_VALUE_BYTES} bytes",
+        crate::echo::quoted(name)
+    )]
     BadLength {
         /// Attribute name, value or group.
         what: &'static str,
@@ -56,7 +59,10 @@ pub enum ClaimError {
         name: String,
     },
     /// An attribute named like a registered or Tableau claim.
-    #[error("attribute {} collides with a registered or Tableau claim (iss, sub, aud, exp, iat, nbf, jti, scp, https://tableau.com/…); pick another name", crate::echo::quoted(name))]
+    #[error(
+        "attribute {} collides with a registered or Tableau claim (iss, sub, aud, exp, iat, nbf, jti, scp, https://tableau.com/…); pick another name",
+        crate::echo::quoted(name)
+    )]
     Reserved {
         /// The attribute name.
         name: String,
@@ -274,17 +280,36 @@ mod tests {
 
     #[test]
     fn reserved_names_and_bounds_are_refused() {
-        for n in ["iss", "SUB", "scp", "https://tableau.com/groups", "https://tableau.com/x"] {
-            assert!(matches!(set(&[(n, &["a"])], &[], false), Err(ClaimError::Reserved { .. })), "{n}");
+        for n in [
+            "iss",
+            "SUB",
+            "scp",
+            "https://tableau.com/groups",
+            "https://tableau.com/x",
+        ] {
+            assert!(
+                matches!(
+                    set(&[(n, &["a"])], &[], false),
+                    Err(ClaimError::Reserved { .. })
+                ),
+                "{n}"
+            );
         }
-        let many: Vec<(String, Vec<String>)> =
-            (0..17).map(|i| (format!("a{i}"), vec!["v".into()])).collect();
+        let many: Vec<(String, Vec<String>)> = (0..17)
+            .map(|i| (format!("a{i}"), vec!["v".into()]))
+            .collect();
         assert!(matches!(
             ClaimSet::from_request(many, vec![], false),
-            Err(ClaimError::TooMany { what: "attributes", .. })
+            Err(ClaimError::TooMany {
+                what: "attributes",
+                ..
+            })
         ));
         let long = "x".repeat(257);
-        assert!(matches!(set(&[("a", &[long.as_str()])], &[], false), Err(ClaimError::BadLength { .. })));
+        assert!(matches!(
+            set(&[("a", &[long.as_str()])], &[], false),
+            Err(ClaimError::BadLength { .. })
+        ));
         let groups: Vec<String> = (0..65).map(|i| format!("g{i}")).collect();
         assert!(matches!(
             ClaimSet::from_request(Vec::new(), groups, false),
@@ -301,33 +326,57 @@ mod tests {
     fn the_allowlist_names_what_it_refuses() {
         let allow = ClaimAllowlist {
             attributes: [
-                ("region".to_owned(), vec!["emea".to_owned(), "us".to_owned()]),
+                (
+                    "region".to_owned(),
+                    vec!["emea".to_owned(), "us".to_owned()],
+                ),
                 ("department".to_owned(), vec!["*".to_owned()]),
             ]
             .into(),
             groups: vec!["Finance Viewers".into(), "Region-*".into()],
             on_demand_access: false,
         };
-        let ok = set(&[("region", &["us", "emea"]), ("department", &["x"])], &["Region-EU"], false).unwrap();
+        let ok = set(
+            &[("region", &["us", "emea"]), ("department", &["x"])],
+            &["Region-EU"],
+            false,
+        )
+        .unwrap();
         assert_eq!(allow.check(&ok), Ok(()));
         assert_eq!(
             allow.check(&set(&[("region", &["apac"])], &[], false).unwrap()),
-            Err(ClaimRefusal::Attribute { name: "region".into(), value: Some("apac".into()) })
+            Err(ClaimRefusal::Attribute {
+                name: "region".into(),
+                value: Some("apac".into())
+            })
         );
         assert_eq!(
             allow.check(&set(&[("team", &["a"])], &[], false).unwrap()),
-            Err(ClaimRefusal::Attribute { name: "team".into(), value: None })
+            Err(ClaimRefusal::Attribute {
+                name: "team".into(),
+                value: None
+            })
         );
         assert_eq!(
             allow.check(&set(&[], &["Admins"], false).unwrap()),
-            Err(ClaimRefusal::Group { name: "Admins".into() })
+            Err(ClaimRefusal::Group {
+                name: "Admins".into()
+            })
         );
-        assert_eq!(allow.check(&set(&[], &[], true).unwrap()), Err(ClaimRefusal::OnDemandAccess));
+        assert_eq!(
+            allow.check(&set(&[], &[], true).unwrap()),
+            Err(ClaimRefusal::OnDemandAccess)
+        );
     }
 
     #[test]
     fn claims_go_where_tableau_reads_them_and_debug_hides_values() {
-        let c = set(&[("region", &["us"]), ("dept", &["b", "a", "b"])], &["G"], true).unwrap();
+        let c = set(
+            &[("region", &["us"]), ("dept", &["b", "a", "b"])],
+            &["G"],
+            true,
+        )
+        .unwrap();
         let mut m = Map::new();
         c.insert_into(&mut m);
         assert_eq!(m["region"], "us");

@@ -224,7 +224,12 @@ impl Minter {
         issuer: &crate::issuer::Issuer,
         scopes: &[Scope],
         ttl: Duration,
-    ) -> (serde_json::Map<String, serde_json::Value>, uuid::Uuid, u64, u64) {
+    ) -> (
+        serde_json::Map<String, serde_json::Value>,
+        uuid::Uuid,
+        u64,
+        u64,
+    ) {
         use serde_json::json;
         let ttl = ttl.min(MAX_JWT_TTL.saturating_sub(issuer.clock_skew));
         let now = unix_secs(self.clock.now());

@@ -77,8 +77,15 @@ impl Broker {
             });
         }
         self.minter
-            .mint(&site_cfg.app, user, &allowed.scopes, ttl)
-            .map_err(|e| BrokerError::Internal(e.to_string()))
+            .mint_for(
+                &site_cfg,
+                None,
+                user,
+                &allowed.scopes,
+                &crate::claims::ClaimSet::default(),
+                ttl,
+            )
+            .map_err(mint_error)
             .map(|m| (m, allowed.scopes))
     }
 }

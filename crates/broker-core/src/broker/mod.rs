@@ -126,7 +126,38 @@ pub struct Committed {
 fn sessions_survive(old: &SiteConfig, new: &SiteConfig) -> bool {
     old.server_url == new.server_url
         && old.content_url == new.content_url
-        && old.app.client_id == new.app.client_id
+        && signer_of(old) == signer_of(new)
+}
+
+/// Whom Tableau's sessions of a site belong to: the connected app (direct trust), or the issuer
+/// with the audience (EAS) or tenant (UAT). Issuer key rotation keeps them; a new app does not.
+fn signer_of(site: &SiteConfig) -> (&'static str, &str, &str) {
+    match &site.trust {
+        crate::config::Trust::Direct => (
+            "direct",
+            site.app.as_ref().map_or("", |a| a.client_id.as_str()),
+            "",
+        ),
+        crate::config::Trust::Eas(e) => ("eas", e.issuer.url.as_str(), e.audience.as_str()),
+        crate::config::Trust::Uat(u) => ("uat", u.issuer.url.as_str(), u.tenant_id.as_str()),
+    }
+}
+
+/// A minting failure as the caller sees it: what the caller can change (an oversized JWT, a
+/// wildcard scope for a UAT site) is an invalid argument; the rest is the broker's.
+fn mint_error(e: crate::mint::MintError) -> BrokerError {
+    use crate::mint::MintError as M;
+    match e {
+        M::TooLarge { .. } => BrokerError::InvalidArgument {
+            field: "claims",
+            message: e.to_string(),
+        },
+        M::WildcardScope { .. } => BrokerError::InvalidArgument {
+            field: "scopes",
+            message: e.to_string(),
+        },
+        e => BrokerError::Internal(e.to_string()),
+    }
 }
 
 impl Snapshot {
@@ -184,6 +215,7 @@ fn target(site: &SiteConfig) -> SignInTarget {
         api_version: site.api_version.clone(),
         content_url: site.content_url.clone(),
         format: site.format,
+        uat: matches!(site.trust, crate::config::Trust::Uat(_)),
     }
 }
 

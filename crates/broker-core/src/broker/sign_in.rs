@@ -104,22 +104,31 @@ pub(super) async fn sign_in(
     key: CacheKey,
     ctx: SignInContext,
 ) -> Result<Credentials, BrokerError> {
-    let mint = |app: &crate::config::ConnectedApp| {
+    let mint = |app: Option<&crate::config::ConnectedApp>| {
         ctx.minter
-            .mint(app, &key.user, &key.scopes, site.jwt_ttl)
-            .map_err(|e| BrokerError::Internal(e.to_string()))
+            .mint_for(
+                &site,
+                app,
+                &key.user,
+                &key.scopes,
+                &crate::claims::ClaimSet::default(),
+                site.jwt_ttl,
+            )
+            .map_err(mint_error)
     };
-    let minted = mint(&site.app)?;
+    let minted = mint(None)?;
     record_sign_in(&ctx.audit, &site, &key, &minted).await?;
     let mut signed_in_at = ctx.clock.now();
     let mut jti = minted.jti;
     let first = client.sign_in(&target(&site), &minted.jwt).await;
-    let result = match (first, site.app_with_standby()) {
-        (Err(e), Some(standby)) if e.sub_code().is_some_and(|c| SECRET_REFUSED.contains(&c)) => {
+    let result = match (first, site.app_with_standby(), site.app.as_ref()) {
+        (Err(e), Some(standby), Some(app))
+            if e.sub_code().is_some_and(|c| SECRET_REFUSED.contains(&c)) =>
+        {
             tracing::warn!(
                 site = %site.name,
-                client_id = %site.app.client_id,
-                active_secret_id = %site.app.secret_id,
+                client_id = %app.client_id,
+                active_secret_id = %app.secret_id,
                 standby_secret_id = %standby.secret_id,
                 sub_code = e.sub_code(),
                 "Tableau refused the active connected-app secret; trying the standby secret once (finish the rotation: see README, Operations)"
@@ -135,19 +144,19 @@ pub(super) async fn sign_in(
             r.reason = "SECRET_FALLBACK".to_owned();
             r.message = Some(format!(
                 "Tableau refused active secret {} of client {} (sub-code {}); trying standby secret {}",
-                site.app.secret_id,
-                site.app.client_id,
+                app.secret_id,
+                app.client_id,
                 e.sub_code().unwrap_or_default(),
                 standby.secret_id
             ));
             ctx.audit.sink.enqueue(r.to_line());
-            let minted = mint(&standby)?;
+            let minted = mint(Some(&standby))?;
             record_sign_in(&ctx.audit, &site, &key, &minted).await?;
             jti = minted.jti;
             signed_in_at = ctx.clock.now();
             client.sign_in(&target(&site), &minted.jwt).await
         }
-        (first, _) => first,
+        (first, _, _) => first,
     };
     let s = result.map_err(|e| {
         tracing::warn!(site = %site.name, server = %site.server_url, jti = %jti, error = %e, "Tableau sign-in failed");

@@ -21,9 +21,7 @@ use crate::identity::{IdentitySource, IdentitySources};
 use crate::policy::{CallerEntry, Grant, IdentityPattern, Policy, UserPattern};
 use crate::scope::Scope;
 use raw::{RawAppSecret, RawConfig, RawConnectedApp, RawGrant, RawSite};
-pub use trust::{
-    DEFAULT_USERNAME_CLAIM, EasTrust, MIN_UAT_API_VERSION, Trust, UatTrust,
-};
+pub use trust::{DEFAULT_USERNAME_CLAIM, EasTrust, MIN_UAT_API_VERSION, Trust, UatTrust};
 
 /// The only configuration format version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
@@ -543,13 +541,22 @@ impl Config {
                     app.secret_source,
                     site.standby_secret
                         .as_ref()
-                        .map(|s| format!(" (standby secret_id {} from {})", s.secret_id, s.secret_source))
+                        .map(|s| format!(
+                            " (standby secret_id {} from {})",
+                            s.secret_id, s.secret_source
+                        ))
                         .unwrap_or_default(),
                 ),
-                (Trust::Eas(e), _) => format!("audience {:?}, signed by issuer key {}", e.audience, e.issuer.active().id),
+                (Trust::Eas(e), _) => format!(
+                    "audience {:?}, signed by issuer key {}",
+                    e.audience,
+                    e.issuer.active().id
+                ),
                 (Trust::Uat(u), _) => format!(
                     "tenant_id {} username_claim {:?}, signed by issuer key {}",
-                    u.tenant_id, u.username_claim, u.issuer.active().id
+                    u.tenant_id,
+                    u.username_claim,
+                    u.issuer.active().id
                 ),
                 (Trust::Direct, None) => String::new(),
             };
@@ -954,7 +961,14 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         .map(Arc::new);
     let mut sites = BTreeMap::new();
     for (name, site) in raw.sites {
-        if let Some(s) = build_site(&mut iss, &name, site, raw.development, &resolve, issuer.as_ref()) {
+        if let Some(s) = build_site(
+            &mut iss,
+            &name,
+            site,
+            raw.development,
+            &resolve,
+            issuer.as_ref(),
+        ) {
             sites.insert(name, Arc::new(s));
         }
     }
@@ -1225,7 +1239,9 @@ fn build_site(
             iss.add(format!("{at}.connected_app"), "missing: add [sites.NAME.connected_app] with client_id, secret_id and secret_file or secret_env (or set trust = \"eas\" or \"uat\")");
             None
         }
-        (Some(Trust::Direct), Some(a)) => build_app(iss, &format!("{at}.connected_app"), a, development, resolve),
+        (Some(Trust::Direct), Some(a)) => {
+            build_app(iss, &format!("{at}.connected_app"), a, development, resolve)
+        }
         (_, Some(_)) => {
             iss.add(format!("{at}.connected_app"), "only for trust = \"direct\": EAS and UAT sites are signed with the issuer's key; remove the section");
             None

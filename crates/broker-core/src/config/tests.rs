@@ -51,7 +51,7 @@ fn good_config_loads_with_defaults() {
     assert_eq!(site.jwt_ttl, Duration::from_secs(300));
     assert_eq!(site.format, Format::Xml);
     assert_eq!(
-        site.app.secret.expose_secret(),
+        site.app.as_ref().unwrap().secret.expose_secret(),
         "very-secret-value-0123456789abcdef"
     );
     assert_eq!(c.cache.max_entries, DEFAULT_CACHE_MAX_ENTRIES);
@@ -121,7 +121,12 @@ fn inline_secret_only_in_development() {
     let dev = format!("development = true\n{inline}");
     let c = Config::from_toml(&dev, &path).unwrap();
     assert_eq!(
-        c.site("finance").unwrap().app.secret_source,
+        c.site("finance")
+            .unwrap()
+            .app
+            .as_ref()
+            .unwrap()
+            .secret_source,
         "inline (development)"
     );
 }
@@ -317,9 +322,9 @@ fn two_secrets_sign_with_the_active_one_and_keep_the_other_as_standby() {
     let (dir, path, text) = with_two_secrets(Some("new-id"));
     let c = Config::from_toml(&text, &path).unwrap();
     let site = c.site("finance").unwrap();
-    assert_eq!(site.app.secret_id, "new-id");
+    assert_eq!(site.app.as_ref().unwrap().secret_id, "new-id");
     assert_eq!(
-        site.app.secret.expose_secret(),
+        site.app.as_ref().unwrap().secret.expose_secret(),
         "new-value-of-at-least-32-bytes-long"
     );
     let standby = site.app_with_standby().unwrap();

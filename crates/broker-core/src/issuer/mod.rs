@@ -18,8 +18,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 
-pub use keys::{IssuerKey, KeyAlg, KeyError, MIN_RSA_BITS};
 use keys::PublicParts;
+pub use keys::{IssuerKey, KeyAlg, KeyError, MIN_RSA_BITS};
 
 /// Where the JWKS is served, under the issuer URL.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -172,7 +172,11 @@ impl Issuer {
         let header = json!({ "alg": key.alg.as_str(), "kid": key.id, "typ": "JWT" });
         let h = serde_json::to_vec(&header).map_err(|e| SignError::Serialize(e.to_string()))?;
         let c = serde_json::to_vec(claims).map_err(|e| SignError::Serialize(e.to_string()))?;
-        let mut jwt = format!("{}.{}", URL_SAFE_NO_PAD.encode(h), URL_SAFE_NO_PAD.encode(c));
+        let mut jwt = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(h),
+            URL_SAFE_NO_PAD.encode(c)
+        );
         let sig = signer.sign(jwt.as_bytes()).map_err(SignError::Crypto)?;
         jwt.push('.');
         jwt.push_str(&URL_SAFE_NO_PAD.encode(sig));

@@ -98,6 +98,8 @@ pub struct SignInTarget {
     pub content_url: String,
     /// Wire format to use.
     pub format: Format,
+    /// Sign in with a unified access token: `"isUat": true` in JSON, `isUat="true"` in XML.
+    pub uat: bool,
 }
 
 /// A successful sign-in: what the broker caches and hands out. `Debug` redacts the token.
@@ -174,7 +176,8 @@ impl TableauClient {
         let url = endpoint(&target.server_url, &target.api_version, "signin")?;
         let span = tracing::Span::current();
         span.record("server", url.origin().ascii_serialization());
-        let (body, content_type) = wire::sign_in_body(target.format, jwt, &target.content_url);
+        let (body, content_type) =
+            wire::sign_in_body(target.format, jwt, &target.content_url, target.uat);
         let request = self
             .http
             .post(url)

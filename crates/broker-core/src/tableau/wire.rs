@@ -34,23 +34,28 @@ pub(crate) fn sign_in_body(
     format: Format,
     jwt: &SecretString,
     content_url: &str,
+    uat: bool,
 ) -> (Vec<u8>, &'static str) {
     match format {
         Format::Xml => {
             let body = format!(
-                "<tsRequest><credentials jwt=\"{}\"><site contentUrl=\"{}\"/></credentials></tsRequest>",
+                "<tsRequest><credentials jwt=\"{}\"{}><site contentUrl=\"{}\"/></credentials></tsRequest>",
                 quick_xml::escape::escape(jwt.expose_secret()),
+                if uat { " isUat=\"true\"" } else { "" },
                 quick_xml::escape::escape(content_url),
             );
             (body.into_bytes(), "application/xml")
         }
         Format::Json => {
-            let value = serde_json::json!({
+            let mut value = serde_json::json!({
                 "credentials": {
                     "jwt": jwt.expose_secret(),
                     "site": { "contentUrl": content_url },
                 }
             });
+            if uat {
+                value["credentials"]["isUat"] = serde_json::Value::Bool(true);
+            }
             (value.to_string().into_bytes(), "application/json")
         }
     }
@@ -796,7 +801,7 @@ mod tests {
     #[test]
     fn xml_request_escapes_attributes() {
         let jwt = SecretString::from("a.b.c".to_owned());
-        let (body, ct) = sign_in_body(Format::Xml, &jwt, r#"we"ird&<site>'"#);
+        let (body, ct) = sign_in_body(Format::Xml, &jwt, r#"we"ird&<site>'"#, false);
         assert_eq!(ct, "application/xml");
         let body = String::from_utf8(body).unwrap();
         assert_eq!(
@@ -826,7 +831,7 @@ mod tests {
     #[test]
     fn json_request_body() {
         let jwt = SecretString::from("h.p.s".to_owned());
-        let (body, ct) = sign_in_body(Format::Json, &jwt, "my\"site");
+        let (body, ct) = sign_in_body(Format::Json, &jwt, "my\"site", false);
         assert_eq!(ct, "application/json");
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
