@@ -9,6 +9,7 @@ mod broker;
 mod catalog;
 mod cli;
 mod client_cli;
+mod issuer;
 mod observability;
 #[cfg(unix)]
 mod rotation;

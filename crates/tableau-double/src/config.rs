@@ -47,6 +47,66 @@ pub struct FakeTableauConfig {
     /// Faults by endpoint name (`signin`, `signout`, `serverinfo`, `rest`, or a REST method name).
     #[serde(default)]
     pub faults: BTreeMap<String, Faults>,
+    /// Connected apps with OAuth 2.0 trust (EAS): issuers whose JWTs the double verifies with
+    /// the keys it finds through their metadata.
+    #[serde(default)]
+    pub eas_apps: Vec<EasApp>,
+    /// Unified access token configurations (Tableau Cloud Manager's).
+    #[serde(default)]
+    pub uat_configs: Vec<UatConfig>,
+    /// CA bundle (PEM) the double trusts when it fetches issuer metadata and JWKS over HTTPS.
+    #[serde(default)]
+    pub issuer_ca_bundle: Option<PathBuf>,
+}
+
+/// A connected app with OAuth 2.0 trust: the issuer URL registered for it. Its JWTs' `aud` must be
+/// `tableau:<site LUID>` (Tableau Cloud) or `tableau` (Tableau Server's server-wide EAS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EasApp {
+    /// The `iss` its JWTs carry; its metadata is at `{issuer}/.well-known/...`.
+    pub issuer: String,
+}
+
+impl EasApp {
+    /// An EAS app trusting `issuer`.
+    pub fn new(issuer: impl Into<String>) -> Self {
+        EasApp {
+            issuer: issuer.into(),
+        }
+    }
+}
+
+/// A unified access token configuration: issuer, tenant, username claim and allowed scopes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UatConfig {
+    /// The `iss` its JWTs carry (keys found through its metadata).
+    pub issuer: String,
+    /// The `https://tableau.com/tenantId` its JWTs carry.
+    pub tenant_id: String,
+    /// The claim holding the username.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// Explicit scopes: when not empty, a wildcard scope in a JWT is refused.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+fn default_username_claim() -> String {
+    "email".to_owned()
+}
+
+impl UatConfig {
+    /// A configuration with the default `email` username claim and no scope list.
+    pub fn new(issuer: impl Into<String>, tenant_id: impl Into<String>) -> Self {
+        UatConfig {
+            issuer: issuer.into(),
+            tenant_id: tenant_id.into(),
+            username_claim: default_username_claim(),
+            scopes: Vec::new(),
+        }
+    }
 }
 
 fn default_session_ttl() -> Duration {
@@ -361,6 +421,9 @@ impl FakeTableauConfig {
             sites,
             connected_apps,
             faults: BTreeMap::new(),
+            eas_apps: Vec::new(),
+            uat_configs: Vec::new(),
+            issuer_ca_bundle: None,
         }
     }
 

@@ -31,6 +31,16 @@ pub(crate) enum SubCode {
     BlockedAlgorithm,
     /// 10090: the connected app is disabled.
     AppDisabled,
+    /// 10081: the issuer's metadata could not be fetched (EAS, UAT).
+    MetadataUnreachable,
+    /// 10088: an RSA key under 2048 bits.
+    RsaTooShort,
+    /// 10091: a `jti` already used (EAS, UAT).
+    ReusedJti,
+    /// 10096: `exp` more than 10 minutes ahead (EAS, UAT).
+    ExpTooFar,
+    /// 10099: no `scp` claim (EAS, UAT).
+    MissingScope,
 }
 
 impl SubCode {
@@ -43,6 +53,11 @@ impl SubCode {
             SubCode::NoKeys => 10085,
             SubCode::BlockedAlgorithm => 10087,
             SubCode::AppDisabled => 10090,
+            SubCode::MetadataUnreachable => 10081,
+            SubCode::RsaTooShort => 10088,
+            SubCode::ReusedJti => 10091,
+            SubCode::ExpTooFar => 10096,
+            SubCode::MissingScope => 10099,
         }
     }
 }
@@ -60,9 +75,19 @@ pub(crate) struct Accepted {
     pub jti: String,
     /// Until when the `jti` must be remembered.
     pub jti_until: SystemTime,
+    /// Every claim of the JWT, kept with the session.
+    pub claims: Map<String, Value>,
 }
 
-fn b64_json(part: &str) -> Option<Map<String, Value>> {
+/// True when the JWT's header names an `iss` (direct trust); EAS and UAT JWTs carry none there.
+pub(crate) fn header_has_iss(jwt: &str) -> bool {
+    jwt.split('.')
+        .next()
+        .and_then(b64_json)
+        .is_some_and(|h| h.contains_key("iss"))
+}
+
+pub(crate) fn b64_json(part: &str) -> Option<Map<String, Value>> {
     let bytes = URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok()?;
     match serde_json::from_slice(&bytes).ok()? {
         Value::Object(map) => Some(map),
@@ -70,13 +95,13 @@ fn b64_json(part: &str) -> Option<Map<String, Value>> {
     }
 }
 
-fn non_empty_str<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+pub(crate) fn non_empty_str<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     map.get(key)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
 }
 
-fn number(map: &Map<String, Value>, key: &str) -> Option<i64> {
+pub(crate) fn number(map: &Map<String, Value>, key: &str) -> Option<i64> {
     let v = map.get(key)?;
     // Truncation is intended: NumericDate may carry a fraction.
     #[allow(clippy::cast_possible_truncation)]
@@ -85,7 +110,7 @@ fn number(map: &Map<String, Value>, key: &str) -> Option<i64> {
 
 /// Scopes Tableau would honour: `scp` as a non-empty list of strings; scopes that do not parse
 /// simply enable nothing.
-fn scopes(claims: &Map<String, Value>) -> Vec<Scope> {
+pub(crate) fn scopes(claims: &Map<String, Value>) -> Vec<Scope> {
     let Some(Value::Array(items)) = claims.get("scp") else {
         return Vec::new();
     };
@@ -188,5 +213,6 @@ pub(crate) fn check(
         scopes: scopes(&claims),
         jti: jti.to_owned(),
         jti_until: SystemTime::UNIX_EPOCH + Duration::from_secs(remember),
+        claims,
     })
 }

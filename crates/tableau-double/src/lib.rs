@@ -73,6 +73,7 @@
 
 mod config;
 mod fixtures;
+mod issuers;
 mod jwt;
 mod server;
 mod state;
@@ -87,8 +88,8 @@ use tokio::task::JoinHandle;
 
 pub use config::{
     AppSecret, ConnectedApp, ENDPOINT_REST, ENDPOINT_SERVER_INFO, ENDPOINT_SIGNIN,
-    ENDPOINT_SIGNOUT, FakeTableauConfig, Faults, Latency, Site, SiteUser, SlowBody, TlsConfig,
-    check_endpoint,
+    ENDPOINT_SIGNOUT, EasApp, FakeTableauConfig, Faults, Latency, Site, SiteUser, SlowBody,
+    TlsConfig, UatConfig, check_endpoint,
 };
 pub use state::FakeStats;
 
@@ -180,7 +181,8 @@ impl FakeTableau {
             .map_err(|source| FakeTableauError::Bind { addr, source })?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let base_url = format!("{scheme}://{addr}");
-        let shared = Arc::new(state::Shared::new(&config, clock, base_url.clone()));
+        let keys = issuers::KeyCache::new(config.issuer_ca_bundle.as_deref())?;
+        let shared = Arc::new(state::Shared::new(&config, clock, base_url.clone(), keys));
         let app = server::router(Arc::clone(&shared));
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(server::serve(listener, tls, app, stop_rx));

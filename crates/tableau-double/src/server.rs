@@ -260,6 +260,8 @@ async fn mangle_body(s: &Shared, resp: Response, r: &Rolls, faults: &Faults) -> 
 struct SigninRequest {
     jwt: Option<String>,
     content_url: String,
+    /// `"isUat": true` (JSON) or `isUat="true"` (XML): a unified access token.
+    uat: bool,
 }
 
 fn parse_signin(body: &[u8]) -> Result<SigninRequest, String> {
@@ -277,6 +279,7 @@ fn parse_signin(body: &[u8]) -> Result<SigninRequest, String> {
                 .and_then(|c| c.as_str())
                 .unwrap_or("")
                 .to_owned(),
+            uat: creds.get("isUat").and_then(|u| u.as_bool()) == Some(true),
         });
     }
     let mut reader = quick_xml::Reader::from_reader(body);
@@ -285,6 +288,7 @@ fn parse_signin(body: &[u8]) -> Result<SigninRequest, String> {
     let mut req = SigninRequest {
         jwt: None,
         content_url: String::new(),
+        uat: false,
     };
     loop {
         match reader.read_event_into(&mut buf) {
@@ -295,7 +299,14 @@ fn parse_signin(body: &[u8]) -> Result<SigninRequest, String> {
                         seen_root = true;
                         b""
                     }
-                    b"credentials" => b"jwt",
+                    b"credentials" => {
+                        for a in e.attributes().flatten() {
+                            if a.key.local_name().as_ref() == b"isUat" {
+                                req.uat = a.value.as_ref() == b"true";
+                            }
+                        }
+                        b"jwt"
+                    }
                     b"site" => b"contentUrl",
                     _ => b"",
                 };
@@ -337,12 +348,21 @@ async fn signin(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
         .faults_for(&[ENDPOINT_SIGNIN])
         .is_some_and(|f| f.echo_jwt_share > 0.0 && rand::rng().random::<f64>() < f.echo_jwt_share);
     faulted(&s, &[ENDPOINT_SIGNIN], fmt, || async {
-        do_signin(&s, &body, fmt, echo_jwt)
+        do_signin(&s, &body, fmt, echo_jwt).await
     })
     .await
 }
 
-fn do_signin(s: &Shared, body: &[u8], fmt: Format, echo_jwt: bool) -> Response {
+/// `GET /_fake/session/claims` (double only): the claims of the JWT the session of the
+/// `X-Tableau-Auth` token was signed in with, so tests can check what the broker sent.
+async fn admin_session_claims(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    match token_of(&headers).and_then(|t| s.session(t)) {
+        Some(session) => axum::Json(serde_json::Value::Object(session.claims)).into_response(),
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+async fn do_signin(s: &Shared, body: &[u8], fmt: Format, echo_jwt: bool) -> Response {
     let fail = |key: &str| {
         s.count(|st| {
             st.signins += 1;
@@ -395,10 +415,26 @@ fn do_signin(s: &Shared, body: &[u8], fmt: Format, echo_jwt: bool) -> Response {
     };
     let site = &s.sites[site_index];
     let now = s.clock.now();
-    let apps = s.apps();
-    match jwt::check(&jwt, site, &apps, now, s.clock_skew, |c, j| {
-        s.jti_seen(c, j)
-    }) {
+    let checked = if req.uat || !jwt::header_has_iss(&jwt) {
+        super::issuers::check(
+            &jwt,
+            req.uat,
+            site,
+            &s.eas_apps,
+            &s.uat_configs,
+            &s.issuer_keys,
+            now,
+            s.clock_skew,
+            |c, j| s.jti_seen(c, j),
+        )
+        .await
+    } else {
+        let apps = s.apps();
+        jwt::check(&jwt, site, &apps, now, s.clock_skew, |c, j| {
+            s.jti_seen(c, j)
+        })
+    };
+    match checked {
         Err(code) => {
             let n = code.number();
             fail(&n.to_string());
@@ -413,7 +449,7 @@ fn do_signin(s: &Shared, body: &[u8], fmt: Format, echo_jwt: bool) -> Response {
         }
         Ok(ok) => {
             s.remember_jti(&ok.client_id, &ok.jti, ok.jti_until);
-            let token = s.open_session(site_index, ok.scopes);
+            let token = s.open_session(site_index, ok.scopes, ok.claims);
             s.count(|st| {
                 st.signins += 1;
                 st.signins_ok += 1;
@@ -628,6 +664,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             put(admin_put_faults).delete(admin_delete_faults),
         )
         .route("/_fake/sessions", delete(admin_end_sessions))
+        .route("/_fake/session/claims", get(admin_session_claims))
         .route("/api/{version}/auth/signin", post(signin))
         .route("/api/{version}/auth/signout", post(signout))
         .route("/api/{version}/serverInfo", get(server_info))

@@ -35,6 +35,10 @@ pub struct FakeStats {
     /// Faults injected, by kind (`latency`, `close`, `error`, `throttle`, `truncate`,
     /// `malformed`, `slow_body`).
     pub faults_injected: BTreeMap<String, u64>,
+    /// Issuer documents fetched (EAS and UAT), by path (`/.well-known/openid-configuration`,
+    /// `/.well-known/oauth-authorization-server`, and `jwks` for the JWKS).
+    #[serde(default)]
+    pub issuer_fetches: BTreeMap<String, u64>,
 }
 
 /// A signed-in session.
@@ -43,6 +47,8 @@ pub(crate) struct Session {
     pub site_index: usize,
     pub scopes: Vec<Scope>,
     pub expires: SystemTime,
+    /// Every claim of the JWT it was signed in with (readable at `GET /_fake/session/claims`).
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// State shared by every connection.
@@ -59,6 +65,10 @@ pub(crate) struct Shared {
     jtis: Mutex<HashMap<(String, String), SystemTime>>,
     stats: Mutex<FakeStats>,
     faults: RwLock<BTreeMap<String, Faults>>,
+    /// Issuer keys (EAS and UAT), fetched through the issuers' metadata.
+    pub issuer_keys: super::issuers::KeyCache,
+    pub eas_apps: Vec<super::config::EasApp>,
+    pub uat_configs: Vec<super::config::UatConfig>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -91,6 +101,7 @@ impl Shared {
         config: &super::FakeTableauConfig,
         clock: SharedClock,
         base_url: String,
+        issuer_keys: super::issuers::KeyCache,
     ) -> Shared {
         Shared {
             sites: config.sites.clone(),
@@ -108,6 +119,9 @@ impl Shared {
             jtis: Mutex::new(HashMap::new()),
             stats: Mutex::new(FakeStats::default()),
             faults: RwLock::new(config.faults.clone()),
+            issuer_keys,
+            eas_apps: config.eas_apps.clone(),
+            uat_configs: config.uat_configs.clone(),
         }
     }
 
@@ -119,6 +133,7 @@ impl Shared {
             .count();
         let mut stats = lock(&self.stats).clone();
         stats.live_sessions = u64::try_from(live).unwrap_or(u64::MAX);
+        stats.issuer_fetches = self.issuer_keys.fetch_counts();
         stats
     }
 
@@ -191,7 +206,12 @@ impl Shared {
     }
 
     /// Starts a session; returns its credentials token (32 random hex characters).
-    pub(crate) fn open_session(&self, site_index: usize, scopes: Vec<Scope>) -> String {
+    pub(crate) fn open_session(
+        &self,
+        site_index: usize,
+        scopes: Vec<Scope>,
+        claims: serde_json::Map<String, serde_json::Value>,
+    ) -> String {
         let token = hex::encode(rand::random::<[u8; 16]>());
         let expires = self.clock.now() + self.session_ttl;
         let mut sessions = lock(&self.sessions);
@@ -203,6 +223,7 @@ impl Shared {
                 site_index,
                 scopes,
                 expires,
+                claims,
             },
         );
         token
