@@ -14,13 +14,28 @@ pub fn signin_hint(sub_code: u32) -> &'static str {
             "Tableau could not find the user, or the JWT's exp was more than 10 minutes ahead: check the username (case-sensitive), that the user is on the site, and the broker's clock"
         }
         5 => "the user was not found on the site; usernames are case-sensitive",
-        10083 => "the JWT header lacks kid or iss: a broker bug, please report it",
+        10083 => {
+            "the JWT's kid is unknown to Tableau (or the header lacks kid or iss): for an EAS or UAT site, publish the key in the JWKS before making it active_key, and wait for Tableau's JWKS cache"
+        }
         10084 => {
-            "Tableau could not parse or verify the JWT: check the connected app's secret value and secret ID, and that the broker's clock is in sync"
+            "Tableau could not parse or verify the JWT: check the connected app's secret value and secret ID (direct trust), or the EAS audience and the issuer's keys (EAS, UAT), and that the broker's clock is in sync"
         }
         10085 => {
-            "Tableau could not find the secret for this client ID: check client_id and secret_id against the connected app"
+            "Tableau could not find the keys: check client_id and secret_id against the connected app (direct trust), or that the issuer URL registered in Tableau is [issuer] url and its JWKS is reachable (EAS, UAT)"
         }
+        10081 => {
+            "Tableau could not fetch the issuer's metadata: serve /.well-known/openid-configuration and /.well-known/oauth-authorization-server at [issuer] url, reachable from Tableau (on Tableau Cloud, from the internet)"
+        }
+        10088 => {
+            "Tableau refused an RSA key under 2048 bits: generate a new key with `tableau-token-broker issuer keygen` and rotate to it"
+        }
+        10091 => {
+            "Tableau saw this JWT's jti before: every JWT gets a fresh jti, so a proxy replayed it or two brokers share a clock and a bug; retry (a retry mints anew)"
+        }
+        10096 => {
+            "the JWT's exp was more than 10 minutes ahead of Tableau's clock: lower jwt_ttl or [issuer] clock_skew, and check the broker's clock"
+        }
+        10099 => "the JWT has no scp claim: a broker bug, please report it",
         10087 => "Tableau refused the signing algorithm: a broker bug, please report it",
         10089 => "no connected app matches the client ID: check client_id",
         10090 => "the connected app is disabled in Tableau: enable it",
@@ -114,7 +129,9 @@ pub enum BrokerError {
         /// Tableau's sub-code.
         sub_code: u32,
     },
-    /// Tableau refused the connected app (10083, 10084, 10085, 10087, 10089, 10090, 126, 127, 67).
+    /// Tableau refused the connected app or the issuer (10081, 10083, 10084, 10085, 10087,
+    /// 10088, 10089, 10090, 10096, 10099, 126, 127, 67). A reused `jti` (10091) is not here: a
+    /// retry mints a new one, so it is a rejection, never remembered as a misconfiguration.
     #[error(
         "Tableau refused the broker's connected app for site {site:?} (error {sub_code}); the broker's operators must check its configuration"
     )]
@@ -267,7 +284,11 @@ impl BrokerError {
                 sub_code: s,
             },
             T::Api {
-                sub_code: Some(s @ (10083 | 10084 | 10085 | 10087 | 10089 | 10090 | 126 | 127 | 67)),
+                sub_code:
+                    Some(
+                        s @ (10081 | 10083 | 10084 | 10085 | 10087 | 10088 | 10089 | 10090 | 10096
+                        | 10099 | 126 | 127 | 67),
+                    ),
                 ..
             } => BrokerError::AppMisconfigured { site, sub_code: s },
             T::Api { code, .. } if code == "429000" => BrokerError::RateLimited {
