@@ -302,6 +302,7 @@ pub async fn get(conn: &ConnectOpts, args: &GetArgs) -> Result<String, ClientCli
         scopes: args.target.scopes.clone(),
         min_remaining: proto_duration(args.min_remaining),
         force_refresh: args.force_refresh,
+        ..Default::default()
     };
     let r = with_spinner(
         "waiting for the broker (signing in to Tableau)…",
@@ -364,6 +365,7 @@ pub async fn mint(conn: &ConnectOpts, args: &MintArgs) -> Result<String, ClientC
         user: args.target.user.clone(),
         scopes: args.target.scopes.clone(),
         ttl: proto_duration(args.ttl),
+        ..Default::default()
     };
     let r = c
         .mint_jwt(req)

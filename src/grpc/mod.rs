@@ -91,8 +91,25 @@ fn credentials_request(
         scopes: r.scopes,
         min_remaining: duration("min_remaining", r.min_remaining)?.unwrap_or_default(),
         force_refresh: r.force_refresh,
+        claims: requested_claims(r.attributes, r.groups, r.on_demand_access),
     };
     Ok((caller, req))
+}
+
+/// A request's claims beyond `scp`, as the domain takes them (bounds and policy apply there).
+fn requested_claims(
+    attributes: std::collections::HashMap<String, pb::AttributeValues>,
+    groups: Vec<String>,
+    on_demand_access: bool,
+) -> crate::claims::RequestedClaims {
+    crate::claims::RequestedClaims {
+        attributes: attributes
+            .into_iter()
+            .map(|(name, v)| (name, v.values))
+            .collect(),
+        groups,
+        on_demand_access,
+    }
 }
 
 fn duration(
@@ -191,7 +208,14 @@ impl TokenBroker for TokenBrokerService {
         let ttl = duration("ttl", r.ttl)?;
         let m = self
             .broker
-            .mint_jwt(&caller, &r.site, &r.user, &r.scopes, ttl)
+            .mint_jwt_with_claims(
+                &caller,
+                &r.site,
+                &r.user,
+                &r.scopes,
+                ttl,
+                &requested_claims(r.attributes, r.groups, r.on_demand_access),
+            )
             .await
             .map_err(|e| status::to_status(&e))?;
         Ok(Response::new(pb::MintJwtResponse {

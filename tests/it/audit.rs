@@ -23,6 +23,7 @@ fn mint_req() -> pb::MintJwtRequest {
         user: "svc-renderer".into(),
         scopes: vec!["tableau:content:read".into()],
         ttl: None,
+        ..Default::default()
     }
 }
 

@@ -737,6 +737,7 @@ async fn whoami_resolve_scopes_and_mint_jwt() {
             user: "svc-renderer".into(),
             scopes: vec!["tableau:content:read".into()],
             ttl: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -756,6 +757,7 @@ async fn whoami_resolve_scopes_and_mint_jwt() {
                 seconds: 300,
                 nanos: 0,
             }),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -904,6 +906,7 @@ async fn audit_records_match_tokens_without_revealing_them() {
             user: "svc-renderer".into(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             ttl: None,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -282,7 +282,7 @@ pub(crate) fn request(site: &str) -> GetCredentialsRequest {
     }
 }
 
-fn b64_claims(jwt: &str) -> serde_json::Value {
+pub(crate) fn b64_claims(jwt: &str) -> serde_json::Value {
     use base64::Engine;
     let part = jwt.split('.').nth(1).unwrap();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -397,7 +397,7 @@ async fn one_broker_serves_direct_eas_and_uat_sites_verified_through_its_own_iss
 
     let stats = w.f.double.stats();
     assert_eq!(stats.signins_failed, Default::default(), "{stats:?}");
-    assert!(stats.issuer_fetches.get("jwks").is_some(), "{stats:?}");
+    assert!(stats.issuer_fetches.contains_key("jwks"), "{stats:?}");
     w.server.shutdown().await.unwrap();
 }
 
@@ -465,4 +465,35 @@ async fn a_key_rotation_under_a_loop_of_sign_ins_fails_no_call() {
     assert_eq!(jwks["keys"][0]["kid"], "k2");
     assert_eq!(jwks["keys"][0]["kty"], "RSA");
     w.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn check_config_shows_each_sites_trust_and_the_issuer_keys_never_key_material() {
+    let w = World::start("attributes = { region = [\"us\"] }\n").await;
+    w.f.write_config(&[("k1", "k1.pem", true), ("k2", "k2.pub.pem", false)], "k1");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tableau-token-broker"))
+        .arg("check-config")
+        .arg(&w.f.config_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "site direct: trust direct",
+        "site cloud: trust eas",
+        "site uat: trust uat",
+        "key k1 ES256 256 bits (active: signs)",
+        "key k2 RS256 2048 bits (published only)",
+        "attributes={\"region\": [\"us\"]}",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    assert!(
+        !text.contains("PRIVATE KEY") && !text.contains("BEGIN"),
+        "{text}"
+    );
 }

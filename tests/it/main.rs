@@ -7,6 +7,7 @@
 mod audit;
 mod broker;
 mod catalog;
+mod claims;
 mod cli;
 mod client_cli;
 mod issuer;

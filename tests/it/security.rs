@@ -37,6 +37,7 @@ fn mint(site: &str, user: &str, scopes: &[&str], ttl: Option<Duration>) -> pb::M
         user: user.into(),
         scopes: strings(scopes),
         ttl: ttl.map(|d| prost_types::Duration::try_from(d).unwrap()),
+        ..Default::default()
     }
 }
 

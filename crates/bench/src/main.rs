@@ -744,6 +744,7 @@ async fn scale(world: &World, plan: &Plan, report: &mut Report) -> anyhow::Resul
                 site: &template.key.site,
                 user: &sample[j % sample.len()],
                 scopes: &template.key.scopes,
+                claims: &template.key.claims,
             };
             let t = Instant::now();
             let r = cache
@@ -846,6 +847,7 @@ async fn fill(
             site: &template.key.site,
             user: &user,
             scopes: &template.key.scopes,
+            claims: &template.key.claims,
         };
         cache.get_or_sign_in(key, Lookup::default(), creds).await?;
     }

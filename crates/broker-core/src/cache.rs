@@ -25,6 +25,7 @@ use secrecy::SecretString;
 use tracing::Instrument;
 
 use crate::audit::TokenDigest;
+use crate::claims::ClaimSet;
 use crate::clock::SharedClock;
 use crate::error::BrokerError;
 use crate::scope::Scope;
@@ -34,7 +35,8 @@ use crate::scope::Scope;
 /// SipHash on short keys and still unpredictable from outside.
 type FastHash = foldhash::fast::RandomState;
 
-/// What a session is cached under: site name, user, normalized scopes.
+/// What a session is cached under: site name, user, normalized scopes, and the claims beyond
+/// `scp` it was signed in with (sessions with different claims are never shared).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
     /// Site name from the configuration (interned: shared by every entry of the site).
@@ -43,6 +45,8 @@ pub struct CacheKey {
     pub user: Arc<str>,
     /// Deduplicated, sorted scopes (interned: shared by every entry with the same set).
     pub scopes: Arc<[Scope]>,
+    /// Attributes, groups and on-demand access (normalized; empty for most keys).
+    pub claims: Arc<ClaimSet>,
 }
 
 impl CacheKey {
@@ -52,6 +56,7 @@ impl CacheKey {
             site: &self.site,
             user: &self.user,
             scopes: &self.scopes,
+            claims: &self.claims,
         }
     }
 }
@@ -72,6 +77,8 @@ pub struct KeyRef<'a> {
     pub user: &'a str,
     /// Deduplicated, sorted scopes.
     pub scopes: &'a [Scope],
+    /// Claims beyond `scp` ([`crate::claims::NO_CLAIMS`] for none).
+    pub claims: &'a ClaimSet,
 }
 
 impl equivalent::Equivalent<CacheKey> for KeyRef<'_> {
@@ -477,6 +484,7 @@ impl CredentialCache {
             site: self.strings.intern(key.site),
             user: Arc::from(key.user),
             scopes: self.scope_sets.intern(key.scopes),
+            claims: key.claims.clone().into_shared(),
         };
         let shared = {
             let mut inflight = lock(&self.inflight);
@@ -636,6 +644,7 @@ mod tests {
             site: Arc::from("s"),
             user: Arc::from(user),
             scopes: Arc::from(vec!["tableau:content:read".parse::<Scope>().unwrap()]),
+            claims: Arc::default(),
         }
     }
 
@@ -754,6 +763,7 @@ mod tests {
                 site: "s",
                 user,
                 scopes: &scopes,
+                claims: &crate::claims::NO_CLAIMS,
             };
             let (_, hit) = cache
                 .get_or_sign_in(key, Lookup::default(), |k| {
@@ -778,6 +788,7 @@ mod tests {
                     site: "s",
                     user: "a",
                     scopes: &scopes,
+                    claims: &crate::claims::NO_CLAIMS,
                 })
                 .unwrap(),
             cache
@@ -786,6 +797,7 @@ mod tests {
                     site: "s",
                     user: "b",
                     scopes: &scopes,
+                    claims: &crate::claims::NO_CLAIMS,
                 })
                 .unwrap(),
         );
@@ -910,9 +922,10 @@ mod tests {
     fn an_entry_stays_small() {
         // A regression guard on the per-entry footprint (the benchmark measures the whole).
         // 184 since issue 12: each session carries the (interned) server URL that issued it, so
-        // it is never handed out next to another server's URL.
+        // it is never handed out next to another server's URL. 192 since issue 25: the key holds
+        // its claims beyond scp (one pointer; the empty set is shared).
         assert!(
-            std::mem::size_of::<Credentials>() <= 184,
+            std::mem::size_of::<Credentials>() <= 192,
             "{}",
             std::mem::size_of::<Credentials>()
         );

@@ -69,6 +69,45 @@ pub enum ClaimError {
     },
 }
 
+/// Claims as a request sent them, before bounds and policy: what the gRPC layer hands the broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestedClaims {
+    /// Attribute name → values.
+    pub attributes: Vec<(String, Vec<String>)>,
+    /// Group names.
+    pub groups: Vec<String>,
+    /// On-demand access.
+    pub on_demand_access: bool,
+}
+
+impl RequestedClaims {
+    /// True when the request asks for no claim beyond `scp` (the common case, checked for free).
+    pub fn is_empty(&self) -> bool {
+        self.attributes.is_empty() && self.groups.is_empty() && !self.on_demand_access
+    }
+
+    /// Bounds and reserved names checked, normalized.
+    pub fn to_set(&self) -> Result<ClaimSet, ClaimError> {
+        if self.is_empty() {
+            return Ok(ClaimSet::default());
+        }
+        too_many("attributes", MAX_ATTRIBUTES, self.attributes.len())?;
+        too_many("groups", MAX_GROUPS, self.groups.len())?;
+        ClaimSet::from_request(
+            self.attributes.iter().cloned(),
+            self.groups.clone(),
+            self.on_demand_access,
+        )
+    }
+}
+
+/// No claims beyond `scp`: what a request without any is keyed with, borrowed without allocating.
+pub static NO_CLAIMS: ClaimSet = ClaimSet {
+    attributes: BTreeMap::new(),
+    groups: Vec::new(),
+    on_demand_access: false,
+};
+
 /// What a caller asks to have in its JWT besides `scp`. Normalized (values and groups sorted and
 /// deduplicated) so two requests for the same claims are the same cache key. `Debug` shows names
 /// and counts, never values.
@@ -192,6 +231,18 @@ impl ClaimSet {
         out
     }
 
+    /// This set behind an `Arc`, for a cache key: the common empty set is one shared allocation
+    /// rather than one per entry.
+    pub fn into_shared(self) -> std::sync::Arc<ClaimSet> {
+        static EMPTY: std::sync::LazyLock<std::sync::Arc<ClaimSet>> =
+            std::sync::LazyLock::new(std::sync::Arc::default);
+        if self.is_empty() {
+            EMPTY.clone()
+        } else {
+            std::sync::Arc::new(self)
+        }
+    }
+
     /// A canonical encoding (sorted JSON), for fingerprints and shared-cache key names.
     pub fn canonical(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -230,6 +281,21 @@ pub enum ClaimRefusal {
 }
 
 impl ClaimAllowlist {
+    /// The `check-config` words for this allowlist (empty when it allows no claim).
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        if !self.attributes.is_empty() {
+            out.push_str(&format!(" attributes={:?}", self.attributes));
+        }
+        if !self.groups.is_empty() {
+            out.push_str(&format!(" groups={:?}", self.groups));
+        }
+        if self.on_demand_access {
+            out.push_str(" on_demand_access");
+        }
+        out
+    }
+
     /// `Ok` when every claim in `c` is allowed, else the first one that is not.
     pub fn check(&self, c: &ClaimSet) -> Result<(), ClaimRefusal> {
         for (name, values) in &c.attributes {

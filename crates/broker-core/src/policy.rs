@@ -213,6 +213,9 @@ pub struct Grant {
     pub deny_scopes: Vec<Scope>,
     /// Longest JWT lifetime this grant allows.
     pub max_jwt_ttl: Option<Duration>,
+    /// Claims beyond `scp` this grant allows (attributes, groups, on-demand access); none by
+    /// default.
+    pub claims: crate::claims::ClaimAllowlist,
 }
 
 impl Grant {
@@ -281,6 +284,9 @@ pub struct Authorization {
     pub scopes: Vec<Scope>,
     /// The longest JWT lifetime any matching grant allows (`None`: no grant limit).
     pub max_jwt_ttl: Option<Duration>,
+    /// Claims beyond `scp`, once [`Policy::check_claims`] allowed them: the cache key's claim
+    /// part and the JWT's extra claims.
+    pub claims: crate::claims::ClaimSet,
 }
 
 /// Why a request was refused. Safe to send back to the caller that asked: it names only what that
@@ -371,6 +377,60 @@ pub enum Denial {
         scope: String,
         /// What refuses it, and what to ask for instead (boxed: denials travel in `Result`s).
         by: Box<DeniedBy>,
+    },
+    /// A user attribute, or one of its values, that no matching grant's `attributes` allows.
+    #[error(
+        "attribute {}{} is not allowed to {} for user {} on site {}: the grant's attributes must list it",
+        quoted(name),
+        value.as_ref().map(|v| format!(" value {}", quoted(v))).unwrap_or_default(),
+        quoted(identity),
+        quoted(user),
+        quoted(site)
+    )]
+    AttributeNotAllowed {
+        /// The certificate identity.
+        identity: String,
+        /// The site asked for.
+        site: String,
+        /// The user asked for.
+        user: String,
+        /// The attribute.
+        name: String,
+        /// The refused value; `None` when the attribute itself is not allowed.
+        value: Option<String>,
+    },
+    /// A group that no matching grant's `groups` globs allow.
+    #[error(
+        "group {} is not allowed to {} for user {} on site {}: the grant's groups must match it",
+        quoted(group),
+        quoted(identity),
+        quoted(user),
+        quoted(site)
+    )]
+    GroupNotAllowed {
+        /// The certificate identity.
+        identity: String,
+        /// The site asked for.
+        site: String,
+        /// The user asked for.
+        user: String,
+        /// The group.
+        group: String,
+    },
+    /// On-demand access, which no matching grant allows (`on_demand_access = true`).
+    #[error(
+        "on-demand access is not allowed to {} for user {} on site {}: the grant must set on_demand_access = true",
+        quoted(identity),
+        quoted(user),
+        quoted(site)
+    )]
+    OnDemandAccessNotAllowed {
+        /// The certificate identity.
+        identity: String,
+        /// The site asked for.
+        site: String,
+        /// The user asked for.
+        user: String,
     },
     /// Every scope is granted somewhere, but no single grant covers them all.
     #[error(
@@ -521,6 +581,7 @@ impl Policy {
         }
         if allowed {
             return Ok(Authorization {
+                claims: crate::claims::ClaimSet::default(),
                 scopes,
                 max_jwt_ttl: if unlimited { None } else { max_jwt_ttl },
             });
@@ -586,6 +647,63 @@ impl Policy {
         Err(Denial::Split { identity })
     }
 
+    /// Checks claims beyond `scp` for a request [`Policy::decide_for`] allowed: one grant that
+    /// matches the site and the user and covers every scope must also allow every claim.
+    /// Otherwise the refusal names the first claim the first such grant refuses.
+    pub fn check_claims(
+        &self,
+        entry: &CallerEntry,
+        req: &AccessRequest<'_>,
+        scopes: &[Scope],
+        claims: &crate::claims::ClaimSet,
+    ) -> Result<(), Denial> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let mut first = None;
+        for g in entry.grants.iter().filter(|g| {
+            g.matches_site(req.site)
+                && g.matches_user(req.user)
+                && scopes.iter().all(|s| g.allows(&self.catalog, s))
+        }) {
+            match g.claims.check(claims) {
+                Ok(()) => return Ok(()),
+                Err(r) => {
+                    first.get_or_insert(r);
+                }
+            }
+        }
+        let (identity, site, user) = (
+            req.identity.to_owned(),
+            req.site.to_owned(),
+            req.user.to_owned(),
+        );
+        Err(match first {
+            Some(crate::claims::ClaimRefusal::Attribute { name, value }) => {
+                Denial::AttributeNotAllowed {
+                    identity,
+                    site,
+                    user,
+                    name,
+                    value,
+                }
+            }
+            Some(crate::claims::ClaimRefusal::Group { name }) => Denial::GroupNotAllowed {
+                identity,
+                site,
+                user,
+                group: name,
+            },
+            Some(crate::claims::ClaimRefusal::OnDemandAccess) | None => {
+                Denial::OnDemandAccessNotAllowed {
+                    identity,
+                    site,
+                    user,
+                }
+            }
+        })
+    }
+
     /// True when the caller may hold credentials for this site, user and (normalized) scopes:
     /// used to check that an invalidation concerns the caller's own key.
     pub fn may_hold(
@@ -623,6 +741,7 @@ mod tests {
             scopes: scopes.iter().map(|s| s.parse().unwrap()).collect(),
             deny_scopes: deny.iter().map(|s| s.parse().unwrap()).collect(),
             max_jwt_ttl: None,
+            claims: Default::default(),
         }
     }
 

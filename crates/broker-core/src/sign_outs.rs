@@ -236,6 +236,7 @@ mod tests {
                 site: Arc::from("s"),
                 user: Arc::from("u"),
                 scopes: Arc::from(Vec::new()),
+                claims: Arc::default(),
             },
             digest: fp.digest(&token),
             token,

@@ -134,6 +134,12 @@ impl Fingerprinter {
         self.digest(token).fingerprint()
     }
 
+    /// The fingerprint of a set of claims beyond `scp` (their canonical JSON), for the audit
+    /// record: equal claims give equal fingerprints, and the values are never written.
+    pub fn claims_fingerprint(&self, claims: &crate::claims::ClaimSet) -> Fingerprint {
+        self.fingerprint(&SecretString::from(claims.canonical()))
+    }
+
     /// The token's HMAC (truncated), for finding and comparing tokens without holding them.
     pub fn digest(&self, token: &SecretString) -> TokenDigest {
         let mut out = [0; 16];

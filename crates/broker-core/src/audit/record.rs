@@ -222,6 +222,14 @@ pub struct AuditRecord<'a> {
     pub evicted: Option<bool>,
     /// For invalidations: whether the session was ended at Tableau.
     pub signed_out: Option<bool>,
+    /// Names of the claims beyond `scp` asked for (attributes, `https://tableau.com/groups`,
+    /// `https://tableau.com/oda`), never their values; absent when none were (issue 25).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Vec<String>>,
+    /// Keyed fingerprint of the claims' values (like `token_fp`), to tell sessions apart and
+    /// match records without writing the values; absent when no claims were granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claims_fp: Option<String>,
     /// Set for refusals: the request's own words (site, user, scopes) are then written cut and
     /// escaped like any echoed input, so a caller without grants cannot grow the trail with
     /// megabytes of its own text.
@@ -287,6 +295,8 @@ impl<'a> AuditRecord<'a> {
             config_generation: generation,
             evicted: None,
             signed_out: None,
+            claims: None,
+            claims_fp: None,
             refused_input: false,
         }
     }
@@ -299,6 +309,20 @@ impl<'a> AuditRecord<'a> {
         self.message = Some(match e {
             // Internal details stay in the diagnostic log, like in the caller's status.
             BrokerError::Internal(_) => "internal error in the broker".to_owned(),
+            // Claim values (attribute values, groups) never reach the trail, refused or not.
+            BrokerError::Denied(crate::policy::Denial::AttributeNotAllowed { name, value, .. }) => {
+                format!(
+                    "attribute {}{} not allowed by the grant (values are not written here)",
+                    crate::echo::quoted(name),
+                    if value.is_some() { " has a value" } else { "" }
+                )
+            }
+            BrokerError::Denied(crate::policy::Denial::GroupNotAllowed { .. }) => {
+                "a group is not allowed by the grant (groups are not written here)".to_owned()
+            }
+            BrokerError::InvalidArgument {
+                field: "claims", ..
+            } => "the claims are out of bounds or collide with a registered claim (details are not written here: they may hold values)".to_owned(),
             _ => e.to_string(),
         });
         self

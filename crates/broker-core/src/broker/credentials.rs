@@ -39,8 +39,14 @@ impl Broker {
         request_id: uuid::Uuid,
         req: &CredentialsRequest,
     ) -> Result<IssuedCredentials, BrokerError> {
-        let (allowed, site) =
-            self.authorize(&snapshot.config, caller, &req.site, &req.user, &req.scopes)?;
+        let (allowed, site) = self.authorize(
+            &snapshot.config,
+            caller,
+            &req.site,
+            &req.user,
+            &req.scopes,
+            &req.claims,
+        )?;
         let (key, lookup) = cache_lookup(&site, req, &allowed);
         let usable = usable_life(&snapshot.config, &site);
         if lookup.min_remaining < usable
@@ -204,6 +210,7 @@ pub(super) fn cache_lookup<'a>(
         site: &site.name,
         user: &req.user,
         scopes: &allowed.scopes,
+        claims: &allowed.claims,
     };
     let lookup = Lookup {
         min_remaining: req.min_remaining,

@@ -2,11 +2,20 @@
 
 use super::*;
 
+/// What a MintJwt request asks for, as the policy and the minter take it.
+#[derive(Clone, Copy)]
+struct JwtAsk<'a> {
+    site: &'a str,
+    user: &'a str,
+    scopes: &'a [String],
+    ttl: Option<Duration>,
+    claims: &'a crate::claims::RequestedClaims,
+}
+
 impl Broker {
     /// A JWT for callers that sign in themselves or embed views; same policy as credentials.
     /// Audited like credentials: in fail-closed mode the JWT is returned only once its record is
     /// written.
-    #[tracing::instrument(skip_all, fields(caller = %echo(&caller.id), source = caller.source.cert_field(), site = %echo(site), user = %echo(user)))]
     pub async fn mint_jwt(
         &self,
         caller: &CallerContext,
@@ -15,11 +24,34 @@ impl Broker {
         scopes: &[String],
         ttl: Option<Duration>,
     ) -> Result<MintedJwt, BrokerError> {
+        let none = crate::claims::RequestedClaims::default();
+        self.mint_jwt_with_claims(caller, site, user, scopes, ttl, &none)
+            .await
+    }
+
+    /// [`Self::mint_jwt`] with claims beyond `scp`, each allowed by the caller's grant.
+    #[tracing::instrument(skip_all, fields(caller = %echo(&caller.id), source = caller.source.cert_field(), site = %echo(site), user = %echo(user)))]
+    pub async fn mint_jwt_with_claims(
+        &self,
+        caller: &CallerContext,
+        site: &str,
+        user: &str,
+        scopes: &[String],
+        ttl: Option<Duration>,
+        claims: &crate::claims::RequestedClaims,
+    ) -> Result<MintedJwt, BrokerError> {
         let request_id = uuid::Uuid::new_v4();
         let snapshot = self.snapshot.load_full();
-        let result = self.mint_jwt_inner(&snapshot.config, caller, site, user, scopes, ttl);
+        let ask = JwtAsk {
+            site,
+            user,
+            scopes,
+            ttl,
+            claims,
+        };
+        let result = self.mint_jwt_inner(&snapshot.config, caller, &ask);
         if !self.audit.is_enabled() {
-            return result.map(|(m, _)| m);
+            return result.map(|(m, _, _)| m);
         }
         let entry = entry_of(&snapshot.config, caller);
         let mut r = self.rpc_record(
@@ -33,10 +65,12 @@ impl Broker {
         r.site = Some(site);
         r.user = Some(user);
         r.scopes_requested = Some(Scopes::Raw(scopes));
+        r.claims = super::records::requested_claim_names(claims);
         tracing::debug!(outcome = %result.as_ref().map_or_else(BrokerError::reason, |_| "OK".into()), %request_id, "decision");
         let r = match &result {
-            Ok((m, granted)) => {
+            Ok((m, granted, claims)) => {
                 r.scopes_granted = Some(Scopes::Parsed(granted));
+                r.claims_fp = self.claims_fp(claims);
                 r.jti = Some(m.jti.hyphenated().to_string());
                 r.expires_at = Some(rfc3339(m.expires_at));
                 r
@@ -45,19 +79,23 @@ impl Broker {
         };
         let line = r.to_line();
         drop(r);
-        self.finish(line, result).await.map(|(m, _)| m)
+        self.finish(line, result).await.map(|(m, _, _)| m)
     }
 
-    pub(super) fn mint_jwt_inner(
+    fn mint_jwt_inner(
         &self,
         config: &Config,
         caller: &CallerContext,
-        site: &str,
-        user: &str,
-        scopes: &[String],
-        ttl: Option<Duration>,
-    ) -> Result<(MintedJwt, Vec<Scope>), BrokerError> {
-        let (allowed, site_cfg) = self.authorize(config, caller, site, user, scopes)?;
+        ask: &JwtAsk<'_>,
+    ) -> Result<(MintedJwt, Vec<Scope>, crate::claims::ClaimSet), BrokerError> {
+        let JwtAsk {
+            site,
+            user,
+            scopes,
+            ttl,
+            claims,
+        } = *ask;
+        let (allowed, site_cfg) = self.authorize(config, caller, site, user, scopes, claims)?;
         let limit = allowed
             .max_jwt_ttl
             .map_or(site_cfg.jwt_ttl, |g| g.min(site_cfg.jwt_ttl))
@@ -77,15 +115,8 @@ impl Broker {
             });
         }
         self.minter
-            .mint_for(
-                &site_cfg,
-                None,
-                user,
-                &allowed.scopes,
-                &crate::claims::ClaimSet::default(),
-                ttl,
-            )
+            .mint_for(&site_cfg, None, user, &allowed.scopes, &allowed.claims, ttl)
             .map_err(mint_error)
-            .map(|m| (m, allowed.scopes))
+            .map(|m| (m, allowed.scopes, allowed.claims))
     }
 }

@@ -61,6 +61,8 @@ pub struct CredentialsRequest {
     pub min_remaining: Duration,
     /// Sign in again and replace the cached entry.
     pub force_refresh: bool,
+    /// Claims beyond `scp` asked for (attributes, groups, on-demand access).
+    pub claims: crate::claims::RequestedClaims,
 }
 
 /// Credentials handed to a caller.
@@ -439,6 +441,7 @@ impl Broker {
         site: &str,
         user: &str,
         scopes: &[String],
+        claims: &crate::claims::RequestedClaims,
     ) -> Result<(Authorization, Arc<SiteConfig>), BrokerError> {
         let Some(entry) = config.policy.caller(identity.source, &identity.id) else {
             return Err(BrokerError::Denied(Denial::UnknownCaller {
@@ -459,16 +462,22 @@ impl Broker {
                 message: "empty: give the Tableau username to sign in as".into(),
             });
         }
-        let allowed = config.policy.decide_for(
-            entry,
-            &AccessRequest {
-                source: identity.source,
-                identity: &identity.id,
-                site,
-                user,
-                scopes,
-            },
-        )?;
+        let claims = claims.to_set().map_err(|e| BrokerError::InvalidArgument {
+            field: "claims",
+            message: e.to_string(),
+        })?;
+        let access = AccessRequest {
+            source: identity.source,
+            identity: &identity.id,
+            site,
+            user,
+            scopes,
+        };
+        let mut allowed = config.policy.decide_for(entry, &access)?;
+        config
+            .policy
+            .check_claims(entry, &access, &allowed.scopes, &claims)?;
+        allowed.claims = claims;
         let site_cfg = config
             .site(site)
             .cloned()

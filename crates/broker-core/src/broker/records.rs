@@ -27,10 +27,18 @@ impl Broker {
         r.site = Some(&req.site);
         r.user = Some(&req.user);
         r.scopes_requested = Some(Scopes::Raw(&req.scopes));
+        r.claims = requested_claim_names(&req.claims);
         let r = match result {
             Ok(g) => {
                 let c = &g.credentials;
                 r.scopes_granted = Some(Scopes::Parsed(&c.key.scopes));
+                if !c.key.claims.is_empty() {
+                    r.claims_fp = Some(
+                        self.fingerprints
+                            .claims_fingerprint(&c.key.claims)
+                            .to_string(),
+                    );
+                }
                 r.from_cache = Some(g.from_cache);
                 r.jti = (!g.from_cache).then(|| c.jti.hyphenated().to_string());
                 r.token_fp = Some(c.digest.fingerprint().to_string());
@@ -43,6 +51,11 @@ impl Broker {
             }
         };
         r.to_line()
+    }
+
+    /// The fingerprint of granted claims, for MintJwt's record.
+    pub(super) fn claims_fp(&self, claims: &crate::claims::ClaimSet) -> Option<String> {
+        (!claims.is_empty()).then(|| self.fingerprints.claims_fingerprint(claims).to_string())
     }
 
     /// The common part of an RPC's record, made at `now`.
@@ -76,4 +89,27 @@ impl Broker {
             (result, _) => result,
         }
     }
+}
+
+/// The names of the claims a request asked for, for its record: never the values, at most
+/// [`crate::claims::MAX_ATTRIBUTES`] attribute names, each cut like echoed input (a refused
+/// request may have sent anything). `None` when it asked for none.
+pub(super) fn requested_claim_names(c: &crate::claims::RequestedClaims) -> Option<Vec<String>> {
+    if c.is_empty() {
+        return None;
+    }
+    let mut names: Vec<String> = c
+        .attributes
+        .iter()
+        .take(crate::claims::MAX_ATTRIBUTES)
+        .map(|(n, _)| crate::input::echo(n).to_string())
+        .collect();
+    names.sort_unstable();
+    if !c.groups.is_empty() {
+        names.push(crate::claims::GROUPS_CLAIM.to_owned());
+    }
+    if c.on_demand_access {
+        names.push(crate::claims::ODA_CLAIM.to_owned());
+    }
+    Some(names)
 }

@@ -90,6 +90,15 @@ pub(super) async fn record_sign_in(
     r.site = Some(&site.name);
     r.user = Some(&key.user);
     r.scopes_granted = Some(Scopes::Parsed(&key.scopes));
+    if !key.claims.is_empty() {
+        r.claims = Some(key.claims.names());
+        r.claims_fp = Some(
+            audit
+                .fingerprints
+                .claims_fingerprint(&key.claims)
+                .to_string(),
+        );
+    }
     r.jti = Some(minted.jti.hyphenated().to_string());
     r.expires_at = Some(rfc3339(minted.expires_at));
     if audit.sink.record(r.to_line()).await.is_err() && audit.sink.mode() == AuditMode::FailClosed {
@@ -111,7 +120,7 @@ pub(super) async fn sign_in(
                 app,
                 &key.user,
                 &key.scopes,
-                &crate::claims::ClaimSet::default(),
+                &key.claims,
                 site.jwt_ttl,
             )
             .map_err(mint_error)

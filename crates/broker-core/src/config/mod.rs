@@ -579,7 +579,7 @@ impl Config {
                 let scopes: Vec<String> = g.scopes.iter().map(ToString::to_string).collect();
                 let deny: Vec<String> = g.deny_scopes.iter().map(ToString::to_string).collect();
                 out.push_str(&format!(
-                    "  grant sites={:?} users={:?} scopes={:?}{}\n",
+                    "  grant sites={:?} users={:?} scopes={:?}{}{}\n",
                     g.sites,
                     users,
                     scopes,
@@ -587,7 +587,8 @@ impl Config {
                         String::new()
                     } else {
                         format!(" deny={deny:?}")
-                    }
+                    },
+                    g.claims.summary(),
                 ));
             }
         }
@@ -1645,12 +1646,58 @@ fn build_grant(
         }
         d
     });
+    let claims = claim_allowlist(iss, at, g.attributes, g.groups, g.on_demand_access);
     Grant {
         sites: g.sites,
         users,
         scopes,
         deny_scopes,
         max_jwt_ttl,
+        claims,
+    }
+}
+
+/// A grant's `attributes`, `groups` and `on_demand_access`: names that would overwrite the
+/// broker's own claims are refused, as are empty or oversized names, values and globs.
+fn claim_allowlist(
+    iss: &mut Issues,
+    at: &str,
+    attributes: BTreeMap<String, Vec<String>>,
+    groups: Vec<String>,
+    on_demand_access: Option<bool>,
+) -> crate::claims::ClaimAllowlist {
+    use crate::claims::{MAX_VALUE_BYTES, is_reserved};
+    let bad = |s: &str| s.is_empty() || s.len() > MAX_VALUE_BYTES;
+    for (name, values) in &attributes {
+        let here = format!("{at}.attributes.{name}");
+        if is_reserved(name) {
+            iss.add(&here, "collides with a registered or Tableau claim (iss, sub, aud, exp, iat, nbf, jti, scp, https://tableau.com/…); pick another name");
+        } else if bad(name) {
+            iss.add(
+                &here,
+                format!("attribute names are 1 to {MAX_VALUE_BYTES} bytes"),
+            );
+        }
+        if values.is_empty() {
+            iss.add(
+                &here,
+                "no values: list the allowed values, or [\"*\"] for any value",
+            );
+        }
+        if values.iter().any(|v| bad(v)) {
+            iss.add(&here, format!("values are 1 to {MAX_VALUE_BYTES} bytes"));
+        }
+    }
+    if groups.iter().any(|g| bad(g)) {
+        iss.add(
+            format!("{at}.groups"),
+            format!("group globs are 1 to {MAX_VALUE_BYTES} bytes"),
+        );
+    }
+    crate::claims::ClaimAllowlist {
+        attributes,
+        groups,
+        on_demand_access: on_demand_access.unwrap_or(false),
     }
 }
 

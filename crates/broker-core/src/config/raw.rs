@@ -369,4 +369,12 @@ pub struct RawGrant {
     pub deny_scopes: Vec<String>,
     /// Longest JWT lifetime for this grant.
     pub max_jwt_ttl: Option<String>,
+    /// User attributes callers may ask for: name → allowed values (`"*"`: any value).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Vec<String>>,
+    /// Group names callers may ask for (globs).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Whether callers may ask for on-demand access.
+    pub on_demand_access: Option<bool>,
 }

@@ -405,3 +405,30 @@ fn single_secret_form_may_name_itself_active_and_reload_settings_default() {
         other => panic!("expected invalid, got {other:?}"),
     }
 }
+
+#[test]
+fn grant_claims_load_and_collisions_with_registered_claims_are_refused() {
+    let (_d, path, text) = with_secret_file(GOOD);
+    let good = format!(
+        "{text}attributes = {{ region = [\"emea\", \"us\"], department = [\"*\"] }}\ngroups = [\"Finance Viewers\", \"Region-*\"]\non_demand_access = true\n"
+    );
+    let c = Config::from_toml(&good, &path).unwrap();
+    let entry = &c.policy.callers()[0];
+    let allow = &entry.grants[0].claims;
+    assert_eq!(allow.attributes["region"], ["emea", "us"]);
+    assert_eq!(allow.groups.len(), 2);
+    assert!(allow.on_demand_access);
+    for name in ["sub", "SCP", "\"https://tableau.com/groups\""] {
+        let bad = format!("{text}attributes = {{ {name} = [\"*\"] }}\n");
+        let Err(ConfigError::Invalid { issues, .. }) = Config::from_toml(&bad, &path) else {
+            panic!("{name}: expected a collision");
+        };
+        assert!(
+            issues[0].at.starts_with("callers[0].grants[0].attributes.")
+                && issues[0].message.contains("collides"),
+            "{name}: {issues:?}"
+        );
+    }
+    let empty = format!("{text}attributes = {{ region = [] }}\n");
+    assert!(Config::from_toml(&empty, &path).is_err());
+}

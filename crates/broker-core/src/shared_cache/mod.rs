@@ -51,6 +51,7 @@ use zeroize::Zeroize;
 
 use crate::audit::Fingerprinter;
 use crate::cache::{CacheKey, Credentials, Lookup, Luid};
+use crate::claims::ClaimSet;
 use crate::clock::SharedClock;
 use crate::error::BrokerError;
 use crate::scope::Scope;
@@ -264,6 +265,9 @@ struct EntryOut<'a> {
     user_luid: String,
     jti: String,
     expires_ms: u64,
+    /// Claims beyond `scp` (issue 25); absent when none, so entries without stay as they were.
+    #[serde(skip_serializing_if = "ClaimSet::is_empty")]
+    claims: &'a ClaimSet,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +285,8 @@ struct EntryIn {
     user_luid: String,
     jti: String,
     expires_ms: u64,
+    #[serde(default)]
+    claims: ClaimSet,
 }
 
 /// An invalidation message's envelope content.
@@ -290,6 +296,8 @@ struct Evict {
     site: String,
     user: String,
     scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "ClaimSet::is_empty")]
+    claims: ClaimSet,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -646,12 +654,18 @@ impl Inner {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(" ");
-        let hashes = self.config.keys.names(&[
+        // Keys with claims (issue 25) get names of their own; keys without keep theirs.
+        let claims = (!key.claims.is_empty()).then(|| key.claims.canonical());
+        let mut parts: Vec<&[u8]> = vec![
             b"entry",
             key.site.as_bytes(),
             key.user.as_bytes(),
             scopes.as_bytes(),
-        ]);
+        ];
+        if let Some(c) = &claims {
+            parts.push(c.as_bytes());
+        }
+        let hashes = self.config.keys.names(&parts);
         let lease = hashes
             .first()
             .map(|h| format!("ttb:{{{h}}}:lease"))
@@ -759,7 +773,11 @@ impl Inner {
         let scopes = parse_scopes(&e.scopes)?;
         let key = match expected {
             Some(k) => {
-                if *k.site != *e.site || *k.user != *e.user || *k.scopes != *scopes {
+                if *k.site != *e.site
+                    || *k.user != *e.user
+                    || *k.scopes != *scopes
+                    || *k.claims != e.claims
+                {
                     return None;
                 }
                 k.clone()
@@ -768,6 +786,7 @@ impl Inner {
                 site: Arc::from(e.site),
                 user: Arc::from(e.user),
                 scopes: Arc::from(scopes),
+                claims: std::mem::take(&mut e.claims).into_shared(),
             },
         };
         Some(Credentials {
@@ -828,6 +847,7 @@ impl Inner {
             site: &c.key.site,
             user: &c.key.user,
             scopes: scope_strings(&c.key.scopes),
+            claims: &c.key.claims,
             token: c.token.expose_secret(),
             site_luid: &c.site_luid,
             content_url: &c.site_content_url,
@@ -887,6 +907,7 @@ impl Inner {
             site: key.site.to_string(),
             user: key.user.to_string(),
             scopes: scope_strings(&key.scopes),
+            claims: (*key.claims).clone(),
         };
         let Ok(plain) = serde_json::to_vec(&msg) else {
             return;
@@ -941,6 +962,7 @@ impl Inner {
                     site: Arc::from(msg.site),
                     user: Arc::from(msg.user),
                     scopes: Arc::from(scopes),
+                    claims: msg.claims.into_shared(),
                 });
             }
             _ => {}
