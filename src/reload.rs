@@ -414,45 +414,95 @@ fn read_cert_infos(path: &Path) -> Vec<CertInfo> {
 /// Settings the running process cannot apply: listen address (the socket is bound), cache
 /// capacity (the cache is sized at start) and telemetry (the subscriber is installed once).
 fn restart_required(running: &Config, new: &Config) -> Vec<String> {
+    // Destructured without `..`: a new setting does not compile until it is classified here as
+    // applied by a reload or read only at start.
+    let Config {
+        // Applied by a reload: sites and callers swap with the snapshot, the limits, Tableau
+        // timeouts and reload timing are read per call or per tick.
+        development: _,
+        warnings: _,
+        sites: _,
+        policy: _,
+        limits: _,
+        tableau: _,
+        reload: _,
+        // Read at start, in part or whole: compared below.
+        server,
+        cache,
+        telemetry,
+        admin,
+        audit,
+    } = new;
     let mut out = Vec::new();
-    if let (Some(a), Some(b)) = (&running.server, &new.server) {
-        if a.listen != b.listen {
-            out.push(format!("server.listen ({} → {})", a.listen, b.listen));
+    if let (Some(a), Some(b)) = (&running.server, server) {
+        let crate::config::ServerConfig {
+            listen,
+            connections,
+            // Reloaded: certificates and the CA through the TLS reloader, the rest per handshake
+            // or per shutdown.
+            cert: _,
+            key: _,
+            client_ca: _,
+            identity_sources: _,
+            grace_period: _,
+        } = b;
+        if a.listen != *listen {
+            out.push(format!("server.listen ({} → {})", a.listen, listen));
         }
-    }
-    if running.cache.max_entries != new.cache.max_entries {
-        out.push(format!(
-            "cache.max_entries ({} → {})",
-            running.cache.max_entries, new.cache.max_entries
-        ));
-    }
-    let (a, b) = (&running.telemetry, &new.telemetry);
-    if a.log_format != b.log_format {
-        out.push("telemetry.log_format".to_owned());
-    }
-    if a.log_filter != b.log_filter {
-        out.push("telemetry.log_filter".to_owned());
-    }
-    if a.otlp_endpoint != b.otlp_endpoint {
-        out.push("telemetry.otlp_endpoint".to_owned());
-    }
-    if a.service_name != b.service_name {
-        out.push("telemetry.service_name".to_owned());
-    }
-    if running.admin != new.admin {
-        out.push("admin".to_owned());
-    }
-    if running.audit != new.audit {
-        out.push("audit".to_owned());
-    }
-    if running.cache.shared.is_some() != new.cache.shared.is_some() {
-        out.push("cache.shared".to_owned());
-    }
-    if let (Some(a), Some(b)) = (&running.server, &new.server) {
         // Read by the connection layer and the HTTP/2 server when they start.
-        if a.connections != b.connections {
+        if a.connections != *connections {
             out.push("server connection limits".to_owned());
         }
+    }
+    let crate::config::CacheConfig {
+        max_entries,
+        shared,
+        // Read when a session is cached or leaves the cache.
+        safety_margin: _,
+        sign_out_on_evict: _,
+        replaced_session_grace: _,
+        max_pending_sign_outs: _,
+    } = cache;
+    if running.cache.max_entries != *max_entries {
+        out.push(format!(
+            "cache.max_entries ({} → {})",
+            running.cache.max_entries, max_entries
+        ));
+    }
+    // The Redis connection and the key ring are made once: any change (another server, a
+    // rotated password, a new encryption key) waits for a restart rather than being ignored.
+    let shared_same = match (&running.cache.shared, shared) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.same_as(b),
+        _ => false,
+    };
+    if !shared_same {
+        out.push("cache.shared".to_owned());
+    }
+    let crate::config::TelemetryConfig {
+        log_format,
+        log_filter,
+        otlp_endpoint,
+        service_name,
+    } = telemetry;
+    let a = &running.telemetry;
+    if a.log_format != *log_format {
+        out.push("telemetry.log_format".to_owned());
+    }
+    if a.log_filter != *log_filter {
+        out.push("telemetry.log_filter".to_owned());
+    }
+    if a.otlp_endpoint != *otlp_endpoint {
+        out.push("telemetry.otlp_endpoint".to_owned());
+    }
+    if a.service_name != *service_name {
+        out.push("telemetry.service_name".to_owned());
+    }
+    if running.admin != *admin {
+        out.push("admin".to_owned());
+    }
+    if running.audit != *audit {
+        out.push("audit".to_owned());
     }
     out
 }
@@ -508,4 +558,46 @@ fn diff(running: &Config, new: &Config) -> ReloadReport {
         .cloned()
         .collect();
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, shared: &str) -> Config {
+        let text = format!("version = 1\n[cache.shared]\n{shared}\n");
+        Config::from_toml(&text, &dir.join("broker.toml")).unwrap()
+    }
+
+    /// A changed `[cache.shared]` is never "applied" while the running connection and key ring
+    /// stay as they were: every change to it is refused as restart-required.
+    #[test]
+    fn a_changed_shared_cache_needs_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, byte) in [("k1", 7u8), ("k2", 9), ("k0", 8)] {
+            std::fs::write(dir.path().join(name), [byte; 32]).unwrap();
+        }
+        std::fs::write(dir.path().join("pw1"), "first-password\n").unwrap();
+        std::fs::write(dir.path().join("pw2"), "second-password\n").unwrap();
+        let base = "redis_url = \"redis://127.0.0.1:6379/0\"\nencryption_key_file = \"k1\"\npassword_file = \"pw1\"";
+        let running = config(dir.path(), base);
+        assert!(restart_required(&running, &config(dir.path(), base)).is_empty());
+        for changed in [
+            base.replace("\"k1\"", "\"k2\""),
+            format!("{base}\nprevious_encryption_key_files = [\"k0\"]"),
+            base.replace("pw1", "pw2"),
+            base.replace("6379/0", "6380/0"),
+            format!("{base}\nlease_ttl = \"4s\""),
+        ] {
+            let new = config(dir.path(), &changed);
+            assert_eq!(
+                restart_required(&running, &new),
+                ["cache.shared"],
+                "{changed}"
+            );
+        }
+        let none = Config::from_toml("version = 1\n", &dir.path().join("broker.toml")).unwrap();
+        assert_eq!(restart_required(&running, &none), ["cache.shared"]);
+        assert_eq!(restart_required(&none, &running), ["cache.shared"]);
+    }
 }
