@@ -15,7 +15,7 @@ from ._core import CacheKey, CachePolicy, Entry, RetryPolicy, Seconds, Settings
 from ._proto.v1 import broker_pb2 as pb
 from ._proto.v1 import broker_pb2_grpc as pb_grpc
 from .errors import BrokerError, from_rpc_error
-from .types import Credentials, Invalidation, Jwt, ResolvedScopes, WhoAmI
+from .models import Credentials, Invalidation, Jwt, ResolvedScopes, WhoAmI
 
 __all__ = ["BrokerClient"]
 

@@ -22,14 +22,17 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, List, Optional
 
-import requests as _requests
-import tableauserverclient as TSC
-from tableauserverclient.server.endpoint.exceptions import FailedSignInError, ServerResponseError
+try:
+    import requests as _requests
+    import tableauserverclient as TSC
+    from tableauserverclient.server.endpoint.exceptions import FailedSignInError, ServerResponseError
+except ImportError as e:  # pragma: no cover
+    raise ImportError(f"tableau_token_broker.tsc needs tableauserverclient: pip install 'tableau-token-broker[tsc]' ({e})") from e
 
 from . import _tableau
 from ._core import Seconds
 from .client import BrokerClient
-from .types import Credentials
+from .models import Credentials
 
 __all__ = ["server", "ScopeError", "BrokerSession"]
 

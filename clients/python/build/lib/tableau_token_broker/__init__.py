@@ -13,7 +13,7 @@ the asyncio client.
 from ._core import RetryPolicy
 from .client import BrokerClient
 from .errors import BrokerError, ConfigurationError
-from .types import (
+from .models import (
     Credentials,
     Grant,
     Invalidation,

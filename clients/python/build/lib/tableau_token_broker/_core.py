@@ -19,7 +19,7 @@ from google.protobuf import duration_pb2
 
 from ._proto.v1 import broker_pb2 as pb
 from .errors import BrokerError, ConfigurationError
-from .types import (
+from .models import (
     Credentials,
     Grant,
     Invalidation,

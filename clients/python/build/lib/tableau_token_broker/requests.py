@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable, List, Optional
 
-import requests as _requests
-from requests.auth import AuthBase
+try:
+    import requests as _requests
+    from requests.auth import AuthBase
+except ImportError as e:  # pragma: no cover
+    raise ImportError(f"tableau_token_broker.requests needs requests: pip install 'tableau-token-broker[requests]' ({e})") from e
 
 from . import _tableau
 from ._core import Seconds
 from .client import BrokerClient
-from .types import Credentials
+from .models import Credentials
 
 __all__ = ["BrokerAuth"]
 
