@@ -174,6 +174,7 @@ class BrokerClient:
             fut = self._inflight.get(key)
             action = _core.decide(entry, now, m, refreshing=fut is not None)
             if action != _core.FETCH:
+                assert entry is not None
                 if action == _core.HIT_AND_REFRESH:
                     self._start_refresh(key, entry, now)
                 return entry.credentials
@@ -182,6 +183,7 @@ class BrokerClient:
                 fut = self._inflight[key] = asyncio.get_running_loop().create_future()
                 # A task of its own: a cancelled leader does not cancel the callers sharing it.
                 self._spawn(self._run_fetch(key, fut, m, used=True))
+            assert fut is not None
             got = await asyncio.shield(fut)
             if leader or got.usable(self._clock(), m):
                 return got.credentials

@@ -52,11 +52,11 @@ class BrokerAuth(AuthBase):
 
     def __call__(self, r: _requests.PreparedRequest) -> _requests.PreparedRequest:
         r.headers[_tableau.TABLEAU_AUTH] = self.credentials().token
-        body = r.body
+        tell = getattr(r.body, "tell", None)
         position = None
-        if body is not None and hasattr(body, "seek"):
+        if callable(tell):
             try:
-                position = body.tell()
+                position = tell()
             except (OSError, ValueError):
                 position = None
         r.register_hook("response", lambda resp, **kw: self._on_response(resp, position, **kw))

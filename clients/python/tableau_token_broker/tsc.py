@@ -119,7 +119,7 @@ class BrokerSession:
                     raise ScopeError(code, summary, detail, url, self.scopes, method.upper())
             return retried
 
-        session.request = request  # type: ignore[method-assign]
+        session.request = request  # type: ignore[method-assign,assignment]
         return session
 
 

@@ -182,12 +182,14 @@ class BrokerClient:
                 fut = self._inflight.get(key)
                 action = _core.decide(entry, now, m, refreshing=fut is not None)
                 if action != _core.FETCH:
+                    assert entry is not None
                     if action == _core.HIT_AND_REFRESH:
                         self._start_refresh(key, entry, now)
                     return entry.credentials
                 leader = fut is None
                 if leader:
                     fut = self._inflight[key] = concurrent.futures.Future()
+            assert fut is not None
             if leader:
                 self._run_fetch(key, fut, m, used=True)
             got: Entry = fut.result()
@@ -290,10 +292,9 @@ class BrokerClient:
             entry = self._entries.get(key)
             if entry is not None and entry.credentials.token != refused_token and entry.usable(self._clock(), m):
                 return entry.credentials
-            fut = self._renewals.get(rkey)
-            leader = fut is None
-            if leader:
-                fut = self._renewals[rkey] = concurrent.futures.Future()
+            found = self._renewals.get(rkey)
+            leader = found is None
+            fut = self._renewals[rkey] = found or concurrent.futures.Future()
         if not leader:
             return fut.result()
         try:
