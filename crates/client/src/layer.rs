@@ -29,18 +29,18 @@ pub const X_TABLEAU_AUTH: &str = "x-tableau-auth";
 /// extensions are cloned along with it.
 ///
 /// ```no_run
-/// # async fn example(
-/// #     client: tableau_token_broker_client::Client,
-/// #     http: impl tower::Service<http::Request<String>, Response = http::Response<String>, Error = std::io::Error> + Clone + Send + 'static,
-/// # ) -> Result<(), tower::BoxError>
-/// # where
-/// # {
+/// # async fn example(client: tableau_token_broker_client::Client) -> Result<(), tower::BoxError> {
 /// use tableau_token_broker_client::{CredentialsRequest, TableauAuthLayer};
 /// use tower::{Layer, ServiceExt};
 ///
+/// // Any `Service<http::Request<B>>` with a `Clone` body: a program wraps its HTTP client here
+/// // (hyper-util's, or reqwest's through `reqwest::Request::try_from`).
+/// let transport = tower::service_fn(|_req: http::Request<String>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+/// });
 /// let req = CredentialsRequest::new("finance", "svc-renderer").scopes(["tableau:content:read"]);
 /// let creds = client.credentials(&req).await?;
-/// let tableau = TableauAuthLayer::new(client, req).layer(http);
+/// let tableau = TableauAuthLayer::new(client, req).layer(transport);
 /// let answer = tableau
 ///     .oneshot(http::Request::get(format!("{}/workbooks", creds.site_url())).body(String::new())?)
 ///     .await?;

@@ -58,7 +58,10 @@ async fn a_certificate_swapped_on_disk_is_used_by_the_next_connection() {
     assert_eq!(me.matched_entry, "spiffe://demo.local/ns/ops/*");
 
     // And back, by renaming new files over the old ones (as spiffe-helper does).
-    let (tmp_cert, tmp_key) = (cert.with_extension("new"), key.with_extension("new"));
+    let (tmp_cert, tmp_key) = (
+        cert.with_extension("crt.new"),
+        key.with_extension("key.new"),
+    );
     std::fs::copy(&pki().renderer.0, &tmp_cert).unwrap();
     std::fs::copy(&pki().renderer.1, &tmp_key).unwrap();
     std::fs::rename(&tmp_key, &key).unwrap();
