@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tableau_token_broker_client::{
-    CacheEvent, Clock, CredentialsRequest, ExposeSecret, ManualClock, MintJwtRequest,
+    CacheEvent, Clock, CredentialsRequest, Error, ExposeSecret, ManualClock, MintJwtRequest,
+    RetryPolicy,
 };
 
 use crate::support::{OPS_ID, PATIENCE, RENDERER_ID, SCOPE, System, USER, pki};
@@ -171,4 +172,39 @@ async fn a_broker_that_is_not_there_is_unavailable_after_the_retries() {
         .unwrap();
     let err = client.whoami().await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::Unavailable), "{err}");
+}
+
+#[tokio::test]
+async fn resource_exhausted_is_retried_after_the_brokers_retry_info() {
+    let sys = System::start().await;
+    let req = CredentialsRequest::new("finance", "svc-ops")
+        .scopes([SCOPE])
+        .force_refresh(true);
+
+    // Without retries the limit shows: RESOURCE_EXHAUSTED with the broker's reason and delay.
+    let strict = sys.ops().retry(RetryPolicy::none()).build().unwrap();
+    strict.credentials(&req).await.unwrap();
+    let err = strict.credentials(&req).await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::ResourceExhausted), "{err}");
+    assert!(err.reason().is_some(), "{err:?}");
+    let Error::Rpc { retry_after, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(retry_after.is_some(), "{err:?}");
+
+    // With the default policy the client waits for that delay and gets its token.
+    let patient = sys.ops().build().unwrap();
+    let limited = sys
+        .broker
+        .rpc_count_with("GetCredentials", "RESOURCE_EXHAUSTED")
+        .await;
+    patient.credentials(&req).await.unwrap();
+    patient.credentials(&req).await.unwrap();
+    assert!(
+        sys.broker
+            .rpc_count_with("GetCredentials", "RESOURCE_EXHAUSTED")
+            .await
+            > limited,
+        "the limit was met on the way"
+    );
 }

@@ -189,8 +189,11 @@ sites = ["finance"]
 users = ["{USER}"]
 scopes = ["{SCOPE}"]
 
+# The ops workloads may cause one sign-in, then one a second: the retry test meets the limit.
 [[callers]]
 identity = "spiffe://demo.local/ns/ops/*"
+sign_ins_per_second = 1
+sign_in_burst = 1
 
 [[callers.grants]]
 sites = ["finance"]
@@ -272,6 +275,12 @@ scopes = ["{SCOPE}"]
 
     /// The calls of one gRPC method the broker handled, whatever their status, from `/metrics`.
     pub(crate) async fn rpc_count(&self, method: &str) -> u64 {
+        self.rpc_count_with(method, "").await
+    }
+
+    /// The calls of one gRPC method that ended with `code` ("OK", "RESOURCE_EXHAUSTED"; "" for
+    /// any).
+    pub(crate) async fn rpc_count_with(&self, method: &str, code: &str) -> u64 {
         let text = reqwest::get(format!("http://{}/metrics", self.admin))
             .await
             .unwrap()
@@ -279,9 +288,12 @@ scopes = ["{SCOPE}"]
             .await
             .unwrap();
         let label = format!("method=\"{method}\"");
+        let code = format!("code=\"{code}\"");
         text.lines()
             .filter(|l| {
-                l.starts_with("tableau_token_broker_rpc_requests_total{") && l.contains(&label)
+                l.starts_with("tableau_token_broker_rpc_requests_total{")
+                    && l.contains(&label)
+                    && (code == "code=\"\"" || l.contains(&code))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
@@ -313,6 +325,15 @@ impl System {
         let (cert, key) = self.identity_files();
         std::fs::copy(&pki().renderer.0, &cert).unwrap();
         std::fs::copy(&pki().renderer.1, &key).unwrap();
+        self.broker.client_builder(&cert, &key)
+    }
+
+    /// A client with the ops workload's identity (rate-limited to one sign-in, then one a
+    /// second).
+    pub(crate) fn ops(&self) -> ClientBuilder {
+        let (cert, key) = self.identity_files();
+        std::fs::copy(&pki().ops.0, &cert).unwrap();
+        std::fs::copy(&pki().ops.1, &key).unwrap();
         self.broker.client_builder(&cert, &key)
     }
 
