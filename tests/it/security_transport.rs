@@ -183,13 +183,16 @@ async fn a_resumed_session_does_not_outlive_its_expired_certificate() {
         "control: a full handshake with an expired certificate must fail"
     );
     // The attack: offer the stored session.
+    let mut served = Vec::new();
     for (name, config) in [("TLS 1.3", tls13), ("TLS 1.2", tls12)] {
-        let got = credentials_with(w.addr(), config).await;
-        assert!(
-            got.is_err(),
-            "{name}: a resumed session served an expired certificate"
-        );
+        if credentials_with(w.addr(), config).await.is_ok() {
+            served.push(name);
+        }
     }
+    assert!(
+        served.is_empty(),
+        "a resumed session served an expired certificate over {served:?}"
+    );
     // A valid certificate still works.
     let renewed = w.pki.issue_client(Some(RENDERER), &[], "renderer").unwrap();
     credentials_with(w.addr(), w.tls(&renewed, PROTOCOL_VERSIONS))
