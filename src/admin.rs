@@ -15,9 +15,11 @@
 //! connection has [`ADMIN_HEADER_TIMEOUT`] to send its request headers (at most
 //! [`ADMIN_MAX_REQUEST_BYTES`] of them), serves one request, and is closed after
 //! [`ADMIN_CONNECTION_TIMEOUT`] whatever it does. At most [`MAX_ADMIN_CONNECTIONS`] are open: at
-//! the cap a new connection takes the place of the oldest one still waiting for its request
-//! (a probe sends its request at once, so the oldest waiting ones are idle or hostile), and is
-//! closed only when every open connection is already being answered.
+//! the cap a new connection takes the place of the oldest one that has waited more than
+//! [`ADMIN_EVICTABLE_AFTER`] for its request (a probe sends its request at once, so those are
+//! idle or hostile), and is closed at once when there is none. A connection, once accepted, is
+//! never closed for a newer one before it had time to send its request, so a flood of new
+//! connections cannot push a probe out.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -37,8 +39,10 @@ use crate::metrics::Metrics;
 use crate::transport::TlsReloader;
 
 /// Most admin connections open at once; at the cap a new one replaces the oldest connection
-/// still waiting for its request.
-pub const MAX_ADMIN_CONNECTIONS: usize = 256;
+/// that has waited more than [`ADMIN_EVICTABLE_AFTER`] for its request.
+pub const MAX_ADMIN_CONNECTIONS: usize = 512;
+/// How long a connection may wait for its request before a newer connection may replace it.
+pub const ADMIN_EVICTABLE_AFTER: Duration = Duration::from_secs(1);
 /// How long a client may take to send its request headers.
 pub const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an admin connection may stay open at all, slow reader of `/metrics` included.
@@ -191,7 +195,7 @@ struct AdminConns {
 #[derive(Default)]
 struct Waiting {
     next: u64,
-    tasks: BTreeMap<u64, AbortHandle>,
+    tasks: BTreeMap<u64, (AbortHandle, tokio::time::Instant)>,
 }
 
 impl AdminConns {
@@ -199,10 +203,19 @@ impl AdminConns {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Closes the oldest connection still waiting for its request; false when there is none.
+    /// Closes the oldest connection still waiting for its request if it has waited more than
+    /// [`ADMIN_EVICTABLE_AFTER`]; false when there is none.
     fn evict_oldest(&self) -> bool {
-        match self.waiting().tasks.pop_first() {
-            Some((_, task)) => {
+        let mut waiting = self.waiting();
+        let old_enough = waiting
+            .tasks
+            .first_key_value()
+            .is_some_and(|(_, (_, since))| since.elapsed() >= ADMIN_EVICTABLE_AFTER);
+        if !old_enough {
+            return false;
+        }
+        match waiting.tasks.pop_first() {
+            Some((_, (task, _))) => {
                 task.abort();
                 true
             }
@@ -236,7 +249,7 @@ async fn accept_loop(listener: TcpListener, state: AdminState, mut stopped: ones
             },
         };
         if conns.open.load(Ordering::Relaxed) >= MAX_ADMIN_CONNECTIONS && !conns.evict_oldest() {
-            tracing::debug!(peer = %peer, "admin: connection refused, every open connection is being answered");
+            tracing::debug!(peer = %peer, "admin: connection refused, the open connections are all new or being answered");
             continue;
         }
         conns.open.fetch_add(1, Ordering::Relaxed);
@@ -247,7 +260,9 @@ async fn accept_loop(listener: TcpListener, state: AdminState, mut stopped: ones
         let guard = OpenConn(Arc::clone(&conns), id);
         // Registered before the task can run: it unregisters itself under the same lock.
         let task = tokio::spawn(serve_admin_connection(tcp, peer, state, guard));
-        waiting.tasks.insert(id, task.abort_handle());
+        waiting
+            .tasks
+            .insert(id, (task.abort_handle(), tokio::time::Instant::now()));
         drop(waiting);
     }
 }

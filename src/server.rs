@@ -28,17 +28,18 @@ use crate::transport::{
 };
 
 /// File descriptors kept free of client connections: Tableau connections, configuration and
-/// TLS files on reload, logs.
+/// TLS files on reload, logs. The admin listener's cap is kept free on top of them.
 pub const RESERVED_FDS: u64 = 128;
 
 /// `max_connections` lowered, if need be, to what the process may open (after raising its soft
 /// file limit to the hard one, as the Go runtime does), so that the cap, not `accept` failing
 /// with "too many open files", is what turns clients away.
 fn connection_cap(configured: usize) -> usize {
-    let want = (configured as u64).saturating_add(RESERVED_FDS);
+    let reserved = RESERVED_FDS.saturating_add(crate::admin::MAX_ADMIN_CONNECTIONS as u64);
+    let want = (configured as u64).saturating_add(reserved);
     match rlimit::increase_nofile_limit(want) {
         Ok(limit) if limit < want => {
-            let cap = limit.saturating_sub(RESERVED_FDS).max(16);
+            let cap = limit.saturating_sub(reserved).max(16);
             let cap = usize::try_from(cap).unwrap_or(configured).min(configured);
             tracing::warn!(
                 configured,
