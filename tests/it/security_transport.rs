@@ -556,6 +556,53 @@ async fn a_half_written_configuration_is_not_applied() {
     assert!(format!("{:?}", config.policy.callers()).contains("tableau:tasks:delete"));
 }
 
+/// The same write met by a manual reload (SIGHUP) instead of the watcher: the head parses and
+/// widens OPS's grant. A configuration that widens a grant is read once more a debounce later;
+/// the file changed in between, so the reload is refused, and the finished file reloads after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_reload_of_a_file_still_being_written_is_refused_when_it_widens_a_grant() {
+    let w = world(|s| s.extra_toml("[reload]\ndebounce = \"300ms\"")).await;
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    let cut = text.find("deny_scopes").expect("OPS's deny_scopes");
+    let writer = {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&w.config_path)
+            .unwrap();
+        f.write_all(&text.as_bytes()[..cut]).unwrap();
+        f.sync_data().unwrap();
+        let rest = text.as_bytes()[cut..].to_vec();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            f.write_all(&rest).unwrap();
+            f.sync_data().unwrap();
+        })
+    };
+    let got = tokio::task::block_in_place(|| w.server.reload(&w.config_path));
+    writer.join().unwrap();
+    let e = got.expect_err("the half-written file widened OPS's grant");
+    assert!(
+        e.to_string().contains("changed while it was being read"),
+        "{e}"
+    );
+    let ops = w.pki.issue_client(Some(OPS), &[], "ops").unwrap();
+    let ch = connect_with_config(
+        &w.addr().to_string(),
+        w.tls(&ops, PROTOCOL_VERSIONS),
+        "localhost",
+    )
+    .await
+    .unwrap();
+    let denied = TokenBrokerClient::new(ch)
+        .get_credentials(req("finance", "svc-renderer", &["tableau:tasks:delete"]))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&denied), "SCOPE_DENIED");
+    tokio::task::block_in_place(|| w.server.reload(&w.config_path)).unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 14. A check interval that overflows kills the watch task
 // ---------------------------------------------------------------------------------------------
