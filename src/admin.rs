@@ -214,7 +214,10 @@ impl AdminConns {
         if !old_enough {
             return false;
         }
-        match waiting.tasks.pop_first() {
+        let oldest = waiting.tasks.pop_first();
+        // The task's guard takes this lock when it drops: never abort while holding it.
+        drop(waiting);
+        match oldest {
             Some((_, (task, _))) => {
                 task.abort();
                 true
