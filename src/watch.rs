@@ -264,7 +264,7 @@ async fn run(state: &mut WatchState, pause: Duration) {
         if let Some(w) = watch.as_mut() {
             w.sync(dirs_for(&reloader.watched_files()));
         }
-        let manual_reload = tokio::select! {
+        let mut manual_reload = tokio::select! {
             _ = &mut *stop => return,
             m = manual.recv() => match m {
                 Some(()) => true,
@@ -276,9 +276,14 @@ async fn run(state: &mut WatchState, pause: Duration) {
         if !manual_reload {
             // The kubelet writes several files, then swaps one symlink; an in-place write may
             // pause: wait until the content has been still for a whole debounce interval.
+            // Files that never stop changing must not hold up SIGHUP.
             tokio::select! {
                 _ = &mut *stop => return,
                 () = settle(reloader, settings.debounce) => {}
+                m = manual.recv() => match m {
+                    Some(()) => manual_reload = true,
+                    None => return,
+                },
             }
             while events.try_recv().is_ok() {}
         }
