@@ -44,6 +44,13 @@ pub enum ReloadError {
     /// Something built from the configuration failed (e.g. a Tableau CA bundle).
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The new configuration widens a caller's grants, and the configuration file changed
+    /// between being read and a debounce interval later: it may have been read half-written.
+    #[error(
+        "the configuration file changed while it was being read, and it would widen the grants of {}; it is reloaded once it stops changing. Replace the file atomically (write a temporary file, then rename it over the old one) instead of writing it in place",
+        .0.join(", ")
+    )]
+    Unsettled(Vec<String>),
     /// Settings changed that only a restart can apply.
     #[error(
         "restart required: {} cannot change while the broker runs; restart it to apply them (nothing was reloaded)",
@@ -235,6 +242,12 @@ impl Reloader {
         files
     }
 
+    /// A digest of every watched file's path and content: equal digests, unchanged files. The
+    /// watcher compares two of them a debounce apart to know that a write has settled.
+    pub fn digest(&self) -> [u8; 32] {
+        self.fingerprint().0
+    }
+
     /// A digest of every watched file's path and content, and the files it covers.
     fn fingerprint(&self) -> ([u8; 32], Vec<PathBuf>) {
         let files = self.watched_files();
@@ -325,6 +338,7 @@ impl Reloader {
 
     fn try_reload(&self) -> Result<ReloadReport, ReloadError> {
         lock(&self.seen).candidate_files.clear();
+        let read = file_digest(&self.config_path);
         let config = Config::load(&self.config_path)?;
         config.log_warnings();
         lock(&self.seen).candidate_files = config.watched_files();
@@ -342,7 +356,16 @@ impl Reloader {
         let tls_config = files.load()?;
         let (server_cert, client_ca) = cert_infos(&files);
         let mut report = diff(&running, &config);
+        let widened = widened_callers(&running, &config);
         let prepared = self.broker.prepare(config)?;
+        if !widened.is_empty() {
+            // A half-written file can parse and widen a grant (cut before its `deny_scopes`):
+            // one more look, a debounce later, that the file is still what was read.
+            std::thread::sleep(running.reload.debounce.min(MAX_WIDENING_RECHECK));
+            if file_digest(&self.config_path) != read {
+                return Err(ReloadError::Unsettled(widened));
+            }
+        }
         // Everything is checked: swap. Neither store can fail.
         let committed = self.broker.commit(prepared);
         self.tls
@@ -361,7 +384,7 @@ impl Reloader {
             self.stats
                 .server_cert_not_after_unix
                 .store(s.not_after_unix, Ordering::Relaxed);
-            if s.not_after_unix - now < warn_within {
+            if s.not_after_unix.saturating_sub(now) < warn_within {
                 tracing::warn!(target: "reload", serial = %s.serial, subject = %s.subject, not_after = %s.not_after_rfc3339(), "the server certificate ends in less than 7 days; renew it (the broker picks the new one up from disk)");
             }
         }
@@ -369,11 +392,47 @@ impl Reloader {
             self.stats
                 .client_ca_not_after_unix
                 .store(first.not_after_unix, Ordering::Relaxed);
-            if first.not_after_unix - now < warn_within {
+            if first.not_after_unix.saturating_sub(now) < warn_within {
                 tracing::warn!(target: "reload", serial = %first.serial, subject = %first.subject, not_after = %first.not_after_rfc3339(), "a client CA certificate ends in less than 7 days; add its successor to the bundle");
             }
         }
     }
+}
+
+/// The longest wait of the extra check of a configuration that widens grants.
+const MAX_WIDENING_RECHECK: Duration = Duration::from_secs(2);
+
+/// A digest of one file's content; `None` when it cannot be read.
+fn file_digest(path: &Path) -> Option<[u8; 32]> {
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path).ok()?);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, &bytes).as_ref());
+    Some(out)
+}
+
+/// The caller entries `new` may grant more than `running` does: entries that are new, and
+/// entries with a grant that is not, verbatim, one of their running grants. (Removing a grant or
+/// an entry only narrows.)
+fn widened_callers(running: &Config, new: &Config) -> Vec<String> {
+    let grants_of = |c: &Config, pattern: &str| -> Option<Vec<String>> {
+        c.policy
+            .callers()
+            .iter()
+            .find(|e| e.pattern.to_string() == pattern)
+            .map(|e| e.grants.iter().map(|g| format!("{g:?}")).collect())
+    };
+    new.policy
+        .callers()
+        .iter()
+        .filter_map(|e| {
+            let pattern = e.pattern.to_string();
+            let wider = match grants_of(running, &pattern) {
+                None => true,
+                Some(old) => e.grants.iter().any(|g| !old.contains(&format!("{g:?}"))),
+            };
+            wider.then_some(pattern)
+        })
+        .collect()
 }
 
 fn ca_list(ca: &[CertInfo]) -> String {
