@@ -521,6 +521,7 @@ fn restart_required(running: &Config, new: &Config) -> Vec<String> {
         sign_out_on_evict: _,
         replaced_session_grace: _,
         max_pending_sign_outs: _,
+        refresh_ahead: _,
     } = cache;
     if running.cache.max_entries != *max_entries {
         out.push(format!(

@@ -386,6 +386,17 @@ fn add_sources(
                 *n,
             );
         }
+        for (outcome, n) in [
+            ("started", si.refreshes_started),
+            ("failed", si.refreshes_failed),
+        ] {
+            s.counter(
+                "cache_refresh_ahead_total",
+                "Background sign-ins started by a hit within [cache] refresh_ahead of the token's usable end, and those that failed.",
+                &[("outcome", outcome)],
+                n,
+            );
+        }
         let a = b.audit().stats().snapshot();
         for (outcome, n) in [("written", a.written), ("failed", a.failed)] {
             s.counter(

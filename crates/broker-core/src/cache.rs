@@ -572,6 +572,13 @@ impl CredentialCache {
         dropped
     }
 
+    /// True when `c` is still the session cached under its key (nothing replaced or removed it).
+    pub fn is_current(&self, c: &Arc<Credentials>) -> bool {
+        self.entries
+            .get(&c.key)
+            .is_some_and(|e| Arc::ptr_eq(&e, c))
+    }
+
     /// Finds the entry holding a token without removing it.
     pub fn find_by_digest(&self, digest: &TokenDigest) -> Option<Arc<Credentials>> {
         let c = lock(&self.by_digest).get(digest)?.upgrade()?;

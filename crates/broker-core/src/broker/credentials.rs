@@ -46,6 +46,7 @@ impl Broker {
         if lookup.min_remaining < usable
             && let Some(credentials) = self.cache.hit(key, lookup, &site.server_url)
         {
+            self.refresh_ahead(snapshot, caller, request_id, req, &allowed, &site, &credentials);
             return Ok(IssuedCredentials {
                 credentials,
                 from_cache: true,
@@ -210,4 +211,68 @@ pub(super) fn cache_lookup<'a>(
         force_refresh: req.force_refresh,
     };
     (key, lookup)
+}
+
+impl Broker {
+    /// On a hit within `[cache] refresh_ahead` of the token's usable end, starts one background
+    /// sign-in for its key (none when one is already running, or the entry was replaced), and
+    /// keeps serving the current token until the new one is stored: callers on a hot key never
+    /// wait for a sign-in at expiry. The sign-in goes through the same path as a miss, so it is
+    /// charged to the caller entry whose call started it, waits for the site's slots and is
+    /// audited; a refusal by the limits only means the token is not refreshed early.
+    #[allow(clippy::too_many_arguments)]
+    fn refresh_ahead(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        caller: &CallerContext,
+        request_id: uuid::Uuid,
+        req: &CredentialsRequest,
+        allowed: &Authorization,
+        site: &Arc<SiteConfig>,
+        credentials: &Arc<Credentials>,
+    ) {
+        let usable = usable_life(&snapshot.config, site);
+        let window = snapshot.config.cache.refresh_ahead_for(usable);
+        let now = self.clock.now();
+        if window.is_zero() || credentials.expires_at > now + window {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let key = credentials.key.clone();
+        if !lock_set(&self.refreshing).insert(key.clone()) {
+            return;
+        }
+        self.stats.refreshes_started.fetch_add(1, Ordering::Relaxed);
+        let (snapshot, caller, allowed, site) = (
+            Arc::clone(snapshot),
+            caller.clone(),
+            allowed.clone(),
+            Arc::clone(site),
+        );
+        let old = Arc::clone(credentials);
+        let req = CredentialsRequest {
+            force_refresh: true,
+            min_remaining: Duration::ZERO,
+            ..req.clone()
+        };
+        tokio::spawn(async move {
+            if me.cache.is_current(&old) {
+                let done = me
+                    .sign_in_path(&snapshot, &caller, request_id, &req, allowed, site)
+                    .await;
+                if done.is_err() {
+                    me.stats.refreshes_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            lock_set(&me.refreshing).remove(&key);
+        });
+    }
+}
+
+pub(super) fn lock_set(
+    m: &std::sync::Mutex<std::collections::HashSet<CacheKey>>,
+) -> std::sync::MutexGuard<'_, std::collections::HashSet<CacheKey>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

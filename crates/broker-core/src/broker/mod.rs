@@ -168,6 +168,10 @@ pub struct Broker {
     shared: Option<SharedCache>,
     /// Sign-ins that succeeded only with the standby secret after Tableau refused the active one.
     secret_fallbacks: Arc<AtomicU64>,
+    /// Keys with a refresh-ahead sign-in running: at most one per key.
+    refreshing: std::sync::Mutex<std::collections::HashSet<CacheKey>>,
+    /// This broker, for the background tasks a call starts (refresh-ahead).
+    me: std::sync::Weak<Broker>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -226,7 +230,7 @@ impl Broker {
             Some((s, rx)) => (Some(s), Some(rx)),
             None => (None, None),
         };
-        let broker = Arc::new(Broker {
+        let broker = Arc::new_cyclic(|me| Broker {
             snapshot: ArcSwap::from_pointee(snapshot),
             cache,
             sign_outs: Arc::clone(&sign_outs),
@@ -239,6 +243,8 @@ impl Broker {
             reload_lock: std::sync::Mutex::new(()),
             shared,
             secret_fallbacks: Arc::new(AtomicU64::new(0)),
+            refreshing: std::sync::Mutex::default(),
+            me: me.clone(),
         });
         broker
             .audit

@@ -37,6 +37,8 @@ pub const DEFAULT_JWT_TTL: Duration = Duration::from_secs(5 * 60);
 pub const MAX_JWT_TTL: Duration = Duration::from_secs(10 * 60);
 /// Default bound on cached sessions.
 pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 10_000;
+/// Longest `[cache] refresh_ahead` accepted: a day is longer than any Tableau session.
+pub const MAX_REFRESH_AHEAD: Duration = Duration::from_secs(24 * 3600);
 /// Default time before Tableau's session end at which the broker stops handing a token out.
 pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::from_secs(5 * 60);
 pub use crate::tableau::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
@@ -254,6 +256,22 @@ pub struct CacheConfig {
     pub max_pending_sign_outs: usize,
     /// `[cache.shared]`: Redis shared by every replica; `None` keeps each replica's cache its own.
     pub shared: Option<crate::shared_cache::SharedCacheConfig>,
+    /// How long before a token's usable end a hit starts one background sign-in for its key,
+    /// so callers on a hot key never wait for a sign-in at expiry. `None`: a tenth of the site's
+    /// usable life ([`CacheConfig::refresh_ahead_for`]); zero: off.
+    pub refresh_ahead: Option<Duration>,
+}
+
+impl CacheConfig {
+    /// The refresh-ahead window for a site whose tokens are handed out for `usable`: the
+    /// configured one (never more than half the usable life, so a refreshed token is not
+    /// refreshed again at once), or a tenth of it.
+    pub fn refresh_ahead_for(&self, usable: Duration) -> Duration {
+        match self.refresh_ahead {
+            Some(d) => d.min(usable / 2),
+            None => usable / 10,
+        }
+    }
 }
 
 /// HTTP client settings towards Tableau.
@@ -813,6 +831,20 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
             DEFAULT_MAX_PENDING_SIGN_OUTS,
             "a sign-out must be able to wait for its grace period",
         ),
+        refresh_ahead: raw.cache.refresh_ahead.as_deref().map(|v| {
+            let d = iss.duration("cache.refresh_ahead", Some(v), Duration::ZERO);
+            if d > MAX_REFRESH_AHEAD {
+                iss.add(
+                    "cache.refresh_ahead",
+                    format!(
+                        "{} is more than the longest refresh-ahead window ({}); a token is refreshed at most half its usable life early",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_REFRESH_AHEAD)
+                    ),
+                );
+            }
+            d.min(MAX_REFRESH_AHEAD)
+        }),
         shared: raw
             .cache
             .shared
