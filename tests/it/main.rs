@@ -13,6 +13,7 @@ mod observability;
 #[cfg(unix)]
 mod rotation;
 mod security;
+mod security_core;
 mod security_limits;
 mod shared_cache;
 mod support;

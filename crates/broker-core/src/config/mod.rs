@@ -2,6 +2,7 @@
 //! field and collects every problem with its place in the file ([`build`]), and the validated
 //! [`Config`] the service runs on. A config that fails validation is never half-applied.
 
+pub mod bounds;
 pub mod raw;
 mod shared_cache;
 
