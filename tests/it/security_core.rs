@@ -176,7 +176,10 @@ async fn a_sign_in_landing_after_its_site_moved_is_discarded_and_signed_out() {
     b.reload(Config::from_toml(&moved, &dir.path().join("broker.toml")).unwrap())
         .unwrap();
     let (_, content_url) = call.await.unwrap();
-    assert_eq!(content_url, "finance-b", "the old site's session was handed out");
+    assert_eq!(
+        content_url, "finance-b",
+        "the old site's session was handed out"
+    );
     eventually(LIMIT, "the discarded session is signed out", || async {
         d.stats().live_sessions == 1
     })
@@ -208,7 +211,10 @@ async fn a_re_pointed_site_is_not_served_the_old_sites_session_from_redis() {
     assert_ne!(moved, old, "the old site's session came from Redis");
     assert_eq!(content_url, "finance-b");
     let (other_app, _) = session(&rs[2], &user(0), false).await;
-    assert_ne!(other_app, old, "the old connected app's session came from Redis");
+    assert_ne!(
+        other_app, old,
+        "the old connected app's session came from Redis"
+    );
     assert_eq!(d.stats().signins_ok, 3);
 }
 
@@ -255,7 +261,10 @@ async fn an_envelope_written_back_after_invalidation_is_not_served() {
     let entries = redis.keys("ttb:*:entry");
     assert_eq!(entries.len(), 1, "{entries:?}");
     // The attacker, who can write to Redis, keeps a copy of the entry.
-    assert_eq!(redis.cli(&["COPY", &entries[0], "attacker:saved"]).trim(), "1");
+    assert_eq!(
+        redis.cli(&["COPY", &entries[0], "attacker:saved"]).trim(),
+        "1"
+    );
     let out = rs[0]
         .invalidate(&caller(), &SecretString::from(token.clone()))
         .await
@@ -287,7 +296,13 @@ async fn a_replayed_invalidation_message_is_ignored() {
     let mut ps = client.get_async_pubsub().await.unwrap();
     ps.subscribe(CHANNEL_INVALIDATE).await.unwrap();
     let mut captured = ps.into_on_message();
-    let received = || rs[1].shared_cache().unwrap().snapshot().invalidations_received;
+    let received = || {
+        rs[1]
+            .shared_cache()
+            .unwrap()
+            .snapshot()
+            .invalidations_received
+    };
 
     let (t1, _) = session(&rs[0], &user(0), false).await;
     rs[0]
@@ -295,7 +310,10 @@ async fn a_replayed_invalidation_message_is_ignored() {
         .await
         .unwrap();
     let payload: Vec<u8> = captured.next().await.unwrap().get_payload_bytes().to_vec();
-    eventually(LIMIT, "the first message arrives", || async { received() == 1 }).await;
+    eventually(LIMIT, "the first message arrives", || async {
+        received() == 1
+    })
+    .await;
 
     // The attacker replays the captured message, then a real one follows.
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -351,7 +369,11 @@ async fn callers(limits: &[&str], victim: &[&str]) -> Callers {
 
 impl Callers {
     async fn client(&self, spiffe: &str) -> TokenBrokerClient<Channel> {
-        let pair = self.system.pki.issue_client(Some(spiffe), &[], "t").unwrap();
+        let pair = self
+            .system
+            .pki
+            .issue_client(Some(spiffe), &[], "t")
+            .unwrap();
         let ch = local::connect(&self.system.pki, self.system.server.local_addr(), &pair)
             .await
             .unwrap();

@@ -119,7 +119,11 @@ scopes = ["tableau:content:read"]
     /// Every duration key at once, huge or at the parser's limit: refused, each named, no panic.
     #[test]
     fn huge_values_in_every_duration_are_refused_without_panicking() {
-        for huge in ["400000000000years", "584942417355years", "18446744073709551615s"] {
+        for huge in [
+            "400000000000years",
+            "584942417355years",
+            "18446744073709551615s",
+        ] {
             let d = |k: &str| format!("{k} = \"{huge}\"\n");
             let text = format!(
                 "version = 1\ndevelopment = true\n[server]\nlisten = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n{}{}{}{}{}\n[cache]\n{}{}\n[limits]\n{}\n[tableau]\n{}{}\n[reload]\n{}{}\n{}",
@@ -138,7 +142,11 @@ scopes = ["tableau:content:read"]
                 BASE.replace("version = 1\ndevelopment = true\n", "")
                     .replace(
                         "content_url = \"finance\"",
-                        &format!("content_url = \"finance\"\n{}{}", d("session_ttl"), d("jwt_ttl"))
+                        &format!(
+                            "content_url = \"finance\"\n{}{}",
+                            d("session_ttl"),
+                            d("jwt_ttl")
+                        )
                     )
                     .replace(
                         "scopes = [\"tableau:content:read\"]",
@@ -176,7 +184,10 @@ scopes = ["tableau:content:read"]
         ] {
             assert!(max_duration(at) >= default, "{at}");
         }
-        assert_eq!(max_duration("sites.x.session_ttl"), max_duration("session_ttl"));
+        assert_eq!(
+            max_duration("sites.x.session_ttl"),
+            max_duration("session_ttl")
+        );
         assert_eq!(max_duration("unknown"), MAX_ANY_DURATION);
     }
 }
