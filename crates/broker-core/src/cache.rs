@@ -830,7 +830,9 @@ mod tests {
         assert!(Arc::ptr_eq(&a.site_luid, &b.site_luid));
         assert!(Arc::ptr_eq(&a.site_content_url, &b.site_content_url));
         assert!(Arc::ptr_eq(&a.server_url, &b.server_url));
-        assert_eq!(cache.interned(), 5);
+        assert!(Arc::ptr_eq(&a.content_url, &b.content_url));
+        assert!(Arc::ptr_eq(&a.client_id, &b.client_id));
+        assert_eq!(cache.interned(), 7);
     }
 
     #[test]
@@ -946,9 +948,10 @@ mod tests {
     fn an_entry_stays_small() {
         // A regression guard on the per-entry footprint (the benchmark measures the whole).
         // 184 since issue 12: each session carries the (interned) server URL that issued it, so
-        // it is never handed out next to another server's URL.
+        // it is never handed out next to another server's URL. 216 since issue 24: the content
+        // URL and client ID that issued it too (interned, so 2 × 16 bytes per entry).
         assert!(
-            std::mem::size_of::<Credentials>() <= 184,
+            std::mem::size_of::<Credentials>() <= 216,
             "{}",
             std::mem::size_of::<Credentials>()
         );
