@@ -72,12 +72,13 @@ impl Broker {
         allowed: Authorization,
         site: Arc<SiteConfig>,
     ) -> Result<IssuedCredentials, BrokerError> {
+        let mut used = Arc::clone(snapshot);
         let mut issued = self
-            .sign_in_path(snapshot, caller, request_id, req, allowed, site)
+            .sign_in_path(&used, caller, request_id, req, allowed, site)
             .await?;
-        for _ in 0..2 {
+        for attempt in 0..3 {
             let current = self.snapshot.load_full();
-            if Arc::ptr_eq(&current, snapshot)
+            if Arc::ptr_eq(&current, &used)
                 || current
                     .config
                     .site(&issued.site.name)
@@ -87,14 +88,15 @@ impl Broker {
             }
             tracing::info!(site = %issued.site.name, token_fp = %issued.credentials.digest.fingerprint(), "a sign-in landed for a site that has since moved; discarding it");
             self.discard(&issued.credentials);
+            if attempt == 2 {
+                break;
+            }
             let (allowed, site) =
                 self.authorize(&current.config, caller, &req.site, &req.user, &req.scopes)?;
+            used = current;
             issued = self
-                .sign_in_path(&current, caller, request_id, req, allowed, site)
+                .sign_in_path(&used, caller, request_id, req, allowed, site)
                 .await?;
-            if Arc::ptr_eq(&current, &self.snapshot.load_full()) {
-                return Ok(issued);
-            }
         }
         Err(BrokerError::Unavailable {
             site: req.site.clone(),
