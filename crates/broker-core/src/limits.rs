@@ -113,13 +113,16 @@ struct Remembered {
 
 type FastHash = foldhash::fast::RandomState;
 
+/// Semaphores by name (a site, or a site and a caller entry), each with the size it was made for.
+type Semaphores<K> = Mutex<HashMap<K, (usize, Arc<Semaphore>), FastHash>>;
+
 /// The sign-in limits of one broker. State (buckets, site slots, remembered failures) outlives
 /// configuration reloads; the numbers come from the configuration in force at each check.
 pub struct SignInLimits {
     buckets: Mutex<HashMap<String, Bucket, FastHash>>,
-    sites: Mutex<HashMap<String, (usize, Arc<Semaphore>), FastHash>>,
+    sites: Semaphores<String>,
     /// Per (site, caller entry): the entry's share of the site's cap.
-    shares: Mutex<HashMap<(String, String), (usize, Arc<Semaphore>), FastHash>>,
+    shares: Semaphores<(String, String)>,
     /// Keys whose next sign-in is charged to another entry than the caller's (an invalidation).
     charges: moka::sync::Cache<CacheKey, (String, SystemTime), FastHash>,
     negative: moka::sync::Cache<CacheKey, Remembered, FastHash>,
