@@ -15,6 +15,7 @@ mod rotation;
 mod security;
 mod security_core;
 mod security_limits;
+mod security_transport;
 mod shared_cache;
 mod support;
 mod tableau_client;
