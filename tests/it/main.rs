@@ -13,6 +13,7 @@ mod observability;
 #[cfg(unix)]
 mod rotation;
 mod security;
+mod security_core;
 mod security_limits;
 mod security_transport;
 mod shared_cache;

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::audit::record::{AuditRecord, CallerRecord, Event, Outcome, Scopes, rfc3339};
 use crate::audit::{AuditMode, AuditSink, CallerContext, Fingerprinter};
-use crate::cache::{CacheKey, CredentialCache, Credentials, KeyRef, Lookup, OnDeparture};
+use crate::cache::{CacheKey, CredentialCache, Credentials, Issuer, KeyRef, Lookup, OnDeparture};
 use crate::clock::SharedClock;
 use crate::config::{Config, MAX_JWT_TTL, SiteConfig};
 use crate::error::BrokerError;
@@ -182,6 +182,15 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+/// What a session of `site` must be bound to, as configured now.
+pub(super) fn issuer(site: &SiteConfig) -> Issuer<'_> {
+    Issuer {
+        server_url: &site.server_url,
+        content_url: &site.content_url,
+        client_id: &site.app.client_id,
+    }
+}
+
 fn target(site: &SiteConfig) -> SignInTarget {
     SignInTarget {
         server_url: site.server_url.clone(),
@@ -216,16 +225,24 @@ impl Broker {
             c.replaced_session_grace,
             c.max_pending_sign_outs,
         );
-        // With a shared cache, a session leaving this replica's cache (by size or expiry) may
-        // still be served by the other replicas, so it is not signed out; InvalidateCredentials
-        // still signs out.
         // Wired whatever `sign_out_on_evict` says now: whether a session is signed out is read
         // from the configuration in force when its time comes, so the setting reloads.
-        let departed = shared.is_none().then(|| {
-            let queue = Arc::clone(&sign_outs);
-            Arc::new(move |c, why| queue.schedule(c, why)) as OnDeparture
+        // With a shared cache (issue 24, point 7), a session evicted from this replica's cache to
+        // make room may still be served by the other replicas from Redis, so it is not signed
+        // out; an expired one, one replaced here or in Redis, and one dropped with its site are,
+        // after the grace period, by the one replica that claims it (see `sign_out_claimed`).
+        let queue = Arc::clone(&sign_outs);
+        let with_redis = shared.is_some();
+        let departed: OnDeparture = Arc::new(move |c, why| {
+            if !(with_redis && why == crate::cache::Departure::Evicted) {
+                queue.schedule(c, why);
+            }
         });
-        let cache = CredentialCache::new(c.max_entries, clock.clone(), departed);
+        if let Some((s, _)) = &shared {
+            let queue = Arc::clone(&sign_outs);
+            s.on_replaced(Arc::new(move |c, why| queue.schedule(c, why)));
+        }
+        let cache = CredentialCache::new(c.max_entries, clock.clone(), Some(departed));
         let (shared, remote_evictions) = match shared {
             Some((s, rx)) => (Some(s), Some(rx)),
             None => (None, None),
@@ -254,7 +271,7 @@ impl Broker {
             let b = weak.upgrade()?;
             Some(async move {
                 // Read when the sign-out is due, so `sign_out_on_evict` reloads.
-                b.config().cache.sign_out_on_evict && b.sign_out(&c).await
+                b.config().cache.sign_out_on_evict && b.sign_out_claimed(&c).await
             })
         }));
         if let Some(rx) = remote_evictions {

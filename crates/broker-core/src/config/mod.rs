@@ -2,6 +2,8 @@
 //! field and collects every problem with its place in the file ([`build`]), and the validated
 //! [`Config`] the service runs on. A config that fails validation is never half-applied.
 
+pub mod bounds;
+mod key_files;
 pub mod raw;
 mod shared_cache;
 
@@ -601,7 +603,10 @@ impl Issues {
             None => default,
             Some(s) => {
                 match humantime::parse_duration(s.trim()) {
-                    Ok(d) => d,
+                    Ok(d) => bounds::check(at, d).unwrap_or_else(|m| {
+                        self.add(at, m);
+                        default
+                    }),
                     Err(e) => {
                         self.add(at, format!("{s:?} is not a duration ({e}); write e.g. \"5m\", \"240m\", \"30s\""));
                         default
@@ -645,7 +650,7 @@ impl Issues {
     ) -> SignInRate {
         let per_second = match per_second {
             None => default.per_second,
-            Some(r) if r.is_finite() && r > 0.0 && r <= 1e6 => r,
+            Some(r) if r.is_finite() && r > 0.0 && r <= bounds::MAX_SIGN_INS_PER_SECOND => r,
             Some(r) => {
                 self.add(
                     format!("{at}.sign_ins_per_second"),
@@ -656,7 +661,9 @@ impl Issues {
         };
         let burst = match burst {
             None => default.burst,
-            Some(b) if (1..=1_000_000).contains(&b) => u32::try_from(b).unwrap_or(u32::MAX),
+            Some(b) if (1..=bounds::MAX_SIGN_IN_BURST).contains(&b) => {
+                u32::try_from(b).unwrap_or(u32::MAX)
+            }
             Some(b) => {
                 self.add(
                     format!("{at}.sign_in_burst"),
@@ -765,6 +772,9 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         let cert = path("cert", s.cert);
         let key = path("key", s.key);
         let client_ca = path("client_ca", s.client_ca);
+        if !key.as_os_str().is_empty() {
+            key_files::check(&mut iss, "server.key", &key);
+        }
         let identity_sources = match s.identity_sources {
             None => IdentitySources::default(),
             Some(names) => {
@@ -1079,6 +1089,7 @@ fn build_audit(
     };
     let hmac_key_file = a.hmac_key_file.map(|p| resolve(&p));
     if let Some(p) = &hmac_key_file {
+        key_files::check(iss, "audit.hmac_key_file", p);
         if let Err(e) = crate::audit::Fingerprinter::from_key_file(p) {
             iss.add("audit.hmac_key_file", e.to_string());
         }
