@@ -111,6 +111,8 @@ impl Outcome {
             | BrokerError::Denied(_)
             | BrokerError::UnknownSite { .. }
             | BrokerError::NotYourToken
+            | BrokerError::NotAnAdmin { .. }
+            | BrokerError::RoleNotGranted { .. }
             // The broker's own limits refused it (protecting Tableau), like a policy would.
             | BrokerError::SignInRateLimited { .. }
             | BrokerError::SiteSignInsBusy { .. } => Outcome::Denied,

@@ -30,6 +30,7 @@
 //! the key from its L1. A forced refresh overwrites the entry and sends the same message, so the
 //! other replicas read the new session.
 
+pub mod admin;
 pub mod breaker;
 pub mod crypto;
 
@@ -225,6 +226,8 @@ struct Inner {
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     evict: mpsc::UnboundedSender<CacheKey>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Revocation orders and answers (issue 27, [`admin`]).
+    admin: admin::AdminChannels,
 }
 
 impl Drop for Inner {
@@ -389,6 +392,7 @@ impl SharedCache {
             waiters: Mutex::new(HashMap::new()),
             evict,
             tasks: Mutex::new(Vec::new()),
+            admin: admin::AdminChannels::default(),
         });
         let weak = Arc::downgrade(&inner);
         let connect = tokio::spawn(connect_loop(weak.clone(), client.clone()));
@@ -730,12 +734,14 @@ impl Inner {
             .run("get", |mut c| async move { p.query_async(&mut c).await })
             .await?;
         let good_until = self.clock.now() + min_remaining;
-        Ok(names
+        let found = names
             .entries
             .iter()
             .zip(values)
             .filter_map(|(n, v)| self.decode(n, &v?, Some(key)))
-            .find(|c| c.expires_at > good_until))
+            .find(|c| c.expires_at > good_until);
+        // A revoked session is never served again, even from a copy written back (issue 27).
+        self.unless_tombstoned(found).await
     }
 
     /// Opens an entry. With `expected`, the entry must be for that key (and then carries the
@@ -1013,8 +1019,13 @@ async fn subscribe_loop(inner: Weak<Inner>, client: redis::Client) {
         }
         let subscribed = tokio::time::timeout(Duration::from_secs(2), async {
             let mut ps = client.get_async_pubsub().await?;
-            ps.subscribe(&[CHANNEL_PUBLISHED, CHANNEL_INVALIDATE])
-                .await?;
+            ps.subscribe(&[
+                CHANNEL_PUBLISHED,
+                CHANNEL_INVALIDATE,
+                admin::CHANNEL_REVOKE,
+                admin::CHANNEL_REVOKE_ACK,
+            ])
+            .await?;
             RedisResult::Ok(ps)
         })
         .await;
@@ -1024,6 +1035,7 @@ async fn subscribe_loop(inner: Weak<Inner>, client: redis::Client) {
             while let Some(msg) = messages.next().await {
                 let Some(i) = inner.upgrade() else { return };
                 i.on_message(msg.get_channel_name(), msg.get_payload_bytes());
+                i.on_admin_message(msg.get_channel_name(), msg.get_payload_bytes());
             }
             tracing::debug!("Redis subscription ended; resubscribing");
         }
