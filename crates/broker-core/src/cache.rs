@@ -293,9 +293,6 @@ where
     }
 }
 
-/// The next [`CredentialCache::id`].
-static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(0);
-
 /// Bounded, coalescing credentials cache.
 pub struct CredentialCache {
     entries: moka::sync::Cache<CacheKey, Arc<Credentials>, FastHash>,
@@ -307,11 +304,6 @@ pub struct CredentialCache {
     scope_sets: Interner<[Scope]>,
     clock: SharedClock,
     stats: Arc<CacheStats>,
-    /// Counts every change to the entries (insert, removal, eviction): a copy of an entry taken
-    /// at one value may be reused while the value has not moved (see [`Self::version`]).
-    version: Arc<AtomicU64>,
-    /// Unique in the process, so a copy of an entry is never taken for another cache's.
-    id: u64,
     /// Where sessions that leave the cache go for sign-out; also used for sessions dropped
     /// because their site moved.
     departed: Option<OnDeparture>,
@@ -374,8 +366,6 @@ impl CredentialCache {
         let index = Arc::clone(&by_digest);
         let stats = Arc::new(CacheStats::default());
         let counted = Arc::clone(&stats);
-        let version = Arc::new(AtomicU64::new(0));
-        let changed = Arc::clone(&version);
         let departed_for_drops = departed.clone();
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_entries)
@@ -383,7 +373,6 @@ impl CredentialCache {
                 clock: clock.clone(),
             })
             .eviction_listener(move |_k, v: Arc<Credentials>, cause| {
-                changed.fetch_add(1, Ordering::Release);
                 counted.evicted(cause);
                 {
                     let mut index = lock(&index);
@@ -415,8 +404,6 @@ impl CredentialCache {
             scope_sets: Interner::new(),
             clock,
             stats,
-            version,
-            id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
             departed: departed_for_drops,
         }
     }
@@ -514,7 +501,6 @@ impl CredentialCache {
                     let span = tracing::info_span!("cache.sign_in", site = %owned.site);
                     let entries = self.entries.clone();
                     let by_digest = Arc::clone(&self.by_digest);
-                    let version = Arc::clone(&self.version);
                     let strings = Arc::clone(&self.strings);
                     let guard = InflightGuard {
                         map: Arc::clone(&self.inflight),
@@ -531,7 +517,6 @@ impl CredentialCache {
                             if let Ok(c) = &result {
                                 lock(&by_digest).insert(c.digest, Arc::downgrade(c));
                                 entries.insert(guard.key.clone(), Arc::clone(c));
-                                version.fetch_add(1, Ordering::Release);
                             }
                             drop(guard);
                             result
@@ -556,40 +541,12 @@ impl CredentialCache {
     /// Finds the entry holding a token (by its digest) and removes it.
     pub fn remove_by_digest(&self, digest: &TokenDigest) -> Option<Arc<Credentials>> {
         let found = self.find_by_digest(digest)?;
-        let removed = self.entries.remove(&found.key);
-        self.changed();
-        removed
+        self.entries.remove(&found.key)
     }
 
     /// Removes a key's entry: another replica invalidated or replaced it (shared cache).
     pub fn remove(&self, key: KeyRef<'_>) -> Option<Arc<Credentials>> {
-        let removed = self.entries.remove(&key);
-        self.changed();
-        removed
-    }
-
-    /// Moves [`Self::version`] on: after a change to the entries, never before it, so that a
-    /// copy taken before the change carries an older version.
-    fn changed(&self) {
-        self.version.fetch_add(1, Ordering::Release);
-    }
-
-    /// A number that moves whenever an entry is inserted, replaced, removed or evicted. An entry
-    /// looked up after reading version `v` may be handed out again, without a lookup, for as long
-    /// as the version is still `v` (and the entry is still fresh): then it is still the entry the
-    /// cache holds for its key.
-    pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
-    }
-
-    /// This cache among the process's caches (tests and benchmarks run several).
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Counts a hit answered from a copy of an entry (see [`Self::version`]).
-    pub fn count_hit(&self) {
-        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        self.entries.remove(&key)
     }
 
     /// Drops every cached session of `site` (its server, content URL or connected app changed,
@@ -607,7 +564,6 @@ impl CredentialCache {
             // An explicit removal skips the listener's sign-out hand-off; do it here instead.
             if let Some(c) = self.entries.remove(&*key) {
                 dropped += 1;
-                self.changed();
                 if let Some(departed) = &self.departed {
                     departed(c, Departure::Replaced);
                 }

@@ -265,23 +265,6 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// The start of an RPC record's line, up to and including its `request_id`: what
-/// [`AuditRecord::to_line`] writes first for a record with that time and ID. Another record's
-/// remainder can follow it when everything after the
-/// ID is the same (a repeated cache hit).
-pub fn rpc_line_head(time: SystemTime, request_id: uuid::Uuid) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut v = Vec::with_capacity(LINE_CAPACITY);
-    // Neither an RFC 3339 time nor a hyphenated UUID holds a character JSON escapes.
-    let _ = write!(
-        v,
-        "{{\"schema_version\":{SCHEMA_VERSION},\"time\":\"{}\",\"request_id\":\"{}\",",
-        humantime::format_rfc3339_millis(time),
-        request_id.hyphenated()
-    );
-    v
-}
-
 impl<'a> AuditRecord<'a> {
     /// A record with every optional field empty.
     pub fn new(event: Event, time: SystemTime, outcome: Outcome, generation: u64) -> Self {

@@ -1,0 +1,84 @@
+//! MintJwt: a JWT for callers that sign in themselves or embed views, under the same policy.
+
+use super::*;
+
+impl Broker {
+    /// A JWT for callers that sign in themselves or embed views; same policy as credentials.
+    /// Audited like credentials: in fail-closed mode the JWT is returned only once its record is
+    /// written.
+    #[tracing::instrument(skip_all, fields(caller = %echo(&caller.id), source = caller.source.cert_field(), site = %echo(site), user = %echo(user)))]
+    pub async fn mint_jwt(
+        &self,
+        caller: &CallerContext,
+        site: &str,
+        user: &str,
+        scopes: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<MintedJwt, BrokerError> {
+        let request_id = uuid::Uuid::new_v4();
+        let snapshot = self.snapshot.load_full();
+        let result = self.mint_jwt_inner(&snapshot.config, caller, site, user, scopes, ttl);
+        if !self.audit.is_enabled() {
+            return result.map(|(m, _)| m);
+        }
+        let entry = entry_of(&snapshot.config, caller);
+        let mut r = self.rpc_record(
+            "MintJwt",
+            &snapshot,
+            caller,
+            entry.as_deref(),
+            request_id,
+            self.clock.now(),
+        );
+        r.site = Some(site);
+        r.user = Some(user);
+        r.scopes_requested = Some(Scopes::Raw(scopes));
+        tracing::debug!(outcome = %result.as_ref().map_or_else(BrokerError::reason, |_| "OK".into()), %request_id, "decision");
+        let r = match &result {
+            Ok((m, granted)) => {
+                r.scopes_granted = Some(Scopes::Parsed(granted));
+                r.jti = Some(m.jti.hyphenated().to_string());
+                r.expires_at = Some(rfc3339(m.expires_at));
+                r
+            }
+            Err(e) => r.error(e),
+        };
+        let line = r.to_line();
+        drop(r);
+        self.finish(line, result).await.map(|(m, _)| m)
+    }
+
+    pub(super) fn mint_jwt_inner(
+        &self,
+        config: &Config,
+        caller: &CallerContext,
+        site: &str,
+        user: &str,
+        scopes: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<(MintedJwt, Vec<Scope>), BrokerError> {
+        let (allowed, site_cfg) = self.authorize(config, caller, site, user, scopes)?;
+        let limit = allowed
+            .max_jwt_ttl
+            .map_or(site_cfg.jwt_ttl, |g| g.min(site_cfg.jwt_ttl))
+            .min(MAX_JWT_TTL);
+        let ttl = ttl.unwrap_or(limit);
+        if ttl < MIN_MINT_TTL || ttl > limit {
+            return Err(BrokerError::InvalidArgument {
+                field: "ttl",
+                message: format!(
+                    "{} is outside [{}, {}]: at least {} (a shorter JWT can expire on its way to Tableau), at most the limit of your grant and site {}",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(MIN_MINT_TTL),
+                    humantime::format_duration(limit),
+                    humantime::format_duration(MIN_MINT_TTL),
+                    input::quoted(site)
+                ),
+            });
+        }
+        self.minter
+            .mint(&site_cfg.app, user, &allowed.scopes, ttl)
+            .map_err(|e| BrokerError::Internal(e.to_string()))
+            .map(|m| (m, allowed.scopes))
+    }
+}
