@@ -312,6 +312,49 @@ pub struct ExplainRequest {
     pub groups: Vec<String>,
 }
 
+/// Parses a certificate field as `Explain` takes it: `spiffe` (or `uri_san`), `dns` (or
+/// `dns_san`), `cn`.
+pub fn parse_source(s: &str) -> Result<IdentitySource, BrokerError> {
+    match s.trim() {
+        "spiffe" | "uri_san" => Ok(IdentitySource::Spiffe),
+        "dns" | "dns_san" => Ok(IdentitySource::Dns),
+        "cn" => Ok(IdentitySource::CommonName),
+        other => Err(BrokerError::InvalidArgument {
+            field: "source",
+            message: format!(
+                "{} is not a certificate field; use \"spiffe\", \"dns\" or \"cn\"",
+                input::quoted(other)
+            ),
+        }),
+    }
+}
+
+impl ExplainRequest {
+    /// The caller as the transport would present it. Without `source`, the identity says its
+    /// field as configured identities do: `dns:NAME`, `cn:NAME`, else a SPIFFE ID.
+    pub fn caller(&self) -> Result<crate::audit::CallerContext, BrokerError> {
+        let id = self.identity.trim();
+        let (source, value) = match self.source {
+            Some(s) => (s, id),
+            None => {
+                if let Some(v) = id.strip_prefix(crate::policy::DNS_PREFIX) {
+                    (IdentitySource::Dns, v)
+                } else if let Some(v) = id.strip_prefix(crate::policy::CN_PREFIX) {
+                    (IdentitySource::CommonName, v)
+                } else {
+                    (IdentitySource::Spiffe, id)
+                }
+            }
+        };
+        Ok(crate::audit::CallerContext {
+            id: Arc::from(value),
+            source,
+            cert_serial: None,
+            peer: None,
+        })
+    }
+}
+
 impl ExplainRequest {
     /// Checks the parts the policy does not bound itself (identity, claims).
     pub fn check(&self) -> Result<(), BrokerError> {
