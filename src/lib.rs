@@ -21,6 +21,7 @@ pub use tableau_token_broker_core::{
 };
 
 pub mod admin;
+pub mod admin_cli;
 pub mod cli;
 pub mod client_cli;
 #[cfg(feature = "dev-kit")]
