@@ -15,6 +15,7 @@ mod observability;
 mod rotation;
 mod security;
 mod security_limits;
+mod security_transport;
 mod shared_cache;
 mod support;
 mod tableau_client;

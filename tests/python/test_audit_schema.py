@@ -10,7 +10,6 @@ and every record must validate against the schema.
 import json
 import os
 import signal
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,8 +20,7 @@ from support import Serve, mtls_channel
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "docs" / "audit-schema.v1.json").read_text())
-sys.path.insert(0, str(REPO / "examples" / "python"))
-import client as example  # noqa: E402  (the example's stub generator and reason reader)
+import support as example  # (the tests' stub generator and reason reader)
 
 RENDERER = "spiffe://demo.local/ns/reports/sa/renderer"
 CALLERS = f"""

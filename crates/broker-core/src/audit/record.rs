@@ -85,6 +85,9 @@ pub enum Event {
     Reload,
     /// A connected-app secret could not be used and another one was tried.
     SecretFallback,
+    /// A connection closed because no caller entry matches its identity and the quota of such
+    /// connections was full.
+    Connection,
 }
 
 /// How a decision ended.

@@ -342,6 +342,28 @@ impl Broker {
         self.audit.enqueue(r.to_line());
     }
 
+    /// Audits a connection closed because no caller entry matches its identity and `quota` such
+    /// connections were open already (a newer one took its place): every call on it would be
+    /// refused, and it must not hold the connection slots callers need.
+    pub fn record_connection_refused(&self, caller: &CallerContext, quota: usize) {
+        let e = BrokerError::Denied(Denial::UnknownCaller {
+            identity: caller.id.to_string(),
+            field: caller.source,
+        });
+        let mut r = AuditRecord::new(
+            Event::Connection,
+            self.clock.now(),
+            Outcome::Denied,
+            self.generation(),
+        )
+        .error(&e);
+        r.message = Some(format!(
+            "connection closed: {quota} connections whose identity matches no caller entry were open, and a newer one took its place; {e}"
+        ));
+        r.caller = Some(CallerRecord::new(caller, None));
+        self.audit.enqueue(r.to_line());
+    }
+
     /// Audits a connected-app secret that could not be used for `site`, and what was tried
     /// instead (`message`: secret IDs and why, never a secret value).
     pub fn record_secret_fallback(&self, site: &str, message: &str) {

@@ -107,6 +107,40 @@ pub struct SharedCacheConfig {
     pub breaker_cooldown: Duration,
 }
 
+impl SharedCacheConfig {
+    /// True when `other` would connect to the same Redis with the same credentials and keys and
+    /// behave the same. Destructured field by field, so a new setting must be compared here to
+    /// compile; secrets are compared, never shown. A reload that changes any of it needs a
+    /// restart (the connection and the key ring are made once, at start).
+    pub fn same_as(&self, other: &SharedCacheConfig) -> bool {
+        let SharedCacheConfig {
+            redis_url,
+            ca_file,
+            password,
+            keys,
+            operation_timeout,
+            lease_ttl,
+            lease_wait,
+            breaker_failures,
+            breaker_cooldown,
+        } = self;
+        let same_password = match (password, &other.password) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+            _ => false,
+        };
+        *redis_url == other.redis_url
+            && *ca_file == other.ca_file
+            && same_password
+            && keys.ids() == other.keys.ids()
+            && *operation_timeout == other.operation_timeout
+            && *lease_ttl == other.lease_ttl
+            && *lease_wait == other.lease_wait
+            && *breaker_failures == other.breaker_failures
+            && *breaker_cooldown == other.breaker_cooldown
+    }
+}
+
 impl std::fmt::Debug for SharedCacheConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedCacheConfig")
