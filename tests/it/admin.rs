@@ -56,7 +56,10 @@ impl Replicas {
             vec![Site::new("Finance", "finance", SITE_LUID, users)],
             vec![ConnectedApp::new(
                 "c1",
-                vec![AppSecret::new("s1", "admin-test-secret-of-at-least-32-bytes")],
+                vec![AppSecret::new(
+                    "s1",
+                    "admin-test-secret-of-at-least-32-bytes",
+                )],
             )],
         ))
         .await

@@ -521,3 +521,250 @@ pub struct Candidate {
     /// Its admins (checked; promoted with the callers).
     pub admins: Arc<Admins>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const BASE: &str = r#"
+version = 1
+development = true
+
+[sites.finance]
+server_url = "https://tableau.example.com/"
+content_url = "finance"
+[sites.finance.connected_app]
+client_id = "cid"
+secret_id = "sid"
+secret = "a-development-secret-of-at-least-32-bytes"
+
+[sites.sales]
+server_url = "https://tableau.example.com/"
+content_url = "sales"
+[sites.sales.connected_app]
+client_id = "cid"
+secret_id = "sid"
+secret = "a-development-secret-of-at-least-32-bytes"
+
+[[callers]]
+identity = "spiffe://example.org/ns/reports/sa/renderer"
+[[callers.grants]]
+sites = ["finance"]
+users = ["*@example.com"]
+scopes = ["tableau:content:read"]
+
+[[callers]]
+identity = "spiffe://example.org/ns/ops/*"
+[[callers.grants]]
+sites = ["*"]
+users = ["svc"]
+scopes = ["tableau:tasks:run"]
+
+[[admins]]
+identity = "spiffe://example.org/ns/security/*"
+roles = ["read"]
+
+[[admins]]
+identity = "spiffe://example.org/ns/security/sa/admin"
+roles = ["read", "revoke"]
+"#;
+
+    fn load(text: &str, files: &[(&str, &str)]) -> Result<Config, crate::config::ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, body) in files {
+            std::fs::write(dir.path().join(name), body).unwrap();
+        }
+        let path = dir.path().join("broker.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn admins_are_looked_up_like_callers_and_need_their_role() {
+        let c = load(BASE, &[]).unwrap();
+        let a = &c.admins;
+        let spiffe = IdentitySource::Spiffe;
+        let admin = "spiffe://example.org/ns/security/sa/admin";
+        assert!(
+            a.authorize(spiffe, admin, Role::Revoke).is_ok(),
+            "exact beats prefix"
+        );
+        let e = a
+            .authorize(
+                spiffe,
+                "spiffe://example.org/ns/security/sa/x",
+                Role::Revoke,
+            )
+            .unwrap_err();
+        assert_eq!(e.reason(), "ROLE_NOT_GRANTED");
+        assert!(
+            a.authorize(spiffe, "spiffe://example.org/ns/security/sa/x", Role::Read)
+                .is_ok()
+        );
+        let e = a
+            .authorize(
+                spiffe,
+                "spiffe://example.org/ns/reports/sa/renderer",
+                Role::Read,
+            )
+            .unwrap_err();
+        assert_eq!(e.reason(), "NOT_AN_ADMIN", "a caller entry is not an admin");
+        assert!(
+            a.authorize(IdentitySource::CommonName, admin, Role::Read)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_admin_entries_are_located() {
+        let text = format!(
+            "{BASE}\n[[admins]]\nidentity = \"spiffe://example.org/ns/security/sa/admin\"\nroles = [\"write\"]\n[[admins]]\nidentity = \"bare\"\nroles = []\n"
+        );
+        let e = load(&text, &[]).unwrap_err().to_string();
+        for at in [
+            "admins[2].identity",
+            "admins[2].roles[0]",
+            "admins[3].identity",
+            "admins[3].roles",
+        ] {
+            assert!(e.contains(at), "{at}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_candidate_is_validated_like_the_running_file_and_refused_whole() {
+        let with = format!("{BASE}\n[policy]\ncandidate = \"candidate.toml\"\n");
+        let good = "[[callers]]\nidentity = \"spiffe://example.org/ns/reports/sa/renderer\"\n[[callers.grants]]\nsites = [\"finance\"]\nusers = [\"ann@example.com\"]\nscopes = [\"tableau:content:read\"]\n";
+        let c = load(&with, &[("candidate.toml", good)]).unwrap();
+        let cand = c.candidate.as_ref().unwrap();
+        assert_eq!(cand.policy.callers().len(), 1);
+        assert!(cand.admins.entries().is_empty());
+        assert!(
+            c.watched_files()
+                .iter()
+                .any(|p| p.ends_with("candidate.toml"))
+        );
+        // Unknown sites and scopes, stray sections and a missing file all refuse the load.
+        let bad_site = good.replace("[\"finance\"]", "[\"nowhere\"]");
+        let e = load(&with, &[("candidate.toml", &bad_site)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("candidate.toml") && e.contains("unknown site"),
+            "{e}"
+        );
+        let stray = format!("{good}\n[cache]\nmax_entries = 1\n");
+        let e = load(&with, &[("candidate.toml", &stray)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[[callers]] and [[admins]] only"), "{e}");
+        assert!(load(&with, &[]).is_err());
+    }
+
+    fn explain(c: &Config, identity: &str, site: &str, user: &str, scope: &str) -> Verdict {
+        crate::broker::explain(
+            c,
+            &ExplainRequest {
+                identity: identity.into(),
+                site: site.into(),
+                user: user.into(),
+                scopes: vec![scope.into()],
+                ..ExplainRequest::default()
+            },
+        )
+        .unwrap()
+        .running
+    }
+
+    #[test]
+    fn verdicts_name_the_entry_and_grant_or_the_refusal() {
+        let c = load(BASE, &[]).unwrap();
+        let v = explain(
+            &c,
+            "spiffe://example.org/ns/ops/sa/x",
+            "sales",
+            "svc",
+            "tableau:tasks:run",
+        );
+        assert!(v.allowed);
+        assert_eq!(
+            (v.entry.as_deref(), v.entry_index, v.grant),
+            (Some("spiffe://example.org/ns/ops/*"), Some(1), Some(0))
+        );
+        let v = explain(
+            &c,
+            "spiffe://example.org/ns/reports/sa/renderer",
+            "sales",
+            "ann@example.com",
+            "tableau:content:read",
+        );
+        assert_eq!((v.allowed, v.reason.as_str()), (false, "SITE_NOT_ALLOWED"));
+        assert!(v.message.contains("sales"), "{}", v.message);
+        let v = explain(&c, "cn:nobody", "finance", "svc", "tableau:tasks:run");
+        assert_eq!(
+            (v.reason.as_str(), v.entry.as_deref()),
+            ("CALLER_NOT_ALLOWED", None)
+        );
+        let d = Divergence::between(
+            &explain(
+                &c,
+                "spiffe://example.org/ns/ops/sa/x",
+                "sales",
+                "svc",
+                "tableau:tasks:run",
+            ),
+            &v,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.direction, d.reason.as_str()),
+            (Direction::WouldRefuse, "CALLER_NOT_ALLOWED")
+        );
+    }
+
+    #[test]
+    fn selectors_are_bounded_and_match_by_every_field() {
+        let c = load(BASE, &[]).unwrap();
+        let p = &c.policy;
+        let sel = |caller: &str, site: &str, user: &str| {
+            SessionSelector::parse(
+                &RawSelector {
+                    caller: caller.into(),
+                    site: site.into(),
+                    user: user.into(),
+                    scopes: Vec::new(),
+                },
+                p,
+            )
+            .and_then(|s| s.resolve(p))
+        };
+        let read: Vec<Scope> = vec!["tableau:content:read".parse().unwrap()];
+        let s = sel("", "finance", "*@example.com").unwrap();
+        assert!(s.matches(p, "finance", "ann@example.com", &read));
+        assert!(!s.matches(p, "sales", "ann@example.com", &read));
+        assert!(!s.matches(p, "finance", "svc", &read));
+        // A caller entry selects what its grants cover; an identity selects its entry's.
+        let s = sel("spiffe://example.org/ns/reports/sa/renderer", "", "").unwrap();
+        assert!(s.matches(p, "finance", "ann@example.com", &read));
+        let tasks: Vec<Scope> = vec!["tableau:tasks:run".parse().unwrap()];
+        assert!(!s.matches(p, "finance", "svc", &tasks));
+        let s = sel("spiffe://example.org/ns/ops/sa/y", "", "").unwrap();
+        assert!(s.matches(p, "finance", "svc", &tasks));
+        assert_eq!(
+            sel("spiffe://example.org/ns/none", "", "")
+                .unwrap_err()
+                .reason(),
+            "INVALID_REQUEST"
+        );
+        assert_eq!(
+            sel("", &"s".repeat(10_000), "").unwrap_err().reason(),
+            "INPUT_TOO_LARGE"
+        );
+        assert_eq!(
+            sel(&"c".repeat(10_000), "", "").unwrap_err().reason(),
+            "INPUT_TOO_LARGE"
+        );
+        assert!(sel("", "", "").unwrap().selector.is_empty());
+    }
+}
