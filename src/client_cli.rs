@@ -240,6 +240,11 @@ fn read(
 
 /// Connects to the broker with the certificate files in `opts`.
 pub async fn connect(opts: &ConnectOpts) -> Result<TokenBrokerClient<Channel>, ClientCliError> {
+    Ok(TokenBrokerClient::new(channel(opts).await?))
+}
+
+/// An mTLS channel to the broker, for any of its services (the admin commands use it too).
+pub async fn channel(opts: &ConnectOpts) -> Result<Channel, ClientCliError> {
     let ca = read(&opts.ca, "CA certificate", "ca", "TTB_CA")?;
     let cert = read(&opts.cert, "client certificate", "cert", "TTB_CERT")?;
     let key = SecretString::from(
@@ -255,7 +260,7 @@ pub async fn connect(opts: &ConnectOpts) -> Result<TokenBrokerClient<Channel>, C
         &server_name,
     )
     .await?;
-    Ok(TokenBrokerClient::new(channel))
+    Ok(channel)
 }
 
 /// Runs `fut`, showing a spinner on stderr when it takes longer than [`SPINNER_DELAY`] (a
@@ -279,7 +284,7 @@ async fn with_spinner<T>(message: &'static str, fut: impl Future<Output = T>) ->
     out
 }
 
-fn rfc3339(ts: Option<prost_types::Timestamp>) -> String {
+pub(crate) fn rfc3339(ts: Option<prost_types::Timestamp>) -> String {
     ts.and_then(|t| SystemTime::try_from(t).ok())
         .map(|t| humantime::format_rfc3339_seconds(t).to_string())
         .unwrap_or_else(|| "(not set)".to_owned())
@@ -289,7 +294,7 @@ fn proto_duration(d: Option<Duration>) -> Option<prost_types::Duration> {
     d.and_then(|d| prost_types::Duration::try_from(d).ok())
 }
 
-fn to_json(v: &serde_json::Value) -> String {
+pub(crate) fn to_json(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
 

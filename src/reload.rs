@@ -482,6 +482,10 @@ fn restart_required(running: &Config, new: &Config) -> Vec<String> {
         warnings: _,
         sites: _,
         policy: _,
+        // The admins and the candidate policy swap with the snapshot too (issue 27).
+        admins: _,
+        candidate_path: _,
+        candidate: _,
         limits: _,
         tableau: _,
         reload: _,

@@ -218,6 +218,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
     // is for it.
     let routes = GrpcRoutes::new()
         .service(TokenBrokerService::new(Arc::clone(&broker)).into_server())
+        .service(crate::grpc::admin::AdminService::new(Arc::clone(&broker)).into_server())
         .service(health_service)
         .service(reflection)
         .service(reflection_v1alpha);
@@ -363,6 +364,7 @@ fn add_sources(
             &[],
             b.cache().inflight() as f64,
         );
+        crate::metrics::scrape_divergences(s, &b.divergences());
         let si = b.sign_in_stats().snapshot();
         for ((site, outcome), n) in &si.sign_ins {
             s.counter(

@@ -4,6 +4,7 @@
 // Test helpers fail loudly: an unwrap in a helper is the test's own assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod audit;
 mod broker;
 mod catalog;

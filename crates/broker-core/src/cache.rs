@@ -642,6 +642,18 @@ impl CredentialCache {
         lock(&self.inflight).len()
     }
 
+    /// The live sessions held (at most `limit`), for the admin API's listing and revocation
+    /// (issue 27); an O(entries) walk, never on a caller's path.
+    pub fn sessions(&self, limit: usize) -> Vec<Arc<Credentials>> {
+        let now = self.clock.now();
+        self.entries
+            .iter()
+            .filter(|(_, c)| c.expires_at > now)
+            .take(limit)
+            .map(|(_, c)| c)
+            .collect()
+    }
+
     /// Distinct shared values (site names, scope sets, site LUIDs and URLs) held for entries.
     pub fn interned(&self) -> usize {
         self.strings.len() + self.scope_sets.len()

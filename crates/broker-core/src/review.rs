@@ -436,6 +436,40 @@ fn counts(m: &BTreeMap<String, u64>) -> String {
 }
 
 impl Review {
+    /// The tightened policy as a candidate file (issue 27, `audit review --emit-candidate`): the
+    /// suggested `[[callers]]` entries (entries that used nothing are left out) and the running
+    /// `[[admins]]` unchanged, so the file can be loaded as `[policy] candidate` and, after its
+    /// week in shadow, promoted as it is.
+    pub fn candidate_toml(&self, config: &Config) -> String {
+        let mut t = String::from(
+            "# Candidate policy written by `tableau-token-broker audit review --emit-candidate`:\n# only the grants the trail shows were used. Load it with [policy] candidate = \"FILE\",\n# watch policy_candidate_divergence_total for a week, then promote it.\n",
+        );
+        for c in &self.callers {
+            match &c.suggested_toml {
+                Some(toml) => {
+                    let _ = writeln!(t, "\n{}", toml.trim_end());
+                }
+                None => {
+                    let _ = writeln!(
+                        t,
+                        "\n# callers[{}] {}: nothing used, left out",
+                        c.index,
+                        quoted(&c.identity)
+                    );
+                }
+            }
+        }
+        for a in config.admins.entries() {
+            let _ = writeln!(
+                t,
+                "\n[[admins]]\nidentity = {}\nroles = {}",
+                quoted(&a.pattern.to_string()),
+                list(a.roles.iter().map(|r| r.as_str()))
+            );
+        }
+        t
+    }
+
     /// The review for a reader: per entry, each grant allowed against used, the grants never
     /// used, refusals by reason; then the suggested `[[callers]]` blocks, ready to paste.
     pub fn to_text(&self) -> String {

@@ -19,11 +19,13 @@ impl Broker {
         let result = self
             .get_credentials_inner(&snapshot, caller, request_id, &req)
             .await;
+        // The candidate policy in shadow (issue 27): counted whether or not there is a trail.
+        let candidate = self.shadow(&snapshot.config, caller, &req.site, &req.user, &req.scopes);
         if !self.audit.is_enabled() {
             // No trail (a development choice): build no record, the cache hit stays cheap.
             return result;
         }
-        let line = self.credentials_line(&snapshot, caller, request_id, &req, &result);
+        let line = self.credentials_line(&snapshot, caller, request_id, &req, &result, candidate);
         // Boxed: the wait for the group commit stays out of the audit-off call's future.
         let commit = Box::pin(self.finish(line, result));
         commit.await

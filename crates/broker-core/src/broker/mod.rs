@@ -29,6 +29,7 @@ use crate::tableau::{ClientOptions, SignInTarget, TableauClient};
 
 /// Shortest JWT lifetime `MintJwt` hands out: a shorter one can expire on its way to Tableau
 /// (clock skew, a retry), and asking for one is almost always a unit mistake.
+mod admin;
 mod credentials;
 mod invalidate;
 mod jwt;
@@ -38,6 +39,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
+pub use admin::{Explanation, REVOKE_ACK_WAIT, Revoked, SessionInfo, SessionList, explain};
 use sign_in::{SignInAudit, SignInContext, sign_in};
 pub use stats::{SignInStats, SignInStatsSnapshot, SiteOutcome, sign_in_outcome};
 
@@ -172,6 +174,8 @@ pub struct Broker {
     refreshing: std::sync::Mutex<std::collections::HashSet<CacheKey>>,
     /// This broker, for the background tasks a call starts (refresh-ahead).
     me: std::sync::Weak<Broker>,
+    /// Candidate-policy divergences (issue 27, [`admin`]).
+    shadow: admin::ShadowStats,
 }
 
 impl std::fmt::Debug for Broker {
@@ -262,7 +266,9 @@ impl Broker {
             secret_fallbacks: Arc::new(AtomicU64::new(0)),
             refreshing: std::sync::Mutex::default(),
             me: me.clone(),
+            shadow: admin::ShadowStats::default(),
         });
+        admin::listen_for_revocations(&broker);
         broker
             .audit
             .enqueue(AuditRecord::new(Event::Start, broker.clock.now(), Outcome::Ok, 1).to_line());
@@ -453,42 +459,7 @@ impl Broker {
         user: &str,
         scopes: &[String],
     ) -> Result<(Authorization, Arc<SiteConfig>), BrokerError> {
-        let Some(entry) = config.policy.caller(identity.source, &identity.id) else {
-            return Err(BrokerError::Denied(Denial::UnknownCaller {
-                identity: identity.id.to_string(),
-                field: identity.source,
-            }));
-        };
-        input::check_request(site, user, scopes)?;
-        if site.trim().is_empty() {
-            return Err(BrokerError::InvalidArgument {
-                field: "site",
-                message: "empty: give a site name from the broker's configuration".into(),
-            });
-        }
-        if user.trim().is_empty() {
-            return Err(BrokerError::InvalidArgument {
-                field: "user",
-                message: "empty: give the Tableau username to sign in as".into(),
-            });
-        }
-        let allowed = config.policy.decide_for(
-            entry,
-            &AccessRequest {
-                source: identity.source,
-                identity: &identity.id,
-                site,
-                user,
-                scopes,
-            },
-        )?;
-        let site_cfg = config
-            .site(site)
-            .cloned()
-            .ok_or_else(|| BrokerError::UnknownSite {
-                site: site.to_owned(),
-            })?;
-        Ok((allowed, site_cfg))
+        decide(&config.policy, config, identity, site, user, scopes)
     }
 
     /// The caller entry that applies to an identity, if any.
@@ -498,6 +469,54 @@ impl Broker {
             .caller(identity.source, &identity.id)
             .cloned()
     }
+}
+
+/// [`Broker::authorize`] under a given policy: the running one, or a candidate (shadow and
+/// `Explain` run this very function, so they cannot disagree with the real decision).
+pub(super) fn decide(
+    policy: &crate::policy::Policy,
+    config: &Config,
+    identity: &CallerContext,
+    site: &str,
+    user: &str,
+    scopes: &[String],
+) -> Result<(Authorization, Arc<SiteConfig>), BrokerError> {
+    let Some(entry) = policy.caller(identity.source, &identity.id) else {
+        return Err(BrokerError::Denied(Denial::UnknownCaller {
+            identity: identity.id.to_string(),
+            field: identity.source,
+        }));
+    };
+    input::check_request(site, user, scopes)?;
+    if site.trim().is_empty() {
+        return Err(BrokerError::InvalidArgument {
+            field: "site",
+            message: "empty: give a site name from the broker's configuration".into(),
+        });
+    }
+    if user.trim().is_empty() {
+        return Err(BrokerError::InvalidArgument {
+            field: "user",
+            message: "empty: give the Tableau username to sign in as".into(),
+        });
+    }
+    let allowed = policy.decide_for(
+        entry,
+        &AccessRequest {
+            source: identity.source,
+            identity: &identity.id,
+            site,
+            user,
+            scopes,
+        },
+    )?;
+    let site_cfg = config
+        .site(site)
+        .cloned()
+        .ok_or_else(|| BrokerError::UnknownSite {
+            site: site.to_owned(),
+        })?;
+    Ok((allowed, site_cfg))
 }
 
 /// How long a token is handed out: Tableau's session lifetime less the safety margin.

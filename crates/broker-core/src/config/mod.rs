@@ -4,6 +4,7 @@
 
 pub mod bounds;
 mod key_files;
+pub mod admins;
 pub mod raw;
 mod shared_cache;
 
@@ -433,6 +434,12 @@ pub struct Config {
     pub sites: BTreeMap<String, Arc<SiteConfig>>,
     /// Caller policy and the catalog it uses.
     pub policy: Arc<Policy>,
+    /// `[[admins]]`: who may call the admin API, in which roles (issue 27).
+    pub admins: Arc<crate::admins::Admins>,
+    /// `[policy] candidate`, resolved: the file of the candidate policy, when one is named.
+    pub candidate_path: Option<PathBuf>,
+    /// The candidate policy evaluated in shadow, once loaded (by [`Config::from_toml`]).
+    pub candidate: Option<Arc<crate::admins::Candidate>>,
 }
 
 impl Config {
@@ -452,10 +459,12 @@ impl Config {
             message: redact_toml_error(&e.to_string()),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        build(raw, base).map_err(|issues| ConfigError::Invalid {
+        let mut config = build(raw, base).map_err(|issues| ConfigError::Invalid {
             path: path.to_owned(),
             issues,
-        })
+        })?;
+        admins::attach_candidate(&mut config, text, path)?;
+        Ok(config)
     }
 
     /// Logs every warning (at WARN); `serve` calls it once logging is up, and on each reload.
@@ -477,6 +486,7 @@ impl Config {
             out.extend(site.secret_files.iter().cloned());
             out.extend(site.ca_bundle.iter().cloned());
         }
+        out.extend(self.candidate_path.iter().cloned());
         out.sort();
         out.dedup();
         out
@@ -1026,6 +1036,8 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
     {
         iss.add("cache.safety_margin", format!("not shorter than sites.{}.session_ttl: no token could ever be handed out; lower it", site.name));
     }
+    let admins = admins::build_admins(&mut iss, raw.admins);
+    let candidate_path = admins::candidate_path(raw.policy.as_ref(), base);
     if !iss.0.is_empty() {
         return Err(iss.0);
     }
@@ -1042,6 +1054,9 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         reload,
         sites,
         policy: Arc::new(Policy::new(catalog, callers)),
+        admins: Arc::new(admins),
+        candidate_path,
+        candidate: None,
     })
 }
 

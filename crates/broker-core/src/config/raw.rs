@@ -47,6 +47,11 @@ pub struct RawConfig {
     /// Who may ask for what.
     #[serde(default)]
     pub callers: Vec<RawCaller>,
+    /// Who may call the admin API (issue 27).
+    #[serde(default)]
+    pub admins: Vec<super::admins::RawAdminEntry>,
+    /// `[policy]`: the candidate policy run in shadow (issue 27).
+    pub policy: Option<super::admins::RawPolicy>,
 }
 
 /// `[server]`.

@@ -30,6 +30,7 @@
 //! the key from its L1. A forced refresh overwrites the entry and sends the same message, so the
 //! other replicas read the new session.
 
+pub mod admin;
 pub mod breaker;
 pub mod crypto;
 pub mod entry;
@@ -268,6 +269,8 @@ struct Inner {
     /// Told of each session this replica replaced in Redis, to sign it out after the grace
     /// period (set by the broker once its sign-out schedule exists).
     on_replaced: OnceLock<OnDeparture>,
+    /// Revocation orders and answers (issue 27, [`admin`]).
+    admin: admin::AdminChannels,
 }
 
 impl Drop for Inner {
@@ -380,6 +383,7 @@ impl SharedCache {
             tasks: Mutex::new(Vec::new()),
             replays: messages::Replays::default(),
             on_replaced: OnceLock::new(),
+            admin: admin::AdminChannels::default(),
         });
         let weak = Arc::downgrade(&inner);
         let connect = tokio::spawn(connect_loop(weak.clone(), client.clone()));

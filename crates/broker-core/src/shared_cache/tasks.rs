@@ -63,7 +63,12 @@ pub(super) async fn subscribe_loop(inner: Weak<Inner>, client: redis::Client) {
         }
         let subscribed = tokio::time::timeout(Duration::from_secs(2), async {
             let mut ps = client.get_async_pubsub().await?;
-            ps.subscribe(&[CHANNEL_PUBLISHED, CHANNEL_INVALIDATE])
+            ps.subscribe(&[
+                CHANNEL_PUBLISHED,
+                CHANNEL_INVALIDATE,
+                super::admin::CHANNEL_REVOKE,
+                super::admin::CHANNEL_REVOKE_ACK,
+            ])
                 .await?;
             RedisResult::Ok(ps)
         })
@@ -74,6 +79,7 @@ pub(super) async fn subscribe_loop(inner: Weak<Inner>, client: redis::Client) {
             while let Some(msg) = messages.next().await {
                 let Some(i) = inner.upgrade() else { return };
                 i.on_message(msg.get_channel_name(), msg.get_payload_bytes());
+                i.on_admin_message(msg.get_channel_name(), msg.get_payload_bytes());
             }
             tracing::debug!("Redis subscription ended; resubscribing");
         }

@@ -94,6 +94,9 @@ pub(crate) fn pki() -> &'static Pki {
 /// The Tableau double over HTTPS with a self-signed certificate (written to `dir/double.pem`
 /// for the broker to trust), one site (`finance`), its two users and the connected app.
 pub(crate) async fn start_double(dir: &Path) -> (FakeTableauHandle, PathBuf) {
+    // reqwest is built without a crypto provider of its own (the tests' plain-HTTP scrapes too):
+    // install aws-lc-rs, the workspace's one crypto stack.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut config = FakeTableauConfig::new(
         vec![Site::new(
             "Finance",
