@@ -172,6 +172,11 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
     };
     let audit = AuditSink::open(&config.audit)?;
     let broker = Broker::new(config, clock.clone(), audit, fingerprints)?;
+    let weak = Arc::downgrade(&broker);
+    readiness.set_audit_health(crate::admin::AuditHealthCheck(Box::new(move || {
+        weak.upgrade()
+            .map_or(crate::audit::AuditHealth::Ok, |b| b.audit().health())
+    })));
     let reloads = Arc::new(ReloadStats::default());
     reloads.mark_loaded(&clock);
     let handshakes = Arc::new(HandshakeStats::default());

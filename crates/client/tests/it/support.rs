@@ -350,6 +350,9 @@ impl System {
 pub(crate) fn https_client(double: &FakeTableauHandle) -> reqwest::Client {
     let cert =
         reqwest::Certificate::from_pem(double.certificate_pem().unwrap().as_bytes()).unwrap();
+    // reqwest is built without a crypto provider of its own: install aws-lc-rs, the workspace's
+    // one stack, as the process default.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder()
         .add_root_certificate(cert)
         .build()
