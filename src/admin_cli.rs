@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::client_cli::{ClientCliError, ConnectOpts, channel, rfc3339, to_json};
+use crate::client_cli::{ClientCliError, ConnectOpts, channel, rfc3339_ts as rfc3339, to_json};
 use crate::grpc::admin::pb;
 use crate::grpc::admin::pb::admin_client::AdminClient;
 
