@@ -71,11 +71,13 @@ pub enum RpcMethod {
     HealthWatch,
     /// Any server reflection call.
     Reflection,
+    /// Any call of the admin service (`tableau_token_broker.admin.v1.Admin`, issue 27).
+    Admin,
     /// Any other path (answered `UNIMPLEMENTED`).
     Other,
 }
 
-const METHODS: usize = 9;
+const METHODS: usize = 10;
 const SERVICE_PREFIX: &str = "/tableau_token_broker.v1.TokenBroker/";
 
 impl RpcMethod {
@@ -88,6 +90,7 @@ impl RpcMethod {
         RpcMethod::HealthCheck,
         RpcMethod::HealthWatch,
         RpcMethod::Reflection,
+        RpcMethod::Admin,
         RpcMethod::Other,
     ];
 
@@ -107,6 +110,7 @@ impl RpcMethod {
             "/grpc.health.v1.Health/Check" => RpcMethod::HealthCheck,
             "/grpc.health.v1.Health/Watch" => RpcMethod::HealthWatch,
             p if p.starts_with("/grpc.reflection.") => RpcMethod::Reflection,
+            p if p.starts_with("/tableau_token_broker.admin.v1.Admin/") => RpcMethod::Admin,
             _ => RpcMethod::Other,
         }
     }
@@ -122,6 +126,7 @@ impl RpcMethod {
             RpcMethod::HealthCheck => "grpc.health.v1.Health/Check",
             RpcMethod::HealthWatch => "grpc.health.v1.Health/Watch",
             RpcMethod::Reflection => "reflection",
+            RpcMethod::Admin => "admin",
             RpcMethod::Other => "other",
         }
     }
@@ -139,12 +144,27 @@ impl RpcMethod {
             RpcMethod::HealthCheck => "grpc.health.v1.Health/Check",
             RpcMethod::HealthWatch => "grpc.health.v1.Health/Watch",
             RpcMethod::Reflection => "grpc.reflection",
+            RpcMethod::Admin => "tableau_token_broker.admin.v1.Admin",
             RpcMethod::Other => "unknown",
         }
     }
 
     fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// `policy_candidate_divergence_total{direction, reason}` (issue 27): decisions on which the
+/// candidate policy would differ. Both labels are bounded: two directions, and reasons from the
+/// broker's fixed vocabulary of refusals.
+pub fn scrape_divergences(s: &mut Scrape, divergences: &[((&'static str, Arc<str>), u64)]) {
+    for ((direction, reason), n) in divergences {
+        s.counter(
+            "policy_candidate_divergence_total",
+            "Decisions on which the candidate policy differs from the running one, by direction (would_refuse, would_allow) and the refusing side's reason.",
+            &[("direction", direction), ("reason", reason)],
+            *n,
+        );
     }
 }
 

@@ -44,6 +44,13 @@ pub enum ReloadError {
     /// Something built from the configuration failed (e.g. a Tableau CA bundle).
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The new configuration widens a caller's grants, and the configuration file changed
+    /// between being read and a debounce interval later: it may have been read half-written.
+    #[error(
+        "the configuration file changed while it was being read, and it would widen the grants of {}; it is reloaded once it stops changing. Replace the file atomically (write a temporary file, then rename it over the old one) instead of writing it in place",
+        .0.join(", ")
+    )]
+    Unsettled(Vec<String>),
     /// Settings changed that only a restart can apply.
     #[error(
         "restart required: {} cannot change while the broker runs; restart it to apply them (nothing was reloaded)",
@@ -235,6 +242,12 @@ impl Reloader {
         files
     }
 
+    /// A digest of every watched file's path and content: equal digests, unchanged files. The
+    /// watcher compares two of them a debounce apart to know that a write has settled.
+    pub fn digest(&self) -> [u8; 32] {
+        self.fingerprint().0
+    }
+
     /// A digest of every watched file's path and content, and the files it covers.
     fn fingerprint(&self) -> ([u8; 32], Vec<PathBuf>) {
         let files = self.watched_files();
@@ -325,6 +338,7 @@ impl Reloader {
 
     fn try_reload(&self) -> Result<ReloadReport, ReloadError> {
         lock(&self.seen).candidate_files.clear();
+        let read = file_digest(&self.config_path);
         let config = Config::load(&self.config_path)?;
         config.log_warnings();
         lock(&self.seen).candidate_files = config.watched_files();
@@ -342,7 +356,16 @@ impl Reloader {
         let tls_config = files.load()?;
         let (server_cert, client_ca) = cert_infos(&files);
         let mut report = diff(&running, &config);
+        let widened = widened_callers(&running, &config);
         let prepared = self.broker.prepare(config)?;
+        if !widened.is_empty() {
+            // A half-written file can parse and widen a grant (cut before its `deny_scopes`):
+            // one more look, a debounce later, that the file is still what was read.
+            std::thread::sleep(running.reload.debounce.min(MAX_WIDENING_RECHECK));
+            if file_digest(&self.config_path) != read {
+                return Err(ReloadError::Unsettled(widened));
+            }
+        }
         // Everything is checked: swap. Neither store can fail.
         let committed = self.broker.commit(prepared);
         self.tls
@@ -361,7 +384,7 @@ impl Reloader {
             self.stats
                 .server_cert_not_after_unix
                 .store(s.not_after_unix, Ordering::Relaxed);
-            if s.not_after_unix - now < warn_within {
+            if s.not_after_unix.saturating_sub(now) < warn_within {
                 tracing::warn!(target: "reload", serial = %s.serial, subject = %s.subject, not_after = %s.not_after_rfc3339(), "the server certificate ends in less than 7 days; renew it (the broker picks the new one up from disk)");
             }
         }
@@ -369,11 +392,47 @@ impl Reloader {
             self.stats
                 .client_ca_not_after_unix
                 .store(first.not_after_unix, Ordering::Relaxed);
-            if first.not_after_unix - now < warn_within {
+            if first.not_after_unix.saturating_sub(now) < warn_within {
                 tracing::warn!(target: "reload", serial = %first.serial, subject = %first.subject, not_after = %first.not_after_rfc3339(), "a client CA certificate ends in less than 7 days; add its successor to the bundle");
             }
         }
     }
+}
+
+/// The longest wait of the extra check of a configuration that widens grants.
+const MAX_WIDENING_RECHECK: Duration = Duration::from_secs(2);
+
+/// A digest of one file's content; `None` when it cannot be read.
+fn file_digest(path: &Path) -> Option<[u8; 32]> {
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path).ok()?);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, &bytes).as_ref());
+    Some(out)
+}
+
+/// The caller entries `new` may grant more than `running` does: entries that are new, and
+/// entries with a grant that is not, verbatim, one of their running grants. (Removing a grant or
+/// an entry only narrows.)
+fn widened_callers(running: &Config, new: &Config) -> Vec<String> {
+    let grants_of = |c: &Config, pattern: &str| -> Option<Vec<String>> {
+        c.policy
+            .callers()
+            .iter()
+            .find(|e| e.pattern.to_string() == pattern)
+            .map(|e| e.grants.iter().map(|g| format!("{g:?}")).collect())
+    };
+    new.policy
+        .callers()
+        .iter()
+        .filter_map(|e| {
+            let pattern = e.pattern.to_string();
+            let wider = match grants_of(running, &pattern) {
+                None => true,
+                Some(old) => e.grants.iter().any(|g| !old.contains(&format!("{g:?}"))),
+            };
+            wider.then_some(pattern)
+        })
+        .collect()
 }
 
 fn ca_list(ca: &[CertInfo]) -> String {
@@ -414,49 +473,108 @@ fn read_cert_infos(path: &Path) -> Vec<CertInfo> {
 /// Settings the running process cannot apply: listen address (the socket is bound), cache
 /// capacity (the cache is sized at start) and telemetry (the subscriber is installed once).
 fn restart_required(running: &Config, new: &Config) -> Vec<String> {
+    // Destructured without `..`: a new setting does not compile until it is classified here as
+    // applied by a reload or read only at start.
+    let Config {
+        // Applied by a reload: sites and callers swap with the snapshot, the limits, Tableau
+        // timeouts and reload timing are read per call or per tick.
+        development: _,
+        warnings: _,
+        sites: _,
+        policy: _,
+        // The admins and the candidate policy swap with the snapshot too (issue 27).
+        admins: _,
+        candidate_path: _,
+        candidate: _,
+        limits: _,
+        tableau: _,
+        reload: _,
+        // Read at start, in part or whole: compared below.
+        server,
+        cache,
+        telemetry,
+        admin,
+        audit,
+        // The keys swap with the snapshot (the listener serves the current ones); its listen
+        // address is bound at start.
+        issuer,
+    } = new;
     let mut out = Vec::new();
-    if let (Some(a), Some(b)) = (&running.server, &new.server) {
-        if a.listen != b.listen {
-            out.push(format!("server.listen ({} → {})", a.listen, b.listen));
+    if let (Some(a), Some(b)) = (&running.server, server) {
+        let crate::config::ServerConfig {
+            listen,
+            connections,
+            // Reloaded: certificates and the CA through the TLS reloader, the rest per handshake
+            // or per shutdown.
+            cert: _,
+            key: _,
+            client_ca: _,
+            identity_sources: _,
+            grace_period: _,
+        } = b;
+        if a.listen != *listen {
+            out.push(format!("server.listen ({} → {})", a.listen, listen));
         }
-    }
-    if running.cache.max_entries != new.cache.max_entries {
-        out.push(format!(
-            "cache.max_entries ({} → {})",
-            running.cache.max_entries, new.cache.max_entries
-        ));
-    }
-    let (a, b) = (&running.telemetry, &new.telemetry);
-    if a.log_format != b.log_format {
-        out.push("telemetry.log_format".to_owned());
-    }
-    if a.log_filter != b.log_filter {
-        out.push("telemetry.log_filter".to_owned());
-    }
-    if a.otlp_endpoint != b.otlp_endpoint {
-        out.push("telemetry.otlp_endpoint".to_owned());
-    }
-    if a.service_name != b.service_name {
-        out.push("telemetry.service_name".to_owned());
-    }
-    if running.admin != new.admin {
-        out.push("admin".to_owned());
-    }
-    let issuer_listen = |c: &Config| c.issuer.as_ref().and_then(|i| i.listen);
-    if issuer_listen(running) != issuer_listen(new) {
-        out.push("issuer.listen".to_owned());
-    }
-    if running.audit != new.audit {
-        out.push("audit".to_owned());
-    }
-    if running.cache.shared.is_some() != new.cache.shared.is_some() {
-        out.push("cache.shared".to_owned());
-    }
-    if let (Some(a), Some(b)) = (&running.server, &new.server) {
         // Read by the connection layer and the HTTP/2 server when they start.
-        if a.connections != b.connections {
+        if a.connections != *connections {
             out.push("server connection limits".to_owned());
         }
+    }
+    let crate::config::CacheConfig {
+        max_entries,
+        shared,
+        // Read when a session is cached or leaves the cache.
+        safety_margin: _,
+        sign_out_on_evict: _,
+        replaced_session_grace: _,
+        max_pending_sign_outs: _,
+        refresh_ahead: _,
+    } = cache;
+    if running.cache.max_entries != *max_entries {
+        out.push(format!(
+            "cache.max_entries ({} → {})",
+            running.cache.max_entries, max_entries
+        ));
+    }
+    // The Redis connection and the key ring are made once: any change (another server, a
+    // rotated password, a new encryption key) waits for a restart rather than being ignored.
+    let shared_same = match (&running.cache.shared, shared) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.same_as(b),
+        _ => false,
+    };
+    if !shared_same {
+        out.push("cache.shared".to_owned());
+    }
+    let crate::config::TelemetryConfig {
+        log_format,
+        log_filter,
+        otlp_endpoint,
+        service_name,
+    } = telemetry;
+    let a = &running.telemetry;
+    if a.log_format != *log_format {
+        out.push("telemetry.log_format".to_owned());
+    }
+    if a.log_filter != *log_filter {
+        out.push("telemetry.log_filter".to_owned());
+    }
+    if a.otlp_endpoint != *otlp_endpoint {
+        out.push("telemetry.otlp_endpoint".to_owned());
+    }
+    if a.service_name != *service_name {
+        out.push("telemetry.service_name".to_owned());
+    }
+    if running.admin != *admin {
+        out.push("admin".to_owned());
+    }
+    if running.audit != *audit {
+        out.push("audit".to_owned());
+    }
+    let issuer_listen =
+        |c: Option<&std::sync::Arc<crate::issuer::Issuer>>| c.and_then(|i| i.listen);
+    if issuer_listen(running.issuer.as_ref()) != issuer_listen(issuer.as_ref()) {
+        out.push("issuer.listen".to_owned());
     }
     out
 }
@@ -515,4 +633,46 @@ fn diff(running: &Config, new: &Config) -> ReloadReport {
         .cloned()
         .collect();
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, shared: &str) -> Config {
+        let text = format!("version = 1\n[cache.shared]\n{shared}\n");
+        Config::from_toml(&text, &dir.join("broker.toml")).unwrap()
+    }
+
+    /// A changed `[cache.shared]` is never "applied" while the running connection and key ring
+    /// stay as they were: every change to it is refused as restart-required.
+    #[test]
+    fn a_changed_shared_cache_needs_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, byte) in [("k1", 7u8), ("k2", 9), ("k0", 8)] {
+            std::fs::write(dir.path().join(name), [byte; 32]).unwrap();
+        }
+        std::fs::write(dir.path().join("pw1"), "first-password\n").unwrap();
+        std::fs::write(dir.path().join("pw2"), "second-password\n").unwrap();
+        let base = "redis_url = \"redis://127.0.0.1:6379/0\"\nencryption_key_file = \"k1\"\npassword_file = \"pw1\"";
+        let running = config(dir.path(), base);
+        assert!(restart_required(&running, &config(dir.path(), base)).is_empty());
+        for changed in [
+            base.replace("\"k1\"", "\"k2\""),
+            format!("{base}\nprevious_encryption_key_files = [\"k0\"]"),
+            base.replace("pw1", "pw2"),
+            base.replace("6379/0", "6380/0"),
+            format!("{base}\nlease_ttl = \"4s\""),
+        ] {
+            let new = config(dir.path(), &changed);
+            assert_eq!(
+                restart_required(&running, &new),
+                ["cache.shared"],
+                "{changed}"
+            );
+        }
+        let none = Config::from_toml("version = 1\n", &dir.path().join("broker.toml")).unwrap();
+        assert_eq!(restart_required(&running, &none), ["cache.shared"]);
+        assert_eq!(restart_required(&none, &running), ["cache.shared"]);
+    }
 }

@@ -27,17 +27,18 @@ use crate::transport::{
 };
 
 /// File descriptors kept free of client connections: Tableau connections, configuration and
-/// TLS files on reload, logs.
+/// TLS files on reload, logs. The admin listener's cap is kept free on top of them.
 pub const RESERVED_FDS: u64 = 128;
 
 /// `max_connections` lowered, if need be, to what the process may open (after raising its soft
 /// file limit to the hard one, as the Go runtime does), so that the cap, not `accept` failing
 /// with "too many open files", is what turns clients away.
 fn connection_cap(configured: usize) -> usize {
-    let want = (configured as u64).saturating_add(RESERVED_FDS);
+    let reserved = RESERVED_FDS.saturating_add(crate::admin::MAX_ADMIN_CONNECTIONS as u64);
+    let want = (configured as u64).saturating_add(reserved);
     match rlimit::increase_nofile_limit(want) {
         Ok(limit) if limit < want => {
-            let cap = limit.saturating_sub(RESERVED_FDS).max(16);
+            let cap = limit.saturating_sub(reserved).max(16);
             let cap = usize::try_from(cap).unwrap_or(configured).min(configured);
             tracing::warn!(
                 configured,
@@ -181,6 +182,11 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
     let audit = AuditSink::open(&config.audit)?;
     let issuer_listen = config.issuer.as_ref().and_then(|i| i.listen);
     let broker = Broker::new(config, clock.clone(), audit, fingerprints)?;
+    let weak = Arc::downgrade(&broker);
+    readiness.set_audit_health(crate::admin::AuditHealthCheck(Box::new(move || {
+        weak.upgrade()
+            .map_or(crate::audit::AuditHealth::Ok, |b| b.audit().health())
+    })));
     let issuer = match issuer_listen {
         Some(addr) => Some(
             crate::issuer_http::IssuerServer::start(addr, Arc::clone(&broker))
@@ -216,19 +222,21 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
-    let incoming = transport::incoming_counted(
+    let incoming = transport::incoming_admitted(
         listener,
         tls.clone(),
         server.identity_sources.clone(),
         incoming_options(&server),
         Arc::clone(&connections),
         handshakes,
+        Arc::new(BrokerAdmission(Arc::downgrade(&broker))),
     );
     let (stop, stopped) = oneshot::channel::<()>();
     // The broker's own service first: routing tries the names in order, and nearly every call
     // is for it.
     let routes = GrpcRoutes::new()
         .service(TokenBrokerService::new(Arc::clone(&broker)).into_server())
+        .service(crate::grpc::admin::AdminService::new(Arc::clone(&broker)).into_server())
         .service(health_service)
         .service(reflection)
         .service(reflection_v1alpha);
@@ -261,14 +269,47 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
     })
 }
 
+/// Whether the policy in force has a caller entry for a connection's identity: connections
+/// without one share a small quota ([`transport::unmatched`]), so certificates the broker serves
+/// nothing cannot hold the `max_connections` slots its callers need. One closed to keep within
+/// the quota is audited.
+struct BrokerAdmission(std::sync::Weak<Broker>);
+
+impl transport::Admission for BrokerAdmission {
+    fn has_entry(&self, peer: &transport::PeerInfo) -> bool {
+        let Some(broker) = self.0.upgrade() else {
+            return false;
+        };
+        let id = &peer.identity;
+        broker.config().policy.caller(id.source, &id.id).is_some()
+    }
+
+    fn closed_unmatched(&self, peer: &transport::PeerInfo, quota: usize) {
+        let Some(broker) = self.0.upgrade() else {
+            return;
+        };
+        broker.record_connection_refused(
+            &crate::audit::CallerContext {
+                id: Arc::clone(&peer.identity.id),
+                source: peer.identity.source,
+                cert_serial: peer.cert_serial.clone(),
+                peer: Some(peer.remote_addr),
+            },
+            quota,
+        );
+    }
+}
+
 /// How the listener treats connections (`[server]` connection settings): the cap, and when
 /// established connections close. Idle timeout and maximum connection age are enforced by the
 /// transport (see [`transport::activity`] for why not with tonic's `max_connection_age`).
 /// Public so that the benchmark's echo baseline runs on the same transport as the broker.
 pub fn incoming_options(server: &crate::config::ServerConfig) -> IncomingOptions {
     let limits = &server.connections;
+    let max_connections = connection_cap(limits.max_connections);
     IncomingOptions {
-        max_connections: connection_cap(limits.max_connections),
+        max_connections,
+        max_unmatched: transport::unmatched_quota(max_connections),
         timeouts: transport::ConnTimeouts {
             idle: Some(limits.idle_timeout),
             max_age: Some(limits.max_connection_age),
@@ -342,6 +383,7 @@ fn add_sources(
             &[],
             b.cache().inflight() as f64,
         );
+        crate::metrics::scrape_divergences(s, &b.divergences());
         let si = b.sign_in_stats().snapshot();
         for ((site, outcome), n) in &si.sign_ins {
             s.counter(
@@ -363,6 +405,17 @@ fn add_sources(
                 "Sign-outs at Tableau of evicted or invalidated sessions, by outcome.",
                 &[("outcome", outcome)],
                 *n,
+            );
+        }
+        for (outcome, n) in [
+            ("started", si.refreshes_started),
+            ("failed", si.refreshes_failed),
+        ] {
+            s.counter(
+                "cache_refresh_ahead_total",
+                "Background sign-ins started by a hit within [cache] refresh_ahead of the token's usable end, and those that failed.",
+                &[("outcome", outcome)],
+                n,
             );
         }
         let a = b.audit().stats().snapshot();
@@ -500,10 +553,11 @@ fn add_sources(
             ("failed", h.failed),
             ("timeout", h.timed_out),
             ("no_identity", h.no_identity),
+            ("no_caller_entry", h.unmatched_closed),
         ] {
             s.counter(
                 "tls_handshake_failures_total",
-                "Connections refused or dropped during the TLS handshake, by reason (closed: the peer hung up, as TCP probes do).",
+                "Connections refused or dropped during the TLS handshake, by reason (closed: the peer hung up, as TCP probes do; no_caller_entry: no caller entry matches the identity, closed to make room for a newer such connection within their quota).",
                 &[("reason", reason)],
                 n,
             );

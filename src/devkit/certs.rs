@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints, SanType,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -238,18 +238,109 @@ impl DevPki {
         dns: &[&str],
         cn: &str,
     ) -> Result<CertPair, DevCertsError> {
-        let mut sans = Vec::new();
-        for u in uris {
-            sans.push(SanType::URI(ia5("client", u)?));
-        }
-        for d in dns {
-            sans.push(SanType::DnsName(ia5("client", d)?));
-        }
-        let mut params = leaf_params(cn);
-        params.subject_alt_names = sans;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        issue(&self.ca, client_params(uris, dns, cn)?, "client")
+    }
+
+    /// Issues a client certificate with an optional SPIFFE ID and a subject CN that stops being
+    /// valid at `not_after` (seconds precision), so tests can show what happens once it expired.
+    pub fn issue_client_until(
+        &self,
+        spiffe: Option<&str>,
+        cn: &str,
+        not_after: std::time::SystemTime,
+    ) -> Result<CertPair, DevCertsError> {
+        let uris: Vec<&str> = spiffe.into_iter().collect();
+        let mut params = client_params(&uris, &[], cn)?;
+        params.not_after = time::OffsetDateTime::from(not_after);
         issue(&self.ca, params, "client")
     }
+
+    /// Issues an intermediate CA under this CA whose name constraints permit the DNS subtrees
+    /// `permitted` (none: no permitted subtree) and exclude `excluded`, so tests can show how a
+    /// constrained sub-CA's certificates are treated.
+    pub fn issue_sub_ca(
+        &self,
+        permitted: &[&str],
+        excluded: &[&str],
+    ) -> Result<DevSubCa, DevCertsError> {
+        let key = KeyPair::generate().map_err(rcgen_err("sub-CA"))?;
+        let mut params = leaf_params("tableau-token-broker development sub-CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let dns = |names: &[&str]| -> Vec<GeneralSubtree> {
+            names
+                .iter()
+                .map(|n| GeneralSubtree::DnsName((*n).to_owned()))
+                .collect()
+        };
+        params.name_constraints = Some(NameConstraints {
+            permitted_subtrees: dns(permitted),
+            excluded_subtrees: dns(excluded),
+        });
+        let cert = params
+            .signed_by(&key, &self.ca)
+            .map_err(rcgen_err("sub-CA"))?;
+        Ok(DevSubCa {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+}
+
+/// An intermediate CA of a [`DevPki`] (see [`DevPki::issue_sub_ca`]).
+pub struct DevSubCa {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for DevSubCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevSubCa").finish_non_exhaustive()
+    }
+}
+
+impl DevSubCa {
+    /// The sub-CA's certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Issues a client certificate like [`DevPki::issue_client_with_uris`]; its `cert_pem` holds
+    /// the chain a client presents: the leaf, then this sub-CA.
+    pub fn issue_client_with_uris(
+        &self,
+        uris: &[&str],
+        dns: &[&str],
+        cn: &str,
+    ) -> Result<CertPair, DevCertsError> {
+        let leaf = issue(&self.issuer, client_params(uris, dns, cn)?, "client")?;
+        Ok(CertPair {
+            cert_pem: format!("{}{}", leaf.cert_pem, self.cert_pem),
+            key_pem: leaf.key_pem,
+        })
+    }
+}
+
+fn client_params(
+    uris: &[&str],
+    dns: &[&str],
+    cn: &str,
+) -> Result<CertificateParams, DevCertsError> {
+    let mut sans = Vec::new();
+    for u in uris {
+        sans.push(SanType::URI(ia5("client", u)?));
+    }
+    for d in dns {
+        sans.push(SanType::DnsName(ia5("client", d)?));
+    }
+    let mut params = leaf_params(cn);
+    params.subject_alt_names = sans;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
 }
 
 fn default_server_names() -> Vec<String> {

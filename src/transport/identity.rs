@@ -57,10 +57,41 @@ pub enum IdentityError {
 }
 
 /// Derives the caller identity from the DER of a leaf certificate that TLS has already
-/// verified, trying `sources` in order.
+/// verified, trying `sources` in order. It sees no CA, so it cannot apply name constraints to the
+/// subject CN; the transport uses [`identity_from_chain`].
 pub fn identity_from_cert(
     der: &[u8],
     sources: &IdentitySources,
+) -> Result<CallerIdentity, IdentityError> {
+    identity_with(der, sources, |_, _| true)
+}
+
+/// [`identity_from_cert`] for a verified chain as the client presented it (`chain`, leaf first)
+/// and the client CA file's certificates (`anchors`): the subject CN counts only when it
+/// satisfies the name constraints of every CA on its path
+/// ([`super::name_constraints::cn_satisfies_name_constraints`]).
+pub fn identity_from_chain(
+    chain: &[rustls_pki_types::CertificateDer<'_>],
+    anchors: &[rustls_pki_types::CertificateDer<'_>],
+    sources: &IdentitySources,
+) -> Result<CallerIdentity, IdentityError> {
+    let Some((leaf, presented)) = chain.split_first() else {
+        return Err(IdentityError::Parse("no certificate".to_owned()));
+    };
+    identity_with(leaf, sources, |cert, cn| {
+        let ok =
+            super::name_constraints::cn_satisfies_name_constraints(cn, cert, presented, anchors);
+        if !ok {
+            tracing::info!(cn = %crate::input::echo(cn), "the subject CN is outside the name constraints of a CA on its path; it names no caller");
+        }
+        ok
+    })
+}
+
+fn identity_with(
+    der: &[u8],
+    sources: &IdentitySources,
+    cn_allowed: impl Fn(&X509Certificate<'_>, &str) -> bool,
 ) -> Result<CallerIdentity, IdentityError> {
     let (_, cert) =
         X509Certificate::from_der(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
@@ -104,7 +135,7 @@ pub fn identity_from_cert(
                 .iter_common_name()
                 .next()
                 .and_then(|cn| cn.as_str().ok())
-                .filter(|cn| usable_name(cn))
+                .filter(|cn| usable_name(cn) && cn_allowed(&cert, cn))
                 .map(str::to_string),
         };
         if let Some(id) = found {

@@ -16,7 +16,9 @@
 pub mod activity;
 pub mod client;
 pub mod identity;
+pub mod name_constraints;
 pub mod tls;
+pub mod unmatched;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -40,12 +42,14 @@ pub use activity::ConnTimeouts;
 use activity::{Activity, ConnTimer};
 pub use identity::{
     CallerIdentity, IdentityError, IdentitySource, IdentitySources, IdentitySourcesError,
-    identity_from_cert,
+    identity_from_cert, identity_from_chain,
 };
 pub use tls::{
     CertValidity, TlsError, TlsFiles, TlsReloader, TlsSnapshot, load_public_server_config,
     load_server_config,
 };
+pub use unmatched::{Admission, AdmitAll, unmatched_quota};
+use unmatched::{Unmatched, UnmatchedSlot};
 
 /// What the transport knows about the other end of a connection; tonic copies it into the
 /// extensions of every request on that connection, where [`crate::grpc::IdentityLayer`] picks it up.
@@ -67,6 +71,8 @@ pub struct TlsConn {
     stream: TlsStream<TcpStream>,
     peer: PeerInfo,
     timer: Option<ConnTimer>,
+    /// Set when no caller entry matches the identity: its place in their quota.
+    unmatched: Option<UnmatchedSlot>,
     _slot: ConnSlot,
 }
 
@@ -80,6 +86,12 @@ impl AsyncRead for TlsConn {
             if timer.poll_expired(cx) {
                 // End of stream: hyper closes the connection.
                 tracing::debug!(peer = %self.peer.remote_addr, caller = %self.peer.identity.id, "connection closed: idle, or past its maximum age");
+                return Poll::Ready(Ok(()));
+            }
+        }
+        if let Some(unmatched) = &mut self.unmatched {
+            if unmatched.poll_closed(cx) {
+                // End of stream: a newer connection without a caller entry took its place.
                 return Poll::Ready(Ok(()));
             }
         }
@@ -132,6 +144,7 @@ pub struct HandshakeStats {
     failed: AtomicU64,
     timed_out: AtomicU64,
     no_identity: AtomicU64,
+    unmatched_closed: AtomicU64,
 }
 
 /// [`HandshakeStats`] as plain numbers.
@@ -146,6 +159,9 @@ pub struct HandshakeStatsSnapshot {
     pub timed_out: u64,
     /// The client certificate was valid but named no acceptable identity.
     pub no_identity: u64,
+    /// Connections whose identity matches no caller entry, closed to make room for a newer one
+    /// within their quota ([`unmatched`]).
+    pub unmatched_closed: u64,
 }
 
 impl HandshakeStats {
@@ -157,6 +173,7 @@ impl HandshakeStats {
             failed: l(&self.failed),
             timed_out: l(&self.timed_out),
             no_identity: l(&self.no_identity),
+            unmatched_closed: l(&self.unmatched_closed),
         }
     }
 }
@@ -186,6 +203,9 @@ pub struct IncomingOptions {
     pub max_connections: usize,
     /// When established connections close (idle time, maximum age).
     pub timeouts: ConnTimeouts,
+    /// Most connections open at once whose identity matches no caller entry ([`unmatched`]);
+    /// at the quota the oldest of them is closed for a new one.
+    pub max_unmatched: usize,
 }
 
 impl Default for IncomingOptions {
@@ -195,6 +215,7 @@ impl Default for IncomingOptions {
             max_pending_handshakes: 1024,
             max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
             timeouts: ConnTimeouts::default(),
+            max_unmatched: unmatched_quota(crate::config::DEFAULT_MAX_CONNECTIONS),
         }
     }
 }
@@ -300,9 +321,33 @@ pub fn incoming_counted(
     stats: Arc<ConnectionStats>,
     handshakes: Arc<HandshakeStats>,
 ) -> impl Stream<Item = Result<TlsConn, io::Error>> + Send + 'static {
+    incoming_admitted(
+        listener,
+        tls,
+        sources,
+        options,
+        stats,
+        handshakes,
+        Arc::new(AdmitAll),
+    )
+}
+
+/// [`incoming_counted`], keeping the connections whose identity `admit` finds no caller entry
+/// for within their quota ([`IncomingOptions::max_unmatched`]).
+pub fn incoming_admitted(
+    listener: TcpListener,
+    tls: TlsReloader,
+    sources: IdentitySources,
+    options: IncomingOptions,
+    stats: Arc<ConnectionStats>,
+    handshakes: Arc<HandshakeStats>,
+    admit: Arc<dyn Admission>,
+) -> impl Stream<Item = Result<TlsConn, io::Error>> + Send + 'static {
     let (tx, rx) = mpsc::channel(64);
     tls.set_identity_sources(sources);
-    tokio::spawn(accept_loop(listener, tls, options, stats, handshakes, tx));
+    tokio::spawn(accept_loop(
+        listener, tls, options, stats, handshakes, admit, tx,
+    ));
     ReceiverStream::new(rx)
 }
 
@@ -324,9 +369,12 @@ async fn accept_loop(
     options: IncomingOptions,
     stats: Arc<ConnectionStats>,
     handshake_stats: Arc<HandshakeStats>,
+    admit: Arc<dyn Admission>,
     tx: mpsc::Sender<Result<TlsConn, io::Error>>,
 ) {
     let handshakes = Arc::new(Mutex::new(Handshakes::default()));
+    let unmatched = Arc::new(Mutex::new(Unmatched::default()));
+    let max_unmatched = options.max_unmatched.max(1);
     let max_pending = options.max_pending_handshakes.max(1);
     let max_connections = options.max_connections.max(1) as u64;
     loop {
@@ -368,6 +416,8 @@ async fn accept_loop(
         let timeout = options.handshake_timeout;
         let timeouts = options.timeouts;
         let handshake_stats = Arc::clone(&handshake_stats);
+        let admit = Arc::clone(&admit);
+        let unmatched = Arc::clone(&unmatched);
         let mut registry = lock(&handshakes);
         let id = registry.next;
         registry.next += 1;
@@ -378,19 +428,31 @@ async fn accept_loop(
                 acceptor,
                 tcp,
                 remote_addr,
-                &current.identity_sources,
+                &current,
                 timeout,
                 &handshake_stats,
             )
             .await;
             lock(&own).tasks.remove(&id);
             if let Some((stream, peer)) = conn {
+                let unmatched = (!admit.has_entry(&peer)).then(|| {
+                    let (slot, closed) = unmatched::register(&unmatched, &peer, max_unmatched);
+                    for old in closed {
+                        handshake_stats
+                            .unmatched_closed
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(peer = %old.remote_addr, caller = %old.identity, quota = max_unmatched, "closed a connection whose identity matches no caller entry, to make room for a newer one");
+                        admit.closed_unmatched(&old, max_unmatched);
+                    }
+                    slot
+                });
                 let timer = (timeouts != ConnTimeouts::default())
                     .then(|| ConnTimer::new(peer.activity.clone(), timeouts));
                 let conn = TlsConn {
                     stream,
                     peer,
                     timer,
+                    unmatched,
                     _slot: slot,
                 };
                 // The receiver may be gone (server shutting down): then the connection just drops.
@@ -414,7 +476,7 @@ async fn handshake(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     remote_addr: SocketAddr,
-    sources: &IdentitySources,
+    tls: &TlsSnapshot,
     timeout: Duration,
     stats: &HandshakeStats,
 ) -> Option<(TlsStream<TcpStream>, PeerInfo)> {
@@ -436,18 +498,18 @@ async fn handshake(
             return None;
         }
     };
-    let leaf = stream
+    let chain = stream
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|certs| certs.first());
-    let Some(leaf) = leaf else {
+        .filter(|certs| !certs.is_empty());
+    let Some(chain) = chain else {
         // The verifier requires a certificate, so this means a misconfiguration.
         tracing::warn!("TLS handshake completed without a client certificate; connection refused");
         return None;
     };
-    let serial = cert_serial(leaf);
-    match identity_from_cert(leaf, sources) {
+    let serial = chain.first().and_then(|leaf| cert_serial(leaf));
+    match identity_from_chain(chain, &tls.client_cas, &tls.identity_sources) {
         Ok(identity) => {
             tracing::debug!(caller = %crate::input::echo(&identity.id), source = identity.source.cert_field(), "client authenticated");
             Some((

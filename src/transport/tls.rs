@@ -4,6 +4,12 @@
 //! The configuration is strict on purpose: the `ring` provider is named explicitly (so the
 //! process-wide default cannot change it), only TLS 1.2 and 1.3 are offered, a client
 //! certificate signed by the client CA is required, and ALPN offers only `h2` (gRPC).
+//!
+//! Sessions are never resumed: no session cache, no TLS 1.3 tickets, no TLS 1.2 session IDs or
+//! tickets. A resumed handshake skips the client certificate check (rustls reuses the chain it
+//! verified the first time), so an expired, or since untrusted, certificate could keep
+//! connecting for as long as it chained new tickets. gRPC connections are long-lived, so every
+//! handshake verifying the certificate afresh costs next to nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -168,7 +174,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 /// `key`, and `client_ca` (the CA client certificates must be signed by).
 ///
 /// The result requires a client certificate, speaks only TLS 1.2/1.3 with the `ring`
-/// provider and offers ALPN `h2`.
+/// provider, offers ALPN `h2`, and never resumes a session (see the module docs).
 pub fn load_server_config(
     cert: &Path,
     key: &Path,
@@ -207,6 +213,11 @@ pub fn load_server_config(
             detail: e.to_string(),
         })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // No resumption: every handshake verifies the client certificate (issue 24, point 1). No
+    // server-side session store (TLS 1.2 session IDs, TLS 1.3 stateful tickets), no TLS 1.3
+    // tickets sent, and the builder's ticketer never produces tickets (TLS 1.2 stateless ones).
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
@@ -279,6 +290,17 @@ pub struct TlsSnapshot {
     pub identity_sources: IdentitySources,
     /// When those certificates stop (and start) being valid; `None` if they could not be parsed.
     pub validity: Option<CertValidity>,
+    /// The client CA file's certificates, whose name constraints a subject CN must satisfy to
+    /// name the caller ([`super::name_constraints`]).
+    pub client_cas: Arc<[CertificateDer<'static>]>,
+}
+
+/// The client CA file's certificates, for their name constraints; empty if it cannot be read
+/// (the TLS load refuses such a file).
+fn client_cas(files: &TlsFiles) -> Arc<[CertificateDer<'static>]> {
+    read_certs("client CA", &files.client_ca)
+        .map(Arc::from)
+        .unwrap_or_else(|_| Arc::from(Vec::new()))
 }
 
 /// Holds the current server TLS configuration and can re-read it from its files, so that
@@ -306,12 +328,14 @@ impl TlsReloader {
     pub fn new(files: TlsFiles) -> Result<Self, TlsError> {
         let config = files.load()?;
         let validity = CertValidity::of(&files);
+        let client_cas = client_cas(&files);
         Ok(Self {
             current: Arc::new(ArcSwap::from_pointee(TlsSnapshot {
                 files,
                 config,
                 identity_sources: IdentitySources::default(),
                 validity,
+                client_cas,
             })),
         })
     }
@@ -344,11 +368,13 @@ impl TlsReloader {
     /// identity sources that go with it, in one store.
     pub fn replace(&self, files: TlsFiles, config: Arc<ServerConfig>, sources: IdentitySources) {
         let validity = CertValidity::of(&files);
+        let client_cas = client_cas(&files);
         self.current.store(Arc::new(TlsSnapshot {
             files,
             config,
             identity_sources: sources,
             validity,
+            client_cas,
         }));
     }
 

@@ -1,11 +1,13 @@
 """The processes the interop tests start, started (and stopped) one way for every module: the demo
 kept running, the Tableau double, a `serve` read through its JSON log, and an mTLS channel with a
 certificate of the development PKI. The fixtures in conftest.py build on these."""
+import importlib
 import json
 import os
 import pathlib
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -23,6 +25,59 @@ def binary(var: str, name: str) -> str:
         path = ROOT / path
     assert path.exists(), f"{path} is missing: run `cargo build --workspace --bins` or set {var}"
     return str(path)
+
+
+def generate_stubs(out_dir):
+    """Runs grpc_tools.protoc on proto/'s broker.proto into `out_dir` and imports the generated
+    modules: the tests' own stubs, independent of the client package (clients/python)."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proto_root = ROOT / "proto"
+    subprocess.run(
+        [
+            sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_root}",
+            f"--python_out={out_dir}", f"--grpc_python_out={out_dir}",
+            str(proto_root / "tableau_token_broker" / "v1" / "broker.proto"),
+        ],
+        check=True,
+    )
+    sys.path.insert(0, str(out_dir))
+    pb2 = importlib.import_module("tableau_token_broker.v1.broker_pb2")
+    pb2_grpc = importlib.import_module("tableau_token_broker.v1.broker_pb2_grpc")
+    return pb2, pb2_grpc
+
+
+def generate_admin_stubs(out_dir):
+    """Like generate_stubs, for the admin service (proto/tableau_token_broker/admin/v1)."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proto_root = ROOT / "proto"
+    subprocess.run(
+        [
+            sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_root}",
+            f"--python_out={out_dir}", f"--grpc_python_out={out_dir}",
+            str(proto_root / "tableau_token_broker" / "admin" / "v1" / "admin.proto"),
+        ],
+        check=True,
+    )
+    sys.path.insert(0, str(out_dir))
+    pb2 = importlib.import_module("tableau_token_broker.admin.v1.admin_pb2")
+    pb2_grpc = importlib.import_module("tableau_token_broker.admin.v1.admin_pb2_grpc")
+    return pb2, pb2_grpc
+
+
+def error_reason(err):
+    """The broker's stable reason (google.rpc.ErrorInfo in the status details), e.g. SCOPE_NOT_ALLOWED."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(err)
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return "no reason"
 
 
 def terminate(proc, timeout):

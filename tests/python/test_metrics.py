@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -31,8 +30,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from support import Double, Serve, mtls_channel
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "examples" / "python"))
-import client as example_client  # noqa: E402  (the example's stub generator)
+import support as example_client  # (the tests' stub generator and reason reader)
 
 PREFIX = "tableau_token_broker_"
 RENDERER = "spiffe://demo.local/ns/reports/sa/renderer"

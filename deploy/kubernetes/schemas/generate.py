@@ -2,7 +2,8 @@
 
 Hand-written from each CRD's documented fields (cert-manager v1, Prometheus Operator
 monitoring.coreos.com/v1, trust-manager trust.cert-manager.io/v1alpha1, spire-controller-manager
-spire.spiffe.io/v1alpha1): every field of the spec we could need, types and enums, and
+spire.spiffe.io/v1alpha1, approver-policy policy.cert-manager.io/v1alpha1): every field of the
+spec we could need, types and enums, and
 additionalProperties false, so a misspelt or misplaced field fails as kubernetes-validate --strict
 fails it for built-in kinds. Nested objects we never write (acme, vault, tlsConfig, ...) are only
 checked to be objects. Run: python3 deploy/kubernetes/schemas/generate.py; commit the JSON.
@@ -32,9 +33,13 @@ metadata = obj({
     "name": S, "namespace": S, "labels": smap, "annotations": smap,
     "generateName": S,
 }, ["name"], desc="ObjectMeta, the fields a manifest may set")
-def top(api_version, kind, spec, namespaced=True, required_spec=True):
+def top(api_version, kind, spec, namespaced=True, required_spec=True, kustomize_namespace=False):
     md = json.loads(json.dumps(metadata))
-    if not namespaced:
+    if kustomize_namespace:
+        # Cluster-scoped, but kustomize does not know this kind and gives it the overlay's
+        # namespace; the API server drops a namespace on a cluster-scoped object.
+        md["description"] += "; cluster-scoped: a namespace set by kustomize is dropped by the API server"
+    elif not namespaced:
         md["properties"].pop("namespace")
         md["description"] += "; cluster-scoped, so no namespace"
     return {
@@ -150,6 +155,42 @@ cluster_spiffeid = top("spire.spiffe.io/v1alpha1", "ClusterSPIFFEID", obj({
     "federatesWith": strs, "ttl": dur, "jwtTtl": dur, "admin": B, "downstream": B, "fallback": B,
 }, ["spiffeIDTemplate"]), namespaced=False)
 
+# approver-policy policy.cert-manager.io/v1alpha1 CertificateRequestPolicy (cluster-scoped), from
+# the CRD in cert-manager/approver-policy (deploy/crds/policy.cert-manager.io_certificaterequestpolicies.yaml,
+# controller-gen v0.21.0): spec.allowed, spec.constraints, spec.plugins and spec.selector with
+# every field of that CRD; spec.selector is required there too.
+cel_rules = {"type": "array", "items": obj({"rule": S, "message": S}, ["rule"])}
+crp_one = obj({"value": S, "required": B, "validations": cel_rules})     # single-valued attributes
+crp_many = obj({"values": strs, "required": B, "validations": cel_rules})  # multi-valued attributes
+key_usages = {"type": "array", "items": {"enum": [
+    "signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+    "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any",
+    "server auth", "client auth", "code signing", "email protection", "s/mime", "ipsec end system",
+    "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc"]}}
+certificate_request_policy = top("policy.cert-manager.io/v1alpha1", "CertificateRequestPolicy", obj({
+    "allowed": obj({
+        "commonName": crp_one,
+        "dnsNames": crp_many,
+        "emailAddresses": crp_many,
+        "ipAddresses": crp_many,
+        "uris": crp_many,
+        "isCA": B,
+        "usages": key_usages,
+        "subject": obj({k: crp_many for k in ["countries", "localities", "organizationalUnits", "organizations",
+                                              "postalCodes", "provinces", "streetAddresses"]} | {"serialNumber": crp_one}),
+    }),
+    "constraints": obj({
+        "minDuration": S,
+        "maxDuration": S,
+        "privateKey": obj({"algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]}, "minSize": I, "maxSize": I}),
+    }),
+    "plugins": {"type": "object", "additionalProperties": obj({"values": smap})},
+    "selector": obj({
+        "issuerRef": obj({"name": S, "kind": S, "group": S}),
+        "namespace": obj({"matchNames": strs, "matchLabels": smap}),
+    }),
+}, ["selector"]), namespaced=False, kustomize_namespace=True)
+
 files = {
     "certificate_cert-manager.io_v1.json": certificate,
     "issuer_cert-manager.io_v1.json": issuer,
@@ -158,6 +199,7 @@ files = {
     "prometheusrule_monitoring.coreos.com_v1.json": prometheus_rule,
     "bundle_trust.cert-manager.io_v1alpha1.json": bundle,
     "clusterspiffeid_spire.spiffe.io_v1alpha1.json": cluster_spiffeid,
+    "certificaterequestpolicy_policy.cert-manager.io_v1alpha1.json": certificate_request_policy,
 }
 os.makedirs(OUT, exist_ok=True)
 for name, s in files.items():

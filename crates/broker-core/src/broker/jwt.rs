@@ -50,6 +50,8 @@ impl Broker {
             claims,
         };
         let result = self.mint_jwt_inner(&snapshot.config, caller, &ask);
+        // The candidate policy in shadow (issue 27).
+        let candidate = self.shadow(&snapshot.config, caller, site, user, scopes);
         if !self.audit.is_enabled() {
             return result.map(|(m, _, _)| m);
         }
@@ -66,6 +68,7 @@ impl Broker {
         r.user = Some(user);
         r.scopes_requested = Some(Scopes::Raw(scopes));
         r.claims = super::records::requested_claim_names(claims);
+        r.candidate = candidate;
         tracing::debug!(outcome = %result.as_ref().map_or_else(BrokerError::reason, |_| "OK".into()), %request_id, "decision");
         let r = match &result {
             Ok((m, granted, claims)) => {

@@ -12,6 +12,7 @@ impl Broker {
         request_id: uuid::Uuid,
         req: &CredentialsRequest,
         result: &Result<IssuedCredentials, BrokerError>,
+        candidate: Option<crate::audit::record::CandidateRecord>,
     ) -> Vec<u8> {
         tracing::debug!(outcome = %result.as_ref().map_or_else(BrokerError::reason, |_| "OK".into()), %request_id, "decision");
         let now = self.clock.now();
@@ -28,6 +29,7 @@ impl Broker {
         r.user = Some(&req.user);
         r.scopes_requested = Some(Scopes::Raw(&req.scopes));
         r.claims = requested_claim_names(&req.claims);
+        r.candidate = candidate;
         let r = match result {
             Ok(g) => {
                 let c = &g.credentials;

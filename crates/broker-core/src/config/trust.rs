@@ -298,6 +298,20 @@ pub(super) fn build_trust(
     }
 }
 
+impl super::SiteConfig {
+    /// Who signs this site's JWTs, as far as Tableau can tell them apart: the connected app's
+    /// client ID (direct trust) or the issuer URL (EAS, UAT). A session is bound to it (issue 24
+    /// point 2), so changing a site's app or trust mode never hands out an older session.
+    pub fn signer_id(&self) -> &str {
+        match (&self.trust, &self.app) {
+            (Trust::Eas(e), _) => &e.issuer.url,
+            (Trust::Uat(u), _) => &u.issuer.url,
+            (Trust::Direct, Some(app)) => &app.client_id,
+            (Trust::Direct, None) => "",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Config;

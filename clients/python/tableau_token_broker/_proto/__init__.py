@@ -1,0 +1,1 @@
+"""Generated gRPC modules (scripts/gen_proto.py); not a public API."""

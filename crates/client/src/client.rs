@@ -1,0 +1,845 @@
+//! The [`Client`], its builder and the request and answer types.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use rustls_pki_types::ServerName;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::broadcast;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cache::{Cache, CacheEvent, Fetch, FetchFn, Key};
+use crate::clock::{Clock, SystemClock};
+use crate::error::Error;
+use crate::layer::TableauAuthLayer;
+use crate::proto;
+use crate::proto::token_broker_client::TokenBrokerClient;
+use crate::retry::RetryPolicy;
+use crate::tls::{self, TlsFiles};
+
+/// The broker address when neither [`ClientBuilder::endpoint`] nor `TTB_ADDR` gives one, as the
+/// broker's CLI has it.
+pub const DEFAULT_ADDR: &str = "localhost:7443";
+
+/// Default of [`ClientBuilder::refresh_ahead`]: 5 minutes.
+pub const DEFAULT_REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
+
+/// Default of [`CredentialsRequest::min_remaining`] (and [`ClientBuilder::min_remaining`]):
+/// 1 minute.
+pub const DEFAULT_MIN_REMAINING: Duration = Duration::from_secs(60);
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What [`Client::credentials`] asks for: a site, a user and scopes. It is also the cache key
+/// (scopes deduplicated and sorted, so their order does not matter); `min_remaining` and
+/// `force_refresh` only say how to use the cache.
+///
+/// ```
+/// use tableau_token_broker_client::CredentialsRequest;
+///
+/// let req = CredentialsRequest::new("finance", "svc-renderer")
+///     .scopes(["tableau:views:download", "tableau:content:read"]);
+/// assert_eq!(req.scope_list(), ["tableau:content:read", "tableau:views:download"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CredentialsRequest {
+    site: String,
+    user: String,
+    scopes: Vec<String>,
+    min_remaining: Option<Duration>,
+    force_refresh: bool,
+}
+
+impl CredentialsRequest {
+    /// A request for `user` on `site` (a site name from the broker's configuration, never a URL),
+    /// with no scopes yet: add at least one with [`Self::scopes`] or [`Self::scope`].
+    pub fn new(site: impl Into<String>, user: impl Into<String>) -> Self {
+        CredentialsRequest {
+            site: site.into(),
+            user: user.into(),
+            scopes: Vec::new(),
+            min_remaining: None,
+            force_refresh: false,
+        }
+    }
+
+    /// Adds scopes, such as `"tableau:content:read"`.
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes.extend(scopes.into_iter().map(Into::into));
+        self.scopes.sort();
+        self.scopes.dedup();
+        self
+    }
+
+    /// Adds one scope.
+    pub fn scope(self, scope: impl Into<String>) -> Self {
+        self.scopes([scope.into()])
+    }
+
+    /// Never returns a token with less life left than this: callers wait for a new one instead
+    /// (default: the client's, [`DEFAULT_MIN_REMAINING`] unless set). Also sent to the broker,
+    /// which must hand out less than a site's token life: ask for less.
+    pub fn min_remaining(mut self, d: Duration) -> Self {
+        self.min_remaining = Some(d);
+        self
+    }
+
+    /// Skips the caches, this client's and the broker's: the broker signs in again and both keep
+    /// the new token. For a token known to be bad without a 401 to show for it; otherwise use
+    /// [`Client::invalidate`].
+    pub fn force_refresh(mut self, yes: bool) -> Self {
+        self.force_refresh = yes;
+        self
+    }
+
+    /// The site name.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    /// The username.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The scopes, deduplicated and sorted.
+    pub fn scope_list(&self) -> &[String] {
+        &self.scopes
+    }
+
+    fn key(&self) -> Key {
+        Key {
+            site: self.site.clone(),
+            user: self.user.clone(),
+            scopes: self.scopes.clone(),
+        }
+    }
+}
+
+/// A usable Tableau session, as the broker handed it out. `Debug` never shows the token.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Credentials {
+    /// The credentials token: send it as the `X-Tableau-Auth` header. Never log it.
+    pub token: SecretString,
+    /// Site LUID for REST URIs (`/api/{api_version}/sites/{site_luid}/...`).
+    pub site_luid: String,
+    /// Content URL of the site (`""` is the default site).
+    pub site_content_url: String,
+    /// LUID of the signed-in user.
+    pub user_luid: String,
+    /// Tableau server URL to send REST calls to.
+    pub server_url: String,
+    /// REST API version the broker signed in with.
+    pub api_version: String,
+    /// When the broker stops handing out this token (before Tableau ends the session).
+    pub expires_at: SystemTime,
+    /// Normalized scopes (deduplicated, sorted) the token carries.
+    pub scopes: Vec<String>,
+    /// True when the broker answered from its own cache rather than a fresh sign-in.
+    pub from_broker_cache: bool,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &"[redacted]")
+            .field("site_luid", &self.site_luid)
+            .field("site_content_url", &self.site_content_url)
+            .field("user_luid", &self.user_luid)
+            .field("server_url", &self.server_url)
+            .field("api_version", &self.api_version)
+            .field("expires_at", &self.expires_at)
+            .field("scopes", &self.scopes)
+            .field("from_broker_cache", &self.from_broker_cache)
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The REST base URL of the site: `{server_url}/api/{api_version}/sites/{site_luid}`.
+    pub fn site_url(&self) -> String {
+        format!(
+            "{}/api/{}/sites/{}",
+            self.server_url.trim_end_matches('/'),
+            self.api_version,
+            self.site_luid
+        )
+    }
+
+    /// The life left at `now` (zero once expired).
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        self.expires_at
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(token: &str, expires_at: SystemTime) -> Self {
+        Credentials {
+            token: SecretString::from(token.to_owned()),
+            site_luid: "site-luid".into(),
+            site_content_url: "finance".into(),
+            user_luid: "user-luid".into(),
+            server_url: "https://tableau.example.com".into(),
+            api_version: "3.22".into(),
+            expires_at,
+            scopes: vec!["tableau:content:read".into()],
+            from_broker_cache: false,
+        }
+    }
+}
+
+/// The broker's `GetCredentials` answer as [`Credentials`], for callers that hold a raw stub's
+/// answer ([`proto`]) and for tests of code that takes `Credentials`. Fails with
+/// [`Error::Malformed`] when `expires_at` is missing or out of range.
+impl TryFrom<proto::GetCredentialsResponse> for Credentials {
+    type Error = Error;
+
+    fn try_from(r: proto::GetCredentialsResponse) -> Result<Self, Error> {
+        let expires_at = r
+            .expires_at
+            .and_then(|t| SystemTime::try_from(t).ok())
+            .ok_or(Error::Malformed("expires_at"))?;
+        Ok(Credentials {
+            token: SecretString::from(r.token),
+            site_luid: r.site_luid,
+            site_content_url: r.site_content_url,
+            user_luid: r.user_luid,
+            server_url: r.server_url,
+            api_version: r.api_version,
+            expires_at,
+            scopes: r.scopes,
+            from_broker_cache: r.from_cache,
+        })
+    }
+}
+
+/// What [`Client::mint_jwt`] asks for: a connected-app JWT for `user` on `site`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintJwtRequest {
+    site: String,
+    user: String,
+    scopes: Vec<String>,
+    ttl: Option<Duration>,
+}
+
+impl MintJwtRequest {
+    /// A request for a JWT whose `sub` is `user`, for `site`; add scopes with [`Self::scopes`].
+    pub fn new(site: impl Into<String>, user: impl Into<String>) -> Self {
+        MintJwtRequest {
+            site: site.into(),
+            user: user.into(),
+            scopes: Vec::new(),
+            ttl: None,
+        }
+    }
+
+    /// Adds scopes for the `scp` claim.
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes.extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Asks for a lifetime; the broker caps it (grant, site, Tableau's 10 minutes). Unset: the
+    /// site's `jwt_ttl`.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+/// A connected-app JWT. `Debug` never shows it.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct MintedJwt {
+    /// The compact JWT. Secret until it expires: never log it.
+    pub jwt: SecretString,
+    /// Its unique ID (`jti`), safe to log.
+    pub jti: String,
+    /// Its `exp` claim.
+    pub expires_at: SystemTime,
+}
+
+impl std::fmt::Debug for MintedJwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintedJwt")
+            .field("jwt", &"[redacted]")
+            .field("jti", &self.jti)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// What [`Client::invalidate`] did at the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Invalidation {
+    /// The broker held the token and dropped it from its cache.
+    pub evicted: bool,
+    /// The broker also ended the session at Tableau.
+    pub signed_out: bool,
+}
+
+/// Builds a [`Client`]: where the broker is, and the files of this caller's identity.
+///
+/// ```no_run
+/// # fn example() -> Result<(), tableau_token_broker_client::Error> {
+/// use tableau_token_broker_client::Client;
+///
+/// let client = Client::builder()
+///     .endpoint("broker.internal:7443")
+///     .identity_files("/run/spiffe/svid.pem", "/run/spiffe/svid_key.pem")
+///     .ca_file("/run/spiffe/bundle.pem")
+///     .build()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ClientBuilder {
+    endpoint: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    server_name: Option<String>,
+    refresh_ahead: Duration,
+    min_remaining: Duration,
+    retry: RetryPolicy,
+    clock: Arc<dyn Clock>,
+    timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("endpoint", &self.endpoint)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("ca", &self.ca)
+            .field("server_name", &self.server_name)
+            .field("refresh_ahead", &self.refresh_ahead)
+            .field("min_remaining", &self.min_remaining)
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            endpoint: None,
+            cert: None,
+            key: None,
+            ca: None,
+            server_name: None,
+            refresh_ahead: DEFAULT_REFRESH_AHEAD,
+            min_remaining: DEFAULT_MIN_REMAINING,
+            retry: RetryPolicy::default(),
+            clock: Arc::new(SystemClock),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// An environment variable, unset when empty.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl ClientBuilder {
+    /// The broker's address: `host:port` (or `https://host:port`). Default [`DEFAULT_ADDR`].
+    pub fn endpoint(mut self, addr: impl Into<String>) -> Self {
+        self.endpoint = Some(addr.into());
+        self
+    }
+
+    /// The client certificate (PEM, leaf first) and its private key (PEM) the broker identifies
+    /// this caller by. Both are read again when they change on disk.
+    pub fn identity_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.cert = Some(cert.into());
+        self.key = Some(key.into());
+        self
+    }
+
+    /// The CA certificate(s) (PEM) that signed the broker's certificate; the only trust anchors.
+    pub fn ca_file(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.ca = Some(ca.into());
+        self
+    }
+
+    /// The name the broker's certificate must carry (default: the host of the address).
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// Takes the settings the broker's CLI reads from the environment, each one that is set
+    /// (and not empty) replacing what the builder had: `TTB_ADDR` (the address, default
+    /// [`DEFAULT_ADDR`]), `TTB_CERT` and `TTB_KEY` (the identity files), `TTB_CA` (the CA file)
+    /// and `TTB_SERVER_NAME`. [`Self::build`] names any that is still missing.
+    pub fn from_env(mut self) -> Self {
+        if let Some(v) = env("TTB_ADDR") {
+            self.endpoint = Some(v);
+        }
+        if let Some(v) = env("TTB_CERT") {
+            self.cert = Some(v.into());
+        }
+        if let Some(v) = env("TTB_KEY") {
+            self.key = Some(v.into());
+        }
+        if let Some(v) = env("TTB_CA") {
+            self.ca = Some(v.into());
+        }
+        if let Some(v) = env("TTB_SERVER_NAME") {
+            self.server_name = Some(v);
+        }
+        self
+    }
+
+    /// Refreshes a cached token in the background once it has less than this left (default
+    /// [`DEFAULT_REFRESH_AHEAD`]), serving it meanwhile. Capped at half the life a token had
+    /// when it arrived.
+    pub fn refresh_ahead(mut self, d: Duration) -> Self {
+        self.refresh_ahead = d;
+        self
+    }
+
+    /// The `min_remaining` of requests that set none (default [`DEFAULT_MIN_REMAINING`]).
+    pub fn min_remaining(mut self, d: Duration) -> Self {
+        self.min_remaining = d;
+        self
+    }
+
+    /// How failed calls are retried (default [`RetryPolicy::default`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The clock of expiry decisions (default [`SystemClock`]); tests pass a
+    /// [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How long one call may take, a sign-in at Tableau included (default 30 s).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// How long connecting (TCP and TLS) may take (default 10 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Reads the certificate, key and CA files and makes the client. Does not connect: the first
+    /// call does. Errors name what is missing or unusable.
+    pub fn build(self) -> Result<Client, Error> {
+        let missing = |what: &str, method: &str, var: &str| {
+            Error::Config(format!(
+                "no {what}: call ClientBuilder::{method} or set {var}"
+            ))
+        };
+        let cert = self
+            .cert
+            .ok_or_else(|| missing("client certificate", "identity_files", "TTB_CERT"))?;
+        let key = self
+            .key
+            .ok_or_else(|| missing("client key", "identity_files", "TTB_KEY"))?;
+        let ca = self
+            .ca
+            .ok_or_else(|| missing("CA certificate", "ca_file", "TTB_CA"))?;
+        let endpoint = self.endpoint.unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        let (addr, host) = tls::split_addr(&endpoint)?;
+        let name = tls::server_name(self.server_name.as_deref().unwrap_or(&host))?;
+        let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+            .map_err(|_| {
+                Error::Config(format!(
+                    "{addr:?} is not a broker address; pass host:port (TTB_ADDR)"
+                ))
+            })?
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout);
+        let files = TlsFiles::load(cert, key, ca)?;
+        let rpc = Arc::new(Rpc {
+            endpoint,
+            name,
+            files,
+            channel: Mutex::new(None),
+            retry: self.retry,
+        });
+        let fetch_rpc = Arc::clone(&rpc);
+        let fetch: FetchFn = Arc::new(move |key: Key, fetch: Fetch| {
+            let rpc = Arc::clone(&fetch_rpc);
+            async move { rpc.fetch(&key, &fetch).await }.boxed()
+        });
+        Ok(Client {
+            inner: Arc::new(Inner {
+                rpc,
+                cache: Arc::new(Cache::new(self.clock, self.refresh_ahead, fetch)),
+                min_remaining: self.min_remaining,
+            }),
+        })
+    }
+}
+
+/// The broker's client: credentials from an in-process cache, JWTs, invalidation, WhoAmI and the
+/// scope catalog, over mTLS. Cheap to clone; clones share the connection and the cache.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.inner.rpc.endpoint.uri())
+            .field("files", &self.inner.rpc.files)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    rpc: Arc<Rpc>,
+    cache: Arc<Cache>,
+    min_remaining: Duration,
+}
+
+/// The gRPC side: the channel of the current certificate generation, and retries.
+struct Rpc {
+    endpoint: Endpoint,
+    name: ServerName<'static>,
+    files: TlsFiles,
+    channel: Mutex<Option<(u64, Channel)>>,
+    retry: RetryPolicy,
+}
+
+fn proto_duration(d: Duration) -> Option<prost_types::Duration> {
+    prost_types::Duration::try_from(d).ok()
+}
+
+impl Rpc {
+    /// A stub on the channel of the current certificate files, opening a new channel (and so a
+    /// new connection) when they changed.
+    fn stub(&self) -> TokenBrokerClient<Channel> {
+        let (generation, config) = self.files.current();
+        let mut slot = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some((g, channel)) if *g == generation => TokenBrokerClient::new(channel.clone()),
+            _ => {
+                let channel = tls::channel(&self.endpoint, self.name.clone(), config);
+                *slot = Some((generation, channel.clone()));
+                TokenBrokerClient::new(channel)
+            }
+        }
+    }
+
+    /// Runs `call` on a stub with the retry policy; each attempt takes a stub anew, so a retry
+    /// after a rotation uses the new certificate.
+    async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut(TokenBrokerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.retry
+            .run(|| call(self.stub()))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Error::from_status(&s))
+    }
+
+    async fn get_credentials(
+        &self,
+        key: &Key,
+        min_remaining: Duration,
+        force_refresh: bool,
+    ) -> Result<Credentials, Error> {
+        let req = proto::GetCredentialsRequest {
+            site: key.site.clone(),
+            user: key.user.clone(),
+            scopes: key.scopes.clone(),
+            min_remaining: proto_duration(min_remaining),
+            force_refresh,
+            // Claims beyond scp (attributes, groups, on-demand access) are not asked for by this
+            // client yet.
+            ..Default::default()
+        };
+        let r = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.get_credentials(req).await }
+            })
+            .await?;
+        Credentials::try_from(r)
+    }
+
+    /// A cache fetch: credentials with `min_remaining` left. When the broker hands back the very
+    /// token being replaced (its clock gives it more life than ours does), asks once more with
+    /// `force_refresh`, so a refresh always ends with a new token.
+    async fn fetch(&self, key: &Key, fetch: &Fetch) -> Result<Credentials, Error> {
+        let c = self
+            .get_credentials(key, fetch.min_remaining, false)
+            .await?;
+        let same = fetch
+            .replacing
+            .as_ref()
+            .is_some_and(|old| old.expose_secret() == c.token.expose_secret());
+        if same {
+            return self.get_credentials(key, fetch.min_remaining, true).await;
+        }
+        Ok(c)
+    }
+
+    async fn invalidate(&self, token: &SecretString) -> Result<Invalidation, Error> {
+        let req = proto::InvalidateCredentialsRequest {
+            token: token.expose_secret().to_owned(),
+        };
+        let r = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.invalidate_credentials(req).await }
+            })
+            .await?;
+        Ok(Invalidation {
+            evicted: r.evicted,
+            signed_out: r.signed_out,
+        })
+    }
+}
+
+use std::future::Future;
+
+impl Client {
+    /// A builder; see [`ClientBuilder`].
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// `Client::builder().from_env().build()`: the `TTB_*` variables as the broker's CLI reads
+    /// them.
+    pub fn from_env() -> Result<Client, Error> {
+        Client::builder().from_env().build()
+    }
+
+    /// Tableau credentials for `req`: from this process's cache while the token has more than
+    /// the request's `min_remaining` left, otherwise from the broker, with one RPC per request
+    /// however many callers wait for it. A token near expiry is refreshed in the background
+    /// while still being served.
+    pub async fn credentials(&self, req: &CredentialsRequest) -> Result<Credentials, Error> {
+        let min_remaining = req.min_remaining.unwrap_or(self.inner.min_remaining);
+        let key = req.key();
+        if req.force_refresh {
+            let c = self
+                .inner
+                .rpc
+                .get_credentials(&key, min_remaining, true)
+                .await?;
+            self.inner.cache.store(&key, &c);
+            return Ok(c);
+        }
+        self.inner.cache.get(&key, min_remaining).await
+    }
+
+    /// A connected-app JWT, minted by the broker (never cached: each call mints one).
+    pub async fn mint_jwt(&self, req: &MintJwtRequest) -> Result<MintedJwt, Error> {
+        let msg = proto::MintJwtRequest {
+            site: req.site.clone(),
+            user: req.user.clone(),
+            scopes: req.scopes.clone(),
+            ttl: req.ttl.and_then(proto_duration),
+            ..Default::default()
+        };
+        let r = self
+            .inner
+            .rpc
+            .call(|mut c| {
+                let msg = msg.clone();
+                async move { c.mint_jwt(msg).await }
+            })
+            .await?;
+        let expires_at = r
+            .expires_at
+            .and_then(|t| SystemTime::try_from(t).ok())
+            .ok_or(Error::Malformed("expires_at"))?;
+        Ok(MintedJwt {
+            jwt: SecretString::from(r.jwt),
+            jti: r.jti,
+            expires_at,
+        })
+    }
+
+    /// Reports a token Tableau refused: drops it from this process's cache, and the broker
+    /// evicts it and signs its session out.
+    pub async fn invalidate(&self, token: &SecretString) -> Result<Invalidation, Error> {
+        self.inner.cache.evict_token(token);
+        self.inner.rpc.invalidate(token).await
+    }
+
+    /// Reports credentials Tableau answered 401 to, once per token: the first report drops them
+    /// from the cache and invalidates them at the broker; later reports of the same token (other
+    /// requests that failed with it at the same time) find it gone and do nothing.
+    pub(crate) async fn report_refused(&self, creds: &Credentials) -> Result<(), Error> {
+        if self.inner.cache.evict_token(&creds.token) {
+            self.inner.rpc.invalidate(&creds.token).await?;
+        }
+        Ok(())
+    }
+
+    /// Who the broker thinks this caller is (from the certificate presented on this call's
+    /// connection) and what it may ask for.
+    pub async fn whoami(&self) -> Result<proto::WhoAmIResponse, Error> {
+        self.inner
+            .rpc
+            .call(|mut c| async move { c.who_am_i(proto::WhoAmIRequest {}).await })
+            .await
+    }
+
+    /// The smallest scope set for REST `methods` (names as in Tableau's REST reference, such as
+    /// `"Query View PDF"`), and the methods each of `scopes` enables.
+    pub async fn resolve_scopes<M, S>(
+        &self,
+        methods: M,
+        scopes: S,
+    ) -> Result<proto::ResolveScopesResponse, Error>
+    where
+        M: IntoIterator,
+        M::Item: Into<String>,
+        S: IntoIterator,
+        S::Item: Into<String>,
+    {
+        let msg = proto::ResolveScopesRequest {
+            methods: methods.into_iter().map(Into::into).collect(),
+            scopes: scopes.into_iter().map(Into::into).collect(),
+        };
+        self.inner
+            .rpc
+            .call(|mut c| {
+                let msg = msg.clone();
+                async move { c.resolve_scopes(msg).await }
+            })
+            .await
+    }
+
+    /// Events of the credentials cache (fetches, failed refreshes, evictions). Events sent while
+    /// nobody subscribed are not kept; a receiver that falls more than 256 behind skips some.
+    pub fn subscribe(&self) -> broadcast::Receiver<CacheEvent> {
+        self.inner.cache.subscribe()
+    }
+
+    /// A [`TableauAuthLayer`] that authenticates requests with credentials for `req`.
+    pub fn layer(&self, req: CredentialsRequest) -> TableauAuthLayer {
+        TableauAuthLayer::new(self.clone(), req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let c = Credentials::for_tests("s3cr3t-token", SystemTime::UNIX_EPOCH);
+        let text = format!("{c:?}");
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(text.contains("site_luid"), "{text}");
+        let j = MintedJwt {
+            jwt: SecretString::from("eyJhbGciOi.s3cr3t".to_owned()),
+            jti: "j-1".into(),
+            expires_at: SystemTime::UNIX_EPOCH,
+        };
+        assert!(!format!("{j:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn requests_are_keyed_by_site_user_and_scope_set() {
+        let a = CredentialsRequest::new("s", "u").scopes(["b", "a", "b"]);
+        let b = CredentialsRequest::new("s", "u")
+            .scope("a")
+            .scope("b")
+            .min_remaining(Duration::from_secs(5));
+        assert_eq!(a.key(), b.key());
+        assert_eq!(a.scope_list(), ["a", "b"]);
+        assert_ne!(
+            a.key(),
+            CredentialsRequest::new("s", "v").scopes(["a", "b"]).key()
+        );
+    }
+
+    #[test]
+    fn build_names_what_is_missing() {
+        let err = Client::builder().build().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no client certificate: call ClientBuilder::identity_files or set TTB_CERT"
+        );
+        let err = Client::builder()
+            .identity_files("c", "k")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("TTB_CA"), "{err}");
+        let err = Client::builder()
+            .identity_files("c", "k")
+            .ca_file("ca")
+            .endpoint("no-port")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("host:port"), "{err}");
+    }
+
+    #[test]
+    fn a_brokers_answer_converts_and_needs_its_expiry() {
+        let answer = proto::GetCredentialsResponse {
+            token: "t".into(),
+            site_luid: "s".into(),
+            from_cache: true,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let c = Credentials::try_from(answer.clone()).unwrap();
+        assert!(c.from_broker_cache);
+        assert_eq!(c.token.expose_secret(), "t");
+        assert_eq!(
+            c.expires_at,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+        let missing = proto::GetCredentialsResponse {
+            expires_at: None,
+            ..answer
+        };
+        assert!(matches!(
+            Credentials::try_from(missing),
+            Err(Error::Malformed("expires_at"))
+        ));
+    }
+
+    #[test]
+    fn site_urls_join_server_version_and_luid() {
+        let c = Credentials::for_tests("t", SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            c.site_url(),
+            "https://tableau.example.com/api/3.22/sites/site-luid"
+        );
+    }
+}
