@@ -172,7 +172,7 @@ impl Minter {
     }
 
     /// A direct-trust JWT with claims beyond `scp`.
-    #[tracing::instrument(skip_all, fields(client_id = %app.client_id, user = %user, ttl_s = ttl.as_secs()))]
+    #[tracing::instrument(name = "mint", skip_all, fields(client_id = %app.client_id, user = %user, ttl_s = ttl.as_secs()))]
     pub fn mint_direct(
         &self,
         app: &ConnectedApp,
@@ -266,7 +266,7 @@ impl Minter {
     }
 
     /// An EAS JWT (connected app with OAuth 2.0 trust) for `user`.
-    #[tracing::instrument(skip_all, fields(aud = %eas.audience, user = %user, ttl_s = ttl.as_secs()))]
+    #[tracing::instrument(name = "mint", skip_all, fields(aud = %eas.audience, user = %user, ttl_s = ttl.as_secs()))]
     pub fn mint_eas(
         &self,
         eas: &EasTrust,
@@ -284,7 +284,7 @@ impl Minter {
     }
 
     /// A unified access token for `user`: explicit scopes only, no `aud` and no `sub`.
-    #[tracing::instrument(skip_all, fields(tenant = %uat.tenant_id, user = %user, ttl_s = ttl.as_secs()))]
+    #[tracing::instrument(name = "mint", skip_all, fields(tenant = %uat.tenant_id, user = %user, ttl_s = ttl.as_secs()))]
     pub fn mint_uat(
         &self,
         uat: &UatTrust,

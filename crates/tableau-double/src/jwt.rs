@@ -79,12 +79,14 @@ pub(crate) struct Accepted {
     pub claims: Map<String, Value>,
 }
 
-/// True when the JWT's header names an `iss` (direct trust); EAS and UAT JWTs carry none there.
-pub(crate) fn header_has_iss(jwt: &str) -> bool {
+/// True for a direct-trust JWT: its header names an `iss`, or it is HS256 (a shared secret; one
+/// without `iss` is then refused as direct trust, 10083). EAS and UAT JWTs are RS256 or ES256
+/// with no `iss` in the header.
+pub(crate) fn is_direct_trust_jwt(jwt: &str) -> bool {
     jwt.split('.')
         .next()
         .and_then(b64_json)
-        .is_some_and(|h| h.contains_key("iss"))
+        .is_some_and(|h| h.contains_key("iss") || h.get("alg") == Some(&Value::from("HS256")))
 }
 
 pub(crate) fn b64_json(part: &str) -> Option<Map<String, Value>> {

@@ -415,7 +415,7 @@ async fn do_signin(s: &Shared, body: &[u8], fmt: Format, echo_jwt: bool) -> Resp
     };
     let site = &s.sites[site_index];
     let now = s.clock.now();
-    let checked = if req.uat || !jwt::header_has_iss(&jwt) {
+    let checked = if req.uat || !jwt::is_direct_trust_jwt(&jwt) {
         super::issuers::check(
             &jwt,
             req.uat,
