@@ -32,6 +32,8 @@ pub const OPS_ID: &str = "spiffe://demo.local/ns/ops/sa/admin";
 pub const FINANCE_LUID: &str = "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d";
 /// LUID of the demo's `sales` site (Tableau's default site, content URL "").
 pub const SALES_LUID: &str = "1f2e3d4c-5b6a-4789-8a0b-1c2d3e4f5a6b";
+/// The `cloud` site's LUID: a connected app with OAuth 2.0 trust (EAS), the broker its issuer.
+pub const CLOUD_LUID: &str = "c10bd000-5e4f-4a2b-8c0d-9e8f7a6b5c4d";
 
 const CLIENT_ID: &str = "d3a0c11e-0000-4000-8000-000000000001";
 const SECRET_ID: &str = "d3a05ec7-0000-4000-8000-000000000002";
@@ -112,6 +114,9 @@ pub enum DemoError {
     /// Waiting for Ctrl-C/SIGTERM failed.
     #[error("cannot wait for Ctrl-C: {0}")]
     Signal(std::io::Error),
+    /// The issuer's key could not be generated.
+    #[error("cannot make the demo issuer's key: {0}")]
+    IssuerKey(#[from] crate::issuer::KeyError),
 }
 
 impl From<LocalError> for DemoError {
@@ -122,6 +127,7 @@ impl From<LocalError> for DemoError {
             LocalError::Double(e) => DemoError::Double(e),
             LocalError::Config(e) => DemoError::Config(e),
             LocalError::Serve(e) => DemoError::Serve(e),
+            LocalError::IssuerKey(e) => DemoError::IssuerKey(e),
         }
     }
 }
@@ -144,7 +150,13 @@ macro_rules! say {
 /// signed in with JSON), the users the callers may sign in as, one connected app with `secret`,
 /// and the two callers. The broker's configuration is written to `state/broker.toml` and loaded
 /// like any other.
-fn setup(state: &Path, listen: SocketAddr, admin: SocketAddr, secret: &str) -> LocalSetup {
+fn setup(
+    state: &Path,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    issuer_port: u16,
+    secret: &str,
+) -> LocalSetup {
     let users = |prefix: &str| {
         vec![
             SiteUser::new(DEMO_USER, format!("{prefix}-0000-4000-8000-000000000011")),
@@ -158,6 +170,7 @@ fn setup(state: &Path, listen: SocketAddr, admin: SocketAddr, secret: &str) -> L
     LocalSetup::new(state, LocalApp::new(CLIENT_ID, SECRET_ID, secret))
         .listen(listen)
         .admin(admin)
+        .issuer(issuer_port)
         .header(
             "# Written by `tableau-token-broker demo` on every run; edits are overwritten.\n\
              # A development configuration: inline secret and plain-http Tableau (the in-process double).",
@@ -168,6 +181,7 @@ fn setup(state: &Path, listen: SocketAddr, admin: SocketAddr, secret: &str) -> L
                 .default_site()
                 .json(),
         )
+        .site(LocalSite::new("cloud", CLOUD_LUID, users("cccccccc")).eas())
         .caller(
             LocalCaller::new(
                 RENDERER_ID,
@@ -178,8 +192,13 @@ fn setup(state: &Path, listen: SocketAddr, admin: SocketAddr, secret: &str) -> L
                 )
                 .max_jwt_ttl(Duration::from_secs(120)),
             )
+            .grant(LocalGrant::new(
+                &["cloud"],
+                &[DEMO_USER],
+                &["tableau:content:read", "tableau:views:embed"],
+            ))
             .comment(
-                "The report renderer: read content and download views on finance, as svc-renderer only.",
+                "The report renderer: read content and download views on finance, read and embed on cloud (EAS), as svc-renderer only.",
             ),
         )
         .caller(
@@ -263,7 +282,16 @@ pub async fn run(opts: &DemoOpts, out: &mut impl Write) -> Result<(), DemoError>
         let port = if opts.listen.port() == 0 { 0 } else { 9090 };
         SocketAddr::from(([127, 0, 0, 1], port))
     });
-    let local = match setup(&state, opts.listen, admin, &secret)
+    // The issuer listener (EAS): a free port, or 8443 beside a fixed broker port.
+    let issuer_port = if opts.listen.port() == 0 {
+        std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(io_err(&state))?
+    } else {
+        8443
+    };
+    let local = match setup(&state, opts.listen, admin, issuer_port, &secret)
         .pki(pki, files.tls_files())
         .start()
         .await
@@ -298,6 +326,10 @@ pub async fn run(opts: &DemoOpts, out: &mut impl Write) -> Result<(), DemoError>
     say!(
         out,
         "admin on {admin_url} (plain HTTP: /livez /readyz /metrics)"
+    );
+    say!(
+        out,
+        "issuer on https://localhost:{issuer_port} (metadata: /.well-known/openid-configuration; site cloud trusts it)"
     );
 
     let script = script(out, addr, &files, &renderer_crt, &renderer_key, double).await;
@@ -340,6 +372,15 @@ pub async fn run(opts: &DemoOpts, out: &mut impl Write) -> Result<(), DemoError>
         config_path.display()
     );
     say!(out, "  curl {double_url}/_fake/stats");
+    say!(
+        out,
+        "  curl --cacert {} https://localhost:{issuer_port}/.well-known/jwks.json",
+        files.ca_cert.display()
+    );
+    say!(
+        out,
+        "  tableau-token-broker get {conn} --site cloud --user {DEMO_USER} --scope {DEMO_SCOPE}   # EAS: signed with the issuer key"
+    );
     say!(out, "  curl {admin_url}/metrics");
 
     if !opts.no_wait {
@@ -472,6 +513,31 @@ async fn script(
         "   Tableau double sign-ins: {} (the refusal never reached Tableau)",
         double.stats().signins_ok
     );
+
+    say!(
+        out,
+        "4. GetCredentials on site cloud, a connected app with OAuth 2.0 trust (EAS): no shared secret"
+    );
+    let eas = c
+        .get_credentials(pb::GetCredentialsRequest {
+            site: "cloud".into(),
+            ..request(&[DEMO_SCOPE])
+        })
+        .await
+        .map_err(step_err("EAS GetCredentials"))?
+        .into_inner();
+    say!(
+        out,
+        "   sign-in: token {}, site LUID {}; Tableau verified the broker's ES256 JWT with the JWKS it fetched from the issuer ({} JWKS fetch(es))",
+        token_prefix(&eas.token),
+        eas.site_luid,
+        double
+            .stats()
+            .issuer_fetches
+            .get("jwks")
+            .copied()
+            .unwrap_or(0)
+    );
     Ok(())
 }
 
@@ -498,14 +564,16 @@ mod tests {
     #[test]
     fn the_demo_configuration_loads() {
         let dir = tempfile::tempdir().unwrap();
-        drop(DevPki::load_or_create(dir.path()).unwrap());
+        let pki = DevPki::load_or_create(dir.path()).unwrap();
         let files = DevPkiFiles::in_dir(dir.path());
         let setup = setup(
             dir.path(),
             "127.0.0.1:0".parse().unwrap(),
             "127.0.0.1:0".parse().unwrap(),
+            8443,
             "a-demo-secret-of-at-least-32-bytes",
         );
+        setup.write_issuer_files(&pki).unwrap();
         let path = dir.path().join("broker.toml");
         let text = setup.broker_toml("http://127.0.0.1:1", &files.tls_files());
         assert!(
@@ -516,6 +584,7 @@ mod tests {
         let config = crate::config::Config::load(&path).unwrap();
         assert!(config.site("finance").is_some());
         assert!(config.site("sales").is_some());
+        assert_eq!(config.site("cloud").unwrap().trust.name(), "eas");
         setup.double_config().validate().unwrap();
     }
 }

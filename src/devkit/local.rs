@@ -48,8 +48,8 @@ use crate::transport::TlsFiles;
 use crate::transport::client::ClientError;
 use crate::transport::identity::IdentitySources;
 use tableau_double::{
-    AppSecret, ConnectedApp, FakeTableau, FakeTableauConfig, FakeTableauError, FakeTableauHandle,
-    Site, SiteUser,
+    AppSecret, ConnectedApp, EasApp, FakeTableau, FakeTableauConfig, FakeTableauError,
+    FakeTableauHandle, Site, SiteUser,
 };
 
 /// The broker configuration's file name inside the setup's folder.
@@ -78,6 +78,9 @@ pub enum LocalError {
     /// The broker did not start (the double has been shut down again).
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The issuer's signing key could not be generated.
+    #[error(transparent)]
+    IssuerKey(#[from] crate::issuer::KeyError),
 }
 
 /// The one connected app the double trusts and every site of the broker signs in with.
@@ -128,6 +131,9 @@ pub struct LocalSite {
     /// Keep the secret in `NAME.secret` next to the configuration (`secret_file`) rather than
     /// inline, as production configurations do.
     pub secret_in_file: bool,
+    /// Connected app with OAuth 2.0 trust (EAS): the broker signs with its issuer key (see
+    /// [`LocalSetup::issuer`]) instead of the app's secret; the audience is `tableau:<LUID>`.
+    pub eas: bool,
 }
 
 impl LocalSite {
@@ -142,7 +148,14 @@ impl LocalSite {
             server_url: None,
             broker_secret: None,
             secret_in_file: false,
+            eas: false,
         }
+    }
+
+    /// Trusts the broker as an EAS issuer (needs [`LocalSetup::issuer`]).
+    pub fn eas(mut self) -> Self {
+        self.eas = true;
+        self
     }
 
     /// Makes this Tableau's default site (content URL `""`).
@@ -211,6 +224,12 @@ impl LocalCaller {
             grants: vec![grant],
             settings: Vec::new(),
         }
+    }
+
+    /// Adds another grant to the entry.
+    pub fn grant(mut self, grant: LocalGrant) -> Self {
+        self.grants.push(grant);
+        self
     }
 
     /// Adds a `key = value` line to the entry, e.g. `sign_ins_per_second = 2`.
@@ -287,7 +306,13 @@ pub struct LocalSetup {
     audit: Option<String>,
     settings: Vec<(String, String)>,
     extra_toml: Option<String>,
+    issuer_port: Option<u16>,
 }
+
+/// The issuer's signing key (ES256, PKCS#8) in the setup's folder, made on every start.
+pub const ISSUER_KEY_FILE: &str = "issuer-es256.pem";
+/// The issuer key's `kid`.
+pub const ISSUER_KEY_ID: &str = "demo-es256";
 
 /// The audit trail file a local setup writes into its folder unless told otherwise.
 pub const AUDIT_FILE: &str = "audit.jsonl";
@@ -347,7 +372,44 @@ impl LocalSetup {
             audit: None,
             settings: Vec::new(),
             extra_toml: None,
+            issuer_port: None,
         }
+    }
+
+    /// Makes the broker an OAuth 2.0 issuer at `https://localhost:PORT`, serving its metadata
+    /// and JWKS there over HTTPS (a certificate from the setup's PKI), for [`LocalSite::eas`]
+    /// sites; the double fetches them trusting the PKI's CA.
+    pub fn issuer(mut self, port: u16) -> Self {
+        self.issuer_port = Some(port);
+        self
+    }
+
+    /// The issuer URL, when the setup has an issuer.
+    pub fn issuer_url(&self) -> Option<String> {
+        self.issuer_port.map(|p| format!("https://localhost:{p}"))
+    }
+
+    /// Writes the issuer's files into the folder: a fresh ES256 key (mode 0600) and an HTTPS
+    /// certificate for `localhost` from `pki`. Nothing without an issuer.
+    pub fn write_issuer_files(&self, pki: &DevPki) -> Result<(), LocalError> {
+        if self.issuer_port.is_none() {
+            return Ok(());
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LocalError::Io { path, source }
+        };
+        pki.issue_server(&["localhost"])?
+            .write(&self.dir, "issuer-tls")?;
+        let pem = crate::issuer::keys::generate_pem(crate::issuer::KeyAlg::Es256)?;
+        let p = self.dir.join(ISSUER_KEY_FILE);
+        std::fs::write(&p, pem.expose_secret()).map_err(io(&p))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io(&p))?;
+        }
+        Ok(())
     }
 
     /// The `[audit]` section's body, written as given (default: `path` = [`AUDIT_FILE`] in the
@@ -449,7 +511,20 @@ impl LocalSetup {
             )],
         );
         app.enabled = self.app.enabled;
-        FakeTableauConfig::new(sites, vec![app])
+        let mut config = FakeTableauConfig::new(sites, vec![app]);
+        if let Some(url) = self.issuer_url() {
+            config.eas_apps = vec![EasApp::new(url)];
+        }
+        config
+    }
+
+    /// The double's configuration, trusting `ca` for the issuer's HTTPS.
+    fn double_config_with_ca(&self, ca: &Path) -> FakeTableauConfig {
+        let mut config = self.double_config();
+        if self.issuer_port.is_some() {
+            config.issuer_ca_bundle = Some(ca.to_path_buf());
+        }
+        config
     }
 
     /// Where a site's secret file goes when it keeps its secret in one.
@@ -498,6 +573,19 @@ impl LocalSetup {
         }
         let _ = writeln!(t, "[tableau]\nconnect_timeout = \"2s\"");
         let _ = writeln!(t, "request_timeout = \"10s\"\n");
+        if let (Some(port), Some(url)) = (self.issuer_port, self.issuer_url()) {
+            let _ = writeln!(t, "[issuer]\nurl = {}", quoted(&url));
+            let _ = writeln!(t, "listen = \"127.0.0.1:{port}\"");
+            let _ = writeln!(t, "cert = {}", path(&self.dir.join("issuer-tls.crt")));
+            let _ = writeln!(t, "key = {}", path(&self.dir.join("issuer-tls.key")));
+            let _ = writeln!(t, "active_key = {}", quoted(ISSUER_KEY_ID));
+            let _ = writeln!(t, "[[issuer.keys]]\nid = {}", quoted(ISSUER_KEY_ID));
+            let _ = writeln!(
+                t,
+                "private_key_file = {}\n",
+                path(&self.dir.join(ISSUER_KEY_FILE))
+            );
+        }
         for site in &self.sites {
             let url = site.server_url.as_deref().unwrap_or(double_url);
             let name = &site.name;
@@ -507,6 +595,11 @@ impl LocalSetup {
             let _ = writeln!(t, "session_ttl = \"240m\"\njwt_ttl = \"5m\"");
             if site.format == Format::Json {
                 let _ = writeln!(t, "format = \"json\"");
+            }
+            if site.eas {
+                let _ = writeln!(t, "trust = \"eas\"\n\n[sites.{name}.eas]");
+                let _ = writeln!(t, "audience = \"tableau:{}\"\n", site.double.luid);
+                continue;
             }
             let (secret_id, secret) = match &site.broker_secret {
                 Some((id, secret)) => (id, secret),
@@ -558,10 +651,14 @@ impl LocalSetup {
             move |source| LocalError::Io { path, source }
         };
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let double =
-            FakeTableau::start_with_clock(self.double_config(), self.clock.clone()).await?;
-        let given = self.pki.take();
-        let written = self.write_files(given, double.base_url());
+        let (pki, tls) = self.resolve_pki()?;
+        self.write_issuer_files(&pki)?;
+        let double = FakeTableau::start_with_clock(
+            self.double_config_with_ca(&tls.client_ca),
+            self.clock.clone(),
+        )
+        .await?;
+        let written = self.write_files((pki, tls), double.base_url());
         let config =
             match written.and_then(|(pki, tls, path)| Ok((pki, tls, Config::load(&path)?, path))) {
                 Ok(v) => v,
@@ -592,18 +689,13 @@ impl LocalSetup {
         }
     }
 
-    /// Writes what the broker's configuration names; returns the PKI, its TLS files and the
-    /// configuration's path.
-    fn write_files(
-        &self,
-        given: Option<(DevPki, TlsFiles)>,
-        double_url: &str,
-    ) -> Result<(DevPki, TlsFiles, PathBuf), LocalError> {
+    /// The PKI given, or a fresh in-memory one with its server certificate and CA written.
+    fn resolve_pki(&mut self) -> Result<(DevPki, TlsFiles), LocalError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| LocalError::Io { path, source }
         };
-        let (pki, tls) = match given {
+        Ok(match self.pki.take() {
             Some(given) => given,
             None => {
                 let pki = DevPki::in_memory()?;
@@ -619,6 +711,19 @@ impl LocalSetup {
                     },
                 )
             }
+        })
+    }
+
+    /// Writes what the broker's configuration names; returns the PKI, its TLS files and the
+    /// configuration's path.
+    fn write_files(
+        &self,
+        (pki, tls): (DevPki, TlsFiles),
+        double_url: &str,
+    ) -> Result<(DevPki, TlsFiles, PathBuf), LocalError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LocalError::Io { path, source }
         };
         for site in self.sites.iter().filter(|s| s.secret_in_file) {
             let secret = match &site.broker_secret {

@@ -105,7 +105,8 @@ def mtls_channel(state, who, addr):
 
 class Demo:
     """`tableau-token-broker demo` on a free port, running until `stop`: the broker's address
-    (`addr`), the double's URL (`double`) and the state folder with the development PKI."""
+    (`addr`), the double's URL (`double`), the issuer's URL (`issuer`, EAS) and the state folder
+    with the development PKI."""
 
     def __init__(self, ttb_bin, state):
         self.state = state
@@ -114,7 +115,7 @@ class Demo:
             stdout=subprocess.PIPE,
             text=True,
         )
-        self.addr = self.double = None
+        self.addr = self.double = self.issuer = None
         lines = []
         try:
             for line in self.proc.stdout:
@@ -124,6 +125,8 @@ class Demo:
                     self.addr = line[len("broker listening on "):]
                 elif line.startswith("tableau double on "):
                     self.double = line[len("tableau double on "):]
+                elif line.startswith("issuer on "):
+                    self.issuer = line[len("issuer on "):].split(" ")[0]
                 elif line == "Serving until Ctrl-C.":
                     break
             assert self.addr and self.double, (
