@@ -4,6 +4,8 @@
 
 pub mod raw;
 mod shared_cache;
+// ops: check-config --strict
+pub mod strict;
 
 use std::collections::BTreeMap;
 use std::fmt;
