@@ -75,7 +75,6 @@ pub enum Command {
         config: PathBuf,
     },
     /// Validate a configuration file and print a summary (no secrets); exit 64 on errors.
-    // ops: check-config --strict (begin)
     #[command(
         name = "check-config",
         after_help = "Example:\n  tableau-token-broker check-config examples/config.toml\n  tableau-token-broker check-config --strict broker.toml   # in CI, before kubectl apply"
@@ -90,7 +89,6 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
-    // ops: check-config --strict (end)
     /// Print a connected-app JWT offline, for debugging a connected app.
     ///
     /// Uses the configured secret and applies NO caller policy: it is an operator tool, for
