@@ -10,6 +10,7 @@ mod catalog;
 mod cli;
 mod client_cli;
 mod observability;
+mod ops;
 #[cfg(unix)]
 mod rotation;
 mod security;
