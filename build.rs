@@ -1,7 +1,10 @@
 //! Compiles `proto/` with protox (pure Rust), so the build needs no `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/tableau_token_broker/v1/broker.proto"];
+    let protos = [
+        "proto/tableau_token_broker/v1/broker.proto",
+        "proto/tableau_token_broker/admin/v1/admin.proto",
+    ];
     let fds = protox::compile(protos, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     // Reflection serves these descriptors; protox already has them, so write them directly.

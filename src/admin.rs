@@ -61,6 +61,17 @@ pub struct Readiness {
     draining: AtomicBool,
     tls: Option<TlsReloader>,
     clock: SharedClock,
+    /// The audit trail's health, once the broker exists ([`Self::set_audit_health`]).
+    audit: std::sync::OnceLock<AuditHealthCheck>,
+}
+
+/// Reads the audit trail's health for `/readyz`.
+pub struct AuditHealthCheck(pub Box<dyn Fn() -> crate::audit::AuditHealth + Send + Sync>);
+
+impl std::fmt::Debug for AuditHealthCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditHealthCheck")
+    }
 }
 
 impl Readiness {
@@ -72,7 +83,14 @@ impl Readiness {
             draining: AtomicBool::new(false),
             tls,
             clock,
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Makes `/readyz` report the audit trail: a trail that fails or stalls refuses every audited
+    /// call (fail-closed), so the replica should leave the Service until it recovers. Set once.
+    pub fn set_audit_health(&self, check: AuditHealthCheck) {
+        let _ = self.audit.set(check);
     }
 
     /// A configuration is loaded and serving.
@@ -97,6 +115,20 @@ impl Readiness {
         }
         if self.is_draining() {
             return Err("not ready: draining (shutting down after SIGTERM)".to_owned());
+        }
+        if let Some(check) = self.audit.get() {
+            match (check.0)() {
+                crate::audit::AuditHealth::Ok => {}
+                crate::audit::AuditHealth::Failing => {
+                    return Err("not ready: the audit trail's last write failed (disk full, I/O error or closed pipe); fix the trail ([audit] path) — audited calls are refused until a write succeeds".to_owned());
+                }
+                crate::audit::AuditHealth::Stalled(d) => {
+                    return Err(format!(
+                        "not ready: an audit trail write has not returned for {}s (a hung file system or a reader that stopped reading); audited calls wait until it does",
+                        d.as_secs()
+                    ));
+                }
+            }
         }
         let Some(tls) = &self.tls else {
             return Ok(());

@@ -190,6 +190,13 @@ pub enum Command {
         #[command(flatten)]
         args: InvalidateArgs,
     },
+    /// Operate a running broker (issue 27): revoke sessions, list them, explain a decision.
+    /// Needs a client certificate listed in [[admins]].
+    #[command(subcommand)]
+    Admin(crate::admin_cli::AdminCommand),
+    /// Ask a configuration's policy offline (no broker running).
+    #[command(subcommand)]
+    Policy(crate::admin_cli::PolicyCommand),
     /// Show who the broker thinks this client is, and what it may ask for.
     #[command(
         after_help = "Example:\n  tableau-token-broker whoami --addr localhost:7443 --ca ca.crt --cert renderer.crt --key renderer.key"
@@ -265,6 +272,9 @@ pub enum AuditCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also write the tightened grants as a candidate policy file (`[policy] candidate`).
+        #[arg(long, value_name = "FILE")]
+        emit_candidate: Option<PathBuf>,
     },
 }
 
@@ -280,6 +290,14 @@ pub enum AuditCliError {
     /// The trail could not be opened.
     #[error("cannot open the audit trail {path}: {source}")]
     Open {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The candidate file could not be written.
+    #[error("cannot write the candidate file {path}: {source}")]
+    Write {
         /// The file.
         path: PathBuf,
         /// What the OS said.
@@ -324,6 +342,7 @@ pub fn audit_review(
     stdin: impl std::io::Read,
     since: Option<&str>,
     json: bool,
+    emit_candidate: Option<&std::path::Path>,
 ) -> Result<String, AuditCliError> {
     use crate::review;
     let since = since
@@ -342,6 +361,14 @@ pub fn audit_review(
             since,
         )?
     };
+    if let Some(path) = emit_candidate {
+        std::fs::write(path, result.candidate_toml(config)).map_err(|source| {
+            AuditCliError::Write {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+    }
     Ok(if json {
         let mut s = serde_json::to_string_pretty(&result).unwrap_or_default();
         s.push('\n');

@@ -1,25 +1,29 @@
 //! The CLI client: `get`, `mint`, `invalidate` and `whoami` against a running broker over mTLS.
 //!
-//! Each command is a library function that returns the text to print (a readable summary, or
-//! JSON for scripts) or a [`ClientCliError`], so `main.rs` stays a thin dispatcher and tests can
-//! check the same code the binary runs. Tokens and JWTs are printed in full only when asked for
-//! (`--json`, `--token-only`, `--jwt-only`); summaries show a short prefix so a terminal or a
-//! screen share does not leak them.
+//! The commands run on the broker's Rust client crate ([`tableau_token_broker_client`]), the same
+//! code calling services use, with its retries off: an operator sees each error as the broker (or
+//! the network) gave it. Each command is a library function that returns the text to print (a
+//! readable summary, or JSON for scripts) or a [`ClientCliError`], so `main.rs` stays a thin
+//! dispatcher and tests can check the same code the binary runs. Tokens and JWTs are printed in
+//! full only when asked for (`--json`, `--token-only`, `--jwt-only`); summaries show a short
+//! prefix so a terminal or a screen share does not leak them.
 
 use std::future::Future;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
-use secrecy::{ExposeSecret, SecretString};
-use tonic::Code;
-use tonic::transport::Channel;
-use tonic_types::StatusExt;
+use tableau_token_broker_client::proto;
+use tableau_token_broker_client::{
+    Client, Credentials, CredentialsRequest, ExposeSecret, MintJwtRequest, RetryPolicy,
+    SecretString,
+};
 
-use crate::grpc::pb;
-use crate::grpc::pb::token_broker_client::TokenBrokerClient;
-use crate::transport::client::{self, ClientError};
+/// The gRPC spec's name of a status code (`PERMISSION_DENIED`); the client crate's, re-exported
+/// for the demo and other callers of this module.
+pub use tableau_token_broker_client::code_name;
 
 /// Parses a humantime duration ("30s", "5m") for clap.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -140,14 +144,19 @@ pub enum ClientCliError {
         /// The path given.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
     /// The token could not be read from stdin.
     #[error("cannot read the token from stdin: {0}")]
     Stdin(std::io::Error),
-    /// TLS setup or connecting failed.
+    /// The client could not be set up (an unusable PEM file, a malformed address or server
+    /// name) or the broker's answer was malformed.
     #[error(transparent)]
-    Connect(#[from] ClientError),
+    Connect(#[from] tableau_token_broker_client::Error),
+    /// The admin commands' mTLS channel could not be set up (an unusable PEM file, a malformed
+    /// address or server name).
+    #[error(transparent)]
+    Channel(Box<crate::transport::client::ClientError>),
     /// The broker answered with an error.
     #[error("{code}{}: {message}", reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
     Rpc {
@@ -163,37 +172,40 @@ pub enum ClientCliError {
 impl ClientCliError {
     /// Builds the error for a status the broker (or the transport) returned.
     pub fn from_status(status: &tonic::Status) -> Self {
-        ClientCliError::Rpc {
-            code: code_name(status.code()),
-            reason: status
-                .get_error_details()
-                .error_info()
-                .map(|i| i.reason.clone()),
-            message: status.message().to_owned(),
-        }
+        Self::from_client(tableau_token_broker_client::Error::from_status(status))
     }
-}
 
-/// The gRPC spec's name of a status code, as operators read it in docs and dashboards.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
+    /// Builds the error for what the client crate returned: a file it could not read names its
+    /// flag and variable, a gRPC error keeps the broker's code, reason and message.
+    pub fn from_client(e: tableau_token_broker_client::Error) -> Self {
+        use tableau_token_broker_client::Error;
+        match e {
+            Error::Read { what, path, source } => {
+                let (what, flag, env) = match what {
+                    "client certificate" => ("client certificate", "cert", "TTB_CERT"),
+                    "client key" => ("client key", "key", "TTB_KEY"),
+                    _ => ("CA certificate", "ca", "TTB_CA"),
+                };
+                ClientCliError::Read {
+                    what,
+                    flag,
+                    env,
+                    path,
+                    source,
+                }
+            }
+            Error::Rpc {
+                code,
+                reason,
+                message,
+                ..
+            } => ClientCliError::Rpc {
+                code: code_name(code),
+                reason,
+                message,
+            },
+            other => ClientCliError::Connect(other),
+        }
     }
 }
 
@@ -234,12 +246,14 @@ fn read(
         flag,
         env,
         path: path.to_path_buf(),
-        source,
+        source: Arc::new(source),
     })
 }
 
-/// Connects to the broker with the certificate files in `opts`.
-pub async fn connect(opts: &ConnectOpts) -> Result<TokenBrokerClient<Channel>, ClientCliError> {
+/// An mTLS channel to the broker, for any of its services (the admin commands use it too).
+pub async fn channel(
+    opts: &ConnectOpts,
+) -> Result<tonic::transport::Channel, ClientCliError> {
     let ca = read(&opts.ca, "CA certificate", "ca", "TTB_CA")?;
     let cert = read(&opts.cert, "client certificate", "cert", "TTB_CERT")?;
     let key = SecretString::from(
@@ -247,15 +261,31 @@ pub async fn connect(opts: &ConnectOpts) -> Result<TokenBrokerClient<Channel>, C
     );
     let (addr, host) = split_addr(&opts.addr);
     let server_name = opts.server_name.clone().unwrap_or(host);
-    let channel = client::connect(
+    let channel = crate::transport::client::connect(
         &addr,
         &ca,
         &cert,
         key.expose_secret().as_bytes(),
         &server_name,
     )
-    .await?;
-    Ok(TokenBrokerClient::new(channel))
+    .await
+    .map_err(|e| ClientCliError::Channel(Box::new(e)))?;
+    Ok(channel)
+}
+
+/// The client for the settings in `opts`: reads the certificate, key and CA files now (errors
+/// name the flag to fix); connects on the first call. No retries, and no credentials cache that
+/// outlives the command.
+pub fn client(opts: &ConnectOpts) -> Result<Client, ClientCliError> {
+    let mut builder = Client::builder()
+        .endpoint(&opts.addr)
+        .identity_files(&opts.cert, &opts.key)
+        .ca_file(&opts.ca)
+        .retry(RetryPolicy::none());
+    if let Some(name) = &opts.server_name {
+        builder = builder.server_name(name);
+    }
+    builder.build().map_err(ClientCliError::from_client)
 }
 
 /// Runs `fut`, showing a spinner on stderr when it takes longer than [`SPINNER_DELAY`] (a
@@ -279,48 +309,46 @@ async fn with_spinner<T>(message: &'static str, fut: impl Future<Output = T>) ->
     out
 }
 
-fn rfc3339(ts: Option<prost_types::Timestamp>) -> String {
+pub(crate) fn rfc3339_ts(ts: Option<prost_types::Timestamp>) -> String {
     ts.and_then(|t| SystemTime::try_from(t).ok())
         .map(|t| humantime::format_rfc3339_seconds(t).to_string())
         .unwrap_or_else(|| "(not set)".to_owned())
 }
 
-fn proto_duration(d: Option<Duration>) -> Option<prost_types::Duration> {
-    d.and_then(|d| prost_types::Duration::try_from(d).ok())
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn to_json(v: &serde_json::Value) -> String {
+pub(crate) fn to_json(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
 
 /// `get`: asks for credentials; shows a spinner while the broker signs in.
 pub async fn get(conn: &ConnectOpts, args: &GetArgs) -> Result<String, ClientCliError> {
-    let mut c = connect(conn).await?;
-    let req = pb::GetCredentialsRequest {
-        site: args.target.site.clone(),
-        user: args.target.user.clone(),
-        scopes: args.target.scopes.clone(),
-        min_remaining: proto_duration(args.min_remaining),
-        force_refresh: args.force_refresh,
-    };
-    let r = with_spinner(
+    let c = client(conn)?;
+    // No --min-remaining is zero, as the broker reads an unset one: any live cached token.
+    let req = CredentialsRequest::new(&args.target.site, &args.target.user)
+        .scopes(&args.target.scopes)
+        .min_remaining(args.min_remaining.unwrap_or(Duration::ZERO))
+        .force_refresh(args.force_refresh);
+    let creds = with_spinner(
         "waiting for the broker (signing in to Tableau)…",
-        c.get_credentials(req),
+        c.credentials(&req),
     )
     .await
-    .map_err(|s| ClientCliError::from_status(&s))?
-    .into_inner();
-    Ok(render_credentials(&r, args.json, args.token_only))
+    .map_err(ClientCliError::from_client)?;
+    Ok(render_credentials(&creds, args.json, args.token_only))
 }
 
-/// Formats a `GetCredentials` answer: JSON, the bare token, or a summary without the token.
-pub fn render_credentials(r: &pb::GetCredentialsResponse, json: bool, token_only: bool) -> String {
+/// Formats credentials: JSON, the bare token, or a summary without the token.
+pub fn render_credentials(r: &Credentials, json: bool, token_only: bool) -> String {
+    let token = r.token.expose_secret();
     if token_only {
-        return format!("{}\n", r.token);
+        return format!("{token}\n");
     }
     if json {
         return to_json(&serde_json::json!({
-            "token": r.token,
+            "token": token,
             "site_luid": r.site_luid,
             "site_content_url": r.site_content_url,
             "user_luid": r.user_luid,
@@ -328,7 +356,7 @@ pub fn render_credentials(r: &pb::GetCredentialsResponse, json: bool, token_only
             "api_version": r.api_version,
             "expires_at": rfc3339(r.expires_at),
             "scopes": r.scopes,
-            "from_cache": r.from_cache,
+            "from_cache": r.from_broker_cache,
         }));
     }
     format!(
@@ -340,8 +368,8 @@ pub fn render_credentials(r: &pb::GetCredentialsResponse, json: bool, token_only
          server       {} (REST API {})\n\
          scopes       {}\n\
          expires at   {}\n",
-        token_prefix(&r.token),
-        if r.from_cache {
+        token_prefix(token),
+        if r.from_broker_cache {
             "cache hit"
         } else {
             "fresh sign-in"
@@ -358,24 +386,23 @@ pub fn render_credentials(r: &pb::GetCredentialsResponse, json: bool, token_only
 
 /// `mint`: a connected-app JWT.
 pub async fn mint(conn: &ConnectOpts, args: &MintArgs) -> Result<String, ClientCliError> {
-    let mut c = connect(conn).await?;
-    let req = pb::MintJwtRequest {
-        site: args.target.site.clone(),
-        user: args.target.user.clone(),
-        scopes: args.target.scopes.clone(),
-        ttl: proto_duration(args.ttl),
-    };
+    let c = client(conn)?;
+    let mut req =
+        MintJwtRequest::new(&args.target.site, &args.target.user).scopes(&args.target.scopes);
+    if let Some(ttl) = args.ttl {
+        req = req.ttl(ttl);
+    }
     let r = c
-        .mint_jwt(req)
+        .mint_jwt(&req)
         .await
-        .map_err(|s| ClientCliError::from_status(&s))?
-        .into_inner();
+        .map_err(ClientCliError::from_client)?;
+    let jwt = r.jwt.expose_secret();
     if args.jwt_only {
-        return Ok(format!("{}\n", r.jwt));
+        return Ok(format!("{jwt}\n"));
     }
     if args.json {
         return Ok(to_json(&serde_json::json!({
-            "jwt": r.jwt,
+            "jwt": jwt,
             "jti": r.jti,
             "expires_at": rfc3339(r.expires_at),
         })));
@@ -384,7 +411,7 @@ pub async fn mint(conn: &ConnectOpts, args: &MintArgs) -> Result<String, ClientC
         "jwt          {} (full JWT: --jwt-only or --json)\n\
          jti          {}\n\
          expires at   {}\n",
-        token_prefix(&r.jwt),
+        token_prefix(jwt),
         r.jti,
         rfc3339(r.expires_at),
     ))
@@ -404,14 +431,11 @@ pub async fn invalidate(
     } else {
         SecretString::from(args.token.clone())
     };
-    let mut c = connect(conn).await?;
+    let c = client(conn)?;
     let r = c
-        .invalidate_credentials(pb::InvalidateCredentialsRequest {
-            token: token.expose_secret().to_owned(),
-        })
+        .invalidate(&token)
         .await
-        .map_err(|s| ClientCliError::from_status(&s))?
-        .into_inner();
+        .map_err(ClientCliError::from_client)?;
     if args.json {
         return Ok(to_json(&serde_json::json!({
             "evicted": r.evicted,
@@ -436,13 +460,9 @@ pub async fn invalidate(
 
 /// `whoami`: the identity the broker read from the client certificate and its grants.
 pub async fn whoami(conn: &ConnectOpts, args: &WhoamiArgs) -> Result<String, ClientCliError> {
-    let mut c = connect(conn).await?;
-    let r = c
-        .who_am_i(pb::WhoAmIRequest {})
-        .await
-        .map_err(|s| ClientCliError::from_status(&s))?
-        .into_inner();
-    let ttl = |g: &pb::Grant| {
+    let c = client(conn)?;
+    let r = c.whoami().await.map_err(ClientCliError::from_client)?;
+    let ttl = |g: &proto::Grant| {
         g.max_jwt_ttl
             .and_then(|d| Duration::try_from(d).ok())
             .map(|d| humantime::format_duration(d).to_string())
@@ -496,21 +516,40 @@ pub async fn whoami(conn: &ConnectOpts, args: &WhoamiArgs) -> Result<String, Cli
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
+
+    fn opts(dir: &std::path::Path) -> ConnectOpts {
+        ConnectOpts {
+            addr: "127.0.0.1:1".into(),
+            cert: dir.join("c.crt"),
+            key: dir.join("c.key"),
+            ca: dir.join("ca.crt"),
+            server_name: None,
+        }
+    }
 
     #[test]
-    fn addresses_split_into_dial_target_and_host() {
-        assert_eq!(
-            split_addr("localhost:7443"),
-            ("localhost:7443".into(), "localhost".into())
-        );
-        assert_eq!(
-            split_addr("https://127.0.0.1:9/"),
-            ("127.0.0.1:9".into(), "127.0.0.1".into())
-        );
-        assert_eq!(
-            split_addr("[::1]:7443"),
-            ("[::1]:7443".into(), "::1".into())
-        );
+    fn a_missing_file_names_its_flag_and_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(dir.path());
+        let pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        for (file, flag) in [
+            (None, "client certificate file"),
+            (Some("c.crt"), "client key file"),
+            (Some("c.key"), "CA certificate file"),
+        ] {
+            if let Some(f) = file {
+                std::fs::write(dir.path().join(f), pem).unwrap();
+            }
+            let err = client(&o).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("cannot read the {flag}")), "{err}");
+            let (opt, var) = match flag {
+                "client certificate file" => ("--cert", "$TTB_CERT"),
+                "client key file" => ("--key", "$TTB_KEY"),
+                _ => ("--ca", "$TTB_CA"),
+            };
+            assert!(err.ends_with(&format!("check {opt} (or {var})")), "{err}");
+        }
     }
 
     #[test]
@@ -524,22 +563,30 @@ mod tests {
             e.to_string(),
             "PERMISSION_DENIED (SCOPE_NOT_ALLOWED): scope x is not granted"
         );
+        let unavailable = ClientCliError::from_status(&tonic::Status::unavailable("down"));
+        assert_eq!(unavailable.to_string(), "UNAVAILABLE: down");
         assert_eq!(token_prefix("12abcdef"), "12ab…");
     }
 
     #[test]
     fn summaries_never_hold_the_token() {
-        let r = pb::GetCredentialsResponse {
-            token: "0123456789abcdef0123456789abcdef".into(),
+        let token = "0123456789abcdef0123456789abcdef";
+        let r = Credentials::try_from(proto::GetCredentialsResponse {
+            token: token.into(),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
             ..Default::default()
-        };
+        })
+        .unwrap();
         let text = render_credentials(&r, false, false);
-        assert!(!text.contains(&r.token), "{text}");
+        assert!(!text.contains(token), "{text}");
         assert!(text.contains("0123…"), "{text}");
-        assert!(render_credentials(&r, true, false).contains(&r.token));
-        assert_eq!(
-            render_credentials(&r, false, true),
-            format!("{}\n", r.token)
-        );
+        assert!(text.contains("2023-11-14T22:13:20Z"), "{text}");
+        let json = render_credentials(&r, true, false);
+        assert!(json.contains(token), "{json}");
+        assert!(json.contains("\"from_cache\": false"), "{json}");
+        assert_eq!(render_credentials(&r, false, true), format!("{token}\n"));
     }
 }

@@ -16,11 +16,12 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub use tableau_token_broker_core::{
-    audit, broker, cache, catalog, clock, config, echo, error, format, identity, input, limits,
-    mint, policy, review, scope, shared_cache, sign_outs, stats, tableau,
+    admins, audit, broker, cache, catalog, clock, config, echo, error, format, identity, input,
+    limits, mint, policy, review, scope, shared_cache, sign_outs, stats, tableau,
 };
 
 pub mod admin;
+pub mod admin_cli;
 pub mod cli;
 pub mod client_cli;
 #[cfg(feature = "dev-kit")]

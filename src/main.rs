@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use secrecy::ExposeSecret;
+use tableau_token_broker::admin_cli::{self, AdminCommand, PolicyCommand};
 use tableau_token_broker::catalog::Catalog;
 use tableau_token_broker::cli::{self, AuditCommand, Cli, Command, ScopesCommand};
 use tableau_token_broker::client_cli::{self, ClientCliError};
@@ -79,11 +80,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             trail,
             since,
             json,
+            emit_candidate,
         }) => {
             let config = Config::load(&config)?;
             print!(
                 "{}",
-                cli::audit_review(&config, &trail, std::io::stdin(), since.as_deref(), json)?
+                cli::audit_review(
+                    &config,
+                    &trail,
+                    std::io::stdin(),
+                    since.as_deref(),
+                    json,
+                    emit_candidate.as_deref()
+                )?
             );
         }
         Command::Serve { config: path } => {
@@ -117,8 +126,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mint { conn, args } => return client(client_cli::mint(&conn, &args)),
         Command::Invalidate { conn, args } => return client(client_cli::invalidate(&conn, &args)),
         Command::Whoami { conn, args } => return client(client_cli::whoami(&conn, &args)),
+        Command::Admin(cmd) => return admin(cmd),
+        Command::Policy(PolicyCommand::Explain { config, request }) => {
+            print!("{}", admin_cli::policy_explain(&config, &request)?);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs an `admin` command against the broker's admin service.
+fn admin(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AdminCommand::Revoke {
+            conn,
+            selector,
+            scopes,
+            json,
+        } => client(admin_cli::revoke(&conn, &selector, &scopes, json)),
+        AdminCommand::Sessions {
+            conn,
+            selector,
+            json,
+        } => client(admin_cli::sessions(&conn, &selector, json)),
+        AdminCommand::Explain { conn, request } => client(admin_cli::explain(&conn, &request)),
+    }
 }
 
 /// Runs a client command: its output on stdout, or the broker's error on stderr and exit 1.

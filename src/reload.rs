@@ -489,6 +489,10 @@ fn restart_required(running: &Config, new: &Config) -> Vec<String> {
         warnings: _,
         sites: _,
         policy: _,
+        // The admins and the candidate policy swap with the snapshot too (issue 27).
+        admins: _,
+        candidate_path: _,
+        candidate: _,
         limits: _,
         tableau: _,
         reload: _,
@@ -528,6 +532,7 @@ fn restart_required(running: &Config, new: &Config) -> Vec<String> {
         sign_out_on_evict: _,
         replaced_session_grace: _,
         max_pending_sign_outs: _,
+        refresh_ahead: _,
     } = cache;
     if running.cache.max_entries != *max_entries {
         out.push(format!(

@@ -170,6 +170,11 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
     };
     let audit = AuditSink::open(&config.audit)?;
     let broker = Broker::new(config, clock.clone(), audit, fingerprints)?;
+    let weak = Arc::downgrade(&broker);
+    readiness.set_audit_health(crate::admin::AuditHealthCheck(Box::new(move || {
+        weak.upgrade()
+            .map_or(crate::audit::AuditHealth::Ok, |b| b.audit().health())
+    })));
     let reloads = Arc::new(ReloadStats::default());
     reloads.mark_loaded(&clock);
     let handshakes = Arc::new(HandshakeStats::default());
@@ -211,6 +216,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
     // is for it.
     let routes = GrpcRoutes::new()
         .service(TokenBrokerService::new(Arc::clone(&broker)).into_server())
+        .service(crate::grpc::admin::AdminService::new(Arc::clone(&broker)).into_server())
         .service(health_service)
         .service(reflection)
         .service(reflection_v1alpha);
@@ -302,8 +308,8 @@ pub fn grpc_server(limits: &crate::config::ConnectionLimits) -> tonic::transport
         .concurrency_limit_per_connection(limits.concurrency_limit_per_connection)
 }
 
-/// Wires the domain's metric sources ([`crate::metrics::sources`], where the metrics are
-/// defined) to the registry. None holds the broker alive.
+/// Wires the domain's metric sources ([`crate::metrics::sources`]; the metrics themselves are
+/// defined in [`crate::metrics::catalog`]) to the registry. None holds the broker alive.
 fn add_sources(
     metrics: &Metrics,
     broker: &Arc<Broker>,

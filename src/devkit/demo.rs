@@ -99,7 +99,7 @@ pub enum DemoError {
         /// Which step.
         step: &'static str,
         /// The broker's error.
-        source: ClientCliError,
+        source: Box<ClientCliError>,
     },
     /// A step answered, but not as the demo expected.
     #[error("the demo's {step} did not behave as expected: {detail}")]
@@ -384,7 +384,7 @@ async fn script(
     let step_err = |step| {
         move |s: tonic::Status| DemoError::Step {
             step,
-            source: ClientCliError::from_status(&s),
+            source: Box::new(ClientCliError::from_status(&s)),
         }
     };
 

@@ -1,6 +1,7 @@
 //! The gRPC layer: generated types, the `TokenBroker` service, and the error mapping. Thin by
 //! design: it converts messages and delegates every decision to [`crate::broker::Broker`].
 
+pub mod admin;
 mod layer;
 pub mod observe;
 pub mod routes;

@@ -25,7 +25,10 @@ pub fn code(e: &BrokerError) -> Code {
         BrokerError::Denied(
             Denial::NoScopes | Denial::MalformedScope(_) | Denial::UnknownScope { .. },
         ) => Code::InvalidArgument,
-        BrokerError::Denied(_) | BrokerError::NotYourToken => Code::PermissionDenied,
+        BrokerError::Denied(_)
+        | BrokerError::NotYourToken
+        | BrokerError::NotAnAdmin { .. }
+        | BrokerError::RoleNotGranted { .. } => Code::PermissionDenied,
         BrokerError::UnknownSite { .. } => Code::NotFound,
         BrokerError::UserNotFound { .. }
         | BrokerError::AppMisconfigured { .. }

@@ -139,6 +139,10 @@ metrics! {
         "Sign-ins at Tableau in progress now.";
     CounterDef SIGN_OUTS = "sign_outs_total" ["outcome"]
         "Sign-outs at Tableau of evicted or invalidated sessions, by outcome.";
+    CounterDef CACHE_REFRESH_AHEAD = "cache_refresh_ahead_total" ["outcome"]
+        "Background sign-ins started by a hit within [cache] refresh_ahead of the token's usable end, and those that failed.";
+    CounterDef POLICY_CANDIDATE_DIVERGENCE = "policy_candidate_divergence_total" ["direction", "reason"]
+        "Decisions on which the candidate policy differs from the running one, by direction (would_refuse, would_allow) and the refusing side's reason.";
     CounterDef TLS_HANDSHAKE_FAILURES = "tls_handshake_failures_total" ["reason"]
         "Connections refused or dropped during the TLS handshake, by reason (closed: the peer hung up, as TCP probes do; no_caller_entry: no caller entry matches the identity, closed to make room for a newer such connection within their quota).";
     CounterDef RELOADS = "reloads_total" ["outcome"]

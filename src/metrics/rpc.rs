@@ -28,11 +28,13 @@ pub enum RpcMethod {
     HealthWatch,
     /// Any server reflection call.
     Reflection,
+    /// Any call of the admin service (`tableau_token_broker.admin.v1.Admin`, issue 27).
+    Admin,
     /// Any other path (answered `UNIMPLEMENTED`).
     Other,
 }
 
-const METHODS: usize = 9;
+const METHODS: usize = 10;
 const SERVICE_PREFIX: &str = "/tableau_token_broker.v1.TokenBroker/";
 
 impl RpcMethod {
@@ -45,6 +47,7 @@ impl RpcMethod {
         RpcMethod::HealthCheck,
         RpcMethod::HealthWatch,
         RpcMethod::Reflection,
+        RpcMethod::Admin,
         RpcMethod::Other,
     ];
 
@@ -64,6 +67,7 @@ impl RpcMethod {
             "/grpc.health.v1.Health/Check" => RpcMethod::HealthCheck,
             "/grpc.health.v1.Health/Watch" => RpcMethod::HealthWatch,
             p if p.starts_with("/grpc.reflection.") => RpcMethod::Reflection,
+            p if p.starts_with("/tableau_token_broker.admin.v1.Admin/") => RpcMethod::Admin,
             _ => RpcMethod::Other,
         }
     }
@@ -79,6 +83,7 @@ impl RpcMethod {
             RpcMethod::HealthCheck => "grpc.health.v1.Health/Check",
             RpcMethod::HealthWatch => "grpc.health.v1.Health/Watch",
             RpcMethod::Reflection => "reflection",
+            RpcMethod::Admin => "admin",
             RpcMethod::Other => "other",
         }
     }
@@ -96,6 +101,7 @@ impl RpcMethod {
             RpcMethod::HealthCheck => "grpc.health.v1.Health/Check",
             RpcMethod::HealthWatch => "grpc.health.v1.Health/Watch",
             RpcMethod::Reflection => "grpc.reflection",
+            RpcMethod::Admin => "tableau_token_broker.admin.v1.Admin",
             RpcMethod::Other => "unknown",
         }
     }

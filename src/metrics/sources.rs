@@ -37,6 +37,10 @@ fn report_broker(s: &mut Scrape, b: &Broker) {
     }
     s.gauge(&c::CACHE_ENTRIES, &[], b.cache().len() as f64);
     s.gauge(&c::SIGN_INS_IN_FLIGHT, &[], b.cache().inflight() as f64);
+    // Both labels bounded: two directions, reasons from the broker's fixed vocabulary of refusals.
+    for ((direction, reason), n) in &b.divergences() {
+        s.counter(&c::POLICY_CANDIDATE_DIVERGENCE, &[direction, reason], *n);
+    }
     let si = b.sign_in_stats().snapshot();
     for ((site, outcome), n) in &si.sign_ins {
         s.counter(&c::SIGN_INS, &[site, outcome], *n);
@@ -44,6 +48,12 @@ fn report_broker(s: &mut Scrape, b: &Broker) {
     s.histogram(&c::SIGN_IN_DURATION, &[], si.latency);
     for (outcome, n) in &si.sign_outs {
         s.counter(&c::SIGN_OUTS, &[outcome], *n);
+    }
+    for (outcome, n) in [
+        ("started", si.refreshes_started),
+        ("failed", si.refreshes_failed),
+    ] {
+        s.counter(&c::CACHE_REFRESH_AHEAD, &[outcome], n);
     }
     let audit = b.audit().stats().snapshot();
     for (outcome, n) in [("written", audit.written), ("failed", audit.failed)] {

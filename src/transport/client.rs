@@ -1,4 +1,5 @@
-//! mTLS gRPC client: a tonic [`Channel`] over tokio-rustls, for the CLI client and the tests.
+//! mTLS gRPC client: a tonic [`Channel`] over tokio-rustls, for the dev kit, the demo and the
+//! tests (the CLI client commands use the `tableau-token-broker-client` crate instead).
 //!
 //! tonic is built here without its own TLS feature, so the channel is given a connector that
 //! dials TCP and runs the rustls handshake itself.

@@ -357,3 +357,114 @@ async fn repeated_hits_are_recorded_with_their_own_id_address_and_certificate() 
     assert_eq!(serial(0), rpc[0]["caller"]["cert_serial"]);
     assert_eq!(peer(0), rpc[0]["caller"]["peer"].as_str().unwrap());
 }
+
+/// A hung audit write (a FIFO whose reader never reads) stalls only the calls that wait for their
+/// records: `/livez` answers within a second, WhoAmI and ResolveScopes keep answering, and
+/// `/readyz` reports the stalled trail. Reading the FIFO lets the waiting calls finish.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_audit_write_stalls_only_the_audited_calls() {
+    use std::io::Read;
+    use std::time::Instant;
+
+    let fifo_dir = tempfile::tempdir().unwrap();
+    let fifo = fifo_dir.path().join("trail.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo failed");
+    // The reader opens (and holds) the FIFO, and reads nothing until told to.
+    let (drain_tx, drain_rx) = std::sync::mpsc::channel::<()>();
+    let reader_path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::open(&reader_path).unwrap();
+        drain_rx.recv().unwrap();
+        let mut sink = Vec::new();
+        let _ = f.read_to_end(&mut sink);
+    });
+    let h = Harness::start_with(Opts {
+        audit: Some(format!("path = {:?}", fifo.display().to_string())),
+        admin: true,
+        ..Opts::default()
+    })
+    .await;
+    let admin = h.server().admin_addr().unwrap();
+    // Fill the pipe: each granted call writes a record of several hundred bytes, so a few
+    // hundred calls fill the 64 KiB buffer and the writer's next write hangs.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(h.client(RENDERER).await);
+    }
+    let calls: Vec<_> = (0..400)
+        .map(|i| {
+            let mut c = clients[i % clients.len()].clone();
+            tokio::spawn(async move { c.get_credentials(read_req()).await })
+        })
+        .collect();
+    // The event: the trail counts as stalled once one write has hung past STALLED_AFTER.
+    let started = Instant::now();
+    loop {
+        if let Err(why) = h.server().readiness().check() {
+            if why.contains("audit trail write has not returned") {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the trail never reported a stalled write"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let http = support::http();
+    for path in ["/livez", "/readyz"] {
+        let t = Instant::now();
+        let resp = tokio::time::timeout(
+            Duration::from_secs(1),
+            http.get(format!("http://{admin}{path}")).send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path} did not answer within 1 s while the audit write hangs"))
+        .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        match path {
+            "/livez" => assert_eq!(status, 200, "{body}"),
+            _ => {
+                assert_eq!(status, 503, "{body}");
+                assert!(body.contains("audit trail"), "{body}");
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+    let mut c = h.client(RENDERER).await;
+    let who = tokio::time::timeout(Duration::from_secs(1), c.who_am_i(pb::WhoAmIRequest {}))
+        .await
+        .expect("WhoAmI waited for the hung audit write")
+        .unwrap()
+        .into_inner();
+    assert_eq!(who.identity, RENDERER);
+    let resolved = tokio::time::timeout(
+        Duration::from_secs(1),
+        c.resolve_scopes(pb::ResolveScopesRequest {
+            methods: vec!["Query Projects".into()],
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("ResolveScopes waited for the hung audit write")
+    .unwrap();
+    assert!(!resolved.into_inner().required_scopes.is_empty());
+    // Reading the FIFO unblocks the writer: every waiting call finishes, granted.
+    drain_tx.send(()).unwrap();
+    for call in calls {
+        let got = tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .expect("a call still waits after the trail drained")
+            .unwrap();
+        assert!(got.is_ok(), "{got:?}");
+    }
+    assert!(h.server().readiness().check().is_ok());
+    drop(h);
+    let _ = reader.join();
+}

@@ -40,6 +40,8 @@ pub(crate) struct Opts {
     pub max_entries: u64,
     /// The `[audit]` section's body (default: a file in the harness folder, fail-closed).
     pub audit: Option<String>,
+    /// Turn the admin listener (probes, metrics) on, on a free loopback port.
+    pub admin: bool,
 }
 
 impl Default for Opts {
@@ -51,6 +53,7 @@ impl Default for Opts {
             server_url: None,
             max_entries: 1000,
             audit: None,
+            admin: false,
         }
     }
 }
@@ -88,6 +91,9 @@ impl Harness {
         let mut setup = LocalSetup::new(dir.path(), app);
         if let Some(body) = opts.audit {
             setup = setup.audit(body);
+        }
+        if opts.admin {
+            setup = setup.admin("127.0.0.1:0".parse().unwrap());
         }
         let local = setup
             .clock(clock.clone())

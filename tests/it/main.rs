@@ -4,6 +4,7 @@
 // Test helpers fail loudly: an unwrap in a helper is the test's own assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod audit;
 mod broker;
 mod catalog;
@@ -14,6 +15,7 @@ mod ops;
 #[cfg(unix)]
 mod rotation;
 mod security;
+mod security_core;
 mod security_limits;
 mod security_transport;
 mod shared_cache;

@@ -381,7 +381,8 @@ async fn a_refused_reload_shows_in_reload_failed_and_a_good_one_clears_it_and_bu
 /// Every family the registry renders, with every source wired as `serve` wires it and traffic
 /// through each, is defined in the catalog with the same type and label names: the README test
 /// (`metrics::catalog`) then covers what a scrape really shows. Only the shared cache's families
-/// (`[cache.shared]` unset) and sign-outs (none happened) may be missing.
+/// (`[cache.shared]` unset), sign-outs (none happened) and candidate-policy divergences (no
+/// candidate) may be missing.
 #[tokio::test]
 async fn every_rendered_metric_is_defined_in_the_catalog() {
     let dir = tempfile::tempdir().unwrap();
@@ -420,9 +421,9 @@ async fn every_rendered_metric_is_defined_in_the_catalog() {
         .map(|d| d.name)
         .collect();
     assert!(
-        missing
-            .iter()
-            .all(|m| m.starts_with("shared_cache_") || *m == "sign_outs_total"),
+        missing.iter().all(|m| m.starts_with("shared_cache_")
+            || *m == "sign_outs_total"
+            || *m == "policy_candidate_divergence_total"),
         "defined but not rendered: {missing:?}"
     );
     drop(c);

@@ -312,14 +312,15 @@ async fn failures_that_retrying_cannot_fix_are_remembered_briefly_and_outages_ar
 
 #[tokio::test]
 async fn sign_ins_in_flight_per_site_are_capped() {
-    // Attack: many distinct keys at once against a slow Tableau. The cap keeps 2 in flight;
-    // the rest wait briefly, then are refused with a retry hint.
+    // Attack: many distinct keys at once against a slow Tableau, from two caller entries. The
+    // cap keeps 2 in flight, each entry at most its share (half, issue 24 point 10); the rest
+    // wait briefly, then are refused with a retry hint.
     let w = world(&[("limits", "max_concurrent_sign_ins = 2")]).await;
     slow_signins(&w.double, Duration::from_secs(3));
-    let c = w.client(FLOOD).await;
+    let clients = [w.client(FLOOD).await, w.client(PEER).await];
     let mut tasks = Vec::new();
     for i in 0..6 {
-        let mut c = c.clone();
+        let mut c = clients[i % 2].clone();
         tasks.push(tokio::spawn(async move {
             c.get_credentials(req(&user(i))).await
         }));

@@ -40,7 +40,7 @@ fn user_luid(i: usize) -> String {
     format!("7b7b7b7b-0000-4000-8000-{i:012}")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -49,13 +49,13 @@ fn free_port() -> u16 {
 }
 
 /// A `redis-server` of the test's own on a free loopback port, without persistence.
-struct Redis {
+pub(crate) struct Redis {
     port: u16,
     child: Option<Child>,
 }
 
 impl Redis {
-    fn start() -> Redis {
+    pub(crate) fn start() -> Redis {
         let mut r = Redis {
             port: free_port(),
             child: None,
@@ -95,7 +95,7 @@ impl Redis {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
@@ -110,11 +110,11 @@ impl Redis {
             .unwrap_or_default()
     }
 
-    fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         String::from_utf8_lossy(&self.cli_bytes(args)).into_owned()
     }
 
-    fn keys(&self, pattern: &str) -> Vec<String> {
+    pub(crate) fn keys(&self, pattern: &str) -> Vec<String> {
         self.cli(&["--scan", "--pattern", pattern])
             .lines()
             .map(str::to_owned)
@@ -247,7 +247,7 @@ scopes = ["{SCOPE}"]
     }
 }
 
-fn rand_key() -> Vec<u8> {
+pub(crate) fn rand_key() -> Vec<u8> {
     (0..32).map(|_| rand::random::<u8>()).collect()
 }
 
@@ -271,7 +271,7 @@ async fn token(b: &Broker, user: &str) -> String {
 }
 
 /// Polls `check` until it holds or `limit` passes (then fails with `what`).
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -47,6 +47,25 @@ def generate_stubs(out_dir):
     return pb2, pb2_grpc
 
 
+def generate_admin_stubs(out_dir):
+    """Like generate_stubs, for the admin service (proto/tableau_token_broker/admin/v1)."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proto_root = ROOT / "proto"
+    subprocess.run(
+        [
+            sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_root}",
+            f"--python_out={out_dir}", f"--grpc_python_out={out_dir}",
+            str(proto_root / "tableau_token_broker" / "admin" / "v1" / "admin.proto"),
+        ],
+        check=True,
+    )
+    sys.path.insert(0, str(out_dir))
+    pb2 = importlib.import_module("tableau_token_broker.admin.v1.admin_pb2")
+    pb2_grpc = importlib.import_module("tableau_token_broker.admin.v1.admin_pb2_grpc")
+    return pb2, pb2_grpc
+
+
 def error_reason(err):
     """The broker's stable reason (google.rpc.ErrorInfo in the status details), e.g. SCOPE_NOT_ALLOWED."""
     from google.rpc import error_details_pb2

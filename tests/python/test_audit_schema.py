@@ -3,7 +3,7 @@
 The demo (kept running) provides the dev PKI and the Tableau double; a separate `serve` process
 runs on a configuration derived from the demo's, with its own callers and an audit file. Each RPC
 outcome (granted by sign-in, granted from cache, MintJwt, each denial reason, Tableau failures,
-invalidations, a reload) must add exactly one `rpc` record with the expected outcome and reason,
+invalidations, every admin call, a reload) must add exactly one `rpc` record with the expected outcome and reason,
 and every record must validate against the schema.
 """
 
@@ -40,6 +40,12 @@ sites = ["finance"]
 users = ["svc-renderer"]
 scopes = ["tableau:tasks:run"]
 """
+# The ops identity is also the admin (issue 27): the admin API's calls are on the trail too.
+ADMINS = """
+[[admins]]
+identity = "spiffe://demo.local/ns/ops/sa/admin"
+roles = ["read", "revoke"]
+"""
 OPS = """
 [[callers]]
 identity = "spiffe://demo.local/ns/ops/*"
@@ -73,7 +79,7 @@ def test_every_outcome_writes_one_valid_record(ttb_bin, demo, tmp_path):
     head = head.replace(f'path = "{state / "audit.jsonl"}"', f'path = "{trail}"')
     assert str(trail) in head
     config = tmp_path / "broker.toml"
-    config.write_text(head + CALLERS + OPS)
+    config.write_text(head + CALLERS + OPS + ADMINS)
     serve = Serve(ttb_bin, config, env={**os.environ, "RUST_LOG": "info"}, timeout=20)
 
     pb2, pb2_grpc = example.generate_stubs(tmp_path / "stubs")
@@ -150,6 +156,21 @@ def test_every_outcome_writes_one_valid_record(ttb_bin, demo, tmp_path):
     _, rec = call(renderer.InvalidateCredentials,
                   pb2.InvalidateCredentialsRequest(token=first.token), "ok", "OK")
     assert rec["evicted"] is True
+
+    # Every admin call, each with its own record and an `admin` object (issue 27).
+    apb2, apb2_grpc = example.generate_admin_stubs(tmp_path / "stubs")
+    admin = apb2_grpc.AdminStub(mtls_channel(state, "ops", serve.addr))
+    not_admin = apb2_grpc.AdminStub(mtls_channel(state, "renderer", serve.addr))
+    _, rec = call(admin.Explain, apb2.ExplainRequest(identity=RENDERER, site="finance",
+                                                     user="svc-renderer", scopes=[read]), "ok", "OK")
+    assert rec["rpc"] == "Explain" and rec["admin"]["verdict"] == "granted OK", rec
+    _, rec = call(admin.ListSessions, apb2.ListSessionsRequest(site="finance"), "ok", "OK")
+    assert rec["admin"]["role"] == "read" and rec["admin"]["selector"]["site"] == "finance", rec
+    _, rec = call(not_admin.Revoke, apb2.RevokeRequest(site="finance"), "denied", "NOT_AN_ADMIN")
+    assert rec["admin"]["entry"] is None, rec
+    revoked, rec = call(admin.Revoke, apb2.RevokeRequest(site="finance"), "ok", "OK")
+    assert rec["admin"]["sessions"] == revoked.revoked, rec
+    assert rec["admin"]["fingerprints"] == list(revoked.fingerprints), rec
 
     # A reload that drops the ops entry: generation 2, and ops is now an unknown caller.
     config.write_text(head + CALLERS)

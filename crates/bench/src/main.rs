@@ -832,6 +832,8 @@ async fn fill(
                 site_luid: Arc::from(template.site_luid.to_string()),
                 site_content_url: Arc::from(template.site_content_url.to_string()),
                 server_url: Arc::clone(&template.server_url),
+                content_url: Arc::clone(&template.content_url),
+                client_id: Arc::clone(&template.client_id),
                 user_luid: format!("00000000-0000-4000-8000-{i:012}").into(),
                 jti: uuid::Uuid::new_v4(),
                 expires_at: now + Duration::from_secs(4 * 3600),

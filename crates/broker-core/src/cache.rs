@@ -154,12 +154,46 @@ pub struct Credentials {
     /// next to this server URL, so a site moved to another server never returns the old
     /// server's token.
     pub server_url: Arc<str>,
+    /// The site content URL the sign-in asked for, as configured (interned). With
+    /// `server_url` and `client_id`, what the session is bound to: see [`Issuer`].
+    pub content_url: Arc<str>,
+    /// The connected app's client ID that signed in (interned).
+    pub client_id: Arc<str>,
     /// User LUID.
     pub user_luid: Luid,
     /// `jti` of the JWT that signed in.
     pub jti: uuid::Uuid,
     /// When the broker stops handing it out: sign-in + session lifetime − safety margin.
     pub expires_at: SystemTime,
+}
+
+/// What a session is bound to: the server, the site's content URL and the connected app that
+/// issued it (issue 24, point 2). A session is handed out only for a site that still has all
+/// three, so a site re-pointed by a reload never serves the old site's (or old app's) session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Issuer<'a> {
+    /// The Tableau server URL.
+    pub server_url: &'a str,
+    /// The site content URL as configured.
+    pub content_url: &'a str,
+    /// The connected app's client ID.
+    pub client_id: &'a str,
+}
+
+impl Credentials {
+    /// What this session is bound to.
+    pub fn issuer(&self) -> Issuer<'_> {
+        Issuer {
+            server_url: &self.server_url,
+            content_url: &self.content_url,
+            client_id: &self.client_id,
+        }
+    }
+
+    /// True when `issuer` issued this session.
+    pub fn issued_by(&self, issuer: Issuer<'_>) -> bool {
+        self.issuer() == issuer
+    }
 }
 
 impl fmt::Debug for Credentials {
@@ -422,18 +456,16 @@ impl CredentialCache {
         (c.expires_at > now + lookup.min_remaining).then_some(c)
     }
 
-    /// A cached session good for `lookup` that `server_url` issued, counted as a hit; `None`
+    /// A cached session good for `lookup` that `issuer` issued, counted as a hit; `None`
     /// (and nothing counted) otherwise. The synchronous front of
     /// [`Self::get_or_try_sign_in`], for callers that keep their miss path out of line.
     pub fn hit(
         &self,
         key: KeyRef<'_>,
         lookup: Lookup,
-        server_url: &str,
+        issuer: Issuer<'_>,
     ) -> Option<Arc<Credentials>> {
-        let c = self
-            .fresh(key, lookup)
-            .filter(|c| *c.server_url == *server_url)?;
+        let c = self.fresh(key, lookup).filter(|c| c.issued_by(issuer))?;
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         Some(c)
     }
@@ -512,6 +544,8 @@ impl CredentialCache {
                                 c.site_luid = strings.intern(&c.site_luid);
                                 c.site_content_url = strings.intern(&c.site_content_url);
                                 c.server_url = strings.intern(&c.server_url);
+                                c.content_url = strings.intern(&c.content_url);
+                                c.client_id = strings.intern(&c.client_id);
                                 Arc::new(c)
                             });
                             if let Ok(c) = &result {
@@ -572,6 +606,13 @@ impl CredentialCache {
         dropped
     }
 
+    /// True when `c` is still the session cached under its key (nothing replaced or removed it).
+    pub fn is_current(&self, c: &Arc<Credentials>) -> bool {
+        self.entries
+            .get(&c.key)
+            .is_some_and(|e| Arc::ptr_eq(&e, c))
+    }
+
     /// Finds the entry holding a token without removing it.
     pub fn find_by_digest(&self, digest: &TokenDigest) -> Option<Arc<Credentials>> {
         let c = lock(&self.by_digest).get(digest)?.upgrade()?;
@@ -599,6 +640,18 @@ impl CredentialCache {
     /// Sign-ins in flight now.
     pub fn inflight(&self) -> usize {
         lock(&self.inflight).len()
+    }
+
+    /// The live sessions held (at most `limit`), for the admin API's listing and revocation
+    /// (issue 27); an O(entries) walk, never on a caller's path.
+    pub fn sessions(&self, limit: usize) -> Vec<Arc<Credentials>> {
+        let now = self.clock.now();
+        self.entries
+            .iter()
+            .filter(|(_, c)| c.expires_at > now)
+            .take(limit)
+            .map(|(_, c)| c)
+            .collect()
     }
 
     /// Distinct shared values (site names, scope sets, site LUIDs and URLs) held for entries.
@@ -652,6 +705,8 @@ mod tests {
             site_luid: Arc::from("9a8b7c6d-0000-4000-8000-000000000001"),
             site_content_url: Arc::from("finance"),
             server_url: Arc::from("https://tableau.example.com"),
+            content_url: Arc::from("c"),
+            client_id: Arc::from("cid"),
             user_luid: String::from("u-1").into(),
             jti: uuid::Uuid::new_v4(),
             expires_at,
@@ -794,7 +849,9 @@ mod tests {
         assert!(Arc::ptr_eq(&a.site_luid, &b.site_luid));
         assert!(Arc::ptr_eq(&a.site_content_url, &b.site_content_url));
         assert!(Arc::ptr_eq(&a.server_url, &b.server_url));
-        assert_eq!(cache.interned(), 5);
+        assert!(Arc::ptr_eq(&a.content_url, &b.content_url));
+        assert!(Arc::ptr_eq(&a.client_id, &b.client_id));
+        assert_eq!(cache.interned(), 7);
     }
 
     #[test]
@@ -910,9 +967,10 @@ mod tests {
     fn an_entry_stays_small() {
         // A regression guard on the per-entry footprint (the benchmark measures the whole).
         // 184 since issue 12: each session carries the (interned) server URL that issued it, so
-        // it is never handed out next to another server's URL.
+        // it is never handed out next to another server's URL. 216 since issue 24: the content
+        // URL and client ID that issued it too (interned, so 2 × 16 bytes per entry).
         assert!(
-            std::mem::size_of::<Credentials>() <= 184,
+            std::mem::size_of::<Credentials>() <= 216,
             "{}",
             std::mem::size_of::<Credentials>()
         );

@@ -192,6 +192,24 @@ pub enum BrokerError {
     /// The broker itself failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An admin call from an identity no `[[admins]]` entry names (a `[[callers]]` entry does
+    /// not make anyone an admin).
+    #[error(
+        "identity {} is not an admin of the broker; the admin API is for identities listed in [[admins]]",
+        quoted(identity)
+    )]
+    NotAnAdmin {
+        /// The certificate identity (echoed, bounded).
+        identity: String,
+    },
+    /// An admin call that needs a role the admin's entry lacks.
+    #[error("admin entry {entry:?} does not have the role {role:?} this call needs")]
+    RoleNotGranted {
+        /// The `[[admins]]` entry as configured.
+        entry: String,
+        /// The missing role.
+        role: &'static str,
+    },
 }
 
 impl BrokerError {
@@ -229,6 +247,8 @@ impl BrokerError {
             BrokerError::SignInRateLimited { .. } => "SIGN_IN_RATE_LIMITED".into(),
             BrokerError::SiteSignInsBusy { .. } => "SITE_SIGN_INS_BUSY".into(),
             BrokerError::Internal(_) => "INTERNAL".into(),
+            BrokerError::NotAnAdmin { .. } => "NOT_AN_ADMIN".into(),
+            BrokerError::RoleNotGranted { .. } => "ROLE_NOT_GRANTED".into(),
         }
     }
 

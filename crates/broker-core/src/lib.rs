@@ -11,6 +11,7 @@
 
 pub use tableau_common::{catalog, clock, format, scope};
 
+pub mod admins;
 pub mod audit;
 pub mod broker;
 pub mod cache;

@@ -4,8 +4,15 @@
 //! - a token bucket per caller entry, on the injected clock, so one caller cannot sign in faster
 //!   than its configured rate however many users or force refreshes it asks for;
 //! - a cap on sign-ins in flight per site, waited on briefly ([`SITE_QUEUE_WAIT`]) then refused;
+//!   one caller entry holds at most half of it (rounded up), so an entry flooding a site leaves
+//!   slots for the others (issue 24, point 10);
 //! - a short negative cache per key for failures that retrying cannot fix (unknown user, connected
 //!   app misconfigured), so a bad request repeated does not reach Tableau every time.
+//!
+//! A sign-in is charged to the caller entry whose call caused it. When an entry's
+//! InvalidateCredentials drops a session that other entries share, the next sign-in for that key
+//! is that entry's doing and is charged to it, not to whoever asks next
+//! ([`SignInLimits::charge_next_sign_in`], issue 24, point 3).
 //!
 //! Refusals are counted in [`LimitStats`] for the metrics exporter.
 
@@ -15,6 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long an invalidation's charge for the next sign-in of its key is kept when nobody asks
+/// for the key again.
+pub const CHARGE_TTL: Duration = Duration::from_secs(15 * 60);
 
 use crate::cache::{CacheKey, KeyRef};
 use crate::clock::SharedClock;
@@ -102,11 +113,18 @@ struct Remembered {
 
 type FastHash = foldhash::fast::RandomState;
 
+/// Semaphores by name (a site, or a site and a caller entry), each with the size it was made for.
+type Semaphores<K> = Mutex<HashMap<K, (usize, Arc<Semaphore>), FastHash>>;
+
 /// The sign-in limits of one broker. State (buckets, site slots, remembered failures) outlives
 /// configuration reloads; the numbers come from the configuration in force at each check.
 pub struct SignInLimits {
     buckets: Mutex<HashMap<String, Bucket, FastHash>>,
-    sites: Mutex<HashMap<String, (usize, Arc<Semaphore>), FastHash>>,
+    sites: Semaphores<String>,
+    /// Per (site, caller entry): the entry's share of the site's cap.
+    shares: Semaphores<(String, String)>,
+    /// Keys whose next sign-in is charged to another entry than the caller's (an invalidation).
+    charges: moka::sync::Cache<CacheKey, (String, SystemTime), FastHash>,
     negative: moka::sync::Cache<CacheKey, Remembered, FastHash>,
     clock: SharedClock,
     stats: Arc<LimitStats>,
@@ -130,6 +148,10 @@ impl SignInLimits {
         SignInLimits {
             buckets: Mutex::default(),
             sites: Mutex::default(),
+            shares: Mutex::default(),
+            charges: moka::sync::Cache::builder()
+                .max_capacity(MAX_NEGATIVE_ENTRIES)
+                .build_with_hasher(FastHash::default()),
             negative: moka::sync::Cache::builder()
                 .max_capacity(MAX_NEGATIVE_ENTRIES)
                 .build_with_hasher(FastHash::default()),
@@ -143,9 +165,20 @@ impl SignInLimits {
         &self.stats
     }
 
-    /// Checks that a sign-in for `key`, caused by the caller entry `caller` (its identity
+    /// Charges the next sign-in for `key` to the caller entry `entry` (its identity pattern as
+    /// written), whoever asks for the key next: `entry` invalidated the session that others
+    /// shared, so the sign-in that replaces it is its doing. Kept at most [`CHARGE_TTL`].
+    pub fn charge_next_sign_in(&self, key: &CacheKey, entry: &str) {
+        self.charges.insert(
+            key.clone(),
+            (entry.to_owned(), self.clock.now() + CHARGE_TTL),
+        );
+    }
+
+    /// Checks that a sign-in for `key`, asked for by the caller entry `caller` (its identity
     /// pattern as written), may start: a failure remembered for the key is returned as it was,
-    /// then the entry's token bucket must have a token.
+    /// then the token bucket of the entry that caused it must have a token: the caller's, or the
+    /// entry's whose invalidation emptied the key ([`Self::charge_next_sign_in`]).
     pub fn admit(
         &self,
         limits: &LimitsConfig,
@@ -159,6 +192,12 @@ impl SignInLimits {
                 return Err(r.error);
             }
         }
+        let charged = self
+            .charges
+            .remove(&key)
+            .filter(|(_, until)| *until > now)
+            .map(|(entry, _)| entry);
+        let caller = charged.as_deref().unwrap_or(caller);
         let rate = limits.rate_for(caller);
         let mut buckets = lock(&self.buckets);
         let taken = match buckets.get_mut(caller) {
@@ -184,22 +223,40 @@ impl SignInLimits {
     }
 
     /// The concurrency cap of a site, sized by the configuration in force (a new size takes
-    /// effect for new sign-ins; those in flight finish under the old one).
-    pub fn site_slots(&self, limits: &LimitsConfig, site: &str) -> SiteSlots {
+    /// effect for new sign-ins; those in flight finish under the old one), and the share of it
+    /// that the caller entry `entry` may hold: [`entry_share`].
+    pub fn site_slots(&self, limits: &LimitsConfig, site: &str, entry: &str) -> SiteSlots {
         let max = limits.max_concurrent_sign_ins;
-        let mut sites = lock(&self.sites);
-        let sem = match sites.get(site) {
-            Some((n, s)) if *n == max => Arc::clone(s),
-            _ => {
-                let s = Arc::new(Semaphore::new(max));
-                sites.insert(site.to_owned(), (max, Arc::clone(&s)));
-                s
+        let sem = {
+            let mut sites = lock(&self.sites);
+            match sites.get(site) {
+                Some((n, s)) if *n == max => Arc::clone(s),
+                _ => {
+                    let s = Arc::new(Semaphore::new(max));
+                    sites.insert(site.to_owned(), (max, Arc::clone(&s)));
+                    s
+                }
+            }
+        };
+        let share = entry_share(max);
+        let mine = {
+            let mut shares = lock(&self.shares);
+            let k = (site.to_owned(), entry.to_owned());
+            match shares.get(&k) {
+                Some((n, s)) if *n == share => Arc::clone(s),
+                _ => {
+                    let s = Arc::new(Semaphore::new(share));
+                    shares.insert(k, (share, Arc::clone(&s)));
+                    s
+                }
             }
         };
         SiteSlots {
             site: site.to_owned(),
             max,
+            share,
             sem,
+            mine,
             stats: Arc::clone(&self.stats),
         }
     }
@@ -256,26 +313,50 @@ fn is_permanent(e: &BrokerError) -> bool {
     )
 }
 
-/// One site's concurrency cap, ready to be waited on by a sign-in task.
+/// The most slots of a site's cap (`max_concurrent_sign_ins`) one caller entry may hold: half,
+/// rounded up, so that an entry flooding the site leaves slots for every other entry (a cap of 1
+/// cannot be shared).
+pub fn entry_share(max: usize) -> usize {
+    max.div_ceil(2).max(1)
+}
+
+/// One site's concurrency cap and the caller entry's share of it, ready to be waited on by a
+/// sign-in task.
 #[derive(Debug)]
 pub struct SiteSlots {
     site: String,
     max: usize,
+    share: usize,
     sem: Arc<Semaphore>,
+    mine: Arc<Semaphore>,
     stats: Arc<LimitStats>,
 }
 
+/// A slot of a site's cap and of the entry's share of it; both are given back when dropped.
+#[derive(Debug)]
+pub struct SitePermit {
+    _mine: OwnedSemaphorePermit,
+    _site: OwnedSemaphorePermit,
+}
+
 impl SiteSlots {
-    /// A slot, waiting at most [`SITE_QUEUE_WAIT`]; then `SiteSignInsBusy`.
-    pub async fn acquire(self) -> Result<OwnedSemaphorePermit, BrokerError> {
-        if let Ok(p) = Arc::clone(&self.sem).try_acquire_owned() {
-            return Ok(p);
-        }
-        match tokio::time::timeout(SITE_QUEUE_WAIT, Arc::clone(&self.sem).acquire_owned()).await {
-            Ok(Ok(p)) => Ok(p),
+    /// A slot of the entry's share, then of the site's cap, waiting at most [`SITE_QUEUE_WAIT`]
+    /// for both; then `SiteSignInsBusy`. An entry over its share waits for its own sign-ins,
+    /// never ahead of another entry's.
+    pub async fn acquire(self) -> Result<SitePermit, BrokerError> {
+        let both = async {
+            let mine = Arc::clone(&self.mine).acquire_owned().await.ok()?;
+            let site = Arc::clone(&self.sem).acquire_owned().await.ok()?;
+            Some(SitePermit {
+                _mine: mine,
+                _site: site,
+            })
+        };
+        match tokio::time::timeout(SITE_QUEUE_WAIT, both).await {
+            Ok(Some(p)) => Ok(p),
             _ => {
                 self.stats.site_busy.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(site = %self.site, max_concurrent_sign_ins = self.max, "sign-in refused: site has its cap of sign-ins in flight");
+                tracing::warn!(site = %self.site, max_concurrent_sign_ins = self.max, entry_share = self.share, "sign-in refused: site (or this caller entry's share of it) has its cap of sign-ins in flight");
                 Err(BrokerError::SiteSignInsBusy {
                     site: self.site,
                     max: self.max,

@@ -131,7 +131,7 @@ impl IdentityPattern {
     }
 
     /// Longer patterns are more specific; exact beats any prefix.
-    fn specificity(&self) -> usize {
+    pub(crate) fn specificity(&self) -> usize {
         match self {
             IdentityPattern::Exact { .. } => usize::MAX,
             IdentityPattern::SpiffePrefix(p) => p.len(),
@@ -281,6 +281,9 @@ pub struct Authorization {
     pub scopes: Vec<Scope>,
     /// The longest JWT lifetime any matching grant allows (`None`: no grant limit).
     pub max_jwt_ttl: Option<Duration>,
+    /// The index (in its caller entry) of the first grant that allows the whole request: what
+    /// `Explain` reports, taken from the decision itself so the two cannot disagree.
+    pub grant: usize,
 }
 
 /// Why a request was refused. Safe to send back to the caller that asked: it names only what that
@@ -437,10 +440,20 @@ impl Policy {
     /// The entry that applies to an identity taken from `source`: an exact match, else the
     /// longest matching prefix. Only entries naming that certificate field can match.
     pub fn caller(&self, source: IdentitySource, identity: &str) -> Option<&CallerEntry> {
+        self.caller_index(source, identity).map(|(_, c)| c)
+    }
+
+    /// [`Policy::caller`] with the entry's position in `[[callers]]`, which `Explain` reports.
+    pub fn caller_index(
+        &self,
+        source: IdentitySource,
+        identity: &str,
+    ) -> Option<(usize, &CallerEntry)> {
         self.callers
             .iter()
-            .filter(|c| c.pattern.matches(source, identity))
-            .max_by_key(|c| c.pattern.specificity())
+            .enumerate()
+            .filter(|(_, c)| c.pattern.matches(source, identity))
+            .max_by_key(|(_, c)| c.pattern.specificity())
     }
 
     /// Parses and normalizes requested scopes against the catalog, refusing empty, malformed and
@@ -504,14 +517,20 @@ impl Policy {
         let scopes = self.normalize_scopes(req.scopes)?;
         // One pass, no allocation: the common case is an allowed request.
         let (mut site_matched, mut user_matched, mut allowed) = (false, false, false);
-        let (mut unlimited, mut max_jwt_ttl) = (false, None);
-        for g in entry.grants.iter().filter(|g| g.matches_site(req.site)) {
+        let (mut unlimited, mut max_jwt_ttl, mut first) = (false, None, 0);
+        for (i, g) in entry.grants.iter().enumerate() {
+            if !g.matches_site(req.site) {
+                continue;
+            }
             site_matched = true;
             if !g.matches_user(req.user) {
                 continue;
             }
             user_matched = true;
             if scopes.iter().all(|s| g.allows(&self.catalog, s)) {
+                if !allowed {
+                    first = i;
+                }
                 allowed = true;
                 match g.max_jwt_ttl {
                     None => unlimited = true,
@@ -523,6 +542,7 @@ impl Policy {
             return Ok(Authorization {
                 scopes,
                 max_jwt_ttl: if unlimited { None } else { max_jwt_ttl },
+                grant: first,
             });
         }
         let identity = req.identity.to_owned();

@@ -83,6 +83,10 @@ pub struct CallerReview {
     pub grants: Vec<GrantReview>,
     /// The entry with only what was used; `None` when nothing was.
     pub suggested_toml: Option<String>,
+    /// Things a reviewer must look at, which the suggestion leaves out: users asked for by a
+    /// name that contains glob characters (`*`, `?`). Such a name is never suggested, as in a
+    /// grant it would be a pattern allowing every user it matches.
+    pub findings: Vec<String>,
 }
 
 /// One grant: allowed against used.
@@ -331,6 +335,7 @@ fn caller_review(config: &Config, index: usize, entry: &CallerEntry, a: EntryAcc
     }
     let identity = entry.pattern.to_string();
     let suggested_toml = suggest(&identity, entry, &a.grants);
+    let findings = glob_named_users(&a.grants);
     CallerReview {
         index,
         identity,
@@ -340,6 +345,7 @@ fn caller_review(config: &Config, index: usize, entry: &CallerEntry, a: EntryAcc
         failed: a.failed,
         grants,
         suggested_toml,
+        findings,
     }
 }
 
@@ -353,20 +359,47 @@ fn list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     format!("[{}]", items.join(", "))
 }
 
-/// The entry with one grant per used grant, each narrowed to the sites, users and scopes used.
-fn suggest(identity: &str, entry: &CallerEntry, usage: &[Usage]) -> Option<String> {
-    if usage.iter().all(|u| u.requests == 0) {
-        return None;
+/// True when a username would be a pattern if written in a grant (`*` or `?` in it).
+fn has_glob(name: &str) -> bool {
+    name.contains(['*', '?'])
+}
+
+/// The findings about users asked for by a name with glob characters: such a name matched a
+/// pattern as a literal, and suggesting it would keep (or create) a pattern.
+fn glob_named_users(usage: &[Usage]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (gi, u) in usage.iter().enumerate() {
+        for name in u.users.iter().filter(|n| has_glob(n)) {
+            out.push(format!(
+                "grants[{gi}]: user {} was asked for by name but contains glob characters (* or ?); it is left out of the suggestion, where it would be a pattern allowing every user it matches: find out who asked for it and why",
+                quoted(name)
+            ));
+        }
     }
+    out
+}
+
+/// The entry with one grant per used grant, each narrowed to the sites, users and scopes used.
+/// A user whose name contains glob characters is never suggested (see [`glob_named_users`]); a
+/// grant used only by such names is left out.
+fn suggest(identity: &str, entry: &CallerEntry, usage: &[Usage]) -> Option<String> {
     let mut t = String::new();
     let _ = writeln!(t, "[[callers]]\nidentity = {}", quoted(identity));
+    let mut any = false;
     for (g, u) in entry.grants.iter().zip(usage) {
-        if u.requests == 0 {
+        let users: Vec<&str> = u
+            .users
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !has_glob(n))
+            .collect();
+        if u.requests == 0 || users.is_empty() {
             continue;
         }
+        any = true;
         let _ = writeln!(t, "\n[[callers.grants]]");
         let _ = writeln!(t, "sites = {}", list(u.sites.iter().map(String::as_str)));
-        let _ = writeln!(t, "users = {}", list(u.users.iter().map(String::as_str)));
+        let _ = writeln!(t, "users = {}", list(users));
         let _ = writeln!(t, "scopes = {}", list(u.scopes.iter().map(Scope::as_str)));
         // Denials only matter under a wildcard; with exact scopes they are redundant.
         if u.scopes.iter().any(Scope::is_wildcard) && !g.deny_scopes.is_empty() {
@@ -384,7 +417,7 @@ fn suggest(identity: &str, entry: &CallerEntry, usage: &[Usage]) -> Option<Strin
             );
         }
     }
-    Some(t)
+    any.then_some(t)
 }
 
 fn join(v: &[String]) -> String {
@@ -403,6 +436,40 @@ fn counts(m: &BTreeMap<String, u64>) -> String {
 }
 
 impl Review {
+    /// The tightened policy as a candidate file (issue 27, `audit review --emit-candidate`): the
+    /// suggested `[[callers]]` entries (entries that used nothing are left out) and the running
+    /// `[[admins]]` unchanged, so the file can be loaded as `[policy] candidate` and, after its
+    /// week in shadow, promoted as it is.
+    pub fn candidate_toml(&self, config: &Config) -> String {
+        let mut t = String::from(
+            "# Candidate policy written by `tableau-token-broker audit review --emit-candidate`:\n# only the grants the trail shows were used. Load it with [policy] candidate = \"FILE\",\n# watch policy_candidate_divergence_total for a week, then promote it.\n",
+        );
+        for c in &self.callers {
+            match &c.suggested_toml {
+                Some(toml) => {
+                    let _ = writeln!(t, "\n{}", toml.trim_end());
+                }
+                None => {
+                    let _ = writeln!(
+                        t,
+                        "\n# callers[{}] {}: nothing used, left out",
+                        c.index,
+                        quoted(&c.identity)
+                    );
+                }
+            }
+        }
+        for a in config.admins.entries() {
+            let _ = writeln!(
+                t,
+                "\n[[admins]]\nidentity = {}\nroles = {}",
+                quoted(&a.pattern.to_string()),
+                list(a.roles.iter().map(|r| r.as_str()))
+            );
+        }
+        t
+    }
+
     /// The review for a reader: per entry, each grant allowed against used, the grants never
     /// used, refusals by reason; then the suggested `[[callers]]` blocks, ready to paste.
     pub fn to_text(&self) -> String {
@@ -472,6 +539,9 @@ impl Review {
             if !c.failed.is_empty() {
                 let _ = writeln!(t, "  failed: {}", counts(&c.failed));
             }
+            for f in &c.findings {
+                let _ = writeln!(t, "  FINDING {f}");
+            }
         }
         if !self.unmatched.is_empty() || self.unmatched_other > 0 {
             let _ = writeln!(
@@ -492,6 +562,13 @@ impl Review {
                 Some(toml) => {
                     let _ = writeln!(t, "\n{}", toml.trim_end());
                 }
+                None if !c.findings.is_empty() => {
+                    let _ = writeln!(
+                        t,
+                        "\n# callers[{}] {:?}: only names with glob characters used; see its FINDING lines",
+                        c.index, c.identity
+                    );
+                }
                 None => {
                     let _ = writeln!(
                         t,
@@ -502,5 +579,75 @@ impl Review {
             }
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+version = 1
+development = true
+
+[sites.finance]
+server_url = "https://tableau.example.com/"
+content_url = "finance"
+
+[sites.finance.connected_app]
+client_id = "cid"
+secret_id = "sid"
+secret = "a-development-secret-of-at-least-32-bytes"
+
+[[callers]]
+identity = "spiffe://example.org/ns/a/sa/minter"
+[[callers.grants]]
+sites = ["finance"]
+users = ["*@example.com"]
+scopes = ["tableau:content:read"]
+"#;
+
+    fn line(user: &str) -> String {
+        serde_json::json!({
+            "time": "2026-12-01T00:00:00Z", "event": "rpc", "rpc": "MintJwt",
+            "caller": {"identity": "spiffe://example.org/ns/a/sa/minter",
+                       "entry": "spiffe://example.org/ns/a/sa/minter"},
+            "site": "finance", "user": user, "scopes_granted": ["tableau:content:read"],
+            "outcome": "granted", "reason": "OK"
+        })
+        .to_string()
+    }
+
+    /// Issue 24, point 11: a caller that asked for the literal user `*@example.com` (which the
+    /// glob matches) must not get the glob back in its "tightened" block.
+    #[test]
+    fn a_literal_name_with_glob_characters_is_a_finding_never_a_suggestion() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(CONFIG, &dir.path().join("b.toml")).unwrap();
+        let trail = format!(
+            "{}\n{}\n{}\n",
+            line("*@example.com"),
+            line("an?lyst@example.com"),
+            line("ann@example.com")
+        );
+        let r = review(&config, trail.as_bytes(), None).unwrap();
+        let c = &r.callers[0];
+        let toml = c.suggested_toml.as_deref().unwrap();
+        assert!(toml.contains("users = [\"ann@example.com\"]"), "{toml}");
+        assert!(!toml.contains('*') && !toml.contains('?'), "{toml}");
+        assert_eq!(c.findings.len(), 2, "{:?}", c.findings);
+        assert!(c.findings.iter().any(|f| f.contains("\"*@example.com\"")));
+        assert!(r.to_text().contains("\"an?lyst@example.com\""));
+
+        // Only glob-named users used: the grant is left out of the suggestion, with findings.
+        let r = review(
+            &config,
+            format!("{}\n", line("*@example.com")).as_bytes(),
+            None,
+        )
+        .unwrap();
+        let c = &r.callers[0];
+        assert!(c.suggested_toml.is_none(), "{:?}", c.suggested_toml);
+        assert_eq!(c.findings.len(), 1);
     }
 }

@@ -242,6 +242,8 @@ mod tests {
             site_luid: Arc::from("l"),
             site_content_url: Arc::from("c"),
             server_url: Arc::from("https://tableau.example.com"),
+            content_url: Arc::from("c"),
+            client_id: Arc::from("cid"),
             user_luid: String::from("u-1").into(),
             jti: uuid::Uuid::new_v4(),
             expires_at,

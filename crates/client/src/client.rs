@@ -181,7 +181,29 @@ impl Credentials {
             .unwrap_or(Duration::ZERO)
     }
 
-    fn from_proto(r: proto::GetCredentialsResponse) -> Result<Self, Error> {
+    #[cfg(test)]
+    pub(crate) fn for_tests(token: &str, expires_at: SystemTime) -> Self {
+        Credentials {
+            token: SecretString::from(token.to_owned()),
+            site_luid: "site-luid".into(),
+            site_content_url: "finance".into(),
+            user_luid: "user-luid".into(),
+            server_url: "https://tableau.example.com".into(),
+            api_version: "3.22".into(),
+            expires_at,
+            scopes: vec!["tableau:content:read".into()],
+            from_broker_cache: false,
+        }
+    }
+}
+
+/// The broker's `GetCredentials` answer as [`Credentials`], for callers that hold a raw stub's
+/// answer ([`proto`]) and for tests of code that takes `Credentials`. Fails with
+/// [`Error::Malformed`] when `expires_at` is missing or out of range.
+impl TryFrom<proto::GetCredentialsResponse> for Credentials {
+    type Error = Error;
+
+    fn try_from(r: proto::GetCredentialsResponse) -> Result<Self, Error> {
         let expires_at = r
             .expires_at
             .and_then(|t| SystemTime::try_from(t).ok())
@@ -197,21 +219,6 @@ impl Credentials {
             scopes: r.scopes,
             from_broker_cache: r.from_cache,
         })
-    }
-
-    #[cfg(test)]
-    pub(crate) fn for_tests(token: &str, expires_at: SystemTime) -> Self {
-        Credentials {
-            token: SecretString::from(token.to_owned()),
-            site_luid: "site-luid".into(),
-            site_content_url: "finance".into(),
-            user_luid: "user-luid".into(),
-            server_url: "https://tableau.example.com".into(),
-            api_version: "3.22".into(),
-            expires_at,
-            scopes: vec!["tableau:content:read".into()],
-            from_broker_cache: false,
-        }
     }
 }
 
@@ -578,7 +585,7 @@ impl Rpc {
                 async move { c.get_credentials(req).await }
             })
             .await?;
-        Credentials::from_proto(r)
+        Credentials::try_from(r)
     }
 
     /// A cache fetch: credentials with `min_remaining` left. When the broker hands back the very
@@ -792,6 +799,35 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(err.to_string().contains("host:port"), "{err}");
+    }
+
+    #[test]
+    fn a_brokers_answer_converts_and_needs_its_expiry() {
+        let answer = proto::GetCredentialsResponse {
+            token: "t".into(),
+            site_luid: "s".into(),
+            from_cache: true,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let c = Credentials::try_from(answer.clone()).unwrap();
+        assert!(c.from_broker_cache);
+        assert_eq!(c.token.expose_secret(), "t");
+        assert_eq!(
+            c.expires_at,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+        let missing = proto::GetCredentialsResponse {
+            expires_at: None,
+            ..answer
+        };
+        assert!(matches!(
+            Credentials::try_from(missing),
+            Err(Error::Malformed("expires_at"))
+        ));
     }
 
     #[test]

@@ -15,6 +15,6 @@ pub mod sink;
 pub use fingerprint::{FINGERPRINT_HEX_LEN, Fingerprint, Fingerprinter, KeyFileError, TokenDigest};
 pub use record::{AuditRecord, CallerContext, Event, IdentityField, Outcome, SCHEMA_VERSION};
 pub use sink::{
-    AuditConfig, AuditMode, AuditOpenError, AuditSink, AuditStats, AuditStatsSnapshot, AuditTarget,
-    AuditWriteFailed,
+    AuditConfig, AuditHealth, AuditMode, AuditOpenError, AuditSink, AuditStats, AuditStatsSnapshot,
+    AuditTarget, AuditWriteFailed,
 };

@@ -114,6 +114,8 @@ impl Outcome {
             | BrokerError::Denied(_)
             | BrokerError::UnknownSite { .. }
             | BrokerError::NotYourToken
+            | BrokerError::NotAnAdmin { .. }
+            | BrokerError::RoleNotGranted { .. }
             // The broker's own limits refused it (protecting Tableau), like a policy would.
             | BrokerError::SignInRateLimited { .. }
             | BrokerError::SiteSignInsBusy { .. } => Outcome::Denied,
@@ -181,6 +183,57 @@ impl<'a> CallerRecord<'a> {
     }
 }
 
+/// The `candidate` object of a decision on which the candidate policy diverges.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateRecord {
+    /// `would_refuse` (the running policy granted) or `would_allow` (it refused).
+    pub divergence: &'static str,
+    /// The candidate's outcome: `granted` or `denied`.
+    pub outcome: &'static str,
+    /// The candidate's reason (`OK` or a refusal's stable reason).
+    pub reason: String,
+    /// The candidate's `[[callers]]` entry that applied, as written.
+    pub entry: Option<String>,
+    /// The index of the candidate grant that allowed it.
+    pub grant: Option<usize>,
+}
+
+/// The selector of a `Revoke` or `ListSessions`, as the admin sent it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SelectorRecord {
+    /// Caller entry or identity.
+    pub caller: Option<String>,
+    /// Site name.
+    pub site: Option<String>,
+    /// User name or glob.
+    pub user: Option<String>,
+    /// Scopes a session must include.
+    pub scopes: Vec<String>,
+}
+
+/// The `admin` object of an admin call's record.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AdminRecord {
+    /// The role the call needed: `read` or `revoke`.
+    pub role: &'static str,
+    /// The `[[admins]]` entry that matched, as written (null when none did).
+    pub entry: Option<String>,
+    /// Revoke and ListSessions: the selector.
+    pub selector: Option<SelectorRecord>,
+    /// Revoke: sessions ended; ListSessions: sessions listed.
+    pub sessions: Option<usize>,
+    /// Revoke: the fingerprints of the sessions ended.
+    pub fingerprints: Option<Vec<String>>,
+    /// Revoke: replicas the order reached (this one included) and how many answered.
+    pub replicas: Option<usize>,
+    /// Revoke: replicas that confirmed their cache no longer holds a matching session.
+    pub acknowledged: Option<usize>,
+    /// Explain: the identity asked about.
+    pub identity: Option<String>,
+    /// Explain: the running policy's outcome (`granted`/`denied`) and reason.
+    pub verdict: Option<String>,
+}
+
 /// One record. Optional fields are written as `null` so every record has every key, which keeps
 /// queries simple (`jq 'select(.token_fp == "...")'`).
 #[derive(Debug, Serialize)]
@@ -225,6 +278,13 @@ pub struct AuditRecord<'a> {
     pub evicted: Option<bool>,
     /// For invalidations: whether the session was ended at Tableau.
     pub signed_out: Option<bool>,
+    /// On a decision the candidate policy would have made otherwise (issue 27); absent (not
+    /// null) on every other record, as keys added within schema version 1 are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<CandidateRecord>,
+    /// On an admin call (issue 27): what the admin asked and what it did; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminRecord>,
     /// Set for refusals: the request's own words (site, user, scopes) are then written cut and
     /// escaped like any echoed input, so a caller without grants cannot grow the trail with
     /// megabytes of its own text.
@@ -290,6 +350,8 @@ impl<'a> AuditRecord<'a> {
             config_generation: generation,
             evicted: None,
             signed_out: None,
+            candidate: None,
+            admin: None,
             refused_input: false,
         }
     }

@@ -7,17 +7,15 @@
 //! their callers with the result. Under load one write carries many records, so the cost per
 //! record stays small; an idle broker pays one write per record.
 //!
-//! A fail-closed trail in a file written without `sync` (the common production setup) skips the
-//! writer thread: the waiting calls commit their batches themselves ([`group`]), which spares
-//! each batch two thread switches. Standard output, pipes, sockets, `sync = true` and best-effort
-//! mode keep the writer thread, so that a stalled reader or a slow flush never holds up a
-//! runtime worker.
+//! Every trail (a file, standard output, a pipe) is written by that thread and never by a runtime
+//! worker: a write that hangs (an NFS mount, a collector that stopped reading the pipe) stalls
+//! only the calls that wait for their records, never probes, cache hits without a trail, WhoAmI or
+//! ResolveScopes. The thread notes when a write started, so a hang shows up in
+//! [`AuditSink::health`] (and so in `/readyz`) while it lasts.
 //!
 //! A failed write (disk full, I/O error, closed pipe) fails every record of its batch. The next
 //! batch starts with a newline, so a record cut short by the failure stands on a line of its own
 //! and readers skip it as unparsable rather than merging it with the next one.
-
-mod group;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -154,8 +152,6 @@ enum Writer {
     Off,
     /// The writer thread, fed over a bounded queue.
     Thread(mpsc::Sender<Job>),
-    /// The waiting calls themselves ([`group`]).
-    Group(group::GroupCommit),
 }
 
 /// The audit sink. Cheap to share (`Arc`); dropping the last handle lets the writer finish the
@@ -166,6 +162,23 @@ pub struct AuditSink {
     mode: AuditMode,
     stats: Arc<AuditStats>,
     healthy: Arc<AtomicBool>,
+    /// When the write in progress started (ms since the Unix epoch), 0 while none is.
+    writing_since: Arc<AtomicU64>,
+}
+
+/// Longest a single write may take before the trail counts as stalled in [`AuditSink::health`].
+pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The trail's state, for readiness: what a probe and an operator need to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditHealth {
+    /// Writes succeed (or there is no trail).
+    Ok,
+    /// The last write failed (disk full, I/O error, closed pipe) and none has succeeded since.
+    Failing,
+    /// A write has been in progress for this long, at least [`STALLED_AFTER`]: the file system
+    /// or the reader of the pipe is not taking records.
+    Stalled(std::time::Duration),
 }
 
 enum Output {
@@ -203,41 +216,46 @@ impl AuditSink {
         let output = match &cfg.target {
             AuditTarget::Off => return Ok(AuditSink::off()),
             AuditTarget::Stdout => Output::Stdout,
-            AuditTarget::File(path) => {
-                let file = open_append(path)?;
-                if cfg.mode == AuditMode::FailClosed && !cfg.sync && never_blocks(&file) {
-                    return Ok(AuditSink {
-                        writer: Writer::Group(group::GroupCommit::new(
-                            file,
-                            Arc::clone(&stats),
-                            Arc::clone(&healthy),
-                        )),
-                        mode: cfg.mode,
-                        stats,
-                        healthy,
-                    });
-                }
-                Output::File(file)
-            }
+            AuditTarget::File(path) => Output::File(open_append(path)?),
         };
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let (s, h, sync) = (Arc::clone(&stats), Arc::clone(&healthy), cfg.sync);
+        let writing_since = Arc::new(AtomicU64::new(0));
+        let state = WriterState {
+            sync: cfg.sync,
+            stats: Arc::clone(&stats),
+            healthy: Arc::clone(&healthy),
+            writing_since: Arc::clone(&writing_since),
+        };
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer(output, rx, sync, &s, &h))
+            .spawn(move || writer(output, rx, &state))
             .map_err(AuditOpenError::Thread)?;
         Ok(AuditSink {
             writer: Writer::Thread(tx),
             mode: cfg.mode,
             stats,
             healthy,
+            writing_since,
         })
     }
 
-    /// True when the calls commit their own batches (a fail-closed file without `sync`), false
-    /// when a writer thread does (or there is no trail).
-    pub fn is_group_committed_by_callers(&self) -> bool {
-        matches!(self.writer, Writer::Group(_))
+    /// The trail's health now: failing after a failed write, stalled while one write has taken
+    /// longer than [`STALLED_AFTER`] (measured on the system clock, which is what the write
+    /// itself waits on).
+    pub fn health(&self) -> AuditHealth {
+        let since = self.writing_since.load(Ordering::Acquire);
+        if since != 0 {
+            let now = unix_millis();
+            let busy = std::time::Duration::from_millis(now.saturating_sub(since));
+            if busy >= STALLED_AFTER {
+                return AuditHealth::Stalled(busy);
+            }
+        }
+        if self.is_healthy() {
+            AuditHealth::Ok
+        } else {
+            AuditHealth::Failing
+        }
     }
 
     /// A sink that records nothing and always succeeds.
@@ -247,6 +265,7 @@ impl AuditSink {
             mode: AuditMode::BestEffort,
             stats: Arc::new(AuditStats::default()),
             healthy: Arc::new(AtomicBool::new(true)),
+            writing_since: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -286,7 +305,6 @@ impl AuditSink {
     pub async fn commit(&self, line: Vec<u8>) -> Result<(), AuditWriteFailed> {
         let tx = match &self.writer {
             Writer::Off => return Ok(()),
-            Writer::Group(g) => return g.commit(&line).await.then_some(()).ok_or(AuditWriteFailed),
             Writer::Thread(tx) => tx,
         };
         let (done, wait) = oneshot::channel();
@@ -314,7 +332,6 @@ impl AuditSink {
     pub async fn flush(&self) {
         let tx = match &self.writer {
             Writer::Off => return,
-            Writer::Group(g) => return g.flush().await,
             Writer::Thread(tx) => tx,
         };
         let (done, wait) = oneshot::channel();
@@ -335,7 +352,6 @@ impl AuditSink {
     pub fn enqueue(&self, line: Vec<u8>) {
         let tx = match &self.writer {
             Writer::Off => return,
-            Writer::Group(g) => return g.enqueue(&line),
             Writer::Thread(tx) => tx,
         };
         if tx.try_send(Job { line, done: None }).is_err() {
@@ -358,23 +374,7 @@ fn open_append(path: &Path) -> Result<File, AuditOpenError> {
     })
 }
 
-/// True for a regular file or a character device (`/dev/null`, `/dev/full`): a write to one
-/// returns without waiting on a reader. Pipes and sockets (a FIFO a collector reads, say) can
-/// stall, so they keep the writer thread.
-fn never_blocks(file: &File) -> bool {
-    #[cfg(unix)]
-    use std::os::unix::fs::FileTypeExt;
-    file.metadata().is_ok_and(|m| {
-        let t = m.file_type();
-        #[cfg(unix)]
-        let device = t.is_char_device();
-        #[cfg(not(unix))]
-        let device = false;
-        t.is_file() || device
-    })
-}
-
-/// Accounts for one write of `records` records, by either writer: counts it, marks the sink
+/// Accounts for one write of `records` records: counts it, marks the sink
 /// healthy or not (logging the change), and returns whether it succeeded.
 fn settle(
     result: std::io::Result<()>,
@@ -401,13 +401,22 @@ fn settle(
     }
 }
 
-fn writer(
-    mut out: Output,
-    mut rx: mpsc::Receiver<Job>,
+/// What the writer thread shares with the sink.
+struct WriterState {
     sync: bool,
-    stats: &AuditStats,
-    healthy: &AtomicBool,
-) {
+    stats: Arc<AuditStats>,
+    healthy: Arc<AtomicBool>,
+    writing_since: Arc<AtomicU64>,
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .max(1)
+}
+
+fn writer(mut out: Output, mut rx: mpsc::Receiver<Job>, st: &WriterState) {
     let mut buf = Vec::with_capacity(64 << 10);
     let mut waiters = Vec::new();
     let mut after_failure = false;
@@ -442,7 +451,10 @@ fn writer(
             }
         }
         last_batch = count;
-        let ok = settle(out.write_batch(&buf, sync), count, stats, healthy);
+        st.writing_since.store(unix_millis(), Ordering::Release);
+        let result = out.write_batch(&buf, st.sync);
+        st.writing_since.store(0, Ordering::Release);
+        let ok = settle(result, count, &st.stats, &st.healthy);
         after_failure = !ok;
         for w in waiters.drain(..) {
             let _ = w.send(ok);
@@ -470,7 +482,6 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_records_over_workers_are_written_whole_and_counted() {
-        // Both writers: the calls' own group commit, and the writer thread (sync = true).
         concurrent_records(AuditMode::FailClosed, false, 2_000).await;
         concurrent_records(AuditMode::FailClosed, true, 200).await;
     }
@@ -483,7 +494,6 @@ mod tests {
             ..cfg(AuditTarget::File(path.clone()), mode)
         })
         .unwrap();
-        assert_eq!(sink.is_group_committed_by_callers(), !sync);
         let sink = Arc::new(sink);
         let tasks: Vec<_> = (0..n)
             .map(|i| {
@@ -515,7 +525,6 @@ mod tests {
     async fn a_full_disk_fails_the_record_and_marks_the_sink() {
         let full = cfg(AuditTarget::File("/dev/full".into()), AuditMode::FailClosed);
         let sink = AuditSink::open(&full).unwrap();
-        assert!(sink.is_group_committed_by_callers());
         assert!(sink.is_healthy());
         assert_eq!(sink.record(b"{}\n".to_vec()).await, Err(AuditWriteFailed));
         assert!(!sink.is_healthy());
@@ -526,7 +535,6 @@ mod tests {
             ..full
         })
         .unwrap();
-        assert!(!best.is_group_committed_by_callers());
         assert_eq!(best.record(b"{}\n".to_vec()).await, Ok(()));
         for _ in 0..500 {
             if best.stats().snapshot().failed == 1 {

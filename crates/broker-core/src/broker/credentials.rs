@@ -19,11 +19,13 @@ impl Broker {
         let result = self
             .get_credentials_inner(&snapshot, caller, request_id, &req)
             .await;
+        // The candidate policy in shadow (issue 27): counted whether or not there is a trail.
+        let candidate = self.shadow(&snapshot.config, caller, &req.site, &req.user, &req.scopes);
         if !self.audit.is_enabled() {
             // No trail (a development choice): build no record, the cache hit stays cheap.
             return result;
         }
-        let line = self.credentials_line(&snapshot, caller, request_id, &req, &result);
+        let line = self.credentials_line(&snapshot, caller, request_id, &req, &result, candidate);
         // Boxed: the wait for the group commit stays out of the audit-off call's future.
         let commit = Box::pin(self.finish(line, result));
         commit.await
@@ -44,8 +46,9 @@ impl Broker {
         let (key, lookup) = cache_lookup(&site, req, &allowed);
         let usable = usable_life(&snapshot.config, &site);
         if lookup.min_remaining < usable
-            && let Some(credentials) = self.cache.hit(key, lookup, &site.server_url)
+            && let Some(credentials) = self.cache.hit(key, lookup, issuer(&site))
         {
+            self.refresh_ahead(snapshot, caller, request_id, req, &allowed, &site, &credentials);
             return Ok(IssuedCredentials {
                 credentials,
                 from_cache: true,
@@ -54,8 +57,64 @@ impl Broker {
         }
         // Boxed in a statement of its own: a temporary of the `.await` statement would be kept
         // in this future's state, which is what the box is for avoiding.
-        let miss = Box::pin(self.sign_in_path(snapshot, caller, request_id, req, allowed, site));
+        let miss = Box::pin(self.miss_path(snapshot, caller, request_id, req, allowed, site));
         miss.await
+    }
+
+    /// [`Self::sign_in_path`], then the check that the site has not moved while it ran (issue
+    /// 24, point 2): a reload may have re-pointed the site (server, content URL or connected
+    /// app) after the call read its configuration. Such a session is discarded (signed out after
+    /// the grace period) and the call starts again under the configuration in force, at most
+    /// twice.
+    async fn miss_path(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        caller: &CallerContext,
+        request_id: uuid::Uuid,
+        req: &CredentialsRequest,
+        allowed: Authorization,
+        site: Arc<SiteConfig>,
+    ) -> Result<IssuedCredentials, BrokerError> {
+        let mut used = Arc::clone(snapshot);
+        let mut issued = self
+            .sign_in_path(&used, caller, request_id, req, allowed, site)
+            .await?;
+        for attempt in 0..3 {
+            let current = self.snapshot.load_full();
+            if Arc::ptr_eq(&current, &used)
+                || current
+                    .config
+                    .site(&issued.site.name)
+                    .is_some_and(|s| issued.credentials.issued_by(issuer(s)))
+            {
+                return Ok(issued);
+            }
+            tracing::info!(site = %issued.site.name, token_fp = %issued.credentials.digest.fingerprint(), "a sign-in landed for a site that has since moved; discarding it");
+            self.discard(&issued.credentials);
+            if attempt == 2 {
+                break;
+            }
+            let (allowed, site) =
+                self.authorize(&current.config, caller, &req.site, &req.user, &req.scopes)?;
+            used = current;
+            issued = self
+                .sign_in_path(&used, caller, request_id, req, allowed, site)
+                .await?;
+        }
+        Err(BrokerError::Unavailable {
+            site: req.site.clone(),
+            reason: "the site's configuration changed during the sign-in; retry".into(),
+        })
+    }
+
+    /// Drops a session that must not be handed out any more (its site moved) from the cache, and
+    /// schedules its sign-out as a replaced session. Only the call that removes it schedules it,
+    /// so calls that shared the sign-in do not sign it out twice.
+    fn discard(&self, c: &Arc<Credentials>) {
+        if let Some(c) = self.cache.remove_by_digest(&c.digest) {
+            self.sign_outs
+                .schedule(c, crate::cache::Departure::Replaced);
+        }
     }
 
     /// A call the cache could not answer at once: a refused `min_remaining`, a sign-in (or one
@@ -103,10 +162,10 @@ impl Broker {
                 self.limits.admit(&config.limits, &entry, key.as_ref())?;
             }
             let limits = Arc::clone(&self.limits);
-            let slots = self.limits.site_slots(&config.limits, &site.name);
+            let slots = self.limits.site_slots(&config.limits, &site.name, &entry);
             let (remember, ttl) = (self.limits.rememberer(), config.limits.negative_cache_ttl);
             let client = snapshot.clients.get(&site.name).cloned();
-            let (site, key) = (Arc::clone(&site), key.clone());
+            let (site, bound, key) = (Arc::clone(&site), Arc::clone(&site), key.clone());
             let (minter, clock, stats, fallbacks) = (
                 self.minter.clone(),
                 self.clock.clone(),
@@ -154,7 +213,9 @@ impl Broker {
                     // Redis is asked before signing in (one sign-in across replicas) and is
                     // given the new session after.
                     Some(shared) => {
-                        let (c, hit) = shared.get_or_sign_in(&key, lookup, signing).await?;
+                        let (c, hit) = shared
+                            .get_or_sign_in(&key, issuer(&bound), lookup, signing)
+                            .await?;
                         from_l2.store(hit, std::sync::atomic::Ordering::Relaxed);
                         Ok(c)
                     }
@@ -167,12 +228,12 @@ impl Broker {
             || from_l2
                 .get()
                 .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed));
-        // A session is only ever returned with the server URL that issued it. A mismatch means
-        // the site moved to another server while this session was cached or being signed in
-        // (its entries were dropped on reload, but a sign-in that was in flight can land after
-        // that); sign in again at the current server, once or twice at most.
+        // A session is only ever returned for the server, content URL and connected app that
+        // issued it. A mismatch means the site moved while this session was cached or being
+        // signed in (its entries were dropped on reload, but a sign-in that was in flight can
+        // land after that); sign in again for the site as it is, once or twice at most.
         let mut retries = 0;
-        while *credentials.server_url != *site.server_url {
+        while !credentials.issued_by(issuer(&site)) {
             if retries == 2 {
                 return Err(BrokerError::Unavailable {
                     site: site.name.clone(),
@@ -210,4 +271,68 @@ pub(super) fn cache_lookup<'a>(
         force_refresh: req.force_refresh,
     };
     (key, lookup)
+}
+
+impl Broker {
+    /// On a hit within `[cache] refresh_ahead` of the token's usable end, starts one background
+    /// sign-in for its key (none when one is already running, or the entry was replaced), and
+    /// keeps serving the current token until the new one is stored: callers on a hot key never
+    /// wait for a sign-in at expiry. The sign-in goes through the same path as a miss, so it is
+    /// charged to the caller entry whose call started it, waits for the site's slots and is
+    /// audited; a refusal by the limits only means the token is not refreshed early.
+    #[allow(clippy::too_many_arguments)]
+    fn refresh_ahead(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        caller: &CallerContext,
+        request_id: uuid::Uuid,
+        req: &CredentialsRequest,
+        allowed: &Authorization,
+        site: &Arc<SiteConfig>,
+        credentials: &Arc<Credentials>,
+    ) {
+        let usable = usable_life(&snapshot.config, site);
+        let window = snapshot.config.cache.refresh_ahead_for(usable);
+        let now = self.clock.now();
+        if window.is_zero() || credentials.expires_at > now + window {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let key = credentials.key.clone();
+        if !lock_set(&self.refreshing).insert(key.clone()) {
+            return;
+        }
+        self.stats.refreshes_started.fetch_add(1, Ordering::Relaxed);
+        let (snapshot, caller, allowed, site) = (
+            Arc::clone(snapshot),
+            caller.clone(),
+            allowed.clone(),
+            Arc::clone(site),
+        );
+        let old = Arc::clone(credentials);
+        let req = CredentialsRequest {
+            force_refresh: true,
+            min_remaining: Duration::ZERO,
+            ..req.clone()
+        };
+        tokio::spawn(async move {
+            if me.cache.is_current(&old) {
+                let done = me
+                    .sign_in_path(&snapshot, &caller, request_id, &req, allowed, site)
+                    .await;
+                if done.is_err() {
+                    me.stats.refreshes_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            lock_set(&me.refreshing).remove(&key);
+        });
+    }
+}
+
+pub(super) fn lock_set(
+    m: &std::sync::Mutex<std::collections::HashSet<CacheKey>>,
+) -> std::sync::MutexGuard<'_, std::collections::HashSet<CacheKey>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

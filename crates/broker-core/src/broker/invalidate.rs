@@ -88,8 +88,13 @@ impl Broker {
         }
         let mut evicted = self.cache.remove_by_digest(digest).is_some();
         if let Some(shared) = &self.shared {
-            // Drop the entry in Redis and from every replica's cache.
+            // Drop the entry in Redis and from every replica's cache, and leave a tombstone.
             evicted |= shared.invalidate(&found).await;
+        }
+        if evicted && let Some(entry) = policy.caller(caller.source, &caller.id) {
+            // The sign-in that replaces this session is this caller's doing, whoever asks next.
+            self.limits
+                .charge_next_sign_in(&found.key, &entry.pattern.to_string());
         }
         let signed_out = if snapshot.config.cache.sign_out_on_evict {
             self.sign_out(&found).await

@@ -18,6 +18,8 @@ impl Broker {
         let request_id = uuid::Uuid::new_v4();
         let snapshot = self.snapshot.load_full();
         let result = self.mint_jwt_inner(&snapshot.config, caller, site, user, scopes, ttl);
+        // The candidate policy in shadow (issue 27).
+        let candidate = self.shadow(&snapshot.config, caller, site, user, scopes);
         if !self.audit.is_enabled() {
             return result.map(|(m, _)| m);
         }
@@ -33,6 +35,7 @@ impl Broker {
         r.site = Some(site);
         r.user = Some(user);
         r.scopes_requested = Some(Scopes::Raw(scopes));
+        r.candidate = candidate;
         tracing::debug!(outcome = %result.as_ref().map_or_else(BrokerError::reason, |_| "OK".into()), %request_id, "decision");
         let r = match &result {
             Ok((m, granted)) => {

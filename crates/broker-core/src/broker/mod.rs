@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::audit::record::{AuditRecord, CallerRecord, Event, Outcome, Scopes, rfc3339};
 use crate::audit::{AuditMode, AuditSink, CallerContext, Fingerprinter};
-use crate::cache::{CacheKey, CredentialCache, Credentials, KeyRef, Lookup, OnDeparture};
+use crate::cache::{CacheKey, CredentialCache, Credentials, Issuer, KeyRef, Lookup, OnDeparture};
 use crate::clock::SharedClock;
 use crate::config::{Config, MAX_JWT_TTL, SiteConfig};
 use crate::error::BrokerError;
@@ -29,6 +29,7 @@ use crate::tableau::{ClientOptions, SignInTarget, TableauClient};
 
 /// Shortest JWT lifetime `MintJwt` hands out: a shorter one can expire on its way to Tableau
 /// (clock skew, a retry), and asking for one is almost always a unit mistake.
+mod admin;
 mod credentials;
 mod invalidate;
 mod jwt;
@@ -38,6 +39,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
+pub use admin::{Explanation, REVOKE_ACK_WAIT, Revoked, SessionInfo, SessionList, explain};
 use sign_in::{SignInAudit, SignInContext, sign_in};
 pub use stats::{SignInStats, SignInStatsSnapshot, SiteOutcome, sign_in_outcome};
 
@@ -168,6 +170,12 @@ pub struct Broker {
     shared: Option<SharedCache>,
     /// Sign-ins that succeeded only with the standby secret after Tableau refused the active one.
     secret_fallbacks: Arc<AtomicU64>,
+    /// Keys with a refresh-ahead sign-in running: at most one per key.
+    refreshing: std::sync::Mutex<std::collections::HashSet<CacheKey>>,
+    /// This broker, for the background tasks a call starts (refresh-ahead).
+    me: std::sync::Weak<Broker>,
+    /// Candidate-policy divergences (issue 27, [`admin`]).
+    shadow: admin::ShadowStats,
 }
 
 impl std::fmt::Debug for Broker {
@@ -175,6 +183,15 @@ impl std::fmt::Debug for Broker {
         f.debug_struct("Broker")
             .field("cache", &self.cache)
             .finish()
+    }
+}
+
+/// What a session of `site` must be bound to, as configured now.
+pub(super) fn issuer(site: &SiteConfig) -> Issuer<'_> {
+    Issuer {
+        server_url: &site.server_url,
+        content_url: &site.content_url,
+        client_id: &site.app.client_id,
     }
 }
 
@@ -212,21 +229,29 @@ impl Broker {
             c.replaced_session_grace,
             c.max_pending_sign_outs,
         );
-        // With a shared cache, a session leaving this replica's cache (by size or expiry) may
-        // still be served by the other replicas, so it is not signed out; InvalidateCredentials
-        // still signs out.
         // Wired whatever `sign_out_on_evict` says now: whether a session is signed out is read
         // from the configuration in force when its time comes, so the setting reloads.
-        let departed = shared.is_none().then(|| {
-            let queue = Arc::clone(&sign_outs);
-            Arc::new(move |c, why| queue.schedule(c, why)) as OnDeparture
+        // With a shared cache (issue 24, point 7), a session evicted from this replica's cache to
+        // make room may still be served by the other replicas from Redis, so it is not signed
+        // out; an expired one, one replaced here or in Redis, and one dropped with its site are,
+        // after the grace period, by the one replica that claims it (see `sign_out_claimed`).
+        let queue = Arc::clone(&sign_outs);
+        let with_redis = shared.is_some();
+        let departed: OnDeparture = Arc::new(move |c, why| {
+            if !(with_redis && why == crate::cache::Departure::Evicted) {
+                queue.schedule(c, why);
+            }
         });
-        let cache = CredentialCache::new(c.max_entries, clock.clone(), departed);
+        if let Some((s, _)) = &shared {
+            let queue = Arc::clone(&sign_outs);
+            s.on_replaced(Arc::new(move |c, why| queue.schedule(c, why)));
+        }
+        let cache = CredentialCache::new(c.max_entries, clock.clone(), Some(departed));
         let (shared, remote_evictions) = match shared {
             Some((s, rx)) => (Some(s), Some(rx)),
             None => (None, None),
         };
-        let broker = Arc::new(Broker {
+        let broker = Arc::new_cyclic(|me| Broker {
             snapshot: ArcSwap::from_pointee(snapshot),
             cache,
             sign_outs: Arc::clone(&sign_outs),
@@ -239,7 +264,11 @@ impl Broker {
             reload_lock: std::sync::Mutex::new(()),
             shared,
             secret_fallbacks: Arc::new(AtomicU64::new(0)),
+            refreshing: std::sync::Mutex::default(),
+            me: me.clone(),
+            shadow: admin::ShadowStats::default(),
         });
+        admin::listen_for_revocations(&broker);
         broker
             .audit
             .enqueue(AuditRecord::new(Event::Start, broker.clock.now(), Outcome::Ok, 1).to_line());
@@ -248,7 +277,7 @@ impl Broker {
             let b = weak.upgrade()?;
             Some(async move {
                 // Read when the sign-out is due, so `sign_out_on_evict` reloads.
-                b.config().cache.sign_out_on_evict && b.sign_out(&c).await
+                b.config().cache.sign_out_on_evict && b.sign_out_claimed(&c).await
             })
         }));
         if let Some(rx) = remote_evictions {
@@ -430,42 +459,7 @@ impl Broker {
         user: &str,
         scopes: &[String],
     ) -> Result<(Authorization, Arc<SiteConfig>), BrokerError> {
-        let Some(entry) = config.policy.caller(identity.source, &identity.id) else {
-            return Err(BrokerError::Denied(Denial::UnknownCaller {
-                identity: identity.id.to_string(),
-                field: identity.source,
-            }));
-        };
-        input::check_request(site, user, scopes)?;
-        if site.trim().is_empty() {
-            return Err(BrokerError::InvalidArgument {
-                field: "site",
-                message: "empty: give a site name from the broker's configuration".into(),
-            });
-        }
-        if user.trim().is_empty() {
-            return Err(BrokerError::InvalidArgument {
-                field: "user",
-                message: "empty: give the Tableau username to sign in as".into(),
-            });
-        }
-        let allowed = config.policy.decide_for(
-            entry,
-            &AccessRequest {
-                source: identity.source,
-                identity: &identity.id,
-                site,
-                user,
-                scopes,
-            },
-        )?;
-        let site_cfg = config
-            .site(site)
-            .cloned()
-            .ok_or_else(|| BrokerError::UnknownSite {
-                site: site.to_owned(),
-            })?;
-        Ok((allowed, site_cfg))
+        decide(&config.policy, config, identity, site, user, scopes)
     }
 
     /// The caller entry that applies to an identity, if any.
@@ -475,6 +469,54 @@ impl Broker {
             .caller(identity.source, &identity.id)
             .cloned()
     }
+}
+
+/// [`Broker::authorize`] under a given policy: the running one, or a candidate (shadow and
+/// `Explain` run this very function, so they cannot disagree with the real decision).
+pub(super) fn decide(
+    policy: &crate::policy::Policy,
+    config: &Config,
+    identity: &CallerContext,
+    site: &str,
+    user: &str,
+    scopes: &[String],
+) -> Result<(Authorization, Arc<SiteConfig>), BrokerError> {
+    let Some(entry) = policy.caller(identity.source, &identity.id) else {
+        return Err(BrokerError::Denied(Denial::UnknownCaller {
+            identity: identity.id.to_string(),
+            field: identity.source,
+        }));
+    };
+    input::check_request(site, user, scopes)?;
+    if site.trim().is_empty() {
+        return Err(BrokerError::InvalidArgument {
+            field: "site",
+            message: "empty: give a site name from the broker's configuration".into(),
+        });
+    }
+    if user.trim().is_empty() {
+        return Err(BrokerError::InvalidArgument {
+            field: "user",
+            message: "empty: give the Tableau username to sign in as".into(),
+        });
+    }
+    let allowed = policy.decide_for(
+        entry,
+        &AccessRequest {
+            source: identity.source,
+            identity: &identity.id,
+            site,
+            user,
+            scopes,
+        },
+    )?;
+    let site_cfg = config
+        .site(site)
+        .cloned()
+        .ok_or_else(|| BrokerError::UnknownSite {
+            site: site.to_owned(),
+        })?;
+    Ok((allowed, site_cfg))
 }
 
 /// How long a token is handed out: Tableau's session lifetime less the safety margin.

@@ -12,6 +12,7 @@ impl Broker {
         request_id: uuid::Uuid,
         req: &CredentialsRequest,
         result: &Result<IssuedCredentials, BrokerError>,
+        candidate: Option<crate::audit::record::CandidateRecord>,
     ) -> Vec<u8> {
         tracing::debug!(outcome = %result.as_ref().map_or_else(BrokerError::reason, |_| "OK".into()), %request_id, "decision");
         let now = self.clock.now();
@@ -27,6 +28,7 @@ impl Broker {
         r.site = Some(&req.site);
         r.user = Some(&req.user);
         r.scopes_requested = Some(Scopes::Raw(&req.scopes));
+        r.candidate = candidate;
         let r = match result {
             Ok(g) => {
                 let c = &g.credentials;

@@ -8,6 +8,19 @@ use super::*;
 const SECRET_REFUSED: [u32; 2] = [10084, 10085];
 
 impl Broker {
+    /// A scheduled sign-out: with a shared cache, only by the replica that claims it (several
+    /// may see the same session go), so each session is signed out once. False when another
+    /// replica has it.
+    pub(super) async fn sign_out_claimed(&self, c: &Credentials) -> bool {
+        if let Some(shared) = &self.shared
+            && !shared.claim_sign_out(c).await
+        {
+            tracing::debug!(token_fp = %c.digest.fingerprint(), "another replica signs this session out");
+            return false;
+        }
+        self.sign_out(c).await
+    }
+
     pub(super) async fn sign_out(&self, c: &Credentials) -> bool {
         let snapshot = self.snapshot.load_full();
         let (Some(site), Some(client)) = (
@@ -159,6 +172,8 @@ pub(super) async fn sign_in(
         site_luid: Arc::from(s.site_luid),
         site_content_url: Arc::from(s.site_content_url),
         server_url: Arc::from(site.server_url.as_str()),
+        content_url: Arc::from(site.content_url.as_str()),
+        client_id: Arc::from(site.app.client_id.as_str()),
         user_luid: s.user_luid.into(),
         jti,
         expires_at: signed_in_at + ctx.usable,

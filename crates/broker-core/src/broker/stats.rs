@@ -10,6 +10,10 @@ pub struct SignInStats {
     sign_ins: LabeledCounters<SiteOutcome>,
     latency: LatencyHistogram,
     pub(super) sign_outs: LabeledCounters<&'static str>,
+    /// Refresh-ahead sign-ins started by hits near a token's usable end.
+    pub(super) refreshes_started: std::sync::atomic::AtomicU64,
+    /// Refresh-ahead sign-ins that failed (the current token is served until it ends).
+    pub(super) refreshes_failed: std::sync::atomic::AtomicU64,
 }
 
 /// A `(site, outcome)` label pair of [`SignInStats`].
@@ -25,6 +29,10 @@ pub struct SignInStatsSnapshot {
     pub latency: HistogramSnapshot,
     /// `(outcome, count)`: `ok` or `failed`.
     pub sign_outs: Vec<(&'static str, u64)>,
+    /// Refresh-ahead sign-ins started by hits near a token's usable end.
+    pub refreshes_started: u64,
+    /// Refresh-ahead sign-ins that failed.
+    pub refreshes_failed: u64,
 }
 
 impl SignInStats {
@@ -34,6 +42,8 @@ impl SignInStats {
             sign_ins: self.sign_ins.snapshot(),
             latency: self.latency.snapshot(),
             sign_outs: self.sign_outs.snapshot(),
+            refreshes_started: self.refreshes_started.load(Ordering::Relaxed),
+            refreshes_failed: self.refreshes_failed.load(Ordering::Relaxed),
         }
     }
 

@@ -22,7 +22,12 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let double = FakeTableau::start(FakeTableauConfig::new(
+    setup_with(system(), "").await
+}
+
+/// A broker and a double sharing `clock`, with `cache` as the broker's `[cache]` table body.
+async fn setup_with(clock: crate::clock::SharedClock, cache: &str) -> Setup {
+    let double = FakeTableau::start_with_clock(FakeTableauConfig::new(
         vec![Site::new(
             "Finance",
             "finance",
@@ -36,7 +41,7 @@ async fn setup() -> Setup {
             "cid",
             vec![AppSecret::new("sid", SECRET)],
         )],
-    ))
+    ), Arc::clone(&clock))
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -48,6 +53,9 @@ development = true
 
 [audit]
 path = {trail:?}
+
+[cache]
+{cache}
 
 [sites.finance]
 server_url = "{url}"
@@ -76,7 +84,7 @@ scopes = ["tableau:content:read"]
         ..AuditConfig::default()
     })
     .unwrap();
-    let broker = Broker::new(config, system(), audit, Fingerprinter::new()).unwrap();
+    let broker = Broker::new(config, clock, audit, Fingerprinter::new()).unwrap();
     Setup {
         _dir: dir,
         double,
@@ -247,4 +255,57 @@ async fn an_invalidated_token_is_not_served_again() {
     assert!(!again.from_cache);
     assert!(!Arc::ptr_eq(&first.credentials, &again.credentials));
     assert_eq!(s.double.stats().signins_ok, 2);
+}
+
+/// Waits (without sleeping) until `done` holds, yielding to the runtime between checks.
+async fn until(mut done: impl FnMut() -> bool) {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !done() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the condition never held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_inside_refresh_ahead_serves_the_old_token_and_signs_in_once_behind_it() {
+    let clock = crate::clock::ManualClock::new(std::time::SystemTime::now());
+    let s = setup_with(clock.clone(), r#"refresh_ahead = "10m""#).await;
+    let c = caller("127.0.0.1:40001", "01");
+    let req = || request("svc-renderer", &["tableau:content:read"]);
+    let started = || s.broker.sign_in_stats().snapshot().refreshes_started;
+    let first = s.broker.get_credentials(&c, req()).await.unwrap();
+    assert_eq!(s.double.stats().signins_ok, 1);
+    let usable_end = first.credentials.expires_at;
+
+    // Outside the window: a plain hit, nothing started.
+    assert!(s.broker.get_credentials(&c, req()).await.unwrap().from_cache);
+    assert_eq!(started(), 0);
+
+    // Inside the window: every caller gets the current token at once, and one sign-in runs
+    // behind them however many hits arrive while it runs.
+    clock.set(usable_end - std::time::Duration::from_secs(5 * 60));
+    let hit = s.broker.get_credentials(&c, req()).await.unwrap();
+    assert!(hit.from_cache);
+    assert_eq!(
+        hit.credentials.token.expose_secret(),
+        first.credentials.token.expose_secret()
+    );
+    for _ in 0..20 {
+        assert!(s.broker.get_credentials(&c, req()).await.unwrap().from_cache);
+    }
+    until(|| credentials::lock_set(&s.broker.refreshing).is_empty()).await;
+    assert_eq!(started(), 1);
+    assert_eq!(s.double.stats().signins_ok, 2);
+    assert_eq!(s.broker.sign_in_stats().snapshot().refreshes_failed, 0);
+
+    // Once stored, the new token is what hits get, good for a full usable life again.
+    let next = s.broker.get_credentials(&c, req()).await.unwrap();
+    assert!(next.from_cache);
+    assert_ne!(
+        next.credentials.token.expose_secret(),
+        first.credentials.token.expose_secret()
+    );
+    assert!(next.credentials.expires_at > usable_end);
 }

@@ -2,6 +2,9 @@
 //! field and collects every problem with its place in the file ([`build`]), and the validated
 //! [`Config`] the service runs on. A config that fails validation is never half-applied.
 
+pub mod bounds;
+mod key_files;
+pub mod admins;
 pub mod raw;
 mod shared_cache;
 // ops: check-config --strict
@@ -39,6 +42,8 @@ pub const DEFAULT_JWT_TTL: Duration = Duration::from_secs(5 * 60);
 pub const MAX_JWT_TTL: Duration = Duration::from_secs(10 * 60);
 /// Default bound on cached sessions.
 pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 10_000;
+/// Longest `[cache] refresh_ahead` accepted: a day is longer than any Tableau session.
+pub const MAX_REFRESH_AHEAD: Duration = Duration::from_secs(24 * 3600);
 /// Default time before Tableau's session end at which the broker stops handing a token out.
 pub const DEFAULT_SAFETY_MARGIN: Duration = Duration::from_secs(5 * 60);
 pub use crate::tableau::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
@@ -256,6 +261,22 @@ pub struct CacheConfig {
     pub max_pending_sign_outs: usize,
     /// `[cache.shared]`: Redis shared by every replica; `None` keeps each replica's cache its own.
     pub shared: Option<crate::shared_cache::SharedCacheConfig>,
+    /// How long before a token's usable end a hit starts one background sign-in for its key,
+    /// so callers on a hot key never wait for a sign-in at expiry. `None`: a tenth of the site's
+    /// usable life ([`CacheConfig::refresh_ahead_for`]); zero: off.
+    pub refresh_ahead: Option<Duration>,
+}
+
+impl CacheConfig {
+    /// The refresh-ahead window for a site whose tokens are handed out for `usable`: the
+    /// configured one (never more than half the usable life, so a refreshed token is not
+    /// refreshed again at once), or a tenth of it.
+    pub fn refresh_ahead_for(&self, usable: Duration) -> Duration {
+        match self.refresh_ahead {
+            Some(d) => d.min(usable / 2),
+            None => usable / 10,
+        }
+    }
 }
 
 /// HTTP client settings towards Tableau.
@@ -415,6 +436,12 @@ pub struct Config {
     pub sites: BTreeMap<String, Arc<SiteConfig>>,
     /// Caller policy and the catalog it uses.
     pub policy: Arc<Policy>,
+    /// `[[admins]]`: who may call the admin API, in which roles (issue 27).
+    pub admins: Arc<crate::admins::Admins>,
+    /// `[policy] candidate`, resolved: the file of the candidate policy, when one is named.
+    pub candidate_path: Option<PathBuf>,
+    /// The candidate policy evaluated in shadow, once loaded (by [`Config::from_toml`]).
+    pub candidate: Option<Arc<crate::admins::Candidate>>,
 }
 
 impl Config {
@@ -434,10 +461,12 @@ impl Config {
             message: redact_toml_error(&e.to_string()),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        build(raw, base).map_err(|issues| ConfigError::Invalid {
+        let mut config = build(raw, base).map_err(|issues| ConfigError::Invalid {
             path: path.to_owned(),
             issues,
-        })
+        })?;
+        admins::attach_candidate(&mut config, text, path)?;
+        Ok(config)
     }
 
     /// Logs every warning (at WARN); `serve` calls it once logging is up, and on each reload.
@@ -459,6 +488,7 @@ impl Config {
             out.extend(site.secret_files.iter().cloned());
             out.extend(site.ca_bundle.iter().cloned());
         }
+        out.extend(self.candidate_path.iter().cloned());
         out.sort();
         out.dedup();
         out
@@ -585,7 +615,10 @@ impl Issues {
             None => default,
             Some(s) => {
                 match humantime::parse_duration(s.trim()) {
-                    Ok(d) => d,
+                    Ok(d) => bounds::check(at, d).unwrap_or_else(|m| {
+                        self.add(at, m);
+                        default
+                    }),
                     Err(e) => {
                         self.add(at, format!("{s:?} is not a duration ({e}); write e.g. \"5m\", \"240m\", \"30s\""));
                         default
@@ -629,7 +662,7 @@ impl Issues {
     ) -> SignInRate {
         let per_second = match per_second {
             None => default.per_second,
-            Some(r) if r.is_finite() && r > 0.0 && r <= 1e6 => r,
+            Some(r) if r.is_finite() && r > 0.0 && r <= bounds::MAX_SIGN_INS_PER_SECOND => r,
             Some(r) => {
                 self.add(
                     format!("{at}.sign_ins_per_second"),
@@ -640,7 +673,9 @@ impl Issues {
         };
         let burst = match burst {
             None => default.burst,
-            Some(b) if (1..=1_000_000).contains(&b) => u32::try_from(b).unwrap_or(u32::MAX),
+            Some(b) if (1..=bounds::MAX_SIGN_IN_BURST).contains(&b) => {
+                u32::try_from(b).unwrap_or(u32::MAX)
+            }
             Some(b) => {
                 self.add(
                     format!("{at}.sign_in_burst"),
@@ -749,6 +784,9 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         let cert = path("cert", s.cert);
         let key = path("key", s.key);
         let client_ca = path("client_ca", s.client_ca);
+        if !key.as_os_str().is_empty() {
+            key_files::check(&mut iss, "server.key", &key);
+        }
         let identity_sources = match s.identity_sources {
             None => IdentitySources::default(),
             Some(names) => {
@@ -815,6 +853,20 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
             DEFAULT_MAX_PENDING_SIGN_OUTS,
             "a sign-out must be able to wait for its grace period",
         ),
+        refresh_ahead: raw.cache.refresh_ahead.as_deref().map(|v| {
+            let d = iss.duration("cache.refresh_ahead", Some(v), Duration::ZERO);
+            if d > MAX_REFRESH_AHEAD {
+                iss.add(
+                    "cache.refresh_ahead",
+                    format!(
+                        "{} is more than the longest refresh-ahead window ({}); a token is refreshed at most half its usable life early",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_REFRESH_AHEAD)
+                    ),
+                );
+            }
+            d.min(MAX_REFRESH_AHEAD)
+        }),
         shared: raw
             .cache
             .shared
@@ -986,6 +1038,8 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
     {
         iss.add("cache.safety_margin", format!("not shorter than sites.{}.session_ttl: no token could ever be handed out; lower it", site.name));
     }
+    let admins = admins::build_admins(&mut iss, raw.admins);
+    let candidate_path = admins::candidate_path(raw.policy.as_ref(), base);
     if !iss.0.is_empty() {
         return Err(iss.0);
     }
@@ -1002,6 +1056,9 @@ pub fn build(raw: RawConfig, base: &Path) -> Result<Config, Vec<Issue>> {
         reload,
         sites,
         policy: Arc::new(Policy::new(catalog, callers)),
+        admins: Arc::new(admins),
+        candidate_path,
+        candidate: None,
     })
 }
 
@@ -1049,6 +1106,7 @@ fn build_audit(
     };
     let hmac_key_file = a.hmac_key_file.map(|p| resolve(&p));
     if let Some(p) = &hmac_key_file {
+        key_files::check(iss, "audit.hmac_key_file", p);
         if let Err(e) = crate::audit::Fingerprinter::from_key_file(p) {
             iss.add("audit.hmac_key_file", e.to_string());
         }

@@ -47,6 +47,11 @@ pub struct RawConfig {
     /// Who may ask for what.
     #[serde(default)]
     pub callers: Vec<RawCaller>,
+    /// Who may call the admin API (issue 27).
+    #[serde(default)]
+    pub admins: Vec<super::admins::RawAdminEntry>,
+    /// `[policy]`: the candidate policy run in shadow (issue 27).
+    pub policy: Option<super::admins::RawPolicy>,
 }
 
 /// `[server]`.
@@ -93,6 +98,9 @@ pub struct RawCache {
     pub replaced_session_grace: Option<String>,
     /// Most sign-outs waiting for their grace period to end.
     pub max_pending_sign_outs: Option<u64>,
+    /// How long before a token's usable end a hit starts one background sign-in for its key
+    /// (`"0s"` turns refresh-ahead off; default: a tenth of the usable life).
+    pub refresh_ahead: Option<String>,
     /// `[cache.shared]`: Redis as a cache shared by every replica (issue 16).
     pub shared: Option<RawSharedCache>,
 }

@@ -16,6 +16,7 @@ use crate::shared_cache::{
 const AT: &str = "cache.shared";
 
 fn read_key(iss: &mut Issues, at: &str, path: &Path) -> Option<SecretSlice<u8>> {
+    super::key_files::check(iss, at, path);
     match std::fs::read(path) {
         Err(e) => {
             iss.add(at, format!("cannot read {}: {e}", path.display()));
@@ -81,28 +82,29 @@ pub(super) fn build(
             );
         }
     }
-    let password =
-        raw.password_file
-            .map(|p| resolve(&p))
-            .and_then(|p| match std::fs::read_to_string(&p) {
-                Ok(s) => {
-                    let pw = SecretString::from(s.trim_end_matches(['\n', '\r']).to_owned());
-                    if pw.expose_secret().is_empty() {
-                        iss.add(
-                            format!("{AT}.password_file"),
-                            format!("{} is empty", p.display()),
-                        );
-                    }
-                    Some(pw)
-                }
-                Err(e) => {
+    let password = raw
+        .password_file
+        .map(|p| resolve(&p))
+        .inspect(|p| super::key_files::check(iss, &format!("{AT}.password_file"), p))
+        .and_then(|p| match std::fs::read_to_string(&p) {
+            Ok(s) => {
+                let pw = SecretString::from(s.trim_end_matches(['\n', '\r']).to_owned());
+                if pw.expose_secret().is_empty() {
                     iss.add(
                         format!("{AT}.password_file"),
-                        format!("cannot read {}: {e}", p.display()),
+                        format!("{} is empty", p.display()),
                     );
-                    None
                 }
-            });
+                Some(pw)
+            }
+            Err(e) => {
+                iss.add(
+                    format!("{AT}.password_file"),
+                    format!("cannot read {}: {e}", p.display()),
+                );
+                None
+            }
+        });
     let current = match raw.encryption_key_file {
         None => {
             iss.add(

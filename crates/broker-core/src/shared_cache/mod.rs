@@ -30,32 +30,37 @@
 //! the key from its L1. A forced refresh overwrites the entry and sends the same message, so the
 //! other replicas read the new session.
 
+pub mod admin;
 pub mod breaker;
 pub mod crypto;
+pub mod entry;
+pub mod messages;
+mod tasks;
+mod tombstones;
+
+pub use tombstones::SessionFingerprint;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use futures::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{IntoConnectionInfo, RedisResult};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
-use zeroize::Zeroize;
 
 use crate::audit::Fingerprinter;
-use crate::cache::{CacheKey, Credentials, Lookup, Luid};
+use crate::cache::{CacheKey, Credentials, Departure, Issuer, Lookup, OnDeparture};
 use crate::clock::SharedClock;
 use crate::error::BrokerError;
-use crate::scope::Scope;
 use breaker::{Breaker, BreakerState};
-use crypto::{KeyRing, Purpose};
+use crypto::KeyRing;
+use entry::unix_ms;
+use tasks::{connect_loop, renew_loop, subscribe_loop};
 
 /// Channel on which a replica announces an entry it wrote; the message is the entry's key name
 /// (an HMAC), so waiting replicas read it at once instead of at their next poll.
@@ -259,6 +264,13 @@ struct Inner {
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     evict: mpsc::UnboundedSender<CacheKey>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Invalidation message IDs seen lately: a replayed message is ignored.
+    replays: messages::Replays,
+    /// Told of each session this replica replaced in Redis, to sign it out after the grace
+    /// period (set by the broker once its sign-out schedule exists).
+    on_replaced: OnceLock<OnDeparture>,
+    /// Revocation orders and answers (issue 27, [`admin`]).
+    admin: admin::AdminChannels,
 }
 
 impl Drop for Inner {
@@ -283,60 +295,6 @@ fn entry_name(h: &str) -> String {
 
 fn token_name(h: &str) -> String {
     format!("ttb:{{{h}}}:token")
-}
-
-/// What an entry's envelope holds: everything a peer needs to rebuild [`Credentials`].
-#[derive(Serialize)]
-struct EntryOut<'a> {
-    site: &'a str,
-    user: &'a str,
-    scopes: Vec<String>,
-    token: &'a str,
-    site_luid: &'a str,
-    content_url: &'a str,
-    server_url: &'a str,
-    user_luid: String,
-    jti: String,
-    expires_ms: u64,
-}
-
-#[derive(Deserialize)]
-struct EntryIn {
-    site: String,
-    user: String,
-    scopes: Vec<String>,
-    token: String,
-    site_luid: String,
-    content_url: String,
-    /// The server that issued the session; an entry without one (an older replica's) never
-    /// matches a site's server URL, so it is signed in again rather than trusted.
-    #[serde(default)]
-    server_url: String,
-    user_luid: String,
-    jti: String,
-    expires_ms: u64,
-}
-
-/// An invalidation message's envelope content.
-#[derive(Serialize, Deserialize)]
-struct Evict {
-    sender: String,
-    site: String,
-    user: String,
-    scopes: Vec<String>,
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn scope_strings(scopes: &[Scope]) -> Vec<String> {
-    scopes.iter().map(ToString::to_string).collect()
-}
-
-fn parse_scopes(scopes: &[String]) -> Option<Vec<Scope>> {
-    scopes.iter().map(|s| s.parse().ok()).collect()
 }
 
 /// Aborts a task when dropped (the lease renewal ends with the sign-in, however it ends).
@@ -423,6 +381,9 @@ impl SharedCache {
             waiters: Mutex::new(HashMap::new()),
             evict,
             tasks: Mutex::new(Vec::new()),
+            replays: messages::Replays::default(),
+            on_replaced: OnceLock::new(),
+            admin: admin::AdminChannels::default(),
         });
         let weak = Arc::downgrade(&inner);
         let connect = tokio::spawn(connect_loop(weak.clone(), client.clone()));
@@ -434,6 +395,12 @@ impl SharedCache {
             "shared cache configured; connecting to Redis in the background"
         );
         Ok((SharedCache { inner }, evicted))
+    }
+
+    /// Sets what is told of each session this replica replaces in Redis (once; later calls are
+    /// ignored): the broker schedules its sign-out after `replaced_session_grace`.
+    pub fn on_replaced(&self, f: OnDeparture) {
+        let _ = self.inner.on_replaced.set(f);
     }
 
     /// The counters, for the metrics exporter.
@@ -466,6 +433,7 @@ impl SharedCache {
     pub async fn get_or_sign_in<F>(
         &self,
         key: &CacheKey,
+        issuer: Issuer<'_>,
         lookup: Lookup,
         sign_in: F,
     ) -> Result<(Credentials, bool), BrokerError>
@@ -473,7 +441,8 @@ impl SharedCache {
         F: Future<Output = Result<Credentials, BrokerError>> + Send,
     {
         let inner = &*self.inner;
-        let names = inner.names(key);
+        let names = inner.names(key, issuer);
+        let expected = (key, issuer);
         if lookup.force_refresh {
             // Replaces the entry for every replica: sign in, overwrite, tell the others.
             return match sign_in.await {
@@ -485,7 +454,7 @@ impl SharedCache {
                 Err(e) => Err(e),
             };
         }
-        match inner.fetch(key, &names, lookup.min_remaining).await {
+        match self.fetch(expected, &names, lookup.min_remaining).await {
             Ok(Some(c)) => {
                 inc(&inner.stats.l2_hits);
                 return Ok((c, true));
@@ -514,7 +483,7 @@ impl SharedCache {
                         tracing::info!("took over a lease another replica left behind");
                     }
                     // Another replica may have written the entry between our read and our lease.
-                    if let Ok(Some(c)) = inner.fetch(key, &names, lookup.min_remaining).await {
+                    if let Ok(Some(c)) = self.fetch(expected, &names, lookup.min_remaining).await {
                         inner.release(&names.lease, &fence).await;
                         inc(&inner.stats.l2_hits);
                         return Ok((c, true));
@@ -543,7 +512,7 @@ impl SharedCache {
                     let _ =
                         tokio::time::timeout(pause.min(deadline - now), notify.notified()).await;
                     pause = (pause * 2).min(POLL_MAX);
-                    match inner.fetch(key, &names, lookup.min_remaining).await {
+                    match self.fetch(expected, &names, lookup.min_remaining).await {
                         Ok(Some(c)) => {
                             inc(&inner.stats.l2_hits);
                             return Ok((c, true));
@@ -626,7 +595,11 @@ impl SharedCache {
     /// replica to evict the key from its L1. Returns true if an entry was deleted.
     pub async fn invalidate(&self, c: &Credentials) -> bool {
         let inner = &*self.inner;
-        let names = inner.names(&c.key);
+        // First the tombstone, so no replica serves the session from Redis again, even if its
+        // envelope is written back.
+        self.tombstone(&self.fingerprint(&c.token), c.expires_at)
+            .await;
+        let names = inner.names(&c.key, c.issuer());
         let mut deleted = false;
         for name in &names.entries {
             let name = name.clone();
@@ -638,7 +611,7 @@ impl SharedCache {
                 .await;
             let Ok(Some(envelope)) = got else { continue };
             let same = inner
-                .decode(&name, &envelope, Some(&c.key))
+                .decode(&name, &envelope, Some((&c.key, c.issuer())))
                 .is_some_and(|e| e.token.expose_secret() == c.token.expose_secret());
             if same {
                 let n: Result<i64, ()> = inner
@@ -672,20 +645,51 @@ impl SharedCache {
     }
 }
 
+impl SharedCache {
+    /// A good entry for the key and issuer from Redis, unless its session has a tombstone.
+    async fn fetch(
+        &self,
+        expected: (&CacheKey, Issuer<'_>),
+        names: &Names,
+        min_remaining: Duration,
+    ) -> Result<Option<Credentials>, ()> {
+        let inner = &*self.inner;
+        let mut p = redis::pipe();
+        for n in &names.entries {
+            p.cmd("GET").arg(n);
+        }
+        let values: Vec<Option<Vec<u8>>> = inner
+            .run("get", |mut c| async move { p.query_async(&mut c).await })
+            .await?;
+        let good_until = inner.clock.now() + min_remaining;
+        let found = names
+            .entries
+            .iter()
+            .zip(values)
+            .filter_map(|(n, v)| inner.decode(n, &v?, Some(expected)))
+            .find(|c| c.expires_at > good_until);
+        match found {
+            Some(c) if self.is_tombstoned(&self.fingerprint(&c.token)).await => {
+                tracing::warn!(token_fp = %c.digest.fingerprint(), "the shared cache holds an invalidated session (written back?); not serving it");
+                Ok(None)
+            }
+            other => Ok(other),
+        }
+    }
+}
+
 impl Inner {
-    fn names(&self, key: &CacheKey) -> Names {
+    fn names(&self, key: &CacheKey, issuer: Issuer<'_>) -> Names {
         let scopes = key
             .scopes
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(" ");
-        let hashes = self.config.keys.names(&[
-            b"entry",
-            key.site.as_bytes(),
-            key.user.as_bytes(),
-            scopes.as_bytes(),
-        ]);
+        let hashes = self
+            .config
+            .keys
+            .names(&entry::name_parts(&scopes, key, issuer));
         let lease = hashes
             .first()
             .map(|h| format!("ttb:{{{h}}}:lease"))
@@ -750,71 +754,21 @@ impl Inner {
         sign_in.await
     }
 
-    async fn fetch(
-        &self,
-        key: &CacheKey,
-        names: &Names,
-        min_remaining: Duration,
-    ) -> Result<Option<Credentials>, ()> {
-        let mut p = redis::pipe();
-        for n in &names.entries {
-            p.cmd("GET").arg(n);
-        }
-        let values: Vec<Option<Vec<u8>>> = self
-            .run("get", |mut c| async move { p.query_async(&mut c).await })
-            .await?;
-        let good_until = self.clock.now() + min_remaining;
-        Ok(names
-            .entries
-            .iter()
-            .zip(values)
-            .filter_map(|(n, v)| self.decode(n, &v?, Some(key)))
-            .find(|c| c.expires_at > good_until))
-    }
-
-    /// Opens an entry. With `expected`, the entry must be for that key (and then carries the
-    /// L1's own key, interned).
+    /// Opens an entry. With `expected`, the entry must be for that key and issuer (and then
+    /// carries the L1's own key, interned).
     fn decode(
         &self,
         name: &str,
         envelope: &[u8],
-        expected: Option<&CacheKey>,
+        expected: Option<(&CacheKey, Issuer<'_>)>,
     ) -> Option<Credentials> {
-        let Some(mut plain) = self.config.keys.open(Purpose::Entry, name, envelope) else {
-            tracing::warn!(
-                "a shared-cache entry could not be decrypted (written under a key this replica does not have?); ignoring it"
-            );
-            return None;
-        };
-        let parsed: Result<EntryIn, _> = serde_json::from_slice(&plain);
-        plain.zeroize();
-        let mut e = parsed.ok()?;
-        let token = SecretString::from(std::mem::take(&mut e.token));
-        let scopes = parse_scopes(&e.scopes)?;
-        let key = match expected {
-            Some(k) => {
-                if *k.site != *e.site || *k.user != *e.user || *k.scopes != *scopes {
-                    return None;
-                }
-                k.clone()
-            }
-            None => CacheKey {
-                site: Arc::from(e.site),
-                user: Arc::from(e.user),
-                scopes: Arc::from(scopes),
-            },
-        };
-        Some(Credentials {
-            key,
-            digest: self.fingerprints.digest(&token),
-            token,
-            site_luid: Arc::from(e.site_luid),
-            site_content_url: Arc::from(e.content_url),
-            server_url: Arc::from(e.server_url),
-            user_luid: Luid::from(e.user_luid),
-            jti: uuid::Uuid::try_parse(&e.jti).ok()?,
-            expires_at: UNIX_EPOCH + Duration::from_millis(e.expires_ms),
-        })
+        entry::open_entry(
+            &self.config.keys,
+            &self.fingerprints,
+            name,
+            envelope,
+            expected,
+        )
     }
 
     async fn try_lease(&self, lease: &str, fence: &str) -> Result<bool, ()> {
@@ -858,22 +812,7 @@ impl Inner {
         if ttl == 0 {
             return;
         }
-        let body = EntryOut {
-            site: &c.key.site,
-            user: &c.key.user,
-            scopes: scope_strings(&c.key.scopes),
-            token: c.token.expose_secret(),
-            site_luid: &c.site_luid,
-            content_url: &c.site_content_url,
-            server_url: &c.server_url,
-            user_luid: c.user_luid.to_string(),
-            jti: c.jti.hyphenated().to_string(),
-            expires_ms: unix_ms(c.expires_at),
-        };
-        let Ok(plain) = serde_json::to_vec(&body) else {
-            return;
-        };
-        let Some(envelope) = self.config.keys.seal(Purpose::Entry, name, plain) else {
+        let Some(envelope) = entry::seal_entry(&self.config.keys, name, c) else {
             return;
         };
         let index = self
@@ -881,12 +820,13 @@ impl Inner {
             .keys
             .names(&[b"token", c.token.expose_secret().as_bytes()]);
         let mut p = redis::pipe();
+        // GET: the session this write replaces, if any, to sign it out (issue 24, point 7).
         p.cmd("SET")
             .arg(name)
             .arg(envelope)
             .arg("PX")
             .arg(ttl)
-            .ignore();
+            .arg("GET");
         if let Some(h) = index.first() {
             p.cmd("SET")
                 .arg(token_name(h))
@@ -904,32 +844,31 @@ impl Inner {
                 .ignore();
         }
         p.cmd("PUBLISH").arg(CHANNEL_PUBLISHED).arg(name).ignore();
-        if self
+        let written: Result<(Option<Vec<u8>>,), ()> = self
             .run("publish", |mut conn| async move {
-                p.query_async::<()>(&mut conn).await
+                p.query_async(&mut conn).await
             })
-            .await
-            .is_ok()
+            .await;
+        let Ok((old,)) = written else { return };
+        inc(&self.stats.published);
+        // The replaced session (under the same name, so for the same key and issuer) is signed
+        // out after the grace period, as without Redis; the claim makes it one replica's job.
+        if let (Some(old), Some(replaced)) = (old, self.on_replaced.get())
+            && let Some(old) = self.decode(name, &old, None)
+            && old.digest != c.digest
         {
-            inc(&self.stats.published);
+            replaced(Arc::new(old), Departure::Replaced);
         }
     }
 
     async fn send_evict(&self, key: &CacheKey) {
-        let msg = Evict {
-            sender: self.replica.clone(),
-            site: key.site.to_string(),
-            user: key.user.to_string(),
-            scopes: scope_strings(&key.scopes),
-        };
-        let Ok(plain) = serde_json::to_vec(&msg) else {
-            return;
-        };
-        let Some(envelope) = self
-            .config
-            .keys
-            .seal(Purpose::Message, CHANNEL_INVALIDATE, plain)
-        else {
+        let Some(envelope) = messages::seal_message(
+            &self.config.keys,
+            CHANNEL_INVALIDATE,
+            &self.replica,
+            key,
+            self.clock.now(),
+        ) else {
             return;
         };
         let sent: Result<i64, ()> = self
@@ -957,25 +896,20 @@ impl Inner {
                 }
             }
             CHANNEL_INVALIDATE => {
-                let Some(mut plain) = self.config.keys.open(Purpose::Message, channel, payload)
-                else {
+                let Some(msg) = messages::open_message(
+                    &self.config.keys,
+                    channel,
+                    payload,
+                    self.clock.now(),
+                    &self.replays,
+                ) else {
                     return;
                 };
-                let parsed: Result<Evict, _> = serde_json::from_slice(&plain);
-                plain.zeroize();
-                let Ok(msg) = parsed else { return };
                 if msg.sender == self.replica {
                     return;
                 }
-                let Some(scopes) = parse_scopes(&msg.scopes) else {
-                    return;
-                };
                 inc(&self.stats.invalidations_received);
-                let _ = self.evict.send(CacheKey {
-                    site: Arc::from(msg.site),
-                    user: Arc::from(msg.user),
-                    scopes: Arc::from(scopes),
-                });
+                let _ = self.evict.send(msg.key);
             }
             _ => {}
         }
@@ -991,102 +925,5 @@ pub fn redact_url(url: &str) -> String {
             u.to_string()
         }
         Err(_) => "(unparsable URL)".to_owned(),
-    }
-}
-
-/// Makes the first connection, retrying with backoff; the connection manager reconnects by
-/// itself after that.
-async fn connect_loop(inner: Weak<Inner>, client: redis::Client) {
-    let mut delay = Duration::from_millis(50);
-    let mut warned = false;
-    loop {
-        let Some(i) = inner.upgrade() else { return };
-        let op = i.config.operation_timeout;
-        drop(i);
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(op.max(Duration::from_millis(500))))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        match tokio::time::timeout(
-            Duration::from_secs(3),
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        {
-            Ok(Ok(m)) => {
-                if let Some(i) = inner.upgrade() {
-                    i.conn.store(Some(Arc::new(m)));
-                    tracing::info!("connected to Redis; the cache is shared");
-                }
-                return;
-            }
-            Ok(Err(e)) if !warned => {
-                warned = true;
-                tracing::warn!(error = %e, "cannot reach Redis yet; serving from this replica's cache alone and retrying");
-            }
-            Err(_) if !warned => {
-                warned = true;
-                tracing::warn!(
-                    "connecting to Redis timed out; serving from this replica's cache alone and retrying"
-                );
-            }
-            _ => {}
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
-}
-
-/// Listens on both channels, reconnecting with backoff whenever the subscription drops.
-async fn subscribe_loop(inner: Weak<Inner>, client: redis::Client) {
-    let mut delay = Duration::from_millis(50);
-    loop {
-        if inner.strong_count() == 0 {
-            return;
-        }
-        let subscribed = tokio::time::timeout(Duration::from_secs(2), async {
-            let mut ps = client.get_async_pubsub().await?;
-            ps.subscribe(&[CHANNEL_PUBLISHED, CHANNEL_INVALIDATE])
-                .await?;
-            RedisResult::Ok(ps)
-        })
-        .await;
-        if let Ok(Ok(ps)) = subscribed {
-            delay = Duration::from_millis(50);
-            let mut messages = ps.into_on_message();
-            while let Some(msg) = messages.next().await {
-                let Some(i) = inner.upgrade() else { return };
-                i.on_message(msg.get_channel_name(), msg.get_payload_bytes());
-            }
-            tracing::debug!("Redis subscription ended; resubscribing");
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
-}
-
-/// Keeps a lease alive while its holder signs in: every third of its lifetime.
-async fn renew_loop(inner: Weak<Inner>, lease: String, fence: String) {
-    let Some(ttl) = inner.upgrade().map(|i| i.config.lease_ttl) else {
-        return;
-    };
-    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    loop {
-        tokio::time::sleep(ttl / 3).await;
-        let Some(i) = inner.upgrade() else { return };
-        let (lease, fence) = (lease.clone(), fence.clone());
-        let _: Result<i64, ()> = i
-            .run("renew", |mut c| async move {
-                redis::cmd("EVAL")
-                    .arg(COMPARE_AND_EXTEND)
-                    .arg(1)
-                    .arg(lease)
-                    .arg(fence)
-                    .arg(ms)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await;
     }
 }

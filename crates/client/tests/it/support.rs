@@ -94,6 +94,9 @@ pub(crate) fn pki() -> &'static Pki {
 /// The Tableau double over HTTPS with a self-signed certificate (written to `dir/double.pem`
 /// for the broker to trust), one site (`finance`), its two users and the connected app.
 pub(crate) async fn start_double(dir: &Path) -> (FakeTableauHandle, PathBuf) {
+    // reqwest is built without a crypto provider of its own (the tests' plain-HTTP scrapes too):
+    // install aws-lc-rs, the workspace's one crypto stack.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut config = FakeTableauConfig::new(
         vec![Site::new(
             "Finance",
@@ -350,6 +353,9 @@ impl System {
 pub(crate) fn https_client(double: &FakeTableauHandle) -> reqwest::Client {
     let cert =
         reqwest::Certificate::from_pem(double.certificate_pem().unwrap().as_bytes()).unwrap();
+    // reqwest is built without a crypto provider of its own: install aws-lc-rs, the workspace's
+    // one stack, as the process default.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder()
         .add_root_certificate(cert)
         .build()
