@@ -126,16 +126,20 @@ async fn otlp_spans_continue_the_callers_trace_without_secrets() {
     }
     let joiner_trace = "0af7651916cd43dd8448eb211c80319c";
     let mut c2 = support::client(&h.pki, addr, &h.client_cert(RENDERER)).await;
-    let mut joiner =
-        tonic::Request::new(req("finance", "svc-renderer", &["tableau:content:read"]));
+    let mut joiner = tonic::Request::new(req("finance", "svc-renderer", &["tableau:content:read"]));
     joiner.metadata_mut().insert(
         "traceparent",
-        format!("00-{joiner_trace}-b7ad6b7169203331-01").parse().unwrap(),
+        format!("00-{joiner_trace}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
     );
     let joined = c2.get_credentials(joiner).await.unwrap().into_inner();
     let got = leader.await.unwrap().unwrap().into_inner();
     assert!(!got.from_cache, "a miss: the broker signed in");
-    assert_eq!(joined.token, got.token, "the joiner got the leader's sign-in");
+    assert_eq!(
+        joined.token, got.token,
+        "the joiner got the leader's sign-in"
+    );
     assert_eq!(h.fake.stats().signins_ok, 1);
 
     // SIGTERM: the broker drains (exit 0) and flushes its spans on the way out.
@@ -206,8 +210,7 @@ async fn otlp_spans_continue_the_callers_trace_without_secrets() {
     }
 
     let linked = spans.iter().map(|(_, s)| s).find(|s| {
-        hex(&s.trace_id) == joiner_trace
-            && s.links.iter().any(|l| hex(&l.trace_id) == trace_id)
+        hex(&s.trace_id) == joiner_trace && s.links.iter().any(|l| hex(&l.trace_id) == trace_id)
     });
     assert!(
         linked.is_some(),
