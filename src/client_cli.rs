@@ -251,9 +251,7 @@ fn read(
 }
 
 /// An mTLS channel to the broker, for any of its services (the admin commands use it too).
-pub async fn channel(
-    opts: &ConnectOpts,
-) -> Result<tonic::transport::Channel, ClientCliError> {
+pub async fn channel(opts: &ConnectOpts) -> Result<tonic::transport::Channel, ClientCliError> {
     let ca = read(&opts.ca, "CA certificate", "ca", "TTB_CA")?;
     let cert = read(&opts.cert, "client certificate", "cert", "TTB_CERT")?;
     let key = SecretString::from(

@@ -117,8 +117,30 @@ async fn otlp_spans_continue_the_callers_trace_without_secrets() {
         "traceparent",
         format!("00-{trace_id}-{parent_id}-01").parse().unwrap(),
     );
-    let got = c.get_credentials(request).await.unwrap().into_inner();
+    // A slow sign-in, and a second caller (in a trace of its own) asking for the same key while
+    // it runs: it joins the sign-in, and its span links to the sign-in it waited for.
+    support::slow_signins(&h.fake, Duration::from_millis(1500));
+    let leader = tokio::spawn(async move { c.get_credentials(request).await });
+    while h.fake.stats().requests.get("Sign In").copied().unwrap_or(0) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let joiner_trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut c2 = support::client(&h.pki, addr, &h.client_cert(RENDERER)).await;
+    let mut joiner = tonic::Request::new(req("finance", "svc-renderer", &["tableau:content:read"]));
+    joiner.metadata_mut().insert(
+        "traceparent",
+        format!("00-{joiner_trace}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    let joined = c2.get_credentials(joiner).await.unwrap().into_inner();
+    let got = leader.await.unwrap().unwrap().into_inner();
     assert!(!got.from_cache, "a miss: the broker signed in");
+    assert_eq!(
+        joined.token, got.token,
+        "the joiner got the leader's sign-in"
+    );
+    assert_eq!(h.fake.stats().signins_ok, 1);
 
     // SIGTERM: the broker drains (exit 0) and flushes its spans on the way out.
     served.stop().await;
@@ -186,6 +208,14 @@ async fn otlp_spans_continue_the_callers_trace_without_secrets() {
         );
         assert!(descends_from_rpc(s), "{name} descends from the RPC span");
     }
+
+    let linked = spans.iter().map(|(_, s)| s).find(|s| {
+        hex(&s.trace_id) == joiner_trace && s.links.iter().any(|l| hex(&l.trace_id) == trace_id)
+    });
+    assert!(
+        linked.is_some(),
+        "no span of the joiner's trace links to the sign-in it joined: {names:?}"
+    );
 
     let (resource, _) = &spans[0];
     assert_eq!(

@@ -608,9 +608,7 @@ impl CredentialCache {
 
     /// True when `c` is still the session cached under its key (nothing replaced or removed it).
     pub fn is_current(&self, c: &Arc<Credentials>) -> bool {
-        self.entries
-            .get(&c.key)
-            .is_some_and(|e| Arc::ptr_eq(&e, c))
+        self.entries.get(&c.key).is_some_and(|e| Arc::ptr_eq(&e, c))
     }
 
     /// Finds the entry holding a token without removing it.

@@ -48,7 +48,15 @@ impl Broker {
         if lookup.min_remaining < usable
             && let Some(credentials) = self.cache.hit(key, lookup, issuer(&site))
         {
-            self.refresh_ahead(snapshot, caller, request_id, req, &allowed, &site, &credentials);
+            self.refresh_ahead(
+                snapshot,
+                caller,
+                request_id,
+                req,
+                &allowed,
+                &site,
+                &credentials,
+            );
             return Ok(IssuedCredentials {
                 credentials,
                 from_cache: true,

@@ -27,21 +27,24 @@ async fn setup() -> Setup {
 
 /// A broker and a double sharing `clock`, with `cache` as the broker's `[cache]` table body.
 async fn setup_with(clock: crate::clock::SharedClock, cache: &str) -> Setup {
-    let double = FakeTableau::start_with_clock(FakeTableauConfig::new(
-        vec![Site::new(
-            "Finance",
-            "finance",
-            "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d",
-            vec![
-                SiteUser::new("svc-renderer", "1d6f2e6b-0000-4000-8000-000000000001"),
-                SiteUser::new("svc-other", "1d6f2e6b-0000-4000-8000-000000000002"),
-            ],
-        )],
-        vec![ConnectedApp::new(
-            "cid",
-            vec![AppSecret::new("sid", SECRET)],
-        )],
-    ), Arc::clone(&clock))
+    let double = FakeTableau::start_with_clock(
+        FakeTableauConfig::new(
+            vec![Site::new(
+                "Finance",
+                "finance",
+                "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d",
+                vec![
+                    SiteUser::new("svc-renderer", "1d6f2e6b-0000-4000-8000-000000000001"),
+                    SiteUser::new("svc-other", "1d6f2e6b-0000-4000-8000-000000000002"),
+                ],
+            )],
+            vec![ConnectedApp::new(
+                "cid",
+                vec![AppSecret::new("sid", SECRET)],
+            )],
+        ),
+        Arc::clone(&clock),
+    )
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -280,7 +283,13 @@ async fn a_hit_inside_refresh_ahead_serves_the_old_token_and_signs_in_once_behin
     let usable_end = first.credentials.expires_at;
 
     // Outside the window: a plain hit, nothing started.
-    assert!(s.broker.get_credentials(&c, req()).await.unwrap().from_cache);
+    assert!(
+        s.broker
+            .get_credentials(&c, req())
+            .await
+            .unwrap()
+            .from_cache
+    );
     assert_eq!(started(), 0);
 
     // Inside the window: every caller gets the current token at once, and one sign-in runs
@@ -293,7 +302,13 @@ async fn a_hit_inside_refresh_ahead_serves_the_old_token_and_signs_in_once_behin
         first.credentials.token.expose_secret()
     );
     for _ in 0..20 {
-        assert!(s.broker.get_credentials(&c, req()).await.unwrap().from_cache);
+        assert!(
+            s.broker
+                .get_credentials(&c, req())
+                .await
+                .unwrap()
+                .from_cache
+        );
     }
     until(|| credentials::lock_set(&s.broker.refreshing).is_empty()).await;
     assert_eq!(started(), 1);

@@ -2,9 +2,9 @@
 //! field and collects every problem with its place in the file ([`build`]), and the validated
 //! [`Config`] the service runs on. A config that fails validation is never half-applied.
 
+pub mod admins;
 pub mod bounds;
 mod key_files;
-pub mod admins;
 pub mod raw;
 mod shared_cache;
 // ops: check-config --strict

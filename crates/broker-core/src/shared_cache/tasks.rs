@@ -69,7 +69,7 @@ pub(super) async fn subscribe_loop(inner: Weak<Inner>, client: redis::Client) {
                 super::admin::CHANNEL_REVOKE,
                 super::admin::CHANNEL_REVOKE_ACK,
             ])
-                .await?;
+            .await?;
             RedisResult::Ok(ps)
         })
         .await;
