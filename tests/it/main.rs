@@ -10,6 +10,7 @@ mod broker;
 mod catalog;
 mod cli;
 mod client_cli;
+mod harness;
 mod observability;
 mod ops;
 #[cfg(unix)]

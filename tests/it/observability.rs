@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use tableau_token_broker::clock::Clock;
 use tableau_token_broker::grpc::routes::GrpcRoutes;
 
-use crate::broker::{Harness, RENDERER, req};
+use crate::harness::{Harness, RENDERER, req};
 use crate::support::{self, Served, serve_command};
 
 /// Every export request the collector received.
@@ -158,8 +158,11 @@ async fn otlp_spans_continue_the_callers_trace_without_secrets() {
     let rpc = spans
         .iter()
         .map(|(_, s)| s)
-        .find(|s| s.name == "tableau_token_broker.v1.TokenBroker/GetCredentials")
-        .unwrap_or_else(|| panic!("no RPC span among {names:?}"));
+        .find(|s| {
+            s.name == "tableau_token_broker.v1.TokenBroker/GetCredentials"
+                && hex(&s.trace_id) == trace_id
+        })
+        .unwrap_or_else(|| panic!("no RPC span in the caller's trace among {names:?}"));
     assert_eq!(
         hex(&rpc.trace_id),
         trace_id,
@@ -199,13 +202,8 @@ async fn otlp_spans_continue_the_callers_trace_without_secrets() {
         let s = spans
             .iter()
             .map(|(_, s)| s)
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no {name} span among {names:?}"));
-        assert_eq!(
-            hex(&s.trace_id),
-            trace_id,
-            "{name} is in the caller's trace"
-        );
+            .find(|s| s.name == name && hex(&s.trace_id) == trace_id)
+            .unwrap_or_else(|| panic!("no {name} span in the caller's trace among {names:?}"));
         assert!(descends_from_rpc(s), "{name} descends from the RPC span");
     }
 
