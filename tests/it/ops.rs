@@ -17,7 +17,7 @@ use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
 use tableau_token_broker::metrics::catalog;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::broker::{RENDERER, req};
+use crate::harness::{FIN_LUID, RENDERER, req};
 
 fn check_config(file: &Path, strict: bool) -> (Option<i32>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tableau-token-broker"));
@@ -286,7 +286,7 @@ async fn with_admin(dir: &Path) -> local::LocalSystem {
     let app = LocalApp::new("client-1", "sid-1", "finance-secret-0123456789abcdef-xyz");
     let site = LocalSite::new(
         "finance",
-        crate::broker::FIN_LUID,
+        FIN_LUID,
         vec![SiteUser::new("svc-renderer", "u-1")],
     )
     .broker_secret("sid-1", "finance-secret-0123456789abcdef-xyz")
@@ -448,7 +448,7 @@ async fn listeners_on_the_ipv6_any_address_answer_on_ipv4_and_ipv6_loopback() {
     let app = LocalApp::new("client-1", "sid-1", "finance-secret-0123456789abcdef-xyz");
     let site = LocalSite::new(
         "finance",
-        crate::broker::FIN_LUID,
+        FIN_LUID,
         vec![SiteUser::new("svc-renderer", "u-1")],
     )
     .broker_secret("sid-1", "finance-secret-0123456789abcdef-xyz")
