@@ -182,7 +182,8 @@ pub struct AdminServer {
 impl AdminServer {
     /// Binds `addr` and serves until stopped.
     pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<AdminServer> {
-        let listener = TcpListener::bind(addr).await?;
+        // Dual-stack on [::], like the gRPC listener.
+        let listener = crate::transport::listen::bind(addr)?;
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(accept_loop(listener, state, stopped));

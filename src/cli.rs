@@ -79,11 +79,17 @@ pub enum Command {
     /// Validate a configuration file and print a summary (no secrets); exit 64 on errors.
     #[command(
         name = "check-config",
-        after_help = "Example:\n  tableau-token-broker check-config examples/config.toml"
+        after_help = "Example:\n  tableau-token-broker check-config examples/config.toml\n  tableau-token-broker check-config --strict broker.toml   # in CI, before kubectl apply"
     )]
     CheckConfig {
         /// Configuration file.
         file: PathBuf,
+        /// Also refuse placeholders a valid file may still hold: a server_url on example.com,
+        /// example.org or example.net, connected-app IDs that are empty or say REPLACE,
+        /// CHANGE-ME or xxxxxxxx, and an empty [[callers]] list. For the pod's init container
+        /// and CI before `kubectl apply`; `serve` accepts them.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print a connected-app JWT offline, for debugging a connected app.
     ///

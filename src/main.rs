@@ -41,8 +41,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::CheckConfig { file } => {
+        Command::CheckConfig { file, strict } => {
             let config = Config::load(&file)?;
+            if strict {
+                tableau_token_broker::config::strict::refuse_placeholders(&config, &file)?;
+            }
             print!("{}", config.summary());
         }
         Command::Jwt {

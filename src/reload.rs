@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -87,6 +87,7 @@ pub struct ReloadStats {
     last_success_unix: AtomicU64,
     server_cert_not_after_unix: AtomicI64,
     client_ca_not_after_unix: AtomicI64,
+    last_failed: AtomicBool,
 }
 
 /// A copy of [`ReloadStats`] at one moment.
@@ -103,6 +104,9 @@ pub struct ReloadStatsSnapshot {
     pub server_cert_not_after_unix: i64,
     /// The earliest not-after among the client CA certificates, Unix seconds.
     pub client_ca_not_after_unix: i64,
+    /// Whether the last reload attempt was refused (false at start and after a good one): a bad
+    /// edit that would otherwise stay unnoticed until the next start refuses it.
+    pub last_failed: bool,
 }
 
 impl ReloadStats {
@@ -120,6 +124,7 @@ impl ReloadStats {
             last_success_unix: self.last_success_unix.load(Ordering::Relaxed),
             server_cert_not_after_unix: self.server_cert_not_after_unix.load(Ordering::Relaxed),
             client_ca_not_after_unix: self.client_ca_not_after_unix.load(Ordering::Relaxed),
+            last_failed: self.last_failed.load(Ordering::Relaxed),
         }
     }
 }
@@ -297,6 +302,7 @@ impl Reloader {
         match &result {
             Ok(r) => {
                 self.stats.ok.fetch_add(1, Ordering::Relaxed);
+                self.stats.last_failed.store(false, Ordering::Relaxed);
                 self.stats
                     .last_success_unix
                     .store(unix_secs(self.clock.now()), Ordering::Relaxed);
@@ -322,6 +328,7 @@ impl Reloader {
             }
             Err(e) => {
                 self.stats.error.fetch_add(1, Ordering::Relaxed);
+                self.stats.last_failed.store(true, Ordering::Relaxed);
                 self.broker
                     .record_reload_failure(&crate::echo::error_chain(e));
                 tracing::error!(

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use std::sync::{Arc, Mutex};
 
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -21,7 +20,7 @@ use crate::error::BrokerError;
 use crate::grpc::observe::ObserveLayer;
 use crate::grpc::routes::GrpcRoutes;
 use crate::grpc::{TokenBrokerService, pb};
-use crate::metrics::{Metrics, Scrape};
+use crate::metrics::{Metrics, sources};
 use crate::transport::{
     self, ConnectionStats, HandshakeStats, IncomingOptions, TlsError, TlsFiles, TlsReloader,
 };
@@ -146,12 +145,11 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
         key: server.key.clone(),
         client_ca: server.client_ca.clone(),
     })?;
-    let listener = TcpListener::bind(server.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: server.listen,
-            source,
-        })?;
+    // Dual-stack on [::]: IPv4 clients too, whatever net.ipv6.bindv6only says.
+    let listener = transport::listen::bind(server.listen).map_err(|source| ServeError::Bind {
+        addr: server.listen,
+        source,
+    })?;
     let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: server.listen,
         source,
@@ -329,8 +327,8 @@ pub fn grpc_server(limits: &crate::config::ConnectionLimits) -> tonic::transport
         .concurrency_limit_per_connection(limits.concurrency_limit_per_connection)
 }
 
-/// Reports the domain stats at scrape time. Each source reads a `snapshot()`; none holds the
-/// broker alive.
+/// Wires the domain's metric sources ([`crate::metrics::sources`]; the metrics themselves are
+/// defined in [`crate::metrics::catalog`]) to the registry. None holds the broker alive.
 fn add_sources(
     metrics: &Metrics,
     broker: &Arc<Broker>,
@@ -339,264 +337,11 @@ fn add_sources(
     reloads: &Arc<ReloadStats>,
     connections: &Arc<ConnectionStats>,
 ) {
-    let weak = Arc::downgrade(broker);
-    metrics.add_source(move |s: &mut Scrape| {
-        let Some(b) = weak.upgrade() else { return };
-        // Settles moka's pending work so the entry count is exact, as housekeeping would.
-        b.cache().run_pending_tasks();
-        let c = b.cache().stats().snapshot();
-        s.counter("cache_hits_total", "Lookups answered from the cache.", &[], c.hits);
-        s.counter(
-            "cache_misses_total",
-            "Lookups that started a sign-in at Tableau.",
-            &[],
-            c.misses,
-        );
-        s.counter(
-            "cache_coalesced_waiters_total",
-            "Lookups that waited for a sign-in another call had already started.",
-            &[],
-            c.coalesced,
-        );
-        for (cause, n) in [
-            ("expired", c.evicted_expired),
-            ("size", c.evicted_size),
-            ("replaced", c.evicted_replaced),
-            ("invalidated", c.evicted_invalidated),
-        ] {
-            s.counter(
-                "cache_evictions_total",
-                "Entries that left the cache, by cause.",
-                &[("cause", cause)],
-                n,
-            );
-        }
-        s.gauge(
-            "cache_entries",
-            "Sessions held in the cache (approximate between housekeeping runs).",
-            &[],
-            b.cache().len() as f64,
-        );
-        s.gauge(
-            "sign_ins_in_flight",
-            "Sign-ins at Tableau in progress now.",
-            &[],
-            b.cache().inflight() as f64,
-        );
-        crate::metrics::scrape_divergences(s, &b.divergences());
-        let si = b.sign_in_stats().snapshot();
-        for ((site, outcome), n) in &si.sign_ins {
-            s.counter(
-                "sign_ins_total",
-                "Sign-ins at Tableau by site and outcome (ok, a Tableau error code, unavailable, rate_limited).",
-                &[("site", site), ("outcome", outcome)],
-                *n,
-            );
-        }
-        s.histogram(
-            "sign_in_duration_seconds",
-            "How long sign-ins took: minting the JWT and Tableau's answer.",
-            &[],
-            si.latency,
-        );
-        for (outcome, n) in &si.sign_outs {
-            s.counter(
-                "sign_outs_total",
-                "Sign-outs at Tableau of evicted or invalidated sessions, by outcome.",
-                &[("outcome", outcome)],
-                *n,
-            );
-        }
-        for (outcome, n) in [
-            ("started", si.refreshes_started),
-            ("failed", si.refreshes_failed),
-        ] {
-            s.counter(
-                "cache_refresh_ahead_total",
-                "Background sign-ins started by a hit within [cache] refresh_ahead of the token's usable end, and those that failed.",
-                &[("outcome", outcome)],
-                n,
-            );
-        }
-        let a = b.audit().stats().snapshot();
-        for (outcome, n) in [("written", a.written), ("failed", a.failed)] {
-            s.counter(
-                "audit_records_total",
-                "Audit records by outcome (failed: a write error, or a full queue in best-effort mode).",
-                &[("outcome", outcome)],
-                n,
-            );
-        }
-        let l = b.limit_stats().snapshot();
-        for (limit, n) in [
-            ("sign_in_rate", l.sign_ins_rate_limited),
-            ("site_concurrency", l.site_sign_ins_busy),
-        ] {
-            s.counter(
-                "requests_refused_total",
-                "Requests refused by a limit that protects Tableau (sign_in_rate: the caller entry's sign-in budget; site_concurrency: the site's cap on sign-ins in flight).",
-                &[("limit", limit)],
-                n,
-            );
-        }
-        s.counter(
-            "secret_fallbacks_total",
-            "Sign-ins that succeeded only with the standby connected-app secret after Tableau refused the active one (finish the rotation).",
-            &[],
-            b.secret_fallbacks(),
-        );
-        s.counter(
-            "negative_cache_hits_total",
-            "Requests answered with a remembered sign-in failure (unknown user, misconfigured app) instead of asking Tableau again.",
-            &[],
-            l.negative_cache_hits,
-        );
-        let so = b.sign_out_stats();
-        s.counter(
-            "sign_outs_early_total",
-            "Sign-outs run before their grace period because the pending queue was full.",
-            &[],
-            so.early,
-        );
-        s.gauge(
-            "sign_outs_pending",
-            "Replaced or evicted sessions waiting for their grace period before the sign-out.",
-            &[],
-            so.pending as f64,
-        );
-        if let Some(sc) = b.shared_cache() {
-            let x = sc.snapshot();
-            for (result, n) in [("hit", x.l2_hits), ("miss", x.l2_misses)] {
-                s.counter(
-                    "shared_cache_lookups_total",
-                    "Local-cache misses looked up in the shared cache (Redis), by result.",
-                    &[("result", result)],
-                    n,
-                );
-            }
-            for (event, n) in [
-                ("taken", x.leases_taken),
-                ("waited", x.lease_waits),
-                ("takeover", x.lease_takeovers),
-                ("wait_timeout", x.lease_wait_timeouts),
-            ] {
-                s.counter(
-                    "shared_cache_leases_total",
-                    "Sign-in leases in Redis: taken to sign in, waited on (another replica signing in), taken over from a holder that died, waits that gave up.",
-                    &[("event", event)],
-                    n,
-                );
-            }
-            s.counter(
-                "shared_cache_errors_total",
-                "Redis operations that failed or timed out.",
-                &[],
-                x.redis_errors,
-            );
-            s.counter(
-                "shared_cache_fallback_sign_ins_total",
-                "Sign-ins done by this replica alone because Redis failed or the circuit breaker was open.",
-                &[],
-                x.fallback_signins,
-            );
-            s.gauge(
-                "shared_cache_fallback",
-                "1 while this replica runs without the shared cache (Redis unreachable or the circuit breaker open).",
-                &[],
-                if x.fallback() { 1.0 } else { 0.0 },
-            );
-            for (direction, n) in [
-                ("sent", x.invalidations_sent),
-                ("received", x.invalidations_received),
-            ] {
-                s.counter(
-                    "shared_cache_invalidations_total",
-                    "Invalidations sent to, and acted on from, the other replicas.",
-                    &[("direction", direction)],
-                    n,
-                );
-            }
-        }
-        s.counter(
-            "audit_writes_total",
-            "Writes to the audit sink; each carries one or more records (group commit).",
-            &[],
-            a.batches,
-        );
-    });
-    let conns = Arc::clone(connections);
-    metrics.add_source(move |s: &mut Scrape| {
-        let c = conns.snapshot();
-        s.gauge(
-            "connections_open",
-            "Client connections open now (handshaking or established).",
-            &[],
-            c.open as f64,
-        );
-        for (reason, n) in [
-            ("max_connections", c.refused),
-            ("handshake_dropped", c.handshakes_dropped),
-        ] {
-            s.counter(
-                "connections_refused_total",
-                "Connections closed to protect the broker (max_connections: at the cap; handshake_dropped: the oldest unfinished handshake made room).",
-                &[("reason", reason)],
-                n,
-            );
-        }
-    });
-    let handshakes = Arc::clone(handshakes);
-    metrics.add_source(move |s: &mut Scrape| {
-        let h = handshakes.snapshot();
-        for (reason, n) in [
-            ("closed", h.closed),
-            ("failed", h.failed),
-            ("timeout", h.timed_out),
-            ("no_identity", h.no_identity),
-            ("no_caller_entry", h.unmatched_closed),
-        ] {
-            s.counter(
-                "tls_handshake_failures_total",
-                "Connections refused or dropped during the TLS handshake, by reason (closed: the peer hung up, as TCP probes do; no_caller_entry: no caller entry matches the identity, closed to make room for a newer such connection within their quota).",
-                &[("reason", reason)],
-                n,
-            );
-        }
-    });
-    let tls = tls.clone();
-    metrics.add_source(move |s: &mut Scrape| {
-        if let Some(v) = tls.validity() {
-            for (cert, t) in [
-                ("server", v.server_not_after),
-                ("client_ca", v.client_ca_not_after),
-            ] {
-                s.gauge(
-                    "certificate_not_after_seconds",
-                    "When a certificate in force expires (unix seconds); client_ca is the earliest CA in the bundle.",
-                    &[("cert", cert)],
-                    t as f64,
-                );
-            }
-        }
-    });
-    let reloads = Arc::clone(reloads);
-    metrics.add_source(move |s: &mut Scrape| {
-        let r = reloads.snapshot();
-        for (outcome, n) in [("ok", r.ok), ("error", r.error)] {
-            s.counter(
-                "reloads_total",
-                "Configuration and certificate reloads (file changes or SIGHUP), by outcome.",
-                &[("outcome", outcome)],
-                n,
-            );
-        }
-        s.gauge(
-            "config_last_reload_success_timestamp_seconds",
-            "When the configuration in force was loaded: at start or by the last good reload (unix seconds).",
-            &[],
-            r.last_success_unix as f64,
-        );
-    });
+    metrics.add_source(sources::broker(Arc::downgrade(broker)));
+    metrics.add_source(sources::connections(Arc::clone(connections)));
+    metrics.add_source(sources::handshakes(Arc::clone(handshakes)));
+    metrics.add_source(sources::certificates(tls.clone()));
+    metrics.add_source(sources::reloads(Arc::clone(reloads)));
 }
 
 impl RunningServer {

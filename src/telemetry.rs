@@ -141,6 +141,8 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
                 .build();
             let tracer = p.tracer("tableau-token-broker");
             provider = Some(p);
+            // A call that joins another's sign-in links its span to that sign-in's.
+            tableau_token_broker_core::cache::set_span_linker(link_to);
             Some(tracing_opentelemetry::layer().with_tracer(tracer))
         }
     };

@@ -16,6 +16,7 @@
 pub mod activity;
 pub mod client;
 pub mod identity;
+pub mod listen;
 pub mod name_constraints;
 pub mod tls;
 pub mod unmatched;

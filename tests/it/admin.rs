@@ -24,7 +24,7 @@ use tableau_token_broker::grpc::pb;
 use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
 use tonic::transport::Channel;
 
-use crate::broker::reason;
+use crate::harness::reason;
 use crate::shared_cache::{Redis, eventually, rand_key};
 
 const CALLER: &str = "spiffe://example.org/ns/reports/sa/renderer";

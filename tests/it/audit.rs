@@ -8,7 +8,7 @@ use std::time::Duration;
 use tableau_token_broker::grpc::pb;
 use tonic::Code;
 
-use crate::broker::{Harness, Opts, RENDERER, eventually, reason, req};
+use crate::harness::{Harness, Opts, RENDERER, eventually, reason, req};
 use crate::support::{self, Served, serve_command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tableau-token-broker");
@@ -468,4 +468,156 @@ async fn a_hung_audit_write_stalls_only_the_audited_calls() {
     assert!(h.server().readiness().check().is_ok());
     drop(h);
     let _ = reader.join();
+}
+
+/// Runs the real `serve` binary (JSON logs on stderr, as operators see them; the audit trail in
+/// a file of its own) against the double: a process of its own, so no other test's logging can
+/// interfere.
+#[tokio::test]
+async fn audit_records_match_tokens_without_revealing_them() {
+    let h = Harness::start().await;
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let config = h.dir.path().join("serve.toml");
+    let trail = h.dir.path().join("serve-audit.jsonl");
+    let harness_audit = format!(
+        "path = {:?}",
+        h.dir.path().join("audit.jsonl").display().to_string()
+    );
+    assert!(text.contains(&harness_audit), "{text}");
+    std::fs::write(
+        &config,
+        text.replace(
+            &harness_audit,
+            &format!("path = {:?}", trail.display().to_string()),
+        )
+        .replace(
+            "[tableau]",
+            "[telemetry]\nlog_format = \"json\"\nlog_filter = \"trace\"\n[tableau]",
+        ),
+    )
+    .unwrap();
+    let mut served = Served::spawn(serve_command(&config).stdout(std::process::Stdio::piped()));
+    let addr = served.listening_addr(Duration::from_secs(20));
+    let mut c = support::client(&h.pki, addr, &h.client_cert(RENDERER)).await;
+    let scopes = ["tableau:content:read"];
+    let a = c
+        .get_credentials(req("finance", "svc-renderer", &scopes))
+        .await
+        .unwrap()
+        .into_inner();
+    c.get_credentials(req("finance", "svc-renderer", &scopes))
+        .await
+        .unwrap();
+    let m = c
+        .mint_jwt(pb::MintJwtRequest {
+            site: "finance".into(),
+            user: "svc-renderer".into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            ttl: None,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.get_credentials(req("finance", "mallory", &scopes))
+        .await
+        .unwrap_err();
+    c.invalidate_credentials(pb::InvalidateCredentialsRequest {
+        token: a.token.clone(),
+    })
+    .await
+    .unwrap();
+    // SIGTERM, so the broker drains and exits 0.
+    let lines = served.stop().await;
+    let records_text = std::fs::read_to_string(&trail).unwrap();
+    let text = format!("{}\n{records_text}", lines.join("\n"));
+
+    assert!(
+        !text.contains(&a.token),
+        "a credentials token reached the logs or the trail"
+    );
+    assert!(
+        !text.contains(&m.jwt),
+        "a JWT reached the logs or the trail"
+    );
+    assert!(
+        !text.contains("eyJ"),
+        "something JWT-shaped reached the logs or the trail"
+    );
+    assert!(
+        !text.contains("finance-secret-0123456789abcdef-xyz"),
+        "the connected-app secret reached the logs or the trail"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("\"schema_version\"") || l.contains("\"target\":\"audit\"")),
+        "audit records stay out of the diagnostic log and stdout"
+    );
+
+    let audit: Vec<serde_json::Value> = records_text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .collect();
+    assert!(audit.iter().all(|r| r["schema_version"] == 1));
+    let gets: Vec<&serde_json::Value> = audit
+        .iter()
+        .filter(|v| v["event"] == "rpc" && v["rpc"] == "GetCredentials")
+        .collect();
+    assert_eq!(gets.len(), 3, "one audit record per call: {audit:#?}");
+    let (first, second, denied) = (gets[0], gets[1], gets[2]);
+    assert_eq!(first["caller"]["identity"], RENDERER);
+    assert_eq!(first["caller"]["source"], "uri_san");
+    assert_eq!(first["caller"]["entry"], RENDERER);
+    assert!(first["caller"]["cert_serial"].as_str().unwrap().len() >= 2);
+    assert!(
+        first["caller"]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(first["site"], "finance");
+    assert_eq!(first["user"], "svc-renderer");
+    assert_eq!(
+        first["scopes_granted"],
+        serde_json::json!(["tableau:content:read"])
+    );
+    assert_eq!(first["outcome"], "granted");
+    assert_eq!(first["reason"], "OK");
+    assert_eq!(first["from_cache"], false);
+    assert_eq!(first["config_generation"], 1);
+    assert_eq!(
+        first["jti"].as_str().unwrap().len(),
+        36,
+        "the sign-in's jti"
+    );
+    let sign_in = audit.iter().find(|v| v["event"] == "sign_in").unwrap();
+    assert_eq!(
+        sign_in["jti"], first["jti"],
+        "the sign-in is on record with its call's jti"
+    );
+    assert_eq!(sign_in["request_id"], first["request_id"]);
+    assert_eq!(second["from_cache"], true);
+    assert!(second["jti"].is_null(), "no JWT minted on a cache hit");
+    assert_ne!(first["request_id"], second["request_id"]);
+    assert_eq!(
+        first["token_fp"], second["token_fp"],
+        "same token, same fingerprint"
+    );
+    assert_eq!(first["token_fp"].as_str().unwrap().len(), 16);
+    assert_eq!(denied["outcome"], "denied");
+    assert_eq!(denied["reason"], "USER_NOT_ALLOWED");
+    assert!(
+        audit.iter().any(|v| v["rpc"] == "MintJwt"
+            && v["jti"] == m.jti.as_str()
+            && v["outcome"] == "granted")
+    );
+    let inv = audit
+        .iter()
+        .find(|v| v["rpc"] == "InvalidateCredentials")
+        .unwrap();
+    assert_eq!(inv["token_fp"], first["token_fp"]);
+    assert_eq!(inv["evicted"], true);
+    let out = audit.iter().find(|v| v["event"] == "sign_out").unwrap();
+    assert_eq!(out["token_fp"], first["token_fp"]);
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use tableau_token_broker::grpc::pb::{AttributeValues, GetCredentialsRequest, MintJwtRequest};
 
-use crate::broker::reason;
+use crate::harness::reason;
 use crate::issuer::{World, b64_claims, request};
 
 /// The grant of the issuer world gains this allowlist.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::broker::{ADMIN, FIN_LUID, Harness, RENDERER};
+use crate::harness::{ADMIN, FIN_LUID, Harness, RENDERER};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tableau-token-broker"))

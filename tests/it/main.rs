@@ -11,8 +11,10 @@ mod catalog;
 mod claims;
 mod cli;
 mod client_cli;
+mod harness;
 mod issuer;
 mod observability;
+mod ops;
 #[cfg(unix)]
 mod rotation;
 mod security;

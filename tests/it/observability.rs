@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use tableau_token_broker::clock::Clock;
 use tableau_token_broker::grpc::routes::GrpcRoutes;
 
-use crate::broker::{Harness, RENDERER, req};
+use crate::harness::{Harness, RENDERER, req};
 use crate::support::{self, Served, serve_command};
 
 /// Every export request the collector received.
@@ -117,8 +117,30 @@ async fn otlp_spans_continue_the_callers_trace_without_secrets() {
         "traceparent",
         format!("00-{trace_id}-{parent_id}-01").parse().unwrap(),
     );
-    let got = c.get_credentials(request).await.unwrap().into_inner();
+    // A slow sign-in, and a second caller (in a trace of its own) asking for the same key while
+    // it runs: it joins the sign-in, and its span links to the sign-in it waited for.
+    support::slow_signins(&h.fake, Duration::from_millis(1500));
+    let leader = tokio::spawn(async move { c.get_credentials(request).await });
+    while h.fake.stats().requests.get("Sign In").copied().unwrap_or(0) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let joiner_trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut c2 = support::client(&h.pki, addr, &h.client_cert(RENDERER)).await;
+    let mut joiner = tonic::Request::new(req("finance", "svc-renderer", &["tableau:content:read"]));
+    joiner.metadata_mut().insert(
+        "traceparent",
+        format!("00-{joiner_trace}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    let joined = c2.get_credentials(joiner).await.unwrap().into_inner();
+    let got = leader.await.unwrap().unwrap().into_inner();
     assert!(!got.from_cache, "a miss: the broker signed in");
+    assert_eq!(
+        joined.token, got.token,
+        "the joiner got the leader's sign-in"
+    );
+    assert_eq!(h.fake.stats().signins_ok, 1);
 
     // SIGTERM: the broker drains (exit 0) and flushes its spans on the way out.
     served.stop().await;
@@ -136,8 +158,11 @@ async fn otlp_spans_continue_the_callers_trace_without_secrets() {
     let rpc = spans
         .iter()
         .map(|(_, s)| s)
-        .find(|s| s.name == "tableau_token_broker.v1.TokenBroker/GetCredentials")
-        .unwrap_or_else(|| panic!("no RPC span among {names:?}"));
+        .find(|s| {
+            s.name == "tableau_token_broker.v1.TokenBroker/GetCredentials"
+                && hex(&s.trace_id) == trace_id
+        })
+        .unwrap_or_else(|| panic!("no RPC span in the caller's trace among {names:?}"));
     assert_eq!(
         hex(&rpc.trace_id),
         trace_id,
@@ -177,15 +202,18 @@ async fn otlp_spans_continue_the_callers_trace_without_secrets() {
         let s = spans
             .iter()
             .map(|(_, s)| s)
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no {name} span among {names:?}"));
-        assert_eq!(
-            hex(&s.trace_id),
-            trace_id,
-            "{name} is in the caller's trace"
-        );
+            .find(|s| s.name == name && hex(&s.trace_id) == trace_id)
+            .unwrap_or_else(|| panic!("no {name} span in the caller's trace among {names:?}"));
         assert!(descends_from_rpc(s), "{name} descends from the RPC span");
     }
+
+    let linked = spans.iter().map(|(_, s)| s).find(|s| {
+        hex(&s.trace_id) == joiner_trace && s.links.iter().any(|l| hex(&l.trace_id) == trace_id)
+    });
+    assert!(
+        linked.is_some(),
+        "no span of the joiner's trace links to the sign-in it joined: {names:?}"
+    );
 
     let (resource, _) = &spans[0];
     assert_eq!(

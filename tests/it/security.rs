@@ -17,7 +17,7 @@ use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::broker::{ADMIN, FIN_LUID, Harness, RENDERER, req};
+use crate::harness::{ADMIN, FIN_LUID, Harness, RENDERER, req};
 use crate::support::{self, Served, serve_command};
 
 fn reason(s: &tonic::Status) -> String {

@@ -23,7 +23,7 @@ use tableau_token_broker::transport::tls::PROTOCOL_VERSIONS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::broker::{RENDERER, reason, req};
+use crate::harness::{RENDERER, reason, req};
 
 const OPS: &str = "spiffe://example.org/ns/ops/sa/admin";
 const LUID: &str = "9a8b7c6d-e4f3-a2b1-c0d9-e8f7a6b5c4d3";

@@ -8,6 +8,8 @@ mod key_files;
 pub mod raw;
 mod shared_cache;
 mod trust;
+// ops: check-config --strict
+pub mod strict;
 
 use std::collections::BTreeMap;
 use std::fmt;

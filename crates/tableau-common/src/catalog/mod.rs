@@ -4,6 +4,7 @@
 //! Built into the binary from [`table`], so policy decisions never depend on the network; operators
 //! add scopes Tableau has grown since (`extra_scopes`) with [`Catalog::with_extra`].
 
+mod methods;
 mod table;
 
 use std::collections::BTreeMap;
@@ -159,7 +160,7 @@ impl Catalog {
                 );
             }
         }
-        let methods = table::METHODS
+        let methods = methods::METHODS
             .iter()
             .filter_map(|MethodRow(category, name, verb, uri, scope, rev)| {
                 Some(Method {
@@ -339,7 +340,7 @@ mod tests {
         );
         assert_eq!(
             c.methods.len(),
-            table::METHODS.len(),
+            methods::METHODS.len(),
             "a method row failed to parse"
         );
         for m in c.methods() {

@@ -3,7 +3,7 @@
 //! here by hand (HMAC-SHA256 over base64url JSON), not by the broker's minting code.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,24 +12,24 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tableau_common::clock::{ManualClock, unix_secs};
 use tableau_double::{
-    AppSecret, ConnectedApp, FakeTableau, FakeTableauConfig, FakeTableauHandle, Faults, Latency,
-    Site, SiteUser, SlowBody, TlsConfig,
+    AppSecret, ConnectedApp, FakeTableau, FakeTableauConfig, FakeTableauHandle, Faults, Site,
+    SiteUser, TlsConfig,
 };
 
-const CLIENT: &str = "8e1b7172-39c3-4a32-887e-fc2b4119f56d";
-const KID: &str = "b0115bf9-3a4b-4c91-b009-cf0c170b1a56";
-const SECRET: &str = "first-secret-value";
-const KID2: &str = "c1226c0a-4b5c-4da2-a11a-d0d1d1b2c3d4";
-const SECRET2: &str = "second-secret-value";
-const OFF_CLIENT: &str = "disabled-app";
-const OFF_KID: &str = "disabled-kid";
-const SITE: &str = "finance";
-const SITE_LUID: &str = "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d";
-const USER: &str = "alice@example.com";
-const USER_LUID: &str = "9f9e9d9c-8b8a-4f8e-8d7c-7b7a6f6d6e6d";
-const START: u64 = 1_750_000_000;
+pub(crate) const CLIENT: &str = "8e1b7172-39c3-4a32-887e-fc2b4119f56d";
+pub(crate) const KID: &str = "b0115bf9-3a4b-4c91-b009-cf0c170b1a56";
+pub(crate) const SECRET: &str = "first-secret-value";
+pub(crate) const KID2: &str = "c1226c0a-4b5c-4da2-a11a-d0d1d1b2c3d4";
+pub(crate) const SECRET2: &str = "second-secret-value";
+pub(crate) const OFF_CLIENT: &str = "disabled-app";
+pub(crate) const OFF_KID: &str = "disabled-kid";
+pub(crate) const SITE: &str = "finance";
+pub(crate) const SITE_LUID: &str = "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d";
+pub(crate) const USER: &str = "alice@example.com";
+pub(crate) const USER_LUID: &str = "9f9e9d9c-8b8a-4f8e-8d7c-7b7a6f6d6e6d";
+pub(crate) const START: u64 = 1_750_000_000;
 
-fn config() -> FakeTableauConfig {
+pub(crate) fn config() -> FakeTableauConfig {
     let mut app_off = ConnectedApp::new(OFF_CLIENT, vec![AppSecret::new(OFF_KID, SECRET)]);
     app_off.enabled = false;
     FakeTableauConfig::new(
@@ -57,18 +57,18 @@ fn config() -> FakeTableauConfig {
     )
 }
 
-struct Fake {
-    handle: FakeTableauHandle,
-    clock: Arc<ManualClock>,
-    http: reqwest::Client,
+pub(crate) struct Fake {
+    pub(crate) handle: FakeTableauHandle,
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Fake {
-    async fn start() -> Fake {
+    pub(crate) async fn start() -> Fake {
         Self::start_with(config()).await
     }
 
-    async fn start_with(config: FakeTableauConfig) -> Fake {
+    pub(crate) async fn start_with(config: FakeTableauConfig) -> Fake {
         let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(START));
         let handle = FakeTableau::start_with_clock(config, clock.clone())
             .await
@@ -80,15 +80,15 @@ impl Fake {
         }
     }
 
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         unix_secs(tableau_common::clock::Clock::now(&*self.clock))
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.handle.base_url())
     }
 
-    fn claims(&self, scp: Value) -> Value {
+    pub(crate) fn claims(&self, scp: Value) -> Value {
         let now = self.now();
         json!({
             "iss": CLIENT, "sub": USER, "aud": "tableau",
@@ -99,11 +99,11 @@ impl Fake {
     }
 
     /// A valid JWT with these scopes.
-    fn jwt(&self, scp: Value) -> String {
+    pub(crate) fn jwt(&self, scp: Value) -> String {
         sign(&header(), &self.claims(scp), SECRET)
     }
 
-    async fn signin_xml(&self, jwt: &str, site: &str) -> (u16, String) {
+    pub(crate) async fn signin_xml(&self, jwt: &str, site: &str) -> (u16, String) {
         let body = format!(
             "<tsRequest><credentials jwt=\"{jwt}\" isUat=\"false\"><site contentUrl=\"{site}\"/></credentials></tsRequest>"
         );
@@ -118,7 +118,7 @@ impl Fake {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
-    async fn signin_json(&self, jwt: &str, site: &str) -> (u16, Value) {
+    pub(crate) async fn signin_json(&self, jwt: &str, site: &str) -> (u16, Value) {
         let r = self
             .http
             .post(self.url("/api/3.17/auth/signin"))
@@ -131,7 +131,7 @@ impl Fake {
     }
 
     /// Signs in with these scopes; returns the token.
-    async fn token(&self, scp: Value) -> String {
+    pub(crate) async fn token(&self, scp: Value) -> String {
         let (status, body) = self.signin_json(&self.jwt(scp), SITE).await;
         assert_eq!(status, 200, "{body}");
         body["credentials"]["token"].as_str().unwrap().to_owned()
@@ -139,7 +139,7 @@ impl Fake {
 
     /// A GET that asks for JSON (`Accept: application/json`): the double answers a method, or
     /// its refusal, in the format the request asks for, and these tests check both formats.
-    async fn get_json(&self, path: &str, token: &str) -> reqwest::Response {
+    pub(crate) async fn get_json(&self, path: &str, token: &str) -> reqwest::Response {
         self.http
             .get(self.url(&format!("/api/3.17{path}")))
             .header("X-Tableau-Auth", token)
@@ -151,7 +151,7 @@ impl Fake {
 
     /// A double with a content-read session, and then `faults` on `endpoint`: the fault tests'
     /// start. The sign-in comes first, so only the calls under test meet the faults.
-    async fn with_faults_after_signin(endpoint: &str, faults: Faults) -> (Fake, String) {
+    pub(crate) async fn with_faults_after_signin(endpoint: &str, faults: Faults) -> (Fake, String) {
         let f = Fake::start().await;
         let token = f.token(json!(["tableau:content:read"])).await;
         f.fault(endpoint, faults);
@@ -159,18 +159,23 @@ impl Fake {
     }
 
     /// Query Projects on the finance site with `token`: the method the fault tests aim at.
-    async fn projects(&self, token: &str) -> reqwest::Response {
+    pub(crate) async fn projects(&self, token: &str) -> reqwest::Response {
         self.call("GET", &sites_path("/projects"), Some(token))
             .await
     }
 
     /// Sets the faults of `endpoint` (a method's name, "signin" or "rest"), as every fault test
     /// does first; a refused setting fails the test here.
-    fn fault(&self, endpoint: &str, faults: Faults) {
+    pub(crate) fn fault(&self, endpoint: &str, faults: Faults) {
         self.handle.set_faults(endpoint, faults).unwrap();
     }
 
-    async fn call(&self, verb: &str, path: &str, token: Option<&str>) -> reqwest::Response {
+    pub(crate) async fn call(
+        &self,
+        verb: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::Response {
         let mut req = self
             .http
             .request(verb.parse().unwrap(), self.url(&format!("/api/3.17{path}")));
@@ -181,15 +186,15 @@ impl Fake {
     }
 }
 
-fn b64(v: &[u8]) -> String {
+pub(crate) fn b64(v: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(v)
 }
 
-fn header() -> Value {
+pub(crate) fn header() -> Value {
     json!({"alg": "HS256", "typ": "JWT", "kid": KID, "iss": CLIENT})
 }
 
-fn sign(header: &Value, claims: &Value, secret: &str) -> String {
+pub(crate) fn sign(header: &Value, claims: &Value, secret: &str) -> String {
     let msg = format!(
         "{}.{}",
         b64(header.to_string().as_bytes()),
@@ -201,7 +206,7 @@ fn sign(header: &Value, claims: &Value, secret: &str) -> String {
 }
 
 /// The `code` attribute and detail of an XML error body.
-fn xml_error(body: &str) -> (String, String) {
+pub(crate) fn xml_error(body: &str) -> (String, String) {
     assert!(body.contains("xmlns=\"http://tableau.com/api\""), "{body}");
     let code = body
         .split("<error code=\"")
@@ -216,12 +221,12 @@ fn xml_error(body: &str) -> (String, String) {
     (code.to_owned(), detail.to_owned())
 }
 
-async fn xml_code(r: reqwest::Response) -> (u16, String) {
+pub(crate) async fn xml_code(r: reqwest::Response) -> (u16, String) {
     let status = r.status().as_u16();
     (status, xml_error(&r.text().await.unwrap()).0)
 }
 
-fn sites_path(rest: &str) -> String {
+pub(crate) fn sites_path(rest: &str) -> String {
     format!("/sites/{SITE_LUID}{rest}")
 }
 
@@ -742,238 +747,6 @@ async fn stats_are_the_same_in_process_and_over_http() {
 }
 
 #[tokio::test]
-async fn latency_fault_delays_the_answer() {
-    let f = Fake::start().await;
-    f.fault(
-        "signin",
-        Faults {
-            latency: Some(Latency::Fixed(Duration::from_millis(150))),
-            ..Faults::default()
-        },
-    );
-    let t = Instant::now();
-    assert_eq!(f.signin_json(&f.jwt(json!([])), SITE).await.0, 200);
-    assert!(
-        t.elapsed() >= Duration::from_millis(150),
-        "{:?}",
-        t.elapsed()
-    );
-    assert_eq!(f.handle.stats().faults_injected.get("latency"), Some(&1));
-    // Other endpoints are untouched.
-    f.call("GET", &sites_path("/projects"), None).await;
-    assert_eq!(f.handle.stats().faults_injected.get("latency"), Some(&1));
-}
-
-#[tokio::test]
-async fn error_share_gives_5xx() {
-    let (f, token) = Fake::with_faults_after_signin(
-        "rest",
-        Faults {
-            error_share: 1.0,
-            error_statuses: vec![503],
-            ..Faults::default()
-        },
-    )
-    .await;
-    let r = f.projects(&token).await;
-    assert_eq!(xml_code(r).await, (503, "503000".to_owned()));
-    f.fault(
-        "rest",
-        Faults {
-            error_share: 1.0,
-            ..Faults::default()
-        },
-    );
-    for _ in 0..5 {
-        let status = f.projects(&token).await.status();
-        assert!(status == 500 || status == 503, "{status}");
-    }
-    f.handle.clear_faults();
-    assert_eq!(f.projects(&token).await.status(), 200);
-    assert_eq!(f.handle.stats().faults_injected.get("error"), Some(&6));
-}
-
-#[tokio::test]
-async fn throttle_gives_429_with_retry_after() {
-    // A method's own faults win over "rest".
-    let (f, token) = Fake::with_faults_after_signin(
-        "Query Projects",
-        Faults {
-            throttle_share: 1.0,
-            retry_after: Duration::from_secs(3),
-            ..Faults::default()
-        },
-    )
-    .await;
-    let r = f.projects(&token).await;
-    assert_eq!(r.headers()["retry-after"], "3");
-    assert_eq!(xml_code(r).await, (429, "429000".to_owned()));
-    assert_eq!(
-        f.call("GET", &sites_path("/workbooks"), Some(&token))
-            .await
-            .status(),
-        200
-    );
-}
-
-#[tokio::test]
-async fn close_share_drops_the_connection() {
-    let f = Fake::start().await;
-    f.fault(
-        "signin",
-        Faults {
-            close_share: 1.0,
-            ..Faults::default()
-        },
-    );
-    let err = {
-        install_provider();
-        reqwest::Client::builder()
-    }
-    .pool_max_idle_per_host(0)
-    .build()
-    .unwrap()
-    .post(f.url("/api/3.17/auth/signin"))
-    .body("<tsRequest/>")
-    .send()
-    .await
-    .unwrap_err();
-    assert!(err.is_request() || err.is_connect(), "{err:?}");
-    assert_eq!(f.handle.stats().faults_injected.get("close"), Some(&1));
-    assert_eq!(
-        f.handle.stats().signins,
-        0,
-        "a dropped request never reaches the checks"
-    );
-}
-
-#[tokio::test]
-async fn malformed_and_truncated_bodies() {
-    let (f, token) = Fake::with_faults_after_signin(
-        "rest",
-        Faults {
-            malformed_share: 1.0,
-            ..Faults::default()
-        },
-    )
-    .await;
-    let r = f.get_json(&sites_path("/projects"), &token).await;
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
-    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
-    let xml = f.projects(&token).await.text().await.unwrap();
-    assert!(!xml.trim_end().ends_with("</tsResponse>"), "{xml}");
-
-    f.fault(
-        "rest",
-        Faults {
-            truncate_share: 1.0,
-            ..Faults::default()
-        },
-    );
-    let r = f.projects(&token).await;
-    assert_eq!(r.status(), 200);
-    assert!(
-        r.bytes().await.is_err(),
-        "a truncated body must fail to read"
-    );
-    let stats = f.handle.stats();
-    assert_eq!(stats.faults_injected.get("malformed"), Some(&2));
-    assert_eq!(stats.faults_injected.get("truncate"), Some(&1));
-}
-
-#[tokio::test]
-async fn slow_body_trickles_but_arrives_whole() {
-    let f = Fake::start().await;
-    let token = f.token(json!(["tableau:content:read"])).await;
-    let whole = f.projects(&token).await.text().await.unwrap();
-    f.fault(
-        "rest",
-        Faults {
-            slow_body: Some(SlowBody {
-                chunk_bytes: whole.len() / 4 + 1,
-                delay: Duration::from_millis(40),
-            }),
-            ..Faults::default()
-        },
-    );
-    let t = Instant::now();
-    let slow = f.projects(&token).await.text().await.unwrap();
-    assert!(
-        t.elapsed() >= Duration::from_millis(120),
-        "{:?}",
-        t.elapsed()
-    );
-    assert_eq!(slow, whole);
-}
-
-#[tokio::test]
-async fn admin_endpoint_sets_and_clears_faults() {
-    let f = Fake::start().await;
-    let put = |endpoint: &str, body: Value| {
-        f.http
-            .put(f.url(&format!("/_fake/faults/{endpoint}")))
-            .json(&body)
-            .send()
-    };
-    assert_eq!(
-        put(
-            "signin",
-            json!({"error_share": 1.0, "error_statuses": [500]})
-        )
-        .await
-        .unwrap()
-        .status(),
-        204
-    );
-    assert_eq!(f.signin_json(&f.jwt(json!([])), SITE).await.0, 500);
-    let listed: Value = f
-        .http
-        .get(f.url("/_fake/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed["signin"]["error_share"], 1.0);
-
-    // Bad values and unknown endpoints are refused with a reason.
-    let r = put("signin", json!({"error_share": 2.0})).await.unwrap();
-    assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("error_share"));
-    assert_eq!(put("nowhere", json!({})).await.unwrap().status(), 400);
-    assert_eq!(
-        put("signin", json!({"eror_share": 1.0}))
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    assert!(f.handle.set_faults("nowhere", Faults::default()).is_err());
-
-    let r = f.http.delete(f.url("/_fake/faults")).send().await.unwrap();
-    assert_eq!(r.status(), 204);
-    assert!(f.handle.faults().is_empty());
-    assert_eq!(f.signin_json(&f.jwt(json!([])), SITE).await.0, 200);
-
-    // Latency from a distribution, set over HTTP.
-    assert_eq!(
-        put(
-            "rest",
-            json!({"latency": {"uniform": {"min": "60ms", "max": "80ms"}}})
-        )
-        .await
-        .unwrap()
-        .status(),
-        204
-    );
-    let t = Instant::now();
-    f.call("GET", &sites_path("/projects"), None).await;
-    assert!(t.elapsed() >= Duration::from_millis(60));
-}
-
-#[tokio::test]
 async fn serves_https_with_a_self_signed_certificate() {
     let mut cfg = config();
     cfg.tls = Some(TlsConfig::self_signed());
@@ -1071,11 +844,11 @@ fn secrets_stay_out_of_debug_output() {
 
 /// reqwest is built without a crypto provider of its own: the tests install aws-lc-rs, the
 /// workspace's one stack, as the process default.
-fn install_provider() {
+pub(crate) fn install_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     install_provider();
     reqwest::Client::new()
 }
