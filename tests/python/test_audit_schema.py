@@ -9,6 +9,7 @@ and every record must validate against the schema.
 
 import json
 import os
+import re
 import signal
 import time
 import urllib.request
@@ -75,6 +76,13 @@ def test_every_outcome_writes_one_valid_record(ttb_bin, demo, tmp_path):
     state, double = demo.state, demo.double
     base = (state / "broker.toml").read_text()
     head = base[: base.index("\n# The report renderer")]
+    # The demo's issuer listener is the demo's: this serve process signs with the same keys but
+    # serves no metadata of its own (its port would be taken), so no listen, cert or key.
+    before, issuer = head.split("[issuer]\n", 1)
+    issuer_head, keys = issuer.split("[[issuer.keys]]", 1)
+    issuer_head = re.sub(r'^(listen|cert|key) = "[^"]*"\n', "", issuer_head, flags=re.M)
+    issuer = issuer_head + "[[issuer.keys]]" + keys
+    head = before + "[issuer]\n" + issuer
     trail = tmp_path / "audit.jsonl"
     head = head.replace(f'path = "{state / "audit.jsonl"}"', f'path = "{trail}"')
     assert str(trail) in head
