@@ -26,39 +26,49 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$tableau_token_broker/v1/broker.proto\x12\x17tableau_token_broker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n\x15GetCredentialsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x30\n\rmin_remaining\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rforce_refresh\x18\x05 \x01(\x08\"\xe4\x01\n\x16GetCredentialsResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tsite_luid\x18\x02 \x01(\t\x12\x18\n\x10site_content_url\x18\x03 \x01(\t\x12\x11\n\tuser_luid\x18\x04 \x01(\t\x12\x12\n\nserver_url\x18\x05 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06scopes\x18\x08 \x03(\t\x12\x12\n\nfrom_cache\x18\t \x01(\x08\"d\n\x0eMintJwtRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"[\n\x0fMintJwtResponse\x12\x0b\n\x03jwt\x18\x01 \x01(\t\x12\x0b\n\x03jti\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x1cInvalidateCredentialsRequest\x12\r\n\x05token\x18\x01 \x01(\t\"D\n\x1dInvalidateCredentialsResponse\x12\x0f\n\x07\x65victed\x18\x01 \x01(\x08\x12\x12\n\nsigned_out\x18\x02 \x01(\x08\"\x0f\n\rWhoAmIRequest\"y\n\x0eWhoAmIResponse\x12\x10\n\x08identity\x18\x01 \x01(\t\x12.\n\x06grants\x18\x02 \x03(\x0b\x32\x1e.tableau_token_broker.v1.Grant\x12\x15\n\rmatched_entry\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\"z\n\x05Grant\x12\r\n\x05sites\x18\x01 \x03(\t\x12\r\n\x05users\x18\x02 \x03(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65ny_scopes\x18\x04 \x03(\t\x12.\n\x0bmax_jwt_ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"7\n\x14ResolveScopesRequest\x12\x0f\n\x07methods\x18\x01 \x03(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\"u\n\x15ResolveScopesResponse\x12\x17\n\x0frequired_scopes\x18\x01 \x03(\t\x12\x32\n\x06scopes\x18\x02 \x03(\x0b\x32\".tableau_token_broker.v1.ScopeInfo\x12\x0f\n\x07unknown\x18\x03 \x03(\t\"m\n\tScopeInfo\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x34\n\x07methods\x18\x03 \x03(\x0b\x32#.tableau_token_broker.v1.MethodInfo\x12\r\n\x05notes\x18\x04 \x01(\t\"N\n\nMethodInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x13\n\x0bhttp_method\x18\x03 \x01(\t\x12\x0b\n\x03uri\x18\x04 \x01(\t2\xb2\x04\n\x0bTokenBroker\x12q\n\x0eGetCredentials\x12..tableau_token_broker.v1.GetCredentialsRequest\x1a/.tableau_token_broker.v1.GetCredentialsResponse\x12\\\n\x07MintJwt\x12\'.tableau_token_broker.v1.MintJwtRequest\x1a(.tableau_token_broker.v1.MintJwtResponse\x12\x86\x01\n\x15InvalidateCredentials\x12\x35.tableau_token_broker.v1.InvalidateCredentialsRequest\x1a\x36.tableau_token_broker.v1.InvalidateCredentialsResponse\x12Y\n\x06WhoAmI\x12&.tableau_token_broker.v1.WhoAmIRequest\x1a\'.tableau_token_broker.v1.WhoAmIResponse\x12n\n\rResolveScopes\x12-.tableau_token_broker.v1.ResolveScopesRequest\x1a..tableau_token_broker.v1.ResolveScopesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$tableau_token_broker/v1/broker.proto\x12\x17tableau_token_broker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x02\n\x15GetCredentialsRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x30\n\rmin_remaining\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rforce_refresh\x18\x05 \x01(\x08\x12R\n\nattributes\x18\x06 \x03(\x0b\x32>.tableau_token_broker.v1.GetCredentialsRequest.AttributesEntry\x12\x0e\n\x06groups\x18\x07 \x03(\t\x12\x18\n\x10on_demand_access\x18\x08 \x01(\x08\x1a[\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x37\n\x05value\x18\x02 \x01(\x0b\x32(.tableau_token_broker.v1.AttributeValues:\x02\x38\x01\"!\n\x0f\x41ttributeValues\x12\x0e\n\x06values\x18\x01 \x03(\t\"\xe4\x01\n\x16GetCredentialsResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tsite_luid\x18\x02 \x01(\t\x12\x18\n\x10site_content_url\x18\x03 \x01(\t\x12\x11\n\tuser_luid\x18\x04 \x01(\t\x12\x12\n\nserver_url\x18\x05 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06scopes\x18\x08 \x03(\t\x12\x12\n\nfrom_cache\x18\t \x01(\x08\"\xb8\x02\n\x0eMintJwtRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12K\n\nattributes\x18\x05 \x03(\x0b\x32\x37.tableau_token_broker.v1.MintJwtRequest.AttributesEntry\x12\x0e\n\x06groups\x18\x06 \x03(\t\x12\x18\n\x10on_demand_access\x18\x07 \x01(\x08\x1a[\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x37\n\x05value\x18\x02 \x01(\x0b\x32(.tableau_token_broker.v1.AttributeValues:\x02\x38\x01\"[\n\x0fMintJwtResponse\x12\x0b\n\x03jwt\x18\x01 \x01(\t\x12\x0b\n\x03jti\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x1cInvalidateCredentialsRequest\x12\r\n\x05token\x18\x01 \x01(\t\"D\n\x1dInvalidateCredentialsResponse\x12\x0f\n\x07\x65victed\x18\x01 \x01(\x08\x12\x12\n\nsigned_out\x18\x02 \x01(\x08\"\x0f\n\rWhoAmIRequest\"y\n\x0eWhoAmIResponse\x12\x10\n\x08identity\x18\x01 \x01(\t\x12.\n\x06grants\x18\x02 \x03(\x0b\x32\x1e.tableau_token_broker.v1.Grant\x12\x15\n\rmatched_entry\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\"z\n\x05Grant\x12\r\n\x05sites\x18\x01 \x03(\t\x12\r\n\x05users\x18\x02 \x03(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65ny_scopes\x18\x04 \x03(\t\x12.\n\x0bmax_jwt_ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"7\n\x14ResolveScopesRequest\x12\x0f\n\x07methods\x18\x01 \x03(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\"u\n\x15ResolveScopesResponse\x12\x17\n\x0frequired_scopes\x18\x01 \x03(\t\x12\x32\n\x06scopes\x18\x02 \x03(\x0b\x32\".tableau_token_broker.v1.ScopeInfo\x12\x0f\n\x07unknown\x18\x03 \x03(\t\"m\n\tScopeInfo\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x34\n\x07methods\x18\x03 \x03(\x0b\x32#.tableau_token_broker.v1.MethodInfo\x12\r\n\x05notes\x18\x04 \x01(\t\"N\n\nMethodInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x13\n\x0bhttp_method\x18\x03 \x01(\t\x12\x0b\n\x03uri\x18\x04 \x01(\t2\xb2\x04\n\x0bTokenBroker\x12q\n\x0eGetCredentials\x12..tableau_token_broker.v1.GetCredentialsRequest\x1a/.tableau_token_broker.v1.GetCredentialsResponse\x12\\\n\x07MintJwt\x12\'.tableau_token_broker.v1.MintJwtRequest\x1a(.tableau_token_broker.v1.MintJwtResponse\x12\x86\x01\n\x15InvalidateCredentials\x12\x35.tableau_token_broker.v1.InvalidateCredentialsRequest\x1a\x36.tableau_token_broker.v1.InvalidateCredentialsResponse\x12Y\n\x06WhoAmI\x12&.tableau_token_broker.v1.WhoAmIRequest\x1a\'.tableau_token_broker.v1.WhoAmIResponse\x12n\n\rResolveScopes\x12-.tableau_token_broker.v1.ResolveScopesRequest\x1a..tableau_token_broker.v1.ResolveScopesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tableau_token_broker.v1.broker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GETCREDENTIALSREQUEST_ATTRIBUTESENTRY']._loaded_options = None
+  _globals['_GETCREDENTIALSREQUEST_ATTRIBUTESENTRY']._serialized_options = b'8\001'
+  _globals['_MINTJWTREQUEST_ATTRIBUTESENTRY']._loaded_options = None
+  _globals['_MINTJWTREQUEST_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_GETCREDENTIALSREQUEST']._serialized_start=131
-  _globals['_GETCREDENTIALSREQUEST']._serialized_end=271
-  _globals['_GETCREDENTIALSRESPONSE']._serialized_start=274
-  _globals['_GETCREDENTIALSRESPONSE']._serialized_end=502
-  _globals['_MINTJWTREQUEST']._serialized_start=504
-  _globals['_MINTJWTREQUEST']._serialized_end=604
-  _globals['_MINTJWTRESPONSE']._serialized_start=606
-  _globals['_MINTJWTRESPONSE']._serialized_end=697
-  _globals['_INVALIDATECREDENTIALSREQUEST']._serialized_start=699
-  _globals['_INVALIDATECREDENTIALSREQUEST']._serialized_end=744
-  _globals['_INVALIDATECREDENTIALSRESPONSE']._serialized_start=746
-  _globals['_INVALIDATECREDENTIALSRESPONSE']._serialized_end=814
-  _globals['_WHOAMIREQUEST']._serialized_start=816
-  _globals['_WHOAMIREQUEST']._serialized_end=831
-  _globals['_WHOAMIRESPONSE']._serialized_start=833
-  _globals['_WHOAMIRESPONSE']._serialized_end=954
-  _globals['_GRANT']._serialized_start=956
-  _globals['_GRANT']._serialized_end=1078
-  _globals['_RESOLVESCOPESREQUEST']._serialized_start=1080
-  _globals['_RESOLVESCOPESREQUEST']._serialized_end=1135
-  _globals['_RESOLVESCOPESRESPONSE']._serialized_start=1137
-  _globals['_RESOLVESCOPESRESPONSE']._serialized_end=1254
-  _globals['_SCOPEINFO']._serialized_start=1256
-  _globals['_SCOPEINFO']._serialized_end=1365
-  _globals['_METHODINFO']._serialized_start=1367
-  _globals['_METHODINFO']._serialized_end=1445
-  _globals['_TOKENBROKER']._serialized_start=1448
-  _globals['_TOKENBROKER']._serialized_end=2010
+  _globals['_GETCREDENTIALSREQUEST']._serialized_end=490
+  _globals['_GETCREDENTIALSREQUEST_ATTRIBUTESENTRY']._serialized_start=399
+  _globals['_GETCREDENTIALSREQUEST_ATTRIBUTESENTRY']._serialized_end=490
+  _globals['_ATTRIBUTEVALUES']._serialized_start=492
+  _globals['_ATTRIBUTEVALUES']._serialized_end=525
+  _globals['_GETCREDENTIALSRESPONSE']._serialized_start=528
+  _globals['_GETCREDENTIALSRESPONSE']._serialized_end=756
+  _globals['_MINTJWTREQUEST']._serialized_start=759
+  _globals['_MINTJWTREQUEST']._serialized_end=1071
+  _globals['_MINTJWTREQUEST_ATTRIBUTESENTRY']._serialized_start=399
+  _globals['_MINTJWTREQUEST_ATTRIBUTESENTRY']._serialized_end=490
+  _globals['_MINTJWTRESPONSE']._serialized_start=1073
+  _globals['_MINTJWTRESPONSE']._serialized_end=1164
+  _globals['_INVALIDATECREDENTIALSREQUEST']._serialized_start=1166
+  _globals['_INVALIDATECREDENTIALSREQUEST']._serialized_end=1211
+  _globals['_INVALIDATECREDENTIALSRESPONSE']._serialized_start=1213
+  _globals['_INVALIDATECREDENTIALSRESPONSE']._serialized_end=1281
+  _globals['_WHOAMIREQUEST']._serialized_start=1283
+  _globals['_WHOAMIREQUEST']._serialized_end=1298
+  _globals['_WHOAMIRESPONSE']._serialized_start=1300
+  _globals['_WHOAMIRESPONSE']._serialized_end=1421
+  _globals['_GRANT']._serialized_start=1423
+  _globals['_GRANT']._serialized_end=1545
+  _globals['_RESOLVESCOPESREQUEST']._serialized_start=1547
+  _globals['_RESOLVESCOPESREQUEST']._serialized_end=1602
+  _globals['_RESOLVESCOPESRESPONSE']._serialized_start=1604
+  _globals['_RESOLVESCOPESRESPONSE']._serialized_end=1721
+  _globals['_SCOPEINFO']._serialized_start=1723
+  _globals['_SCOPEINFO']._serialized_end=1832
+  _globals['_METHODINFO']._serialized_start=1834
+  _globals['_METHODINFO']._serialized_end=1912
+  _globals['_TOKENBROKER']._serialized_start=1915
+  _globals['_TOKENBROKER']._serialized_end=2477
 # @@protoc_insertion_point(module_scope)

@@ -8,18 +8,37 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GetCredentialsRequest(_message.Message):
-    __slots__ = ("site", "user", "scopes", "min_remaining", "force_refresh")
+    __slots__ = ("site", "user", "scopes", "min_remaining", "force_refresh", "attributes", "groups", "on_demand_access")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: AttributeValues
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[AttributeValues, _Mapping]] = ...) -> None: ...
     SITE_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     SCOPES_FIELD_NUMBER: _ClassVar[int]
     MIN_REMAINING_FIELD_NUMBER: _ClassVar[int]
     FORCE_REFRESH_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    ON_DEMAND_ACCESS_FIELD_NUMBER: _ClassVar[int]
     site: str
     user: str
     scopes: _containers.RepeatedScalarFieldContainer[str]
     min_remaining: _duration_pb2.Duration
     force_refresh: bool
-    def __init__(self, site: _Optional[str] = ..., user: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., min_remaining: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., force_refresh: bool = ...) -> None: ...
+    attributes: _containers.MessageMap[str, AttributeValues]
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    on_demand_access: bool
+    def __init__(self, site: _Optional[str] = ..., user: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., min_remaining: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., force_refresh: bool = ..., attributes: _Optional[_Mapping[str, AttributeValues]] = ..., groups: _Optional[_Iterable[str]] = ..., on_demand_access: bool = ...) -> None: ...
+
+class AttributeValues(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetCredentialsResponse(_message.Message):
     __slots__ = ("token", "site_luid", "site_content_url", "user_luid", "server_url", "api_version", "expires_at", "scopes", "from_cache")
@@ -44,16 +63,29 @@ class GetCredentialsResponse(_message.Message):
     def __init__(self, token: _Optional[str] = ..., site_luid: _Optional[str] = ..., site_content_url: _Optional[str] = ..., user_luid: _Optional[str] = ..., server_url: _Optional[str] = ..., api_version: _Optional[str] = ..., expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., scopes: _Optional[_Iterable[str]] = ..., from_cache: bool = ...) -> None: ...
 
 class MintJwtRequest(_message.Message):
-    __slots__ = ("site", "user", "scopes", "ttl")
+    __slots__ = ("site", "user", "scopes", "ttl", "attributes", "groups", "on_demand_access")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: AttributeValues
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[AttributeValues, _Mapping]] = ...) -> None: ...
     SITE_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     SCOPES_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    ON_DEMAND_ACCESS_FIELD_NUMBER: _ClassVar[int]
     site: str
     user: str
     scopes: _containers.RepeatedScalarFieldContainer[str]
     ttl: _duration_pb2.Duration
-    def __init__(self, site: _Optional[str] = ..., user: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    attributes: _containers.MessageMap[str, AttributeValues]
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    on_demand_access: bool
+    def __init__(self, site: _Optional[str] = ..., user: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., attributes: _Optional[_Mapping[str, AttributeValues]] = ..., groups: _Optional[_Iterable[str]] = ..., on_demand_access: bool = ...) -> None: ...
 
 class MintJwtResponse(_message.Message):
     __slots__ = ("jwt", "jti", "expires_at")
