@@ -34,6 +34,10 @@ pub const FINANCE_LUID: &str = "9a8b7c6d-5e4f-4a2b-8c0d-9e8f7a6b5c4d";
 pub const SALES_LUID: &str = "1f2e3d4c-5b6a-4789-8a0b-1c2d3e4f5a6b";
 /// The `cloud` site's LUID: a connected app with OAuth 2.0 trust (EAS), the broker its issuer.
 pub const CLOUD_LUID: &str = "c10bd000-5e4f-4a2b-8c0d-9e8f7a6b5c4d";
+/// The `uat` site's LUID: signed in with unified access tokens (Tableau Cloud, REST 3.27).
+pub const UAT_LUID: &str = "0a7000e5-5e4f-4a2b-8c0d-9e8f7a6b5c4d";
+/// The demo's Tableau Cloud tenant ID (unified access tokens).
+const UAT_TENANT: &str = "demo-tenant-7f3e";
 
 const CLIENT_ID: &str = "d3a0c11e-0000-4000-8000-000000000001";
 const SECRET_ID: &str = "d3a05ec7-0000-4000-8000-000000000002";
@@ -182,6 +186,7 @@ fn setup(
                 .json(),
         )
         .site(LocalSite::new("cloud", CLOUD_LUID, users("cccccccc")).eas())
+        .site(LocalSite::new("uat", UAT_LUID, users("dddddddd")).uat(UAT_TENANT))
         .caller(
             LocalCaller::new(
                 RENDERER_ID,
@@ -193,12 +198,12 @@ fn setup(
                 .max_jwt_ttl(Duration::from_secs(120)),
             )
             .grant(LocalGrant::new(
-                &["cloud"],
+                &["cloud", "uat"],
                 &[DEMO_USER],
                 &["tableau:content:read", "tableau:views:embed"],
             ))
             .comment(
-                "The report renderer: read content and download views on finance, read and embed on cloud (EAS), as svc-renderer only.",
+                "The report renderer: read content and download views on finance, read and embed on cloud (EAS) and uat (unified access tokens), as svc-renderer only.",
             ),
         )
         .caller(
@@ -329,7 +334,7 @@ pub async fn run(opts: &DemoOpts, out: &mut impl Write) -> Result<(), DemoError>
     );
     say!(
         out,
-        "issuer on https://localhost:{issuer_port} (metadata: /.well-known/openid-configuration; site cloud trusts it)"
+        "issuer on https://localhost:{issuer_port} (metadata: /.well-known/openid-configuration; sites cloud (EAS) and uat (UAT) trust it)"
     );
 
     let script = script(out, addr, &files, &renderer_crt, &renderer_key, double).await;
@@ -538,6 +543,25 @@ async fn script(
             .copied()
             .unwrap_or(0)
     );
+
+    say!(
+        out,
+        "5. GetCredentials on site uat, signed in with a unified access token (tenant {UAT_TENANT})"
+    );
+    let uat = c
+        .get_credentials(pb::GetCredentialsRequest {
+            site: "uat".into(),
+            ..request(&[DEMO_SCOPE])
+        })
+        .await
+        .map_err(step_err("UAT GetCredentials"))?
+        .into_inner();
+    say!(
+        out,
+        "   sign-in: token {}, site LUID {}; \"isUat\": true, the JWT signed with the same issuer key",
+        token_prefix(&uat.token),
+        uat.site_luid
+    );
     Ok(())
 }
 
@@ -585,6 +609,7 @@ mod tests {
         assert!(config.site("finance").is_some());
         assert!(config.site("sales").is_some());
         assert_eq!(config.site("cloud").unwrap().trust.name(), "eas");
+        assert_eq!(config.site("uat").unwrap().trust.name(), "uat");
         setup.double_config().validate().unwrap();
     }
 }

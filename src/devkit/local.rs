@@ -49,7 +49,7 @@ use crate::transport::client::ClientError;
 use crate::transport::identity::IdentitySources;
 use tableau_double::{
     AppSecret, ConnectedApp, EasApp, FakeTableau, FakeTableauConfig, FakeTableauError,
-    FakeTableauHandle, Site, SiteUser,
+    FakeTableauHandle, Site, SiteUser, UatConfig,
 };
 
 /// The broker configuration's file name inside the setup's folder.
@@ -134,6 +134,8 @@ pub struct LocalSite {
     /// Connected app with OAuth 2.0 trust (EAS): the broker signs with its issuer key (see
     /// [`LocalSetup::issuer`]) instead of the app's secret; the audience is `tableau:<LUID>`.
     pub eas: bool,
+    /// Unified access tokens with this tenant ID: signed with the issuer key, REST API 3.27.
+    pub uat_tenant: Option<String>,
 }
 
 impl LocalSite {
@@ -149,7 +151,14 @@ impl LocalSite {
             broker_secret: None,
             secret_in_file: false,
             eas: false,
+            uat_tenant: None,
         }
+    }
+
+    /// Signs in with unified access tokens for `tenant` (needs [`LocalSetup::issuer`]).
+    pub fn uat(mut self, tenant: impl Into<String>) -> Self {
+        self.uat_tenant = Some(tenant.into());
+        self
     }
 
     /// Trusts the broker as an EAS issuer (needs [`LocalSetup::issuer`]).
@@ -513,7 +522,13 @@ impl LocalSetup {
         app.enabled = self.app.enabled;
         let mut config = FakeTableauConfig::new(sites, vec![app]);
         if let Some(url) = self.issuer_url() {
-            config.eas_apps = vec![EasApp::new(url)];
+            config.eas_apps = vec![EasApp::new(&url)];
+            config.uat_configs = self
+                .sites
+                .iter()
+                .filter_map(|s| s.uat_tenant.as_ref())
+                .map(|t| UatConfig::new(&url, t))
+                .collect();
         }
         config
     }
@@ -595,6 +610,11 @@ impl LocalSetup {
             let _ = writeln!(t, "session_ttl = \"240m\"\njwt_ttl = \"5m\"");
             if site.format == Format::Json {
                 let _ = writeln!(t, "format = \"json\"");
+            }
+            if let Some(tenant) = &site.uat_tenant {
+                let _ = writeln!(t, "api_version = \"3.27\"\ntrust = \"uat\"\n");
+                let _ = writeln!(t, "[sites.{name}.uat]\ntenant_id = {}\n", quoted(tenant));
+                continue;
             }
             if site.eas {
                 let _ = writeln!(t, "trust = \"eas\"\n\n[sites.{name}.eas]");
