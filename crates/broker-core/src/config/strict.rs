@@ -277,4 +277,51 @@ scopes = ["tableau:content:read"]
             Err(ConfigError::Invalid { .. })
         ));
     }
+
+    #[test]
+    fn eas_audience_uat_tenant_and_issuer_url_placeholders_are_located() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.pem");
+        let pem = crate::issuer::keys::generate_pem(crate::issuer::KeyAlg::Es256).unwrap();
+        std::fs::write(&key, secrecy::ExposeSecret::expose_secret(&pem)).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let site = |name: &str, trust: &str| {
+            format!(
+                "[sites.{name}]\nserver_url = \"https://prod-useast-a.online.tableau.com\"\ncontent_url = \"{name}\"\napi_version = \"3.27\"\ntrust = \"{trust}\"\n"
+            )
+        };
+        let text = |url: &str, audience: &str, tenant: &str| {
+            format!(
+                "version = 1\ndevelopment = true\n[issuer]\nurl = \"{url}\"\nactive_key = \"k\"\n[[issuer.keys]]\nid = \"k\"\nprivate_key_file = {:?}\n{}[sites.cloud.eas]\naudience = \"{audience}\"\n{}[sites.u.uat]\ntenant_id = \"{tenant}\"\n[[callers]]\nidentity = \"spiffe://contract.test/ns/ci/sa/client\"\n[[callers.grants]]\nsites = [\"cloud\"]\nusers = [\"svc\"]\nscopes = [\"tableau:content:read\"]\n",
+                key.display().to_string(),
+                site("cloud", "eas"),
+                site("u", "uat"),
+            )
+        };
+        let path = dir.path().join("strict.toml");
+        let good = text(
+            "https://broker.corp.test",
+            &format!("tableau:{UUID}"),
+            "t-7f3e",
+        );
+        let issues = placeholder_issues(&Config::from_toml(&good, &path).unwrap());
+        assert!(issues.is_empty(), "{issues:?}");
+        let bad = text(
+            "https://tableau-broker.example.com",
+            "tableau:<site LUID>",
+            "REPLACE-ME",
+        );
+        let issues = placeholder_issues(&Config::from_toml(&bad, &path).unwrap());
+        let at: Vec<&str> = issues.iter().map(|i| i.at.as_str()).collect();
+        assert_eq!(
+            at,
+            [
+                "sites.cloud.eas.audience",
+                "sites.u.uat.tenant_id",
+                "issuer.url"
+            ],
+            "{issues:?}"
+        );
+    }
 }
