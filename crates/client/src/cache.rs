@@ -21,9 +21,9 @@ use futures::future::{BoxFuture, Shared};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::broadcast;
 
-use crate::client::Credentials;
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::messages::{Credentials, CredentialsRequest};
 
 /// How long after a failed background refresh the next one may start (the old token is served
 /// meanwhile).
@@ -280,6 +280,17 @@ impl Cache {
             });
         }
         !evicted.is_empty()
+    }
+}
+
+impl CredentialsRequest {
+    /// The cache key of this request: site, user and scopes (not how to use the cache).
+    pub(crate) fn key(&self) -> Key {
+        Key {
+            site: self.site.clone(),
+            user: self.user.clone(),
+            scopes: self.scopes.clone(),
+        }
     }
 }
 

@@ -8,8 +8,9 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use secrecy::ExposeSecret;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
-use crate::client::{Client, Credentials, CredentialsRequest};
+use crate::client::Client;
 use crate::error::Error;
+use crate::messages::{Credentials, CredentialsRequest};
 
 /// The header Tableau's REST API reads the credentials token from.
 pub const X_TABLEAU_AUTH: &str = "x-tableau-auth";
@@ -158,5 +159,12 @@ where
                 .map_err(Into::into)?;
             Ok(answer)
         })
+    }
+}
+
+impl Client {
+    /// A [`TableauAuthLayer`] that authenticates requests with credentials for `req`.
+    pub fn layer(&self, req: CredentialsRequest) -> TableauAuthLayer {
+        TableauAuthLayer::new(self.clone(), req)
     }
 }

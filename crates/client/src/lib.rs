@@ -42,6 +42,7 @@ mod client;
 mod clock;
 mod error;
 mod layer;
+mod messages;
 #[cfg(feature = "reqwest-middleware")]
 mod middleware;
 mod retry;
@@ -58,13 +59,13 @@ pub mod proto {
 }
 
 pub use cache::CacheEvent;
-pub use client::{
-    Client, ClientBuilder, Credentials, CredentialsRequest, DEFAULT_ADDR, DEFAULT_MIN_REMAINING,
-    DEFAULT_REFRESH_AHEAD, Invalidation, MintJwtRequest, MintedJwt,
-};
+pub use client::{Client, ClientBuilder, DEFAULT_ADDR, DEFAULT_REFRESH_AHEAD};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, code_name};
 pub use layer::{TableauAuth, TableauAuthLayer, X_TABLEAU_AUTH};
+pub use messages::{
+    Credentials, CredentialsRequest, DEFAULT_MIN_REMAINING, Invalidation, MintJwtRequest, MintedJwt,
+};
 #[cfg(feature = "reqwest-middleware")]
 pub use middleware::TableauAuthMiddleware;
 pub use retry::RetryPolicy;

@@ -4,8 +4,9 @@ use http::Extensions;
 use reqwest::{Request, Response, StatusCode};
 use reqwest_middleware::{Middleware, Next};
 
-use crate::client::{Client, CredentialsRequest};
+use crate::client::Client;
 use crate::layer::{X_TABLEAU_AUTH, auth_header};
+use crate::messages::CredentialsRequest;
 
 /// A `reqwest_middleware::Middleware` that does what [`TableauAuthLayer`](crate::TableauAuthLayer)
 /// does: adds `X-Tableau-Auth` with credentials for one request, and on a 401 invalidates the

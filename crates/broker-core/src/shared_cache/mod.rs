@@ -35,15 +35,17 @@ pub mod breaker;
 pub mod crypto;
 pub mod entry;
 pub mod messages;
+mod stats;
 mod tasks;
 mod tombstones;
 
+use stats::inc;
+pub use stats::{SharedCacheSnapshot, SharedCacheStats};
 pub use tombstones::SessionFingerprint;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -57,7 +59,7 @@ use crate::audit::Fingerprinter;
 use crate::cache::{CacheKey, Credentials, Departure, Issuer, Lookup, OnDeparture};
 use crate::clock::SharedClock;
 use crate::error::BrokerError;
-use breaker::{Breaker, BreakerState};
+use breaker::Breaker;
 use crypto::KeyRing;
 use entry::unix_ms;
 use tasks::{connect_loop, renew_loop, subscribe_loop};
@@ -173,67 +175,6 @@ pub enum SharedCacheError {
         /// What the OS said.
         source: std::io::Error,
     },
-}
-
-/// Counters for the metrics exporter: plain atomics, read with [`SharedCacheStats::snapshot`].
-#[derive(Debug, Default)]
-pub struct SharedCacheStats {
-    l2_hits: AtomicU64,
-    l2_misses: AtomicU64,
-    leases_taken: AtomicU64,
-    lease_waits: AtomicU64,
-    lease_takeovers: AtomicU64,
-    lease_wait_timeouts: AtomicU64,
-    published: AtomicU64,
-    redis_errors: AtomicU64,
-    fallback_signins: AtomicU64,
-    breaker_opened: AtomicU64,
-    invalidations_sent: AtomicU64,
-    invalidations_received: AtomicU64,
-}
-
-/// The counters at one moment, as plain numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SharedCacheSnapshot {
-    /// L1 misses answered from Redis.
-    pub l2_hits: u64,
-    /// L1 misses Redis had no good entry for.
-    pub l2_misses: u64,
-    /// Leases this replica took to sign in.
-    pub leases_taken: u64,
-    /// Times this replica waited for another replica's sign-in.
-    pub lease_waits: u64,
-    /// Leases taken after waiting: the holder died or failed.
-    pub lease_takeovers: u64,
-    /// Waits that reached `lease_wait` and signed in locally.
-    pub lease_wait_timeouts: u64,
-    /// Entries written to Redis.
-    pub published: u64,
-    /// Redis operations that failed or timed out.
-    pub redis_errors: u64,
-    /// Sign-ins done L1-only because Redis failed or the breaker was open.
-    pub fallback_signins: u64,
-    /// Times the breaker opened.
-    pub breaker_opened: u64,
-    /// Invalidation messages sent.
-    pub invalidations_sent: u64,
-    /// Invalidation messages from other replicas acted on.
-    pub invalidations_received: u64,
-    /// The fallback state: `Closed` shares, `Open` and `HalfOpen` run L1-only.
-    pub breaker: BreakerState,
-    /// A Redis connection has been made (it reconnects by itself after that).
-    pub connected: bool,
-}
-
-impl SharedCacheSnapshot {
-    /// True while the broker runs L1-only because of Redis trouble.
-    pub fn fallback(&self) -> bool {
-        self.breaker != BreakerState::Closed || !self.connected
-    }
-}
-
-fn inc(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The shared cache. One per broker; cheap to clone.
@@ -405,24 +346,9 @@ impl SharedCache {
 
     /// The counters, for the metrics exporter.
     pub fn snapshot(&self) -> SharedCacheSnapshot {
-        let s = &self.inner.stats;
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        SharedCacheSnapshot {
-            l2_hits: get(&s.l2_hits),
-            l2_misses: get(&s.l2_misses),
-            leases_taken: get(&s.leases_taken),
-            lease_waits: get(&s.lease_waits),
-            lease_takeovers: get(&s.lease_takeovers),
-            lease_wait_timeouts: get(&s.lease_wait_timeouts),
-            published: get(&s.published),
-            redis_errors: get(&s.redis_errors),
-            fallback_signins: get(&s.fallback_signins),
-            breaker_opened: get(&s.breaker_opened),
-            invalidations_sent: get(&s.invalidations_sent),
-            invalidations_received: get(&s.invalidations_received),
-            breaker: self.inner.breaker.state(),
-            connected: self.inner.conn.load().is_some(),
-        }
+        self.inner
+            .stats
+            .snapshot(self.inner.breaker.state(), self.inner.conn.load().is_some())
     }
 
     /// An L1 miss: a good entry from Redis, or else `sign_in` run by exactly one replica (this
