@@ -108,9 +108,15 @@ pub struct ExplainArgs {
     /// Scope; repeat for more.
     #[arg(long = "scope", required = true)]
     pub scopes: Vec<String>,
+    /// Claims attribute as NAME=VALUE; repeat for more (a name given twice has two values).
+    #[arg(long = "attribute", value_parser = parse_attribute)]
+    pub attributes: Vec<(String, String)>,
     /// Claims group; repeat for more.
     #[arg(long = "group")]
     pub groups: Vec<String>,
+    /// Ask for on-demand access.
+    #[arg(long)]
+    pub on_demand_access: bool,
     /// Print JSON instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -124,9 +130,29 @@ impl ExplainArgs {
             site: self.site.clone(),
             user: self.user.clone(),
             scopes: self.scopes.clone(),
-            attributes: Vec::new(),
+            attributes: self
+                .attributes
+                .iter()
+                .map(|(name, value)| pb::Attribute {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
             groups: self.groups.clone(),
+            on_demand_access: self.on_demand_access,
         }
+    }
+}
+
+/// `--attribute NAME=VALUE`.
+fn parse_attribute(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "{s:?} is not NAME=VALUE: give the attribute as --attribute region=emea"
+        )),
     }
 }
 

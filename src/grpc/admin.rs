@@ -77,6 +77,7 @@ pub fn explain_request(r: pb::ExplainRequest) -> Result<ExplainRequest, Status> 
             .map(|a| (a.name, a.value))
             .collect(),
         groups: r.groups,
+        on_demand_access: r.on_demand_access,
     })
 }
 

@@ -306,10 +306,13 @@ pub struct ExplainRequest {
     pub user: String,
     /// Requested scopes.
     pub scopes: Vec<String>,
-    /// Claims attributes (`name`, `value`); bounded, carried for claims-aware policies.
+    /// Claims attributes (`name`, `value`; a name given twice has several values), checked
+    /// against the grants' allowlists like a request's.
     pub attributes: Vec<(String, String)>,
-    /// Claims groups; bounded, carried for claims-aware policies.
+    /// Claims groups, checked against the grants' allowlists like a request's.
     pub groups: Vec<String>,
+    /// On-demand access asked for.
+    pub on_demand_access: bool,
 }
 
 /// Parses a certificate field as `Explain` takes it: `spiffe` (or `uri_san`), `dns` (or
@@ -356,6 +359,23 @@ impl ExplainRequest {
 }
 
 impl ExplainRequest {
+    /// The claims as a request would carry them: values of one attribute name gathered, in the
+    /// order given.
+    pub fn claims(&self) -> crate::claims::RequestedClaims {
+        let mut attributes: Vec<(String, Vec<String>)> = Vec::new();
+        for (name, value) in &self.attributes {
+            match attributes.iter_mut().find(|(n, _)| n == name) {
+                Some((_, values)) => values.push(value.clone()),
+                None => attributes.push((name.clone(), vec![value.clone()])),
+            }
+        }
+        crate::claims::RequestedClaims {
+            attributes,
+            groups: self.groups.clone(),
+            on_demand_access: self.on_demand_access,
+        }
+    }
+
     /// Checks the parts the policy does not bound itself (identity, claims).
     pub fn check(&self) -> Result<(), BrokerError> {
         if self.identity.len() > MAX_IDENTITY_BYTES {
@@ -675,6 +695,56 @@ roles = ["read", "revoke"]
         )
         .unwrap()
         .running
+    }
+
+    /// Explain and the candidate in shadow judge claims as the real decision does: a grant's
+    /// attribute and group allowlists, and on-demand access.
+    #[test]
+    fn explain_judges_claims_like_the_real_decision() {
+        let claims_base = BASE.replace(
+            "users = [\"*@example.com\"]\nscopes = [\"tableau:content:read\"]",
+            "users = [\"*@example.com\"]\nscopes = [\"tableau:content:read\"]\nattributes = { region = [\"emea\"] }\ngroups = [\"Finance *\"]",
+        );
+        assert_ne!(claims_base, BASE, "the grant gained an allowlist");
+        let with = format!("{claims_base}\n[policy]\ncandidate = \"candidate.toml\"\n");
+        // The candidate drops the group allowlist: the same request would be refused.
+        let candidate = "[[callers]]\nidentity = \"spiffe://example.org/ns/reports/sa/renderer\"\n[[callers.grants]]\nsites = [\"finance\"]\nusers = [\"*@example.com\"]\nscopes = [\"tableau:content:read\"]\nattributes = { region = [\"emea\"] }\n";
+        let c = load(&with, &[("candidate.toml", candidate)]).unwrap();
+        let ask = |attributes: &[(&str, &str)], groups: &[&str], oda: bool| {
+            crate::broker::explain(
+                &c,
+                &ExplainRequest {
+                    identity: "spiffe://example.org/ns/reports/sa/renderer".into(),
+                    site: "finance".into(),
+                    user: "ann@example.com".into(),
+                    scopes: vec!["tableau:content:read".into()],
+                    attributes: attributes
+                        .iter()
+                        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+                    on_demand_access: oda,
+                    ..ExplainRequest::default()
+                },
+            )
+            .unwrap()
+        };
+        let e = ask(&[("region", "emea")], &["Finance Viewers"], false);
+        assert!(e.running.allowed, "{:?}", e.running);
+        let cand = e.candidate.as_ref().unwrap();
+        assert!(!cand.allowed);
+        assert_eq!(cand.reason, "GROUP_NOT_ALLOWED");
+        assert!(e.divergence.is_some());
+        let e = ask(&[("region", "us")], &[], false);
+        assert_eq!(
+            (e.running.allowed, e.running.reason.as_str()),
+            (false, "ATTRIBUTE_NOT_ALLOWED")
+        );
+        let e = ask(&[], &[], true);
+        assert_eq!(e.running.reason, "ON_DEMAND_ACCESS_NOT_ALLOWED");
+        // A name reserved for registered claims is a bad request, as in GetCredentials.
+        let e = ask(&[("iss", "x")], &[], false);
+        assert!(!e.running.allowed, "{:?}", e.running);
     }
 
     #[test]

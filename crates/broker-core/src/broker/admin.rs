@@ -4,6 +4,7 @@
 //! Every decision these report comes from [`decide`], the function the broker itself authorizes
 //! with: `Explain` and the shadow evaluation call it with the running policy and the candidate.
 
+use crate::claims::RequestedClaims;
 use std::collections::HashSet;
 use std::time::SystemTime;
 
@@ -92,7 +93,10 @@ pub struct Explanation {
 
 /// The verdict of `policy` on a request, through the broker's own decision path.
 fn verdict(policy: &Policy, config: &Config, caller: &CallerContext, req: &Req<'_>) -> Verdict {
-    let result = decide(policy, config, caller, req.site, req.user, req.scopes).map(|(a, _)| a);
+    let result = super::authorize_under(
+        policy, config, caller, req.site, req.user, req.scopes, req.claims,
+    )
+    .map(|(a, _)| a);
     Verdict::of(policy, caller.source, &caller.id, &result)
 }
 
@@ -101,6 +105,7 @@ struct Req<'a> {
     site: &'a str,
     user: &'a str,
     scopes: &'a [String],
+    claims: &'a RequestedClaims,
 }
 
 /// `Explain` without a broker: the same answer from a loaded configuration (the offline
@@ -108,10 +113,12 @@ struct Req<'a> {
 pub fn explain(config: &Config, req: &ExplainRequest) -> Result<Explanation, BrokerError> {
     req.check()?;
     let caller = req.caller()?;
+    let claims = req.claims();
     let r = Req {
         site: &req.site,
         user: &req.user,
         scopes: &req.scopes,
+        claims: &claims,
     };
     let running = verdict(&config.policy, config, &caller, &r);
     let candidate = config
@@ -159,9 +166,15 @@ impl Broker {
         site: &str,
         user: &str,
         scopes: &[String],
+        claims: &RequestedClaims,
     ) -> Option<CandidateRecord> {
         let cand = config.candidate.as_ref()?;
-        let r = Req { site, user, scopes };
+        let r = Req {
+            site,
+            user,
+            scopes,
+            claims,
+        };
         let running = verdict(&config.policy, config, caller, &r);
         let candidate = verdict(&cand.policy, config, caller, &r);
         let d = Divergence::between(&running, &candidate)?;

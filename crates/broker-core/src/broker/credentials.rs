@@ -20,7 +20,14 @@ impl Broker {
             .get_credentials_inner(&snapshot, caller, request_id, &req)
             .await;
         // The candidate policy in shadow (issue 27): counted whether or not there is a trail.
-        let candidate = self.shadow(&snapshot.config, caller, &req.site, &req.user, &req.scopes);
+        let candidate = self.shadow(
+            &snapshot.config,
+            caller,
+            &req.site,
+            &req.user,
+            &req.scopes,
+            &req.claims,
+        );
         if !self.audit.is_enabled() {
             // No trail (a development choice): build no record, the cache hit stays cheap.
             return result;

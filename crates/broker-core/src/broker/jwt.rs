@@ -51,7 +51,7 @@ impl Broker {
         };
         let result = self.mint_jwt_inner(&snapshot.config, caller, &ask);
         // The candidate policy in shadow (issue 27).
-        let candidate = self.shadow(&snapshot.config, caller, site, user, scopes);
+        let candidate = self.shadow(&snapshot.config, caller, site, user, scopes, claims);
         if !self.audit.is_enabled() {
             return result.map(|(m, _, _)| m);
         }

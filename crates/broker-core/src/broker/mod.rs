@@ -494,33 +494,7 @@ impl Broker {
         scopes: &[String],
         claims: &crate::claims::RequestedClaims,
     ) -> Result<(Authorization, Arc<SiteConfig>), BrokerError> {
-        let (mut allowed, site_cfg) = decide(&config.policy, config, identity, site, user, scopes)?;
-        if claims.is_empty() {
-            return Ok((allowed, site_cfg));
-        }
-        let claims = claims.to_set().map_err(|e| BrokerError::InvalidArgument {
-            field: "claims",
-            message: e.to_string(),
-        })?;
-        // `decide` found the entry; looked up again rather than trusted to exist.
-        let Some(entry) = config.policy.caller(identity.source, &identity.id) else {
-            return Err(BrokerError::Denied(Denial::UnknownCaller {
-                identity: identity.id.to_string(),
-                field: identity.source,
-            }));
-        };
-        let access = AccessRequest {
-            source: identity.source,
-            identity: &identity.id,
-            site,
-            user,
-            scopes,
-        };
-        config
-            .policy
-            .check_claims(entry, &access, &allowed.scopes, &claims)?;
-        allowed.claims = claims;
-        Ok((allowed, site_cfg))
+        authorize_under(&config.policy, config, identity, site, user, scopes, claims)
     }
 
     /// The caller entry that applies to an identity, if any.
@@ -530,6 +504,45 @@ impl Broker {
             .caller(identity.source, &identity.id)
             .cloned()
     }
+}
+
+/// The whole decision under a given policy, claims included: [`decide`], then the claims beyond
+/// `scp` against the grants that allowed the scopes. The running policy, a candidate in shadow
+/// and `Explain` all run this one function, so they cannot disagree with the real decision.
+pub(super) fn authorize_under(
+    policy: &crate::policy::Policy,
+    config: &Config,
+    identity: &CallerContext,
+    site: &str,
+    user: &str,
+    scopes: &[String],
+    claims: &crate::claims::RequestedClaims,
+) -> Result<(Authorization, Arc<SiteConfig>), BrokerError> {
+    let (mut allowed, site_cfg) = decide(policy, config, identity, site, user, scopes)?;
+    if claims.is_empty() {
+        return Ok((allowed, site_cfg));
+    }
+    let claims = claims.to_set().map_err(|e| BrokerError::InvalidArgument {
+        field: "claims",
+        message: e.to_string(),
+    })?;
+    // `decide` found the entry; looked up again rather than trusted to exist.
+    let Some(entry) = policy.caller(identity.source, &identity.id) else {
+        return Err(BrokerError::Denied(Denial::UnknownCaller {
+            identity: identity.id.to_string(),
+            field: identity.source,
+        }));
+    };
+    let access = AccessRequest {
+        source: identity.source,
+        identity: &identity.id,
+        site,
+        user,
+        scopes,
+    };
+    policy.check_claims(entry, &access, &allowed.scopes, &claims)?;
+    allowed.claims = claims;
+    Ok((allowed, site_cfg))
 }
 
 /// [`Broker::authorize`] under a given policy: the running one, or a candidate (shadow and
