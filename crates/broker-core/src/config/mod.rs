@@ -13,6 +13,7 @@ mod shared_cache;
 mod sites;
 mod summary;
 mod trust;
+mod unknown;
 use grants::*;
 use issues::*;
 use sections::*;
@@ -473,15 +474,29 @@ impl Config {
 
     /// Parses and validates TOML text; `path` is used in messages and to resolve relative paths.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let (raw, mut problems) = unknown::parse(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: redact_toml_error(&e.to_string()),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config = build(raw, base).map_err(|issues| ConfigError::Invalid {
-            path: path.to_owned(),
-            issues,
-        })?;
+        // Unknown keys are listed with every other problem, never applied while ignored.
+        let built = build(raw, base);
+        let mut config = match built {
+            Ok(config) if problems.is_empty() => config,
+            Ok(_) => {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    issues: problems,
+                });
+            }
+            Err(issues) => {
+                problems.extend(issues);
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    issues: problems,
+                });
+            }
+        };
         admins::attach_candidate(&mut config, text, path)?;
         Ok(config)
     }

@@ -432,3 +432,28 @@ fn grant_claims_load_and_collisions_with_registered_claims_are_refused() {
     let empty = format!("{text}attributes = {{ region = [] }}\n");
     assert!(Config::from_toml(&empty, &path).is_err());
 }
+
+#[test]
+fn a_misspelled_key_is_listed_at_its_line_with_every_other_problem() {
+    let (_dir, path, text) = with_secret_file(GOOD);
+    let text = text
+        .replace(
+            "jwt_ttl = \"5m\"",
+            "jwt_ttl = \"5m\"\ndeny_scope = [\"tableau:views:download\"]",
+        )
+        .replace("sites = [\"finance\"]", "sites = [\"nowhere\"]");
+    let e = Config::from_toml(&text, &path).unwrap_err();
+    let ConfigError::Invalid { issues, .. } = &e else {
+        panic!("not a list of problems: {e}");
+    };
+    assert!(
+        issues.iter().any(|i| i.at == "line 16"
+            && i.message
+                .contains("unknown key \"deny_scope\" in [sites.finance]")),
+        "{e}"
+    );
+    assert!(
+        issues.iter().any(|i| i.message.contains("nowhere")),
+        "the unknown site is reported too: {e}"
+    );
+}
