@@ -182,6 +182,8 @@ struct Measured {
     hit: Point,
     across: Point,
     signins: u64,
+    refreshes_started: u64,
+    refreshes_failed: u64,
 }
 
 async fn measure(plan: &Plan, refresh_ahead: Option<&str>) -> anyhow::Result<Measured> {
@@ -210,9 +212,12 @@ async fn measure(plan: &Plan, refresh_ahead: Option<&str>) -> anyhow::Result<Mea
     )?;
     tokio::time::sleep(wait).await;
     let before = world.double.stats().signins;
+    let refreshes = || world.broker.broker().sign_in_stats().snapshot();
+    let r0 = refreshes();
     let t0 = Instant::now();
     let across = window(&raw, &body, plan.expiry_window).await?;
     let signins = world.double.stats().signins - before;
+    let r1 = refreshes();
     anyhow::ensure!(
         t0.elapsed() >= plan.expiry_window / 2,
         "the expiry window did not reach the token's end"
@@ -223,6 +228,8 @@ async fn measure(plan: &Plan, refresh_ahead: Option<&str>) -> anyhow::Result<Mea
         hit,
         across,
         signins,
+        refreshes_started: r1.refreshes_started - r0.refreshes_started,
+        refreshes_failed: r1.refreshes_failed - r0.refreshes_failed,
     })
 }
 
@@ -250,10 +257,28 @@ pub(crate) async fn run(plan: &Plan, report: &mut Report) -> anyhow::Result<()> 
             "x",
         );
         report.add(f("across.signins"), m.signins as f64, "sign-ins");
+        report.add(
+            f("across.refreshes_started"),
+            m.refreshes_started as f64,
+            "sign-ins",
+        );
+        report.add(
+            f("across.refreshes_failed"),
+            m.refreshes_failed as f64,
+            "sign-ins",
+        );
         let errors = m.hit.errors + m.across.errors;
         report.add(f("errors"), errors as f64, "requests");
         if errors > 0 {
             report.note(format!("expiry, {name}: {errors} requests failed"));
+        }
+        if m.refreshes_started > 0 && m.signins > m.refreshes_started {
+            report.note(format!(
+                "expiry, {name}: {} sign-ins in the window but {} from refresh-ahead: callers still waited for a sign-in at the expiry (slowest request {:.0} ms)",
+                m.signins,
+                m.refreshes_started,
+                m.across.max_us / 1e3
+            ));
         }
         if m.signins == 0 {
             report.note(format!(
@@ -261,8 +286,14 @@ pub(crate) async fn run(plan: &Plan, report: &mut Report) -> anyhow::Result<()> 
             ));
         }
         eprintln!(
-            "  {name}: hit p99 {:.0} µs | across expiry p99 {:.0} µs, p99.9 {:.0} µs, max {:.0} µs, {} sign-in(s)",
-            m.hit.p99_us, m.across.p99_us, m.across.p999_us, m.across.max_us, m.signins
+            "  {name}: hit p99 {:.0} µs | across expiry p99 {:.0} µs, p99.9 {:.0} µs, max {:.0} µs, {} sign-in(s), {} of them refresh-ahead ({} failed)",
+            m.hit.p99_us,
+            m.across.p99_us,
+            m.across.p999_us,
+            m.across.max_us,
+            m.signins,
+            m.refreshes_started,
+            m.refreshes_failed
         );
     }
     Ok(())
