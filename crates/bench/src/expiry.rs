@@ -44,6 +44,8 @@ pub(crate) struct Plan {
     pub session_ttl: Duration,
     /// How long the broker hands a token out: `[cache] safety_margin` is `session_ttl` minus this.
     pub usable: Duration,
+    /// Load before the hit window, not recorded (fresh connections and a fresh broker).
+    pub hit_warmup: Duration,
     /// The hit window, early in a token's life.
     pub hit_window: Duration,
     /// The window centred on the token's usable end.
@@ -58,6 +60,7 @@ impl Plan {
             Plan {
                 session_ttl,
                 usable: Duration::from_secs(2),
+                hit_warmup: Duration::from_millis(200),
                 hit_window: Duration::from_millis(400),
                 expiry_window: Duration::from_secs(1),
             }
@@ -65,6 +68,7 @@ impl Plan {
             Plan {
                 session_ttl,
                 usable: Duration::from_secs(3),
+                hit_warmup: Duration::from_millis(300),
                 hit_window: Duration::from_secs(1),
                 expiry_window: Duration::from_secs(2),
             }
@@ -160,10 +164,11 @@ impl ExpiryWorld {
 async fn window(
     raw: &std::sync::Arc<Vec<RawClient>>,
     body: &Bytes,
+    warmup: Duration,
     window: Duration,
 ) -> anyhow::Result<Point> {
     let (raw, body) = (std::sync::Arc::clone(raw), body.clone());
-    load::run(CONCURRENCY, Duration::ZERO, window, move |i| {
+    load::run(CONCURRENCY, warmup, window, move |i| {
         let mut c = raw[i % raw.len()].clone();
         let b = body.clone();
         async move {
@@ -203,7 +208,7 @@ async fn measure(plan: &Plan, refresh_ahead: Option<&str>) -> anyhow::Result<Mea
     let end = reply.expires_at.context("the reply has no expires_at")?;
     let end = SystemTime::UNIX_EPOCH
         + Duration::new(u64::try_from(end.seconds)?, u32::try_from(end.nanos)?);
-    let hit = window(&raw, &body, plan.hit_window).await?;
+    let hit = window(&raw, &body, plan.hit_warmup, plan.hit_window).await?;
     let start = end
         .checked_sub(plan.expiry_window / 2)
         .context("the token's end is before the epoch")?;
@@ -215,7 +220,7 @@ async fn measure(plan: &Plan, refresh_ahead: Option<&str>) -> anyhow::Result<Mea
     let refreshes = || world.broker.broker().sign_in_stats().snapshot();
     let r0 = refreshes();
     let t0 = Instant::now();
-    let across = window(&raw, &body, plan.expiry_window).await?;
+    let across = window(&raw, &body, Duration::ZERO, plan.expiry_window).await?;
     let signins = world.double.stats().signins - before;
     let r1 = refreshes();
     anyhow::ensure!(
