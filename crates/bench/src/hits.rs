@@ -149,6 +149,11 @@ impl EchoLoad {
         reply_size: u32,
     ) -> anyhow::Result<EchoLoad> {
         let channels = world.echo_channels(connections).await?;
+        Ok(EchoLoad::on(channels, request_len, reply_size))
+    }
+
+    /// [`Self::new`] over connections already open (each with its own client certificate, say).
+    pub(crate) fn on(channels: Vec<Channel>, request_len: usize, reply_size: u32) -> EchoLoad {
         let request = EchoRequest {
             payload: vec![b'r'; request_len],
             reply_size,
@@ -158,13 +163,13 @@ impl EchoLoad {
             payload: vec![b'x'; reply_size as usize],
         }
         .encoded_len();
-        Ok(EchoLoad {
+        EchoLoad {
             decoding: Arc::new(channels.iter().cloned().map(EchoClient::new).collect()),
             raw: RawClient::on_each(channels, raw::ECHO),
             body: Bytes::from(request.encode_to_vec()),
             request,
             expected,
-        })
+        }
     }
 
     /// One decoded and one raw reply must be the expected size.
@@ -255,6 +260,31 @@ where
     .await
 }
 
+/// A load that [`pair`] can time against echo: checks its replies, then drives `concurrency`
+/// requests in flight with `client` for `measure` (after `warmup`, not recorded).
+pub(crate) trait Load {
+    /// One point of this load.
+    async fn point(
+        &self,
+        client: ClientKind,
+        concurrency: usize,
+        warmup: Duration,
+        measure: Duration,
+    ) -> anyhow::Result<Point>;
+}
+
+impl Load for BrokerLoad {
+    async fn point(
+        &self,
+        client: ClientKind,
+        concurrency: usize,
+        warmup: Duration,
+        measure: Duration,
+    ) -> anyhow::Result<Point> {
+        BrokerLoad::point(self, client, concurrency, warmup, measure).await
+    }
+}
+
 /// How a broker/echo pair is timed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
@@ -284,7 +314,7 @@ impl Timing {
 /// broker, broker, echo, ...) and compares their pooled throughput: a drift slower than a slice
 /// lands on both.
 pub(crate) async fn pair(
-    broker: &BrokerLoad,
+    broker: &impl Load,
     echo: &EchoLoad,
     t: &Timing,
     client: ClientKind,

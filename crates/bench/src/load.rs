@@ -20,6 +20,8 @@ pub(crate) struct Point {
     pub p99_us: f64,
     /// Latency, microseconds.
     pub p999_us: f64,
+    /// The slowest request, microseconds (the median's over several runs).
+    pub max_us: f64,
     /// Requests that failed (should be 0).
     pub errors: u64,
     /// Requests that succeeded.
@@ -40,6 +42,7 @@ impl Point {
             p50_us: med(|p| p.p50_us),
             p99_us: med(|p| p.p99_us),
             p999_us: med(|p| p.p999_us),
+            max_us: med(|p| p.max_us),
             errors: points.iter().map(|p| p.errors).sum(),
             count: points.iter().map(|p| p.count).sum(),
             cpu_us: med(|p| p.cpu_us),
@@ -179,6 +182,7 @@ pub(crate) fn summarize(h: &Histogram<u64>, errors: u64, elapsed_s: f64) -> Poin
         p50_us: us(0.5),
         p99_us: us(0.99),
         p999_us: us(0.999),
+        max_us: h.max() as f64 / 1000.0,
         errors,
         count: h.len(),
         cpu_us: 0.0,

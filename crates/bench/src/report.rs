@@ -114,10 +114,42 @@ pub(crate) struct Report {
     pub quick: bool,
     pub cores: usize,
     pub date: String,
+    /// The CPU model, from `/proc/cpuinfo`.
+    pub machine: String,
+    /// The one-minute load average when the run started and when it ended.
+    pub load_start: String,
+    /// See `load_start`.
+    pub load_end: String,
     pub sections: Vec<Section>,
     pub pairs: Vec<Pair>,
     pub tables: Vec<Table>,
     pub notes: Vec<String>,
+    /// The targets, judged by [`Report::judge`].
+    pub targets: Vec<Target>,
+}
+
+/// One target the bench checks (never a test failure: a printed PASS, MISS or NOT MEASURED).
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// What is compared, in words.
+    pub what: String,
+    /// The requirement, e.g. `≥ 0.85`.
+    pub requirement: String,
+    /// The measured value, when this run measured it.
+    pub value: Option<f64>,
+    /// Whether the value meets the requirement.
+    pub pass: bool,
+}
+
+impl Target {
+    /// `PASS`, `MISS` or `NOT MEASURED`.
+    pub(crate) fn verdict(&self) -> &'static str {
+        match (self.value, self.pass) {
+            (None, _) => "NOT MEASURED",
+            (Some(_), true) => "PASS",
+            (Some(_), false) => "MISS",
+        }
+    }
 }
 
 impl Report {
@@ -150,6 +182,83 @@ impl Report {
             columns: columns.iter().map(|&c| c.to_owned()).collect(),
             rows,
         });
+    }
+
+    /// A figure of this run by name (section figures only).
+    pub(crate) fn figure(&self, name: &str) -> Option<f64> {
+        self.sections
+            .iter()
+            .flat_map(|s| &s.figures)
+            .find(|f| f.name == name)
+            .map(|f| f.value)
+    }
+
+    /// The first figure whose name starts with `prefix` and ends with `suffix`.
+    fn figure_like(&self, prefix: &str, suffix: &str) -> Option<f64> {
+        self.sections
+            .iter()
+            .flat_map(|s| &s.figures)
+            .find(|f| f.name.starts_with(prefix) && f.name.ends_with(suffix))
+            .map(|f| f.value)
+    }
+
+    /// Checks the targets against this run's figures: the mixed ratio with the trail the
+    /// manifests ship (stdout into a pipe) at least [`MIXED_TARGET`], the single-key ratio at
+    /// c=64 at least [`SINGLE_TARGET`], and the p99 across an expiry with refresh-ahead at most
+    /// [`EXPIRY_TARGET`] times the hit p99. A target whose figure this run did not measure is
+    /// `NOT MEASURED`, never dropped.
+    pub(crate) fn judge(&mut self) {
+        let at_least = |what: &str, value: Option<f64>, min: f64| Target {
+            what: what.to_owned(),
+            requirement: format!("≥ {min}"),
+            value,
+            pass: value.is_some_and(|v| v >= min),
+        };
+        let mixed = self.figure_like("mixed.c", ".audit_stdout.throughput_ratio");
+        let single = self
+            .pairs
+            .iter()
+            .find(|p| p.concurrency == 64)
+            .map(Pair::ratio);
+        let across = self.figure("expiry.refresh_ahead_on.across.p99");
+        let hit = self.figure("expiry.refresh_ahead_on.hit.p99");
+        let expiry = across.zip(hit).map(|(a, h)| a / h.max(1e-9));
+        self.targets = vec![
+            at_least(
+                "mixed workload / echo, throughput, stdout trail into a pipe (limits, metrics on)",
+                mixed,
+                MIXED_TARGET,
+            ),
+            at_least(
+                "single-key cache hit / echo, throughput, c=64",
+                single,
+                SINGLE_TARGET,
+            ),
+            Target {
+                what: "p99 across an expiry with refresh-ahead / hit p99".to_owned(),
+                requirement: format!("≤ {EXPIRY_TARGET}"),
+                value: expiry,
+                pass: expiry.is_some_and(|v| v <= EXPIRY_TARGET),
+            },
+        ];
+    }
+
+    fn targets_table(&self) -> String {
+        let mut s =
+            String::from("| target | requirement | measured | verdict |\n|---|---:|---:|---|\n");
+        for t in &self.targets {
+            let value = t
+                .value
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {value} | {} |",
+                t.what,
+                t.requirement,
+                t.verdict()
+            );
+        }
+        s
     }
 
     /// A remark printed under the figures (skipped measurements, caveats).
@@ -206,10 +315,13 @@ impl Report {
     /// The table on stdout.
     pub(crate) fn print(&self) {
         println!(
-            "\n== tableau-token-broker benchmark ({}; {} cores; {}) ==\n",
+            "\n== tableau-token-broker benchmark ({}; {}, {} cores; {}; load average {} at the start, {} at the end) ==\n",
             if self.quick { "quick" } else { "full" },
+            self.machine,
             self.cores,
-            self.date
+            self.date,
+            self.load_start,
+            self.load_end
         );
         if !self.pairs.is_empty() {
             println!("Cache-hit GetCredentials vs echo over the same mTLS stack ({RAW_CLIENT}):\n");
@@ -224,6 +336,28 @@ impl Report {
         for t in &self.tables {
             println!("\n-- {} --\n", t.title);
             print!("{}", t.markdown());
+        }
+        if !self.targets.is_empty() {
+            println!(
+                "\n-- Targets (c=64; a bench run never fails on them){} --\n",
+                if self.quick {
+                    "; quick run: rough figures, not the real verdict"
+                } else {
+                    ""
+                }
+            );
+            for t in &self.targets {
+                let value = t
+                    .value
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+                println!(
+                    "  {:<12} {:<86} {:>8} (target {})",
+                    t.verdict(),
+                    t.what,
+                    value,
+                    t.requirement
+                );
+            }
         }
         if !self.notes.is_empty() {
             println!("\nNotes:");
@@ -292,6 +426,14 @@ impl Report {
             "figures": figures,
             "tables": tables,
             "notes": self.notes,
+            "machine": self.machine,
+            "load_average_1m": { "start": self.load_start, "end": self.load_end },
+            "targets": self.targets.iter().map(|t| serde_json::json!({
+                "target": t.what,
+                "requirement": t.requirement,
+                "value": t.value,
+                "verdict": t.verdict(),
+            })).collect::<Vec<_>>(),
         });
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -301,7 +443,7 @@ impl Report {
     }
 
     /// Replaces the generated part of `docs/benchmarks.md` (between the markers), keeping the
-    /// hand-written parts (reproduction, profile).
+    /// hand-written parts (what is measured, how to reproduce, what limits the figures).
     pub(crate) fn write_markdown(&self, path: &Path, plot: Option<&str>) -> anyhow::Result<()> {
         const START: &str =
             "<!-- results:start (generated by `cargo run --release --bin bench`) -->";
@@ -309,17 +451,26 @@ impl Report {
         let mut md = String::new();
         let _ = writeln!(
             md,
-            "{START}\n\nLatest full run: {} on {} cores (load generator, broker, echo server and Tableau double share them).\n",
-            self.date, self.cores
+            "{START}\n\nFull run of {}, on {} ({} cores, shared by the load generator, the broker, the echo server and the Tableau double). Load average over one minute: {} at the start of the run, {} at the end; anything above the core count means other work (builds, say) was running beside it.\n",
+            self.date, self.machine, self.cores, self.load_start, self.load_end
         );
+        if !self.targets.is_empty() {
+            let _ = writeln!(md, "### Targets\n");
+            md.push_str(&self.targets_table());
+        }
+        md.push_str(&self.headline());
         let _ = writeln!(
             md,
-            "### Cache-hit GetCredentials vs echo (same mTLS stack)\n\nLoad generator: {RAW_CLIENT}; the generated, decoding clients are compared under their own heading below. {ROUNDS}\n"
+            "\n### Single-key cache hit vs echo at each concurrency\n\nLoad generator: {RAW_CLIENT}. {ROUNDS}\n"
         );
         md.push_str(&self.pairs_table());
         if let Some(png) = plot {
             let _ = writeln!(md, "\n![throughput and p99 against concurrency]({png})");
         }
+        let _ = writeln!(
+            md,
+            "\n### Every figure of the run\n\nThe same names as in `results.json`."
+        );
         md.push_str(&self.sections_markdown());
         for t in &self.tables {
             let _ = writeln!(md, "\n### {}\n", t.title);
@@ -340,6 +491,78 @@ impl Report {
             _ => format!("# Benchmarks\n\n{md}\n"),
         };
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The throughput ratios and the expiry latencies side by side, from this run's figures.
+    fn headline(&self) -> String {
+        let mut s = String::from(
+            "\n### Throughput against echo, at 64 requests in flight\n\n| workload | audit trail | broker / echo (median of rounds) | range over rounds |\n|---|---|---:|---:|\n",
+        );
+        let row = |s: &mut String,
+                   what: &str,
+                   trail: &str,
+                   ratio: Option<f64>,
+                   range: Option<(f64, f64)>| {
+            let ratio = ratio.map_or_else(|| "not measured".to_owned(), |r| format!("{r:.3}"));
+            let range = range.map_or_else(|| "-".to_owned(), |(a, b)| format!("{a:.3}-{b:.3}"));
+            let _ = writeln!(s, "| {what} | {trail} | {ratio} | {range} |");
+        };
+        let single = self.pairs.iter().find(|p| p.concurrency == 64);
+        let one = "one key, one caller";
+        row(
+            &mut s,
+            one,
+            "off",
+            single.map(Pair::ratio),
+            single.map(Pair::ratio_range),
+        );
+        let fig = |n: &str| self.figure(n);
+        row(
+            &mut s,
+            one,
+            "file",
+            fig("hit.c64.audit_file.throughput_ratio"),
+            fig("hit.c64.audit_file.throughput_ratio.min")
+                .zip(fig("hit.c64.audit_file.throughput_ratio.max")),
+        );
+        for (trail, name) in [
+            ("off", "audit_off"),
+            ("file", "audit_file"),
+            ("stdout into a pipe (as the manifests ship)", "audit_stdout"),
+        ] {
+            let f = |what: &str| self.figure_like("mixed.c", &format!(".{name}.{what}"));
+            row(
+                &mut s,
+                "mixed: 64 callers, 1,000 keys, Zipf 1.1",
+                trail,
+                f("throughput_ratio"),
+                f("throughput_ratio.min").zip(f("throughput_ratio.max")),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n### Latency across a token's expiry (one hot key, 64 in flight)\n\n| refresh-ahead | hit p99 µs | across the expiry: p50 µs | p99 µs | p99.9 µs | max µs | sign-ins in the window |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        for (label, name) in [
+            ("on (default)", "refresh_ahead_on"),
+            ("off (`\"0s\"`)", "refresh_ahead_off"),
+        ] {
+            let f = |what: &str| {
+                fig(&format!("expiry.{name}.{what}"))
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
+            };
+            let _ = writeln!(
+                s,
+                "| {label} | {} | {} | {} | {} | {} | {} |",
+                f("hit.p99"),
+                f("across.p50"),
+                f("across.p99"),
+                f("across.p99_9"),
+                f("across.max"),
+                f("across.signins")
+            );
+        }
+        s
     }
 
     /// Throughput and p99 against concurrency for broker and echo. Needs a TrueType font for
@@ -417,6 +640,13 @@ impl Report {
     }
 }
 
+/// The mixed workload's throughput ratio to echo, with the stdout trail, must be at least this.
+pub(crate) const MIXED_TARGET: f64 = 0.85;
+/// The single-key cache hit's throughput ratio to echo at c=64 must be at least this.
+pub(crate) const SINGLE_TARGET: f64 = 0.9;
+/// The p99 across an expiry with refresh-ahead, over the hit p99, must be at most this.
+pub(crate) const EXPIRY_TARGET: f64 = 2.0;
+
 /// How the pairs table's load generator talks to both services.
 const ROUNDS: &str = "Each level is eight rounds; in each, echo and broker take turns in 100 ms slices (1.5 s of each), so that the machine's drift over seconds lands on both. Requests per second and latencies are the median of each over the rounds; a ratio is the median of the per-round ratios, so it need not equal the quotient of the two medians. The broker runs with the log subscriber `serve` installs (JSON lines, `info`).";
 
@@ -427,6 +657,27 @@ const FONTS: &[&str] = &[
     "/usr/share/fonts/TTF/DejaVuSans.ttf",
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
 ];
+
+/// The CPU model this runs on, from `/proc/cpuinfo` ("unknown CPU" elsewhere).
+pub(crate) fn machine() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+/// The one-minute load average now, from `/proc/loadavg` ("?" elsewhere).
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
 
 fn fig(value: f64, unit: &str) -> serde_json::Value {
     serde_json::json!({ "value": value, "unit": unit })

@@ -15,7 +15,8 @@ use tableau_token_broker::grpc::IdentityLayer;
 use tableau_token_broker::grpc::pb::token_broker_client::TokenBrokerClient;
 use tableau_token_broker::grpc::routes::GrpcRoutes;
 use tableau_token_broker::server::{self, RunningServer};
-use tableau_token_broker::transport::{self, TlsReloader};
+use tableau_token_broker::transport::identity::IdentitySources;
+use tableau_token_broker::transport::{self, TlsFiles, TlsReloader};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -111,29 +112,7 @@ impl World {
             },
         )?;
 
-        // The echo baseline: the broker's transport as its `[server]` section configures it
-        // (acceptor and certificates, connection cap, idle and age closes, HTTP/2 keepalive,
-        // per-connection concurrency limit), its identity layer and its gRPC routing. What the
-        // broker adds on top (the per-RPC metrics and span layer, the handler) is what the
-        // comparison measures.
-        let server_cfg = tableau_token_broker::config::Config::load(&local.config_path)?
-            .server
-            .context("the broker's configuration has no [server] section")?;
-        let tls = TlsReloader::new(local.tls.clone())?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let echo_addr = listener.local_addr()?;
-        let incoming = transport::incoming_with(
-            listener,
-            tls,
-            local.identity_sources.clone(),
-            server::incoming_options(&server_cfg),
-        );
-        let routes = GrpcRoutes::new().service(EchoServer::new(EchoService));
-        tokio::spawn(
-            server::grpc_server(&server_cfg.connections)
-                .layer(IdentityLayer::new())
-                .serve_with_incoming(routes, incoming),
-        );
+        let echo_addr = serve_echo(&local.config_path, &local.tls, &local.identity_sources).await?;
 
         // The audited broker: the same configuration with a file trail, fail-closed.
         let text = std::fs::read_to_string(&local.config_path)?;
@@ -214,6 +193,37 @@ impl World {
             .map(TokenBrokerClient::new)
             .collect())
     }
+}
+
+/// Starts the echo baseline beside the broker whose configuration is at `config_path`: the
+/// broker's transport as its `[server]` section configures it (acceptor and certificates,
+/// connection cap, idle and age closes, HTTP/2 keepalive, per-connection concurrency limit), its
+/// identity layer and its gRPC routing. What the broker adds on top (the per-RPC metrics and span
+/// layer, the handler) is what a comparison with it measures.
+pub(crate) async fn serve_echo(
+    config_path: &Path,
+    tls: &TlsFiles,
+    identity_sources: &IdentitySources,
+) -> anyhow::Result<SocketAddr> {
+    let server_cfg = tableau_token_broker::config::Config::load(config_path)?
+        .server
+        .context("the broker's configuration has no [server] section")?;
+    let tls = TlsReloader::new(tls.clone())?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let echo_addr = listener.local_addr()?;
+    let incoming = transport::incoming_with(
+        listener,
+        tls,
+        identity_sources.clone(),
+        server::incoming_options(&server_cfg),
+    );
+    let routes = GrpcRoutes::new().service(EchoServer::new(EchoService));
+    tokio::spawn(
+        server::grpc_server(&server_cfg.connections)
+            .layer(IdentityLayer::new())
+            .serve_with_incoming(routes, incoming),
+    );
+    Ok(echo_addr)
 }
 
 /// Echoes the payload, or answers `reply_size` bytes when set, so that its messages can be
