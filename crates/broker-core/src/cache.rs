@@ -358,8 +358,19 @@ impl fmt::Debug for CredentialCache {
     }
 }
 
+/// Each entry lives until its own token's end. Both hooks are needed: a refresh ahead of expiry
+/// replaces the value under the same key, and the new token's end must then count, not the old's.
 struct ExpireAtDeadline {
     clock: SharedClock,
+}
+
+impl ExpireAtDeadline {
+    fn left(&self, value: &Credentials) -> Duration {
+        value
+            .expires_at
+            .duration_since(self.clock.now())
+            .unwrap_or(Duration::ZERO)
+    }
 }
 
 impl moka::Expiry<CacheKey, Arc<Credentials>> for ExpireAtDeadline {
@@ -369,12 +380,17 @@ impl moka::Expiry<CacheKey, Arc<Credentials>> for ExpireAtDeadline {
         value: &Arc<Credentials>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(
-            value
-                .expires_at
-                .duration_since(self.clock.now())
-                .unwrap_or(Duration::ZERO),
-        )
+        Some(self.left(value))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<Credentials>,
+        _updated_at: std::time::Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.left(value))
     }
 }
 

@@ -299,3 +299,32 @@ fn an_entry_stays_small() {
         std::mem::size_of::<Credentials>()
     );
 }
+
+#[test]
+fn a_replaced_entry_lives_until_the_new_tokens_end() {
+    use moka::Expiry;
+    let now = SystemTime::now();
+    let clock = ManualClock::new(now);
+    let expiry = ExpireAtDeadline {
+        clock: clock.clone(),
+    };
+    let k = key("u");
+    let old = Arc::new(creds(&k, now + Duration::from_secs(60)));
+    let new = Arc::new(creds(&k, now + Duration::from_secs(4 * 3600)));
+    let at = std::time::Instant::now();
+    assert_eq!(
+        expiry.expire_after_create(&k, &old, at),
+        Some(Duration::from_secs(60))
+    );
+    // A refresh ahead of expiry stores a new token under the same key: its end is what counts,
+    // not the minute the old token had left.
+    assert_eq!(
+        expiry.expire_after_update(&k, &new, at, Some(Duration::from_secs(60))),
+        Some(Duration::from_secs(4 * 3600))
+    );
+    clock.set(now + Duration::from_secs(5 * 3600));
+    assert_eq!(
+        expiry.expire_after_update(&k, &new, at, Some(Duration::from_secs(1))),
+        Some(Duration::ZERO)
+    );
+}
