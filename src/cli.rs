@@ -371,7 +371,7 @@ pub fn audit_review(
         )?
     };
     if let Some(path) = emit_candidate {
-        std::fs::write(path, result.candidate_toml(config)).map_err(|source| {
+        std::fs::write(path, result.candidate_toml(config)?).map_err(|source| {
             AuditCliError::Write {
                 path: path.to_owned(),
                 source,

@@ -121,6 +121,9 @@ pub enum DemoError {
     /// The issuer's key could not be generated.
     #[error("cannot make the demo issuer's key: {0}")]
     IssuerKey(#[from] crate::issuer::KeyError),
+    /// The demo's configuration could not be written as TOML (a bug in the demo).
+    #[error("cannot write the demo's configuration: {0}")]
+    Toml(#[from] toml::ser::Error),
 }
 
 impl From<LocalError> for DemoError {
@@ -132,6 +135,7 @@ impl From<LocalError> for DemoError {
             LocalError::Config(e) => DemoError::Config(e),
             LocalError::Serve(e) => DemoError::Serve(e),
             LocalError::IssuerKey(e) => DemoError::IssuerKey(e),
+            LocalError::Toml(e) => DemoError::Toml(e),
         }
     }
 }
@@ -599,7 +603,9 @@ mod tests {
         );
         setup.write_issuer_files(&pki).unwrap();
         let path = dir.path().join("broker.toml");
-        let text = setup.broker_toml("http://127.0.0.1:1", &files.tls_files());
+        let text = setup
+            .broker_toml("http://127.0.0.1:1", &files.tls_files())
+            .unwrap();
         assert!(
             text.starts_with("# Written by `tableau-token-broker demo`"),
             "{text}"

@@ -32,15 +32,16 @@
 //! # }
 //! ```
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use tonic::transport::Channel;
 
 use crate::clock::{self, SharedClock};
+use crate::config::raw::RawConfig;
 use crate::config::{Config, ConfigError, Format};
 use crate::devkit::certs::{CertPair, DevCertsError, DevPki};
 use crate::server::{self, RunningServer, ServeError};
@@ -51,6 +52,9 @@ use tableau_double::{
     AppSecret, ConnectedApp, EasApp, FakeTableau, FakeTableauConfig, FakeTableauError,
     FakeTableauHandle, Site, SiteUser, UatConfig,
 };
+
+mod written;
+pub use written::duration;
 
 /// The broker configuration's file name inside the setup's folder.
 pub const CONFIG_FILE: &str = "broker.toml";
@@ -81,6 +85,9 @@ pub enum LocalError {
     /// The issuer's signing key could not be generated.
     #[error(transparent)]
     IssuerKey(#[from] crate::issuer::KeyError),
+    /// The configuration built from the setup could not be written as TOML (a bug in the setup).
+    #[error("cannot write the broker configuration as TOML: {0}")]
+    Toml(#[from] toml::ser::Error),
 }
 
 /// The one connected app the double trusts and every site of the broker signs in with.
@@ -220,8 +227,10 @@ pub struct LocalCaller {
     pub comment: Option<String>,
     /// What the caller may ask for.
     pub grants: Vec<LocalGrant>,
-    /// Extra `key = value` lines for the entry (e.g. its own sign-in rate).
-    pub settings: Vec<String>,
+    /// The entry's own sign-in rate, instead of `[limits] sign_ins_per_second`.
+    pub sign_ins_per_second: Option<f64>,
+    /// The entry's own sign-in burst, instead of `[limits] sign_in_burst`.
+    pub sign_in_burst: Option<u64>,
 }
 
 impl LocalCaller {
@@ -231,7 +240,8 @@ impl LocalCaller {
             identity: identity.into(),
             comment: None,
             grants: vec![grant],
-            settings: Vec::new(),
+            sign_ins_per_second: None,
+            sign_in_burst: None,
         }
     }
 
@@ -241,9 +251,15 @@ impl LocalCaller {
         self
     }
 
-    /// Adds a `key = value` line to the entry, e.g. `sign_ins_per_second = 2`.
-    pub fn setting(mut self, line: impl Into<String>) -> Self {
-        self.settings.push(line.into());
+    /// Gives the entry its own sign-in rate.
+    pub fn sign_ins_per_second(mut self, rate: f64) -> Self {
+        self.sign_ins_per_second = Some(rate);
+        self
+    }
+
+    /// Gives the entry its own sign-in burst.
+    pub fn sign_in_burst(mut self, burst: u64) -> Self {
+        self.sign_in_burst = Some(burst);
         self
     }
 
@@ -312,11 +328,13 @@ pub struct LocalSetup {
     header: Option<String>,
     sites: Vec<LocalSite>,
     callers: Vec<LocalCaller>,
-    audit: Option<String>,
-    settings: Vec<(String, String)>,
-    extra_toml: Option<String>,
+    edits: Vec<ConfigEdit>,
     issuer_port: Option<u16>,
 }
+
+/// A change to the broker's configuration beyond what the setup models (see
+/// [`LocalSetup::configure`]).
+pub type ConfigEdit = Arc<dyn Fn(&mut RawConfig) + Send + Sync>;
 
 /// The issuer's signing key (ES256, PKCS#8) in the setup's folder, made on every start.
 pub const ISSUER_KEY_FILE: &str = "issuer-es256.pem";
@@ -337,30 +355,6 @@ impl std::fmt::Debug for LocalSetup {
     }
 }
 
-/// `d` as the configuration writes durations: whole minutes as `Nm`, otherwise seconds.
-fn duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs > 0 && secs % 60 == 0 {
-        format!("{}m", secs / 60)
-    } else {
-        format!("{secs}s")
-    }
-}
-
-/// A TOML string.
-fn quoted(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
-}
-
-fn path(p: &Path) -> String {
-    quoted(&p.display().to_string())
-}
-
-fn list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| quoted(s)).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
 impl LocalSetup {
     /// A setup that keeps its files (configuration, secrets, certificates of an in-memory PKI) in
     /// `dir`, with `app` as the one connected app. Defaults: a fresh in-memory PKI, the system
@@ -378,9 +372,7 @@ impl LocalSetup {
             header: None,
             sites: Vec::new(),
             callers: Vec::new(),
-            audit: None,
-            settings: Vec::new(),
-            extra_toml: None,
+            edits: Vec::new(),
             issuer_port: None,
         }
     }
@@ -421,36 +413,16 @@ impl LocalSetup {
         Ok(())
     }
 
-    /// The `[audit]` section's body, written as given (default: `path` = [`AUDIT_FILE`] in the
-    /// folder, fail-closed). `"enabled = false"` turns the trail off, e.g. for a baseline.
-    pub fn audit(mut self, body: impl Into<String>) -> Self {
-        self.audit = Some(body.into());
-        self
-    }
-
     /// Where the default `[audit]` section writes the trail.
     pub fn audit_path(&self) -> PathBuf {
         self.dir.join(AUDIT_FILE)
     }
 
-    /// Adds a `key = value` line to a section of the broker's configuration: `"server"`,
-    /// `"cache"` or `"limits"` (e.g. `setting("limits", "sign_in_burst = 2")`).
-    pub fn setting(mut self, section: &str, line: impl Into<String>) -> Self {
-        self.settings.push((section.to_owned(), line.into()));
-        self
-    }
-
-    fn settings_of<'a>(&'a self, section: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.settings
-            .iter()
-            .filter(move |(s, _)| s == section)
-            .map(|(_, l)| l.as_str())
-    }
-
-    /// TOML appended to the broker's configuration, for sections the setup does not model
-    /// (e.g. `[cache.shared]` in the benchmark).
-    pub fn extra_toml(mut self, text: impl Into<String>) -> Self {
-        self.extra_toml = Some(text.into());
+    /// Changes the broker's configuration beyond what the setup models (its limits, the
+    /// `[audit]` section, `[cache.shared]`, admins), after the setup has filled it in. Edits run
+    /// in the order given. For example, `configure(|c| c.limits.sign_in_burst = Some(2))`.
+    pub fn configure(mut self, edit: impl Fn(&mut RawConfig) + Send + Sync + 'static) -> Self {
+        self.edits.push(Arc::new(edit));
         self
     }
 
@@ -545,121 +517,6 @@ impl LocalSetup {
     /// Where a site's secret file goes when it keeps its secret in one.
     fn secret_path(&self, site: &LocalSite) -> PathBuf {
         self.dir.join(format!("{}.secret", site.name))
-    }
-
-    /// The broker's configuration text for a double at `double_url` and the server TLS files
-    /// `tls`, as [`Self::start`] writes it.
-    pub fn broker_toml(&self, double_url: &str, tls: &TlsFiles) -> String {
-        let mut t = String::new();
-        if let Some(header) = &self.header {
-            let _ = writeln!(t, "{}", header.trim_end());
-        }
-        let _ = writeln!(t, "version = 1\ndevelopment = true\n");
-        let _ = writeln!(t, "[server]");
-        let _ = writeln!(t, "listen = {}", quoted(&self.listen.to_string()));
-        let _ = writeln!(t, "cert = {}", path(&tls.cert));
-        let _ = writeln!(t, "key = {}", path(&tls.key));
-        let _ = writeln!(t, "client_ca = {}", path(&tls.client_ca));
-        let _ = writeln!(t, "grace_period = \"{}\"", duration(self.grace_period));
-        for line in self.settings_of("server") {
-            let _ = writeln!(t, "{line}");
-        }
-        t.push('\n');
-        if let Some(admin) = self.admin {
-            let _ = writeln!(t, "[admin]\nlisten = {}\n", quoted(&admin.to_string()));
-        }
-        let _ = writeln!(t, "[cache]\nmax_entries = {}", self.max_entries);
-        let _ = writeln!(t, "safety_margin = \"5m\"");
-        for line in self.settings_of("cache") {
-            let _ = writeln!(t, "{line}");
-        }
-        let limits: Vec<&str> = self.settings_of("limits").collect();
-        if !limits.is_empty() {
-            let _ = writeln!(t, "\n[limits]\n{}", limits.join("\n"));
-        }
-        t.push('\n');
-        match &self.audit {
-            Some(body) => {
-                let _ = writeln!(t, "[audit]\n{}\n", body.trim_end());
-            }
-            None => {
-                let _ = writeln!(t, "[audit]\npath = {}\n", path(&self.audit_path()));
-            }
-        }
-        let _ = writeln!(t, "[tableau]\nconnect_timeout = \"2s\"");
-        let _ = writeln!(t, "request_timeout = \"10s\"\n");
-        if let (Some(port), Some(url)) = (self.issuer_port, self.issuer_url()) {
-            let _ = writeln!(t, "[issuer]\nurl = {}", quoted(&url));
-            let _ = writeln!(t, "listen = \"127.0.0.1:{port}\"");
-            let _ = writeln!(t, "cert = {}", path(&self.dir.join("issuer-tls.crt")));
-            let _ = writeln!(t, "key = {}", path(&self.dir.join("issuer-tls.key")));
-            let _ = writeln!(t, "active_key = {}", quoted(ISSUER_KEY_ID));
-            let _ = writeln!(t, "[[issuer.keys]]\nid = {}", quoted(ISSUER_KEY_ID));
-            let _ = writeln!(
-                t,
-                "private_key_file = {}\n",
-                path(&self.dir.join(ISSUER_KEY_FILE))
-            );
-        }
-        for site in &self.sites {
-            let url = site.server_url.as_deref().unwrap_or(double_url);
-            let name = &site.name;
-            let _ = writeln!(t, "[sites.{name}]");
-            let _ = writeln!(t, "server_url = {}", quoted(url));
-            let _ = writeln!(t, "content_url = {}", quoted(&site.double.content_url));
-            let _ = writeln!(t, "session_ttl = \"240m\"\njwt_ttl = \"5m\"");
-            if site.format == Format::Json {
-                let _ = writeln!(t, "format = \"json\"");
-            }
-            if let Some(tenant) = &site.uat_tenant {
-                let _ = writeln!(t, "api_version = \"3.27\"\ntrust = \"uat\"\n");
-                let _ = writeln!(t, "[sites.{name}.uat]\ntenant_id = {}\n", quoted(tenant));
-                continue;
-            }
-            if site.eas {
-                let _ = writeln!(t, "trust = \"eas\"\n\n[sites.{name}.eas]");
-                let _ = writeln!(t, "audience = \"tableau:{}\"\n", site.double.luid);
-                continue;
-            }
-            let (secret_id, secret) = match &site.broker_secret {
-                Some((id, secret)) => (id, secret),
-                None => (&self.app.secret_id, &self.app.secret),
-            };
-            let _ = writeln!(t, "\n[sites.{name}.connected_app]");
-            let _ = writeln!(t, "client_id = {}", quoted(&self.app.client_id));
-            let _ = writeln!(t, "secret_id = {}", quoted(secret_id));
-            if site.secret_in_file {
-                let _ = writeln!(t, "secret_file = {}\n", path(&self.secret_path(site)));
-            } else {
-                let _ = writeln!(t, "secret = {}\n", quoted(secret.expose_secret()));
-            }
-        }
-        for caller in &self.callers {
-            if let Some(comment) = &caller.comment {
-                let _ = writeln!(t, "# {comment}");
-            }
-            let _ = writeln!(t, "[[callers]]\nidentity = {}", quoted(&caller.identity));
-            for line in &caller.settings {
-                let _ = writeln!(t, "{line}");
-            }
-            for g in &caller.grants {
-                let _ = writeln!(t, "\n[[callers.grants]]");
-                let _ = writeln!(t, "sites = {}", list(&g.sites));
-                let _ = writeln!(t, "users = {}", list(&g.users));
-                let _ = writeln!(t, "scopes = {}", list(&g.scopes));
-                if !g.deny_scopes.is_empty() {
-                    let _ = writeln!(t, "deny_scopes = {}", list(&g.deny_scopes));
-                }
-                if let Some(ttl) = g.max_jwt_ttl {
-                    let _ = writeln!(t, "max_jwt_ttl = \"{}\"", duration(ttl));
-                }
-            }
-            t.push('\n');
-        }
-        if let Some(extra) = &self.extra_toml {
-            let _ = writeln!(t, "{extra}");
-        }
-        t
     }
 
     /// Starts the double, writes the PKI's files (unless given), the secret files and
@@ -761,7 +618,7 @@ impl LocalSetup {
             }
         }
         let config_path = self.dir.join(CONFIG_FILE);
-        std::fs::write(&config_path, self.broker_toml(double_url, &tls))
+        std::fs::write(&config_path, self.broker_toml(double_url, &tls)?)
             .map_err(io(&config_path))?;
         Ok((pki, tls, config_path))
     }
@@ -823,13 +680,6 @@ pub async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_are_written_as_the_configuration_reads_them() {
-        assert_eq!(duration(Duration::from_secs(240 * 60)), "240m");
-        assert_eq!(duration(Duration::from_secs(2)), "2s");
-        assert_eq!(duration(Duration::ZERO), "0s");
-    }
 
     #[test]
     fn site_titles_are_capitalised_names() {

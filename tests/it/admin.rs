@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tableau_token_broker::config::admins::{RawAdminEntry, RawPolicy};
+use tableau_token_broker::config::raw::RawConfig;
 
 use secrecy::ExposeSecret;
 use tableau_double::{
@@ -317,15 +319,20 @@ fn policy_setup(dir: &Path) -> LocalSetup {
     ))
 }
 
-const ADMINS: &str = r#"
-[[admins]]
-identity = "spiffe://example.org/ns/security/sa/broker-admin"
-roles = ["read", "revoke"]
-
-[[admins]]
-identity = "spiffe://example.org/ns/security/sa/auditor"
-roles = ["read"]
-"#;
+/// The broker admin (read and revoke) and the auditor (read only).
+fn admins(c: &mut RawConfig) {
+    let admin = |identity: &str, roles: &[&str]| RawAdminEntry {
+        identity: Some(identity.to_owned()),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+    };
+    c.admins = vec![
+        admin(
+            "spiffe://example.org/ns/security/sa/broker-admin",
+            &["read", "revoke"],
+        ),
+        admin("spiffe://example.org/ns/security/sa/auditor", &["read"]),
+    ];
+}
 
 async fn admin_client(local: &LocalSystem, pair: &CertPair) -> AdminClient<Channel> {
     AdminClient::new(
@@ -354,7 +361,7 @@ fn audit_records(local: &LocalSystem) -> Vec<serde_json::Value> {
 async fn admin_roles_are_enforced_and_every_admin_call_is_audited() {
     let dir = tempfile::tempdir().unwrap();
     let local = policy_setup(dir.path())
-        .extra_toml(ADMINS)
+        .configure(admins)
         .start()
         .await
         .unwrap();
@@ -521,7 +528,7 @@ async fn real(
 async fn explain_agrees_with_the_real_decision_on_a_matrix() {
     let dir = tempfile::tempdir().unwrap();
     let local = policy_setup(dir.path())
-        .extra_toml(ADMINS)
+        .configure(admins)
         .start()
         .await
         .unwrap();
@@ -636,9 +643,12 @@ scopes = ["{READ}"]
     )
     .unwrap();
     let local = policy_setup(dir.path())
-        .extra_toml(format!(
-            "{ADMINS}\n[policy]\ncandidate = \"candidate.toml\"\n"
-        ))
+        .configure(|c| {
+            admins(c);
+            c.policy = Some(RawPolicy {
+                candidate: Some("candidate.toml".to_owned()),
+            });
+        })
         .start()
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tableau_token_broker::config::raw::RawAudit;
 
 use tableau_token_broker::grpc::pb;
 use tonic::Code;
@@ -31,7 +32,10 @@ fn mint_req() -> pb::MintJwtRequest {
 #[tokio::test]
 async fn fail_closed_on_a_full_disk_hands_nothing_out_and_never_signs_in() {
     let h = Harness::start_with(Opts {
-        audit: Some("path = \"/dev/full\"".into()),
+        audit: Some(RawAudit {
+            path: Some("/dev/full".into()),
+            ..RawAudit::default()
+        }),
         ..Opts::default()
     })
     .await;
@@ -66,7 +70,11 @@ async fn fail_closed_on_a_full_disk_hands_nothing_out_and_never_signs_in() {
 #[tokio::test]
 async fn best_effort_on_a_full_disk_serves_and_counts_the_failures() {
     let h = Harness::start_with(Opts {
-        audit: Some("path = \"/dev/full\"\nmode = \"best-effort\"".into()),
+        audit: Some(RawAudit {
+            path: Some("/dev/full".into()),
+            mode: Some("best-effort".into()),
+            ..RawAudit::default()
+        }),
         ..Opts::default()
     })
     .await;
@@ -385,7 +393,10 @@ async fn a_hung_audit_write_stalls_only_the_audited_calls() {
         let _ = f.read_to_end(&mut sink);
     });
     let h = Harness::start_with(Opts {
-        audit: Some(format!("path = {:?}", fifo.display().to_string())),
+        audit: Some(RawAudit {
+            path: Some(fifo.clone()),
+            ..RawAudit::default()
+        }),
         admin: true,
         ..Opts::default()
     })

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tableau_token_broker::config::raw::RawAudit;
 
 use tableau_double::{FakeTableauHandle, SiteUser};
 use tableau_token_broker::clock::ManualClock;
@@ -36,8 +37,8 @@ pub(crate) struct Opts {
     pub app_enabled: bool,
     pub server_url: Option<String>,
     pub max_entries: u64,
-    /// The `[audit]` section's body (default: a file in the harness folder, fail-closed).
-    pub audit: Option<String>,
+    /// The `[audit]` section (default: a file in the harness folder, fail-closed).
+    pub audit: Option<RawAudit>,
     /// Turn the admin listener (probes, metrics) on, on a free loopback port.
     pub admin: bool,
 }
@@ -87,8 +88,8 @@ impl Harness {
         .default_site()
         .json();
         let mut setup = LocalSetup::new(dir.path(), app);
-        if let Some(body) = opts.audit {
-            setup = setup.audit(body);
+        if let Some(audit) = opts.audit {
+            setup = setup.configure(move |c| c.audit = audit.clone());
         }
         if opts.admin {
             setup = setup.admin("127.0.0.1:0".parse().unwrap());

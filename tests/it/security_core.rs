@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tableau_token_broker::config::raw::RawLimits;
 
 use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
@@ -345,24 +346,23 @@ const ATTACKER: &str = "spiffe://example.org/ns/batch/sa/attacker";
 const VICTIM: &str = "spiffe://example.org/ns/reports/sa/victim";
 const FINANCE_LUID: &str = "9a8b7c6d-e4f3-a2b1-c0d9-e8f7a6b5c4d3";
 
-async fn callers(limits: &[&str], victim: &[&str]) -> Callers {
+/// The attacker and the victim; `victim` and `limits` adjust the victim's entry and `[limits]`.
+async fn callers(
+    limits: impl Fn(&mut RawLimits) + Send + Sync + 'static,
+    victim: impl FnOnce(LocalCaller) -> LocalCaller,
+) -> Callers {
     let dir = tempfile::tempdir().unwrap();
     let grant = || LocalGrant::new(&["finance"], &["*"], &[SCOPE]);
-    let mut v = LocalCaller::new(VICTIM, grant());
-    for line in victim {
-        v = v.setting(*line);
-    }
-    let mut setup = LocalSetup::new(
+    let v = victim(LocalCaller::new(VICTIM, grant()));
+    let setup = LocalSetup::new(
         dir.path(),
         LocalApp::new("client-1", "sid-1", "core-test-secret-of-at-least-32-bytes"),
     )
     .clock(ManualClock::new(SystemTime::now()))
     .site(LocalSite::new("finance", FINANCE_LUID, users()))
     .caller(LocalCaller::new(ATTACKER, grant()))
-    .caller(v);
-    for line in limits {
-        setup = setup.setting("limits", *line);
-    }
+    .caller(v)
+    .configure(move |c| limits(&mut c.limits));
     let system = setup.start().await.unwrap();
     Callers { _dir: dir, system }
 }
@@ -402,7 +402,7 @@ fn reason(s: &tonic::Status) -> String {
 /// victim still signs in for a key of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidating_a_shared_session_does_not_spend_another_entrys_budget() {
-    let w = callers(&[], &["sign_in_burst = 3", "sign_ins_per_second = 0.001"]).await;
+    let w = callers(|_| {}, |v| v.sign_in_burst(3).sign_ins_per_second(0.001)).await;
     let mut attacker = w.client(ATTACKER).await;
     let mut victim = w.client(VICTIM).await;
     victim.get_credentials(req(&user(0))).await.unwrap();
@@ -431,7 +431,7 @@ async fn invalidating_a_shared_session_does_not_spend_another_entrys_budget() {
 /// same site gets a slot instead of SITE_SIGN_INS_BUSY.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_entry_leaves_site_sign_in_slots_for_another_entry() {
-    let w = callers(&["max_concurrent_sign_ins = 4"], &[]).await;
+    let w = callers(|l| l.max_concurrent_sign_ins = Some(4), |v| v).await;
     // Slower than the wait for a slot (1 s): a full cap cannot drain in time for the victim.
     slow_signins(&w.system.double, Duration::from_millis(1500));
     let attacker = w.client(ATTACKER).await;

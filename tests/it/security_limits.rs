@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tableau_token_broker::config::raw::RawConfig;
 
 use tableau_double::{FakeTableauHandle, Faults, SiteUser};
 use tableau_token_broker::clock::ManualClock;
@@ -43,15 +44,15 @@ fn user(i: usize) -> String {
     format!("user-{i:02}")
 }
 
-/// Broker + double with FLOOD, PEER and SMALL, and `settings` as (section, line) pairs.
-async fn world(settings: &[(&str, &str)]) -> World {
+/// Broker + double with FLOOD, PEER and SMALL, and the configuration changed by `settings`.
+async fn world(settings: impl Fn(&mut RawConfig) + Send + Sync + 'static) -> World {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(SystemTime::now());
     let users = (0..USERS)
         .map(|i| SiteUser::new(user(i), format!("u-{i}")))
         .collect();
     let grant = || LocalGrant::new(&["finance"], &["*"], READ);
-    let mut setup = LocalSetup::new(
+    let setup = LocalSetup::new(
         dir.path(),
         LocalApp::new(
             "client-1",
@@ -63,14 +64,8 @@ async fn world(settings: &[(&str, &str)]) -> World {
     .site(LocalSite::new("finance", LUID, users))
     .caller(LocalCaller::new(FLOOD, grant()))
     .caller(LocalCaller::new(PEER, grant()))
-    .caller(LocalCaller::new(SMALL, grant()).setting("sign_in_burst = 1"));
-    for (section, line) in settings {
-        setup = if *section == "max_entries" {
-            setup.max_entries(line.parse().unwrap())
-        } else {
-            setup.setting(section, *line)
-        };
-    }
+    .caller(LocalCaller::new(SMALL, grant()).sign_in_burst(1))
+    .configure(settings);
     let local = setup.start().await.unwrap();
     World {
         _dir: dir,
@@ -175,10 +170,10 @@ fn assert_limited(s: &tonic::Status, want: &str, names: &str) {
 async fn a_wildcard_caller_cannot_flood_tableau_with_sign_ins_but_keeps_its_cache_hits() {
     // Attack: a caller granted users=["*"] asks for many users at once. Before the fix every
     // request was a sign-in at Tableau (2,000 in 2.7 s); now its entry's bucket lets 5 through.
-    let w = world(&[
-        ("limits", "sign_ins_per_second = 1"),
-        ("limits", "sign_in_burst = 5"),
-    ])
+    let w = world(|c| {
+        c.limits.sign_ins_per_second = Some(1.0);
+        c.limits.sign_in_burst = Some(5);
+    })
     .await;
     let c = w.client(FLOOD).await;
     let mut tasks = Vec::new();
@@ -241,7 +236,7 @@ async fn a_wildcard_caller_cannot_flood_tableau_with_sign_ins_but_keeps_its_cach
 #[tokio::test]
 async fn force_refresh_on_one_key_is_rate_limited_too() {
     // Attack: force_refresh on every call of a single key, sequentially.
-    let w = world(&[("limits", "sign_in_burst = 3")]).await;
+    let w = world(|c| c.limits.sign_in_burst = Some(3)).await;
     let mut c = w.client(FLOOD).await;
     let mut refused = 0;
     for _ in 0..20 {
@@ -269,7 +264,7 @@ async fn force_refresh_on_one_key_is_rate_limited_too() {
 async fn failures_that_retrying_cannot_fix_are_remembered_briefly_and_outages_are_not() {
     // Attack: the same bad request (a user Tableau does not know) again and again. Before the
     // fix, each one reached Tableau.
-    let w = world(&[("limits", "negative_cache_ttl = \"30s\"")]).await;
+    let w = world(|c| c.limits.negative_cache_ttl = Some("30s".into())).await;
     let mut c = w.client(FLOOD).await;
     for _ in 0..10 {
         let s = c.get_credentials(req("nobody")).await.unwrap_err();
@@ -315,7 +310,7 @@ async fn sign_ins_in_flight_per_site_are_capped() {
     // Attack: many distinct keys at once against a slow Tableau, from two caller entries. The
     // cap keeps 2 in flight, each entry at most its share (half, issue 24 point 10); the rest
     // wait briefly, then are refused with a retry hint.
-    let w = world(&[("limits", "max_concurrent_sign_ins = 2")]).await;
+    let w = world(|c| c.limits.max_concurrent_sign_ins = Some(2)).await;
     slow_signins(&w.double, Duration::from_secs(3));
     let clients = [w.client(FLOOD).await, w.client(PEER).await];
     let mut tasks = Vec::new();
@@ -348,7 +343,7 @@ async fn sign_ins_in_flight_per_site_are_capped() {
 async fn a_force_refresh_does_not_revoke_the_token_another_caller_holds() {
     // Attack: PEER holds a token; FLOOD, allowed the same key, forces a refresh. Before the fix
     // the old session was signed out at once and PEER's token got 401 inside its expires_at.
-    let w = world(&[("cache", "replaced_session_grace = \"5m\"")]).await;
+    let w = world(|c| c.cache.replaced_session_grace = Some("5m".into())).await;
     let (mut peer, held) = w.peer_holding_a_token().await;
     let mut flood = w.client(FLOOD).await;
     let fresh = flood
@@ -397,7 +392,7 @@ async fn a_force_refresh_does_not_revoke_the_token_another_caller_holds() {
 #[tokio::test]
 async fn lru_evictions_keep_sessions_valid_until_the_grace_ends() {
     // Attack: a flood of new keys evicts the sessions other callers hold (cache of 2).
-    let w = world(&[("max_entries", "2")]).await;
+    let w = world(|c| c.cache.max_entries = Some(2)).await;
     let (_peer, held) = w.peer_holding_a_token().await;
     let mut flood = w.client(FLOOD).await;
     let broker = w.server.broker();
@@ -424,10 +419,10 @@ async fn lru_evictions_keep_sessions_valid_until_the_grace_ends() {
 
 #[tokio::test]
 async fn pending_sign_outs_are_bounded_and_the_oldest_runs_early() {
-    let w = world(&[
-        ("cache", "max_pending_sign_outs = 2"),
-        ("limits", "sign_in_burst = 100"),
-    ])
+    let w = world(|c| {
+        c.cache.max_pending_sign_outs = Some(2);
+        c.limits.sign_in_burst = Some(100);
+    })
     .await;
     let mut c = w.client(FLOOD).await;
     for _ in 0..5 {
@@ -491,7 +486,7 @@ async fn idle_unauthenticated_connections_do_not_keep_a_caller_out() {
     let limit = rlimit::increase_nofile_limit(want as u64 + 512).unwrap_or(1024);
     let n = want.min(limit.saturating_sub(256) as usize);
     eprintln!("open-file limit {limit}: holding {n} idle unauthenticated connections");
-    let w = world(&[]).await;
+    let w = world(|_| {}).await;
     let mut idle = Vec::with_capacity(n);
     for _ in 0..n {
         idle.push(TcpStream::connect(w.server.local_addr()).await.unwrap());
@@ -517,7 +512,7 @@ async fn idle_unauthenticated_connections_do_not_keep_a_caller_out() {
 #[tokio::test]
 async fn authenticated_connections_that_send_nothing_are_closed_when_idle() {
     // Attack: authenticated connections that never send a request hold descriptors for ever.
-    let w = world(&[("server", "idle_timeout = \"300ms\"")]).await;
+    let w = world(|c| c.server.get_or_insert_default().idle_timeout = Some("300ms".into())).await;
     let mut silent = silent_mtls(&w, FLOOD).await;
     assert!(
         closed_by_server(&mut silent, Duration::from_secs(10)).await,
@@ -531,7 +526,8 @@ async fn authenticated_connections_that_send_nothing_are_closed_when_idle() {
 
 #[tokio::test]
 async fn connections_close_after_their_maximum_age() {
-    let w = world(&[("server", "max_connection_age = \"500ms\"")]).await;
+    let w =
+        world(|c| c.server.get_or_insert_default().max_connection_age = Some("500ms".into())).await;
     let mut conn = silent_mtls(&w, FLOOD).await;
     assert!(
         closed_by_server(&mut conn, Duration::from_secs(10)).await,
@@ -563,7 +559,7 @@ async fn connections_close_after_their_maximum_age() {
 
 #[tokio::test]
 async fn max_connections_caps_authenticated_connections_and_handshakes_make_room() {
-    let w = world(&[("server", "max_connections = 3")]).await;
+    let w = world(|c| c.server.get_or_insert_default().max_connections = Some(3)).await;
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(silent_mtls(&w, FLOOD).await);

@@ -356,7 +356,8 @@ async fn silent_mtls(
 /// those connections stay within their small quota, and the ones closed for it are audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_without_a_caller_entry_cannot_hold_the_connection_slots() {
-    let w = world(|s| s.setting("server", "max_connections = 8")).await;
+    let w = world(|s| s.configure(|c| c.server.get_or_insert_default().max_connections = Some(8)))
+        .await;
     let stranger = w
         .pki
         .issue_client(Some("spiffe://example.org/ns/other/sa/squatter"), &[], "x")
@@ -486,7 +487,7 @@ async fn a_cn_outside_a_sub_cas_name_constraints_names_no_caller() {
 /// scope all along; every answer must be SCOPE_DENIED, and the finished file must be applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_written_configuration_is_not_applied() {
-    let mut w = world(|s| s.extra_toml("[reload]\ndebounce = \"300ms\"")).await;
+    let mut w = world(|s| s.configure(|c| c.reload.debounce = Some("300ms".into()))).await;
     let text = std::fs::read_to_string(&w.config_path).unwrap();
     let cut = text.find("deny_scopes").expect("OPS's deny_scopes");
     let finished = format!("{text}\n# edited in place\n");
@@ -561,7 +562,7 @@ async fn a_half_written_configuration_is_not_applied() {
 /// the file changed in between, so the reload is refused, and the finished file reloads after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_reload_of_a_file_still_being_written_is_refused_when_it_widens_a_grant() {
-    let w = world(|s| s.extra_toml("[reload]\ndebounce = \"300ms\"")).await;
+    let w = world(|s| s.configure(|c| c.reload.debounce = Some("300ms".into()))).await;
     let text = std::fs::read_to_string(&w.config_path).unwrap();
     let cut = text.find("deny_scopes").expect("OPS's deny_scopes");
     let writer = {
@@ -613,7 +614,7 @@ async fn a_manual_reload_of_a_file_still_being_written_is_refused_when_it_widens
 /// must survive any value), then a new caller is added to the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_check_interval_does_not_stop_reloads() {
-    let mut w = world(|s| s.extra_toml("[reload]\ndebounce = \"100ms\"")).await;
+    let mut w = world(|s| s.configure(|c| c.reload.debounce = Some("100ms".into()))).await;
     let broker = Arc::clone(w.server.broker());
     let mut config = (*broker.config()).clone();
     config.reload.check_interval = Duration::MAX;

@@ -94,15 +94,28 @@ impl ExpiryWorld {
         let mut setup = LocalSetup::new(dir.path(), LocalApp::new(CLIENT_ID, SECRET_ID, SECRET))
             .grace_period(Duration::from_secs(1))
             .admin(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-            .audit("enabled = false")
+            .configure(crate::setup::audit_off)
             .site(LocalSite::new(SITE, SITE_LUID, site_users(10)))
             .caller(LocalCaller::new(
                 CALLER,
                 LocalGrant::new(&[SITE], &["*"], &[SCOPE]),
             ));
         if let Some(r) = refresh_ahead {
-            setup = setup.setting("cache", format!("refresh_ahead = {r:?}"));
+            let r = r.to_owned();
+            setup = setup.configure(move |c| c.cache.refresh_ahead = Some(r.clone()));
         }
+        // The dev kit writes 240-minute sessions and a 5-minute margin; this run needs seconds of
+        // usable life.
+        let (session_ttl, margin) = (
+            local::duration(plan.session_ttl),
+            local::duration(plan.safety_margin()),
+        );
+        setup = setup.configure(move |c| {
+            c.cache.safety_margin = Some(margin.clone());
+            for site in c.sites.values_mut() {
+                site.session_ttl = Some(session_ttl.clone());
+            }
+        });
         let mut dc = setup.double_config();
         dc.session_ttl = plan.session_ttl;
         let double = FakeTableau::start(dc).await?;
@@ -122,25 +135,8 @@ impl ExpiryWorld {
             key,
             client_ca,
         };
-        // The dev kit writes 240-minute sessions and a 5-minute margin; this run needs seconds of
-        // usable life.
-        let text = setup.broker_toml(double.base_url(), &tls);
-        let ms = |d: Duration| format!("\"{}ms\"", d.as_millis());
-        let short = text
-            .replace(
-                "session_ttl = \"240m\"",
-                &format!("session_ttl = {}", ms(plan.session_ttl)),
-            )
-            .replace(
-                "safety_margin = \"5m\"",
-                &format!("safety_margin = {}", ms(plan.safety_margin())),
-            );
-        anyhow::ensure!(
-            short.contains(&ms(plan.session_ttl)) && short.contains(&ms(plan.safety_margin())),
-            "the dev kit's configuration no longer has the lifetimes the expiry run rewrites"
-        );
         let path = dir.path().join("broker.toml");
-        std::fs::write(&path, short)?;
+        std::fs::write(&path, setup.broker_toml(double.base_url(), &tls)?)?;
         let config = tableau_token_broker::config::Config::load(&path)?;
         let broker =
             tableau_token_broker::server::start(config, tableau_token_broker::clock::system())

@@ -9,7 +9,7 @@
 //! child process of the bench (`--only mixed --trail stdout`) whose standard output a `cat` reads;
 //! the child writes its figures to a `results.json` the parent reads back.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use anyhow::Context;
 use prost::Message;
 use prost::bytes::Bytes;
 use tableau_double::SiteUser;
+use tableau_token_broker::config::raw::RawAudit;
 use tableau_token_broker::devkit::certs::CertPair;
 use tableau_token_broker::devkit::local::{
     self, LocalApp, LocalCaller, LocalGrant, LocalSetup, LocalSite, LocalSystem,
@@ -52,14 +53,19 @@ impl Trail {
         }
     }
 
-    fn audit_section(self, dir: &Path) -> String {
+    fn audit_section(self, dir: &Path) -> RawAudit {
+        let fail_closed = |path: PathBuf| RawAudit {
+            path: Some(path),
+            mode: Some("fail-closed".to_owned()),
+            ..RawAudit::default()
+        };
         match self {
-            Trail::Off => "enabled = false".to_owned(),
-            Trail::File => format!(
-                "path = {:?}\nmode = \"fail-closed\"",
-                dir.join("audit.jsonl").display().to_string()
-            ),
-            Trail::Stdout => "path = \"-\"\nmode = \"fail-closed\"".to_owned(),
+            Trail::Off => RawAudit {
+                enabled: Some(false),
+                ..RawAudit::default()
+            },
+            Trail::File => fail_closed(dir.join("audit.jsonl")),
+            Trail::Stdout => fail_closed(PathBuf::from("-")),
         }
     }
 }
@@ -148,7 +154,10 @@ impl MixedWorld {
             .grace_period(Duration::from_secs(2))
             // Metrics on, as in production; limits left at their defaults.
             .admin(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-            .audit(trail.audit_section(dir.path()))
+            .configure({
+                let audit = trail.audit_section(dir.path());
+                move |c| c.audit = audit.clone()
+            })
             .max_entries(plan.keys as u64 * 2);
         for (name, luid) in SITES {
             setup = setup.site(LocalSite::new(name, luid, users.clone()));

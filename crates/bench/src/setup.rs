@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tableau_token_broker::config::raw::{RawConfig, RawLimits, RawSharedCache};
 
 use anyhow::Context;
 use tableau_double::{FakeTableauHandle, Faults, Latency, SiteUser};
@@ -76,11 +77,11 @@ impl World {
         World::start_with(signin_latency, max_entries, None).await
     }
 
-    /// As [`World::start`], with `extra_toml` appended to the broker's configuration.
+    /// As [`World::start`], with `shared` as the broker's `[cache.shared]`.
     pub(crate) async fn start_with(
         signin_latency: Duration,
         max_entries: u64,
-        extra_toml: Option<String>,
+        shared: Option<RawSharedCache>,
     ) -> anyhow::Result<World> {
         let dir = TempDir::new()?;
         let users = site_users(USERS);
@@ -88,19 +89,17 @@ impl World {
             .grace_period(Duration::from_secs(2))
             // Metrics on, as in production: every RPC is counted and timed.
             .admin(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-            .audit("enabled = false")
+            .configure(audit_off)
             .max_entries(max_entries)
             // The bench measures the broker, not its flood limits: the cold and scale parts
             // sign in as fast as the double answers, from one caller entry.
-            .setting("limits", "sign_ins_per_second = 1000000")
-            .setting("limits", "sign_in_burst = 1000000")
-            .setting("limits", "max_concurrent_sign_ins = 100000")
+            .configure(|c| c.limits = unlimited())
             .site(LocalSite::new(SITE, SITE_LUID, users))
             .caller(LocalCaller::new(
                 CALLER,
                 LocalGrant::new(&[SITE], &["*"], &[SCOPE]),
             ))
-            .extra_toml(extra_toml.unwrap_or_default())
+            .configure(move |c| c.cache.shared = shared.clone())
             .start()
             .await
             .context("starting the Tableau double and the broker")?;
@@ -280,5 +279,21 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// No audit trail: the baseline the trails are measured against.
+pub(crate) fn audit_off(c: &mut RawConfig) {
+    c.audit.enabled = Some(false);
+}
+
+/// Sign-in limits far above anything the bench causes, for the parts that measure the broker
+/// rather than its flood limits.
+pub(crate) fn unlimited() -> RawLimits {
+    RawLimits {
+        sign_ins_per_second: Some(1_000_000.0),
+        sign_in_burst: Some(1_000_000),
+        max_concurrent_sign_ins: Some(100_000),
+        negative_cache_ttl: None,
     }
 }

@@ -7,6 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tableau_token_broker::config::raw::{
+    RawCache, RawCaller, RawConfig, RawConnectedApp, RawGrant, RawSharedCache, RawSite,
+};
 
 use anyhow::Context;
 use tableau_token_broker::broker::{Broker, CredentialsRequest};
@@ -46,12 +49,12 @@ impl Redis {
     }
 
     /// The `[cache.shared]` section for this Redis and `key_file`.
-    pub(crate) fn section(&self, key_file: &Path) -> String {
-        format!(
-            "[cache.shared]\nredis_url = \"redis://127.0.0.1:{}/0\"\nencryption_key_file = {:?}\n",
-            self.port,
-            key_file.display().to_string()
-        )
+    pub(crate) fn section(&self, key_file: &Path) -> RawSharedCache {
+        RawSharedCache {
+            redis_url: Some(format!("redis://127.0.0.1:{}/0", self.port)),
+            encryption_key_file: Some(key_file.to_path_buf()),
+            ..RawSharedCache::default()
+        }
     }
 }
 
@@ -62,34 +65,49 @@ impl Drop for Redis {
     }
 }
 
-fn replica_config(double_url: &str, shared: &str, dir: &Path) -> anyhow::Result<Config> {
-    let text = format!(
-        r#"version = 1
-development = true
-[cache]
-max_entries = 100000
-{shared}
-# The bench measures the tiers, not the flood limits: cold calls would exhaust the defaults.
-[limits]
-sign_ins_per_second = 1000000
-sign_in_burst = 1000000
-max_concurrent_sign_ins = 100000
-[sites.{SITE}]
-server_url = "{double_url}"
-content_url = "{SITE}"
-[sites.{SITE}.connected_app]
-client_id = "{CLIENT_ID}"
-secret_id = "{SECRET_ID}"
-secret = "{SECRET}"
-[[callers]]
-identity = "{CALLER}"
-[[callers.grants]]
-sites = ["{SITE}"]
-users = ["*"]
-scopes = ["{SCOPE}"]
-"#
-    );
-    Ok(Config::from_toml(&text, &dir.join("replica.toml"))?)
+fn replica_config(double_url: &str, shared: &RawSharedCache, dir: &Path) -> anyhow::Result<Config> {
+    let raw = RawConfig {
+        version: Some(1),
+        development: true,
+        cache: RawCache {
+            max_entries: Some(100_000),
+            shared: Some(shared.clone()),
+            ..RawCache::default()
+        },
+        // The bench measures the tiers, not the flood limits: cold calls would exhaust the
+        // defaults.
+        limits: crate::setup::unlimited(),
+        sites: [(
+            SITE.to_owned(),
+            RawSite {
+                server_url: Some(double_url.to_owned()),
+                content_url: Some(SITE.to_owned()),
+                connected_app: Some(RawConnectedApp {
+                    client_id: Some(CLIENT_ID.to_owned()),
+                    secret_id: Some(SECRET_ID.to_owned()),
+                    secret: Some(SECRET.into()),
+                    ..RawConnectedApp::default()
+                }),
+                ..RawSite::default()
+            },
+        )]
+        .into(),
+        callers: vec![RawCaller {
+            identity: Some(CALLER.to_owned()),
+            grants: vec![RawGrant {
+                sites: vec![SITE.to_owned()],
+                users: vec!["*".to_owned()],
+                scopes: vec![SCOPE.to_owned()],
+                ..RawGrant::default()
+            }],
+            ..RawCaller::default()
+        }],
+        ..RawConfig::default()
+    };
+    tableau_token_broker::config::build(raw, dir).map_err(|issues| {
+        let issues: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("the replicas' configuration: {}", issues.join("; "))
+    })
 }
 
 async fn connected(replicas: &[Arc<Broker>]) -> anyhow::Result<()> {

@@ -99,16 +99,14 @@ struct SoakWorld {
 impl SoakWorld {
     async fn start(plan: &Plan) -> anyhow::Result<SoakWorld> {
         let dir = TempDir::new()?;
+        let grace = plan.grace;
         let local = LocalSetup::new(dir.path(), LocalApp::new(CLIENT_ID, SECRET_ID, SECRET))
             .grace_period(Duration::from_secs(1))
             // Metrics on, as in production; the audit trail off (minutes of calls would write
             // gigabytes of records to the scratch folder).
             .admin(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-            .audit("enabled = false")
-            .setting(
-                "cache",
-                format!("replaced_session_grace = \"{}s\"", plan.grace.as_secs()),
-            )
+            .configure(crate::setup::audit_off)
+            .configure(move |c| c.cache.replaced_session_grace = Some(local::duration(grace)))
             // No [limits] lines: the default sign-in budget (10/s, burst 20) is what is soaked.
             .site(LocalSite::new(SITE, SITE_LUID, site_users(plan.keys)))
             .caller(LocalCaller::new(

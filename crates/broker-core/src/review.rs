@@ -14,6 +14,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::config::admins::RawAdminEntry;
+use crate::config::raw::{RawCaller, RawGrant, admins_toml, callers_toml};
 use crate::policy::CallerEntry;
 use crate::scope::Scope;
 
@@ -33,6 +35,9 @@ pub enum ReviewError {
         "--since {0:?} is neither a duration (\"30d\", \"12h\") nor an RFC 3339 time (\"2026-01-01T00:00:00Z\")"
     )]
     Since(String),
+    /// The suggested entries could not be written as TOML (a bug: please report it).
+    #[error("cannot write the suggested entries as TOML: {0}")]
+    Toml(#[from] toml::ser::Error),
 }
 
 /// Parses `--since`: a duration back from `now`, or an RFC 3339 time.
@@ -290,12 +295,17 @@ pub fn review(
     }
 
     for (i, (entry, a)) in entries.iter().zip(acc).enumerate() {
-        out.callers.push(caller_review(config, i, entry, a));
+        out.callers.push(caller_review(config, i, entry, a)?);
     }
     Ok(out)
 }
 
-fn caller_review(config: &Config, index: usize, entry: &CallerEntry, a: EntryAcc) -> CallerReview {
+fn caller_review(
+    config: &Config,
+    index: usize,
+    entry: &CallerEntry,
+    a: EntryAcc,
+) -> Result<CallerReview, ReviewError> {
     let catalog = config.policy.catalog();
     let mut grants = Vec::new();
     for (gi, (g, u)) in entry.grants.iter().zip(&a.grants).enumerate() {
@@ -334,9 +344,9 @@ fn caller_review(config: &Config, index: usize, entry: &CallerEntry, a: EntryAcc
         });
     }
     let identity = entry.pattern.to_string();
-    let suggested_toml = suggest(&identity, entry, &a.grants);
+    let suggested_toml = suggest(&identity, entry, &a.grants)?;
     let findings = glob_named_users(&a.grants);
-    CallerReview {
+    Ok(CallerReview {
         index,
         identity,
         granted: a.granted,
@@ -346,17 +356,12 @@ fn caller_review(config: &Config, index: usize, entry: &CallerEntry, a: EntryAcc
         grants,
         suggested_toml,
         findings,
-    }
+    })
 }
 
-/// A TOML basic string (JSON's escapes are a subset of TOML's).
+/// `s` quoted, for findings and comments that name a user or an identity.
 fn quoted(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{}\"", s.escape_default()))
-}
-
-fn list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
-    let items: Vec<String> = items.into_iter().map(quoted).collect();
-    format!("[{}]", items.join(", "))
+    format!("{s:?}")
 }
 
 /// True when a username would be a pattern if written in a grant (`*` or `?` in it).
@@ -382,42 +387,47 @@ fn glob_named_users(usage: &[Usage]) -> Vec<String> {
 /// The entry with one grant per used grant, each narrowed to the sites, users and scopes used.
 /// A user whose name contains glob characters is never suggested (see [`glob_named_users`]); a
 /// grant used only by such names is left out.
-fn suggest(identity: &str, entry: &CallerEntry, usage: &[Usage]) -> Option<String> {
-    let mut t = String::new();
-    let _ = writeln!(t, "[[callers]]\nidentity = {}", quoted(identity));
-    let mut any = false;
+fn suggest(
+    identity: &str,
+    entry: &CallerEntry,
+    usage: &[Usage],
+) -> Result<Option<String>, ReviewError> {
+    let strings = |items: &mut dyn Iterator<Item = &str>| items.map(str::to_owned).collect();
+    let mut grants = Vec::new();
     for (g, u) in entry.grants.iter().zip(usage) {
-        let users: Vec<&str> = u
-            .users
-            .iter()
-            .map(String::as_str)
-            .filter(|n| !has_glob(n))
-            .collect();
+        let users: Vec<String> =
+            strings(&mut u.users.iter().map(String::as_str).filter(|n| !has_glob(n)));
         if u.requests == 0 || users.is_empty() {
             continue;
         }
-        any = true;
-        let _ = writeln!(t, "\n[[callers.grants]]");
-        let _ = writeln!(t, "sites = {}", list(u.sites.iter().map(String::as_str)));
-        let _ = writeln!(t, "users = {}", list(users));
-        let _ = writeln!(t, "scopes = {}", list(u.scopes.iter().map(Scope::as_str)));
-        // Denials only matter under a wildcard; with exact scopes they are redundant.
-        if u.scopes.iter().any(Scope::is_wildcard) && !g.deny_scopes.is_empty() {
-            let _ = writeln!(
-                t,
-                "deny_scopes = {}",
-                list(g.deny_scopes.iter().map(Scope::as_str))
-            );
-        }
-        if let Some(ttl) = g.max_jwt_ttl {
-            let _ = writeln!(
-                t,
-                "max_jwt_ttl = {}",
-                quoted(&humantime::format_duration(ttl).to_string())
-            );
-        }
+        grants.push(RawGrant {
+            sites: u.sites.iter().cloned().collect(),
+            users,
+            scopes: strings(&mut u.scopes.iter().map(Scope::as_str)),
+            // Denials only matter under a wildcard; with exact scopes they are redundant.
+            deny_scopes: if u.scopes.iter().any(Scope::is_wildcard) {
+                strings(&mut g.deny_scopes.iter().map(Scope::as_str))
+            } else {
+                Vec::new()
+            },
+            max_jwt_ttl: g
+                .max_jwt_ttl
+                .map(|ttl| humantime::format_duration(ttl).to_string()),
+            // The trail does not say which claims were used: the allowlists stay as they are.
+            attributes: g.claims.attributes.clone(),
+            groups: g.claims.groups.clone(),
+            on_demand_access: g.claims.on_demand_access.then_some(true),
+        });
     }
-    any.then_some(t)
+    if grants.is_empty() {
+        return Ok(None);
+    }
+    let caller = RawCaller {
+        identity: Some(identity.to_owned()),
+        grants,
+        ..RawCaller::default()
+    };
+    Ok(Some(callers_toml(&[caller])?))
 }
 
 fn join(v: &[String]) -> String {
@@ -440,7 +450,7 @@ impl Review {
     /// suggested `[[callers]]` entries (entries that used nothing are left out) and the running
     /// `[[admins]]` unchanged, so the file can be loaded as `[policy] candidate` and, after its
     /// week in shadow, promoted as it is.
-    pub fn candidate_toml(&self, config: &Config) -> String {
+    pub fn candidate_toml(&self, config: &Config) -> Result<String, ReviewError> {
         let mut t = String::from(
             "# Candidate policy written by `tableau-token-broker audit review --emit-candidate`:\n# only the grants the trail shows were used. Load it with [policy] candidate = \"FILE\",\n# watch policy_candidate_divergence_total for a week, then promote it.\n",
         );
@@ -459,15 +469,19 @@ impl Review {
                 }
             }
         }
-        for a in config.admins.entries() {
-            let _ = writeln!(
-                t,
-                "\n[[admins]]\nidentity = {}\nroles = {}",
-                quoted(&a.pattern.to_string()),
-                list(a.roles.iter().map(|r| r.as_str()))
-            );
+        let admins: Vec<RawAdminEntry> = config
+            .admins
+            .entries()
+            .iter()
+            .map(|a| RawAdminEntry {
+                identity: Some(a.pattern.to_string()),
+                roles: a.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            })
+            .collect();
+        if !admins.is_empty() {
+            let _ = writeln!(t, "\n{}", admins_toml(&admins)?.trim_end());
         }
-        t
+        Ok(t)
     }
 
     /// The review for a reader: per entry, each grant allowed against used, the grants never
@@ -649,5 +663,43 @@ scopes = ["tableau:content:read"]
         let c = &r.callers[0];
         assert!(c.suggested_toml.is_none(), "{:?}", c.suggested_toml);
         assert_eq!(c.findings.len(), 1);
+    }
+
+    /// The suggestion narrows sites, users and scopes to what was used and keeps the grant's
+    /// claims allowlists (the trail does not say which claims were used); the candidate file
+    /// with it and the admins loads as a configuration's candidate.
+    #[test]
+    fn the_suggestion_keeps_claims_allowlists_and_the_candidate_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = CONFIG.replace(
+            "scopes = [\"tableau:content:read\"]",
+            "scopes = [\"tableau:content:read\", \"tableau:views:embed\"]\n\
+             attributes = { region = [\"emea\", \"na \\\"east\\\"\"] }\n\
+             groups = [\"analysts-*\"]\non_demand_access = true\n\
+             max_jwt_ttl = \"2m\"\n\n\
+             [[admins]]\nidentity = \"spiffe://example.org/ns/security/sa/admin\"\nroles = [\"read\"]",
+        );
+        let config = Config::from_toml(&text, &dir.path().join("b.toml")).unwrap();
+        let r = review(
+            &config,
+            format!("{}\n", line("ann@example.com")).as_bytes(),
+            None,
+        )
+        .unwrap();
+        let candidate = r.candidate_toml(&config).unwrap();
+        let raw: crate::config::raw::RawConfig = toml::from_str(&candidate).unwrap();
+        let grant = &raw.callers[0].grants[0];
+        assert_eq!(grant.users, ["ann@example.com"]);
+        assert_eq!(grant.scopes, ["tableau:content:read"]);
+        assert_eq!(grant.attributes["region"], ["emea", "na \"east\""]);
+        assert_eq!(grant.groups, ["analysts-*"]);
+        assert_eq!(grant.on_demand_access, Some(true));
+        assert_eq!(grant.max_jwt_ttl.as_deref(), Some("2m"));
+        assert_eq!(raw.admins.len(), 1);
+        assert!(candidate.starts_with("# Candidate policy"), "{candidate}");
+        std::fs::write(dir.path().join("candidate.toml"), &candidate).unwrap();
+        let with = format!("{text}\n[policy]\ncandidate = \"candidate.toml\"\n");
+        let loaded = Config::from_toml(&with, &dir.path().join("b.toml")).unwrap();
+        assert_eq!(loaded.candidate.unwrap().policy.callers().len(), 1);
     }
 }

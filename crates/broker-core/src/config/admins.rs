@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Config, ConfigError, Issue, Issues, build, redact_toml_error};
 use crate::admins::{AdminEntry, Admins, Candidate, Role};
@@ -19,7 +19,7 @@ use crate::policy::IdentityPattern;
 pub const MAX_ADMINS: usize = 1000;
 
 /// `[[admins]]` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdminEntry {
     /// Same syntax and certificate fields as `[[callers]] identity`.
@@ -30,7 +30,7 @@ pub struct RawAdminEntry {
 }
 
 /// `[policy]` as written.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     /// A candidate policy file evaluated in shadow; relative to the configuration file.

@@ -1,14 +1,18 @@
 //! The configuration file exactly as written: stage one of three (file → [`super::build`] →
 //! [`super::Config`]). Every struct refuses unknown fields so a typo is an error, not a silent default.
+//!
+//! The same types serialize back to TOML, so whatever writes a configuration (the dev kit, the
+//! demo) writes it through the fields the loader reads: a renamed key does not compile there.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use secrecy::ExposeSecret;
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// The whole file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Format version; only [`super::CONFIG_VERSION`] is understood.
@@ -17,47 +21,47 @@ pub struct RawConfig {
     #[serde(default)]
     pub development: bool,
     /// Scopes newer than the built-in catalog, added by the operator.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub extra_scopes: Vec<String>,
     /// Listener and TLS.
     pub server: Option<RawServer>,
     /// Token cache.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub cache: RawCache,
     /// Limits that protect Tableau from sign-in floods.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub limits: RawLimits,
     /// HTTP client towards Tableau.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub tableau: RawTableau,
     /// Logs and traces.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub telemetry: RawTelemetry,
     /// The plain-HTTP admin listener (probes and metrics); off when absent.
     pub admin: Option<RawAdmin>,
     /// The audit trail.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub audit: RawAudit,
     /// How changed files are noticed and reloaded.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub reload: RawReload,
     /// The broker as an OAuth 2.0 issuer (EAS and UAT trust); absent when every site is direct.
     pub issuer: Option<RawIssuer>,
     /// Tableau sites by the name callers use.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub sites: BTreeMap<String, RawSite>,
     /// Who may ask for what.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub callers: Vec<RawCaller>,
     /// Who may call the admin API (issue 27).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub admins: Vec<super::admins::RawAdminEntry>,
     /// `[policy]`: the candidate policy run in shadow (issue 27).
     pub policy: Option<super::admins::RawPolicy>,
 }
 
 /// `[server]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Address to listen on.
@@ -87,7 +91,7 @@ pub struct RawServer {
 }
 
 /// `[cache]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
     /// Most cached sessions held at once.
@@ -108,7 +112,7 @@ pub struct RawCache {
 }
 
 /// `[limits]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// Sign-ins per second each caller entry may cause (refill rate of its token bucket).
@@ -122,7 +126,7 @@ pub struct RawLimits {
 }
 
 /// `[cache.shared]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSharedCache {
     /// `redis://` or `rediss://` URL; a username may be in it, a password may not.
@@ -134,7 +138,7 @@ pub struct RawSharedCache {
     /// File holding the current encryption key (32 bytes, raw or base64).
     pub encryption_key_file: Option<PathBuf>,
     /// Files holding previous encryption keys, still accepted for reading.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub previous_encryption_key_files: Vec<PathBuf>,
     /// Timeout of each Redis operation.
     pub operation_timeout: Option<String>,
@@ -149,7 +153,7 @@ pub struct RawSharedCache {
 }
 
 /// `[tableau]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTableau {
     /// TCP/TLS connect timeout.
@@ -159,7 +163,7 @@ pub struct RawTableau {
 }
 
 /// `[telemetry]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTelemetry {
     /// "json" or "text".
@@ -173,7 +177,7 @@ pub struct RawTelemetry {
 }
 
 /// `[admin]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// Address of the plain-HTTP admin listener.
@@ -181,7 +185,7 @@ pub struct RawAdmin {
 }
 
 /// `[audit]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     /// Where records go: a file path, or "-" for standard output.
@@ -197,7 +201,7 @@ pub struct RawAudit {
 }
 
 /// `[reload]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawReload {
     /// How often every watched file is re-read in case no file event arrived.
@@ -207,7 +211,7 @@ pub struct RawReload {
 }
 
 /// `[sites.NAME]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSite {
     /// Tableau base URL.
@@ -235,7 +239,7 @@ pub struct RawSite {
 }
 
 /// `[issuer]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIssuer {
     /// The `iss` claim, exactly as registered in Tableau (https).
@@ -251,12 +255,12 @@ pub struct RawIssuer {
     /// How far `iat` and `nbf` are backdated (default 5s).
     pub clock_skew: Option<String>,
     /// Every key, published in the JWKS.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub keys: Vec<RawIssuerKey>,
 }
 
 /// `[[issuer.keys]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIssuerKey {
     /// The `kid`.
@@ -268,7 +272,7 @@ pub struct RawIssuerKey {
 }
 
 /// `[sites.NAME.eas]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEas {
     /// The `aud` claim: `tableau:<site LUID>` on Tableau Cloud, `tableau` on Tableau Server.
@@ -276,7 +280,7 @@ pub struct RawEas {
 }
 
 /// `[sites.NAME.uat]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUat {
     /// The Tableau Cloud tenant ID (`https://tableau.com/tenantId`).
@@ -286,7 +290,7 @@ pub struct RawUat {
 }
 
 /// `[sites.NAME.connected_app]`.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConnectedApp {
     /// Client ID (the JWT's `iss`).
@@ -298,6 +302,7 @@ pub struct RawConnectedApp {
     /// Environment variable holding the secret value.
     pub secret_env: Option<String>,
     /// Inline secret value; development configs only.
+    #[serde(serialize_with = "inline_secret")]
     pub secret: Option<SecretString>,
     /// Which of `secrets` signs JWTs (the other is tried once when Tableau refuses it).
     pub active_secret_id: Option<String>,
@@ -306,7 +311,7 @@ pub struct RawConnectedApp {
 }
 
 /// `[[sites.NAME.connected_app.secrets]]`.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAppSecret {
     /// Secret ID (the JWT's `kid`).
@@ -316,6 +321,7 @@ pub struct RawAppSecret {
     /// Environment variable holding the secret value.
     pub secret_env: Option<String>,
     /// Inline secret value; development configs only.
+    #[serde(serialize_with = "inline_secret")]
     pub secret: Option<SecretString>,
 }
 
@@ -345,13 +351,13 @@ impl std::fmt::Debug for RawConnectedApp {
 }
 
 /// `[[callers]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCaller {
     /// SPIFFE ID (optionally ending in `/*`), DNS name or subject CN.
     pub identity: Option<String>,
     /// What the caller may ask for.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub grants: Vec<RawGrant>,
     /// This entry's sign-in rate, instead of `[limits] sign_ins_per_second`.
     pub sign_ins_per_second: Option<f64>,
@@ -360,11 +366,11 @@ pub struct RawCaller {
 }
 
 /// `[[callers.grants]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawGrant {
     /// Site names.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub sites: Vec<String>,
     /// Users: exact names or globs.
     #[serde(default)]
@@ -373,16 +379,57 @@ pub struct RawGrant {
     #[serde(default)]
     pub scopes: Vec<String>,
     /// Scopes refused even when allowed above.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub deny_scopes: Vec<String>,
     /// Longest JWT lifetime for this grant.
     pub max_jwt_ttl: Option<String>,
     /// User attributes callers may ask for: name → allowed values (`"*"`: any value).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub attributes: BTreeMap<String, Vec<String>>,
     /// Group names callers may ask for (globs).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub groups: Vec<String>,
     /// Whether callers may ask for on-demand access.
     pub on_demand_access: Option<bool>,
+}
+
+/// `callers` as `[[callers]]` entries, for tools that write entries on their own (the access
+/// review's suggestions, the dev kit's entries under their comments).
+pub fn callers_toml(callers: &[RawCaller]) -> Result<String, toml::ser::Error> {
+    #[derive(Serialize)]
+    struct Callers<'a> {
+        callers: &'a [RawCaller],
+    }
+    toml::to_string(&Callers { callers })
+}
+
+/// `admins` as `[[admins]]` entries (the access review's candidate file keeps them).
+pub fn admins_toml(admins: &[super::admins::RawAdminEntry]) -> Result<String, toml::ser::Error> {
+    #[derive(Serialize)]
+    struct Admins<'a> {
+        admins: &'a [super::admins::RawAdminEntry],
+    }
+    toml::to_string(&Admins { admins })
+}
+
+/// Leaves a section out of the written file when nothing in it is set.
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// Leaves an empty list or table out of the written file: the loader reads absence as empty.
+fn is_empty<C>(collection: &C) -> bool
+where
+    for<'a> &'a C: IntoIterator,
+{
+    collection.into_iter().next().is_none()
+}
+
+/// Writes an inline secret. Only a development configuration holds one (the loader refuses it
+/// elsewhere), and writing the file it came from is the one place its value may go.
+fn inline_secret<S: Serializer>(secret: &Option<SecretString>, ser: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => ser.serialize_some(secret.expose_secret()),
+        None => ser.serialize_none(),
+    }
 }
