@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tableau_token_broker::config::raw::{RawConfig, RawLimits, RawSharedCache};
+use tableau_token_broker::config::raw::{RawAudit, RawConfig, RawLimits, RawSharedCache};
 
 use anyhow::Context;
 use tableau_double::{FakeTableauHandle, Faults, Latency, SiteUser};
@@ -284,7 +284,10 @@ impl Drop for TempDir {
 
 /// No audit trail: the baseline the trails are measured against.
 pub(crate) fn audit_off(c: &mut RawConfig) {
-    c.audit.enabled = Some(false);
+    c.audit = RawAudit {
+        enabled: Some(false),
+        ..RawAudit::default()
+    };
 }
 
 /// Sign-in limits far above anything the bench causes, for the parts that measure the broker
