@@ -493,6 +493,65 @@ async fn admin_roles_are_enforced_and_every_admin_call_is_audited() {
     assert!(!records.iter().any(|r| r.to_string().contains(&got.token)));
 }
 
+/// Claims a request of the matrix carries beyond `scp`.
+#[derive(Debug, Clone, Copy)]
+struct Claims {
+    attribute: Option<(&'static str, &'static str)>,
+    group: Option<&'static str>,
+    on_demand_access: bool,
+}
+
+const NO_CLAIMS: Claims = Claims {
+    attribute: None,
+    group: None,
+    on_demand_access: false,
+};
+
+/// The claim sets the matrix cycles through: none, an attribute value allowed by one grant and
+/// one allowed by none, an attribute any value of which one grant allows, a group matching a
+/// glob and one matching none, and on-demand access.
+const CLAIM_SETS: [Claims; 7] = [
+    NO_CLAIMS,
+    Claims {
+        attribute: Some(("region", "emea")),
+        ..NO_CLAIMS
+    },
+    Claims {
+        attribute: Some(("region", "apac")),
+        ..NO_CLAIMS
+    },
+    Claims {
+        attribute: Some(("department", "sales")),
+        ..NO_CLAIMS
+    },
+    Claims {
+        group: Some("analysts-emea"),
+        ..NO_CLAIMS
+    },
+    Claims {
+        group: Some("admins"),
+        ..NO_CLAIMS
+    },
+    Claims {
+        on_demand_access: true,
+        ..NO_CLAIMS
+    },
+];
+
+/// The claims allowlists of the matrix: the renderer's finance grant allows two regions and the
+/// `analysts-*` groups, the ops prefix on-demand access, the DNS caller any department.
+fn claim_allowlists(c: &mut RawConfig) {
+    let grant = &mut c.callers[0].grants[0];
+    grant.attributes = [(
+        "region".to_owned(),
+        vec!["emea".to_owned(), "na".to_owned()],
+    )]
+    .into();
+    grant.groups = vec!["analysts-*".to_owned()];
+    c.callers[1].grants[0].on_demand_access = Some(true);
+    c.callers[2].grants[0].attributes = [("department".to_owned(), vec!["*".to_owned()])].into();
+}
+
 /// The real decision (MintJwt, which authorizes exactly as GetCredentials does) as a verdict:
 /// `OK` or the refusal's reason.
 async fn real(
@@ -501,6 +560,7 @@ async fn real(
     site: &str,
     user: &str,
     scopes: &[&str],
+    claims: Claims,
 ) -> String {
     let mut c = TokenBrokerClient::new(
         local::connect(&local.pki, local.server.local_addr(), pair)
@@ -513,7 +573,18 @@ async fn real(
             user: user.into(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             ttl: None,
-            ..Default::default()
+            attributes: claims
+                .attribute
+                .map(|(name, value)| {
+                    let values = pb::AttributeValues {
+                        values: vec![value.to_owned()],
+                    };
+                    (name.to_owned(), values)
+                })
+                .into_iter()
+                .collect(),
+            groups: claims.group.map(str::to_owned).into_iter().collect(),
+            on_demand_access: claims.on_demand_access,
         })
         .await
     {
@@ -523,12 +594,13 @@ async fn real(
 }
 
 /// Issue 27, done when: `Explain` agrees with the real decision on a generated matrix of at
-/// least 500 requests, covering wildcards, denies, globs and identity sources.
+/// least 500 requests, covering wildcards, denies, globs, identity sources and claims.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_agrees_with_the_real_decision_on_a_matrix() {
     let dir = tempfile::tempdir().unwrap();
     let local = policy_setup(dir.path())
         .configure(admins)
+        .configure(claim_allowlists)
         .start()
         .await
         .unwrap();
@@ -569,17 +641,33 @@ async fn explain_agrees_with_the_real_decision_on_a_matrix() {
     ];
     let mut admin = admin_client(&local, &spiffe_cert(&local, READER)).await;
     let (mut n, mut allowed) = (0, 0);
+    let mut verdicts: std::collections::BTreeMap<String, u32> = Default::default();
     for (pair, identity) in &identities {
         for site in sites {
             for user in users {
-                for scopes in scope_sets {
-                    let expected = real(&local, pair, site, user, scopes).await;
+                // Each request once without claims and once with a claim set, in turn.
+                for (i, scopes) in scope_sets.iter().flat_map(|s| [s, s]).enumerate() {
+                    let claims = match i % 2 {
+                        0 => NO_CLAIMS,
+                        _ => CLAIM_SETS[1 + (n / 2) % (CLAIM_SETS.len() - 1)],
+                    };
+                    let expected = real(&local, pair, site, user, scopes, claims).await;
                     let e = admin
                         .explain(apb::ExplainRequest {
                             identity: identity.clone(),
                             site: site.into(),
                             user: user.into(),
                             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                            attributes: claims
+                                .attribute
+                                .map(|(name, value)| apb::Attribute {
+                                    name: name.to_owned(),
+                                    value: value.to_owned(),
+                                })
+                                .into_iter()
+                                .collect(),
+                            groups: claims.group.map(str::to_owned).into_iter().collect(),
+                            on_demand_access: claims.on_demand_access,
                             ..Default::default()
                         })
                         .await
@@ -589,8 +677,13 @@ async fn explain_agrees_with_the_real_decision_on_a_matrix() {
                     assert_eq!(
                         (v.reason.as_str(), v.allowed),
                         (expected.as_str(), expected == "OK"),
-                        "{identity} {site} {user} {scopes:?}: {v:?}"
+                        "{identity} {site} {user} {scopes:?} {claims:?}: {v:?}"
                     );
+                    let claimed = claims.attribute.is_some()
+                        || claims.group.is_some()
+                        || claims.on_demand_access;
+                    let key = format!("{}{}", v.reason, if claimed { " with claims" } else { "" });
+                    *verdicts.entry(key).or_default() += 1;
                     if v.allowed {
                         allowed += 1;
                         assert!(v.entry_index >= 0 && v.grant >= 0, "{v:?}");
@@ -600,7 +693,22 @@ async fn explain_agrees_with_the_real_decision_on_a_matrix() {
             }
         }
     }
-    assert!(n >= 500 && allowed >= 15, "{n} requests, {allowed} allowed");
+    assert!(
+        n >= 1000 && allowed >= 15,
+        "{n} requests, {allowed} allowed"
+    );
+    // Claims were allowed as well as refused for each kind, so the agreement covers them.
+    for verdict in [
+        "OK with claims",
+        "ATTRIBUTE_NOT_ALLOWED with claims",
+        "GROUP_NOT_ALLOWED with claims",
+        "ON_DEMAND_ACCESS_NOT_ALLOWED with claims",
+    ] {
+        assert!(
+            verdicts.get(verdict).is_some_and(|&k| k >= 1),
+            "{verdict}: {verdicts:?}"
+        );
+    }
     // The same answer offline, from the file.
     let config = Config::load(&local.config_path).unwrap();
     let offline = tableau_token_broker::broker::explain(
