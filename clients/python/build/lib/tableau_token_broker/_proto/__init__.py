@@ -1,1 +1,0 @@
-"""Generated gRPC modules (scripts/gen_proto.py); not a public API."""

@@ -1,1 +1,0 @@
-"""Generated from proto/tableau_token_broker/v1/broker.proto by scripts/gen_proto.py."""
