@@ -109,7 +109,7 @@ pub struct ExplainArgs {
     #[arg(long = "scope", required = true)]
     pub scopes: Vec<String>,
     /// Claims attribute as NAME=VALUE; repeat for more (a name given twice has two values).
-    #[arg(long = "attribute", value_parser = parse_attribute)]
+    #[arg(long = "attribute", value_parser = crate::client_cli::parse_attribute)]
     pub attributes: Vec<(String, String)>,
     /// Claims group; repeat for more.
     #[arg(long = "group")]
@@ -141,18 +141,6 @@ impl ExplainArgs {
             groups: self.groups.clone(),
             on_demand_access: self.on_demand_access,
         }
-    }
-}
-
-/// `--attribute NAME=VALUE`.
-fn parse_attribute(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((name, value)) if !name.trim().is_empty() => {
-            Ok((name.trim().to_owned(), value.to_owned()))
-        }
-        _ => Err(format!(
-            "{s:?} is not NAME=VALUE: give the attribute as --attribute region=emea"
-        )),
     }
 }
 

@@ -71,6 +71,28 @@ pub struct TargetArgs {
     /// Scope the token needs; repeat for more.
     #[arg(long = "scope", required = true)]
     pub scopes: Vec<String>,
+    /// User attribute claim as NAME=VALUE; repeat for more (a name given twice has two values).
+    /// The caller's grant must allow it.
+    #[arg(long = "attribute", value_parser = parse_attribute)]
+    pub attributes: Vec<(String, String)>,
+    /// Group claim; repeat for more. The caller's grant must allow it.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// Ask for on-demand access. The caller's grant must allow it.
+    #[arg(long)]
+    pub on_demand_access: bool,
+}
+
+/// `--attribute NAME=VALUE`.
+pub(crate) fn parse_attribute(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "{s:?} is not NAME=VALUE: give the attribute as --attribute region=emea"
+        )),
+    }
 }
 
 /// `get`: credentials for a site and user.
@@ -325,10 +347,16 @@ pub(crate) fn to_json(v: &serde_json::Value) -> String {
 pub async fn get(conn: &ConnectOpts, args: &GetArgs) -> Result<String, ClientCliError> {
     let c = client(conn)?;
     // No --min-remaining is zero, as the broker reads an unset one: any live cached token.
-    let req = CredentialsRequest::new(&args.target.site, &args.target.user)
-        .scopes(&args.target.scopes)
+    let t = &args.target;
+    let mut req = CredentialsRequest::new(&t.site, &t.user)
+        .scopes(&t.scopes)
+        .groups(&t.groups)
+        .on_demand_access(t.on_demand_access)
         .min_remaining(args.min_remaining.unwrap_or(Duration::ZERO))
         .force_refresh(args.force_refresh);
+    for (name, value) in &t.attributes {
+        req = req.attribute(name, [value]);
+    }
     let creds = with_spinner(
         "waiting for the broker (signing in to Tableau)…",
         c.credentials(&req),
@@ -385,8 +413,14 @@ pub fn render_credentials(r: &Credentials, json: bool, token_only: bool) -> Stri
 /// `mint`: a connected-app JWT.
 pub async fn mint(conn: &ConnectOpts, args: &MintArgs) -> Result<String, ClientCliError> {
     let c = client(conn)?;
-    let mut req =
-        MintJwtRequest::new(&args.target.site, &args.target.user).scopes(&args.target.scopes);
+    let t = &args.target;
+    let mut req = MintJwtRequest::new(&t.site, &t.user)
+        .scopes(&t.scopes)
+        .groups(&t.groups)
+        .on_demand_access(t.on_demand_access);
+    for (name, value) in &t.attributes {
+        req = req.attribute(name, [value]);
+    }
     if let Some(ttl) = args.ttl {
         req = req.ttl(ttl);
     }

@@ -161,6 +161,25 @@ async fn a_denied_get_exits_non_zero_with_status_reason_and_message() {
     assert!(out.stdout.is_empty());
     assert_eq!(h.fake.stats().signins, 0);
 
+    // Claims travel with get and mint: the renderer's grant allows none.
+    for cmd in ["get", "mint"] {
+        let out = c
+            .run(&as_renderer(
+                cmd,
+                "tableau:content:read",
+                &["--attribute", "region=emea"],
+            ))
+            .await;
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(
+            err.starts_with("error: PERMISSION_DENIED (ATTRIBUTE_NOT_ALLOWED): "),
+            "{cmd}: {err}"
+        );
+        assert!(err.contains("region"), "{cmd}: {err}");
+    }
+    assert_eq!(h.fake.stats().signins, 0);
+
     // Deny wins for the ops caller, whose wildcard covers tableau:tasks:delete.
     let ops = Conn::new(&h, ADMIN, "ops");
     let out = ops

@@ -23,7 +23,7 @@ use tokio::sync::broadcast;
 
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::messages::{Credentials, CredentialsRequest};
+use crate::messages::{Claims, Credentials, CredentialsRequest};
 
 /// How long after a failed background refresh the next one may start (the old token is served
 /// meanwhile).
@@ -74,6 +74,8 @@ pub(crate) struct Key {
     pub(crate) user: String,
     /// Deduplicated and sorted.
     pub(crate) scopes: Vec<String>,
+    /// Normalized: sessions with different claims are never shared.
+    pub(crate) claims: Claims,
 }
 
 /// What a fetch is asked for.
@@ -284,12 +286,13 @@ impl Cache {
 }
 
 impl CredentialsRequest {
-    /// The cache key of this request: site, user and scopes (not how to use the cache).
+    /// The cache key of this request: site, user, scopes and claims (not how to use the cache).
     pub(crate) fn key(&self) -> Key {
         Key {
             site: self.site.clone(),
             user: self.user.clone(),
             scopes: self.scopes.clone(),
+            claims: self.claims.clone(),
         }
     }
 }
@@ -360,6 +363,7 @@ mod tests {
             site: "finance".into(),
             user: "svc".into(),
             scopes: vec!["tableau:content:read".into()],
+            claims: Claims::default(),
         }
     }
 

@@ -317,9 +317,9 @@ impl Rpc {
             scopes: key.scopes.clone(),
             min_remaining: proto_duration(min_remaining),
             force_refresh,
-            // Claims beyond scp (attributes, groups, on-demand access) are not asked for by this
-            // client yet.
-            ..Default::default()
+            attributes: key.claims.proto_attributes(),
+            groups: key.claims.group_list().to_vec(),
+            on_demand_access: key.claims.on_demand_access(),
         };
         let r = self
             .call(|mut c| {
@@ -404,7 +404,9 @@ impl Client {
             user: req.user.clone(),
             scopes: req.scopes.clone(),
             ttl: req.ttl.and_then(proto_duration),
-            ..Default::default()
+            attributes: req.claims.proto_attributes(),
+            groups: req.claims.group_list().to_vec(),
+            on_demand_access: req.claims.on_demand_access(),
         };
         let r = self
             .inner
@@ -515,6 +517,32 @@ mod tests {
         assert_ne!(
             a.key(),
             CredentialsRequest::new("s", "v").scopes(["a", "b"]).key()
+        );
+    }
+
+    #[test]
+    fn claims_are_part_of_the_key_whatever_their_order() {
+        let base = || CredentialsRequest::new("s", "u").scope("a");
+        let a = base()
+            .attribute("region", ["emea", "na", "emea"])
+            .groups(["g2", "g1"]);
+        let b = base()
+            .groups(["g1"])
+            .attribute("region", ["na"])
+            .groups(["g2"])
+            .attribute("region", ["emea"]);
+        assert_eq!(a.key(), b.key());
+        assert_eq!(a.claims().attributes()["region"], ["emea", "na"]);
+        assert_eq!(a.claims().group_list(), ["g1", "g2"]);
+        assert_ne!(a.key(), base().key());
+        assert_ne!(
+            base().key(),
+            base().on_demand_access(true).key(),
+            "on-demand access is a different session"
+        );
+        assert_ne!(
+            base().attribute("region", ["emea"]).key(),
+            base().attribute("region", ["na"]).key()
         );
     }
 

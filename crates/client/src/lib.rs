@@ -64,7 +64,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, code_name};
 pub use layer::{TableauAuth, TableauAuthLayer, X_TABLEAU_AUTH};
 pub use messages::{
-    Credentials, CredentialsRequest, DEFAULT_MIN_REMAINING, Invalidation, MintJwtRequest, MintedJwt,
+    Claims, Credentials, CredentialsRequest, DEFAULT_MIN_REMAINING, Invalidation, MintJwtRequest,
+    MintedJwt,
 };
 #[cfg(feature = "reqwest-middleware")]
 pub use middleware::TableauAuthMiddleware;

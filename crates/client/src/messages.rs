@@ -1,6 +1,7 @@
 //! The request and answer types of [`crate::Client`]: what a caller asks for and what it gets,
 //! apart from the client that carries them (the cache and the layer use them too).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
@@ -12,9 +13,75 @@ use crate::proto;
 /// 1 minute.
 pub const DEFAULT_MIN_REMAINING: Duration = Duration::from_secs(60);
 
-/// What [`Client::credentials`] asks for: a site, a user and scopes. It is also the cache key
-/// (scopes deduplicated and sorted, so their order does not matter); `min_remaining` and
-/// `force_refresh` only say how to use the cache.
+/// Claims beyond scopes that a JWT carries for Tableau: user attributes (read by `USERATTRIBUTE`
+/// in data policies), groups (dynamic group membership) and on-demand access. The broker allows
+/// them per grant (`attributes`, `groups`, `on_demand_access` in `[[callers.grants]]`) and never
+/// shares a session across different claims, so neither does this client. Kept normalized
+/// (values and groups deduplicated and sorted), so equal claims are equal however they were given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Claims {
+    attributes: BTreeMap<String, Vec<String>>,
+    groups: Vec<String>,
+    on_demand_access: bool,
+}
+
+impl Claims {
+    fn attribute<I, S>(&mut self, name: impl Into<String>, values: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let v = self.attributes.entry(name.into()).or_default();
+        v.extend(values.into_iter().map(Into::into));
+        v.sort();
+        v.dedup();
+    }
+
+    fn groups<I, S>(&mut self, groups: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.groups.extend(groups.into_iter().map(Into::into));
+        self.groups.sort();
+        self.groups.dedup();
+    }
+
+    /// The attributes asked for: name → values.
+    pub fn attributes(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.attributes
+    }
+
+    /// The groups asked for.
+    pub fn group_list(&self) -> &[String] {
+        &self.groups
+    }
+
+    /// Whether on-demand access is asked for.
+    pub fn on_demand_access(&self) -> bool {
+        self.on_demand_access
+    }
+
+    /// The attributes as the broker's request field holds them.
+    pub(crate) fn proto_attributes<M>(&self) -> M
+    where
+        M: FromIterator<(String, proto::AttributeValues)>,
+    {
+        self.attributes
+            .iter()
+            .map(|(name, values)| {
+                let values = proto::AttributeValues {
+                    values: values.clone(),
+                };
+                (name.clone(), values)
+            })
+            .collect()
+    }
+}
+
+/// What [`Client::credentials`] asks for: a site, a user, scopes and any [`Claims`]. It is also
+/// the cache key (scopes deduplicated and sorted, so their order does not matter);
+/// `min_remaining` and `force_refresh` only say how to use the cache.
 ///
 /// ```
 /// use tableau_token_broker_client::CredentialsRequest;
@@ -28,6 +95,7 @@ pub struct CredentialsRequest {
     pub(crate) site: String,
     pub(crate) user: String,
     pub(crate) scopes: Vec<String>,
+    pub(crate) claims: Claims,
     pub(crate) min_remaining: Option<Duration>,
     pub(crate) force_refresh: bool,
 }
@@ -40,9 +108,42 @@ impl CredentialsRequest {
             site: site.into(),
             user: user.into(),
             scopes: Vec::new(),
+            claims: Claims::default(),
             min_remaining: None,
             force_refresh: false,
         }
+    }
+
+    /// Asks for a user attribute claim with these values (one value is sent as a string, several
+    /// as an array); the grant must allow the name and each value.
+    pub fn attribute<I, S>(mut self, name: impl Into<String>, values: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.claims.attribute(name, values);
+        self
+    }
+
+    /// Asks for groups (`https://tableau.com/groups`); the grant's globs must match each.
+    pub fn groups<I, S>(mut self, groups: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.claims.groups(groups);
+        self
+    }
+
+    /// Asks for on-demand access (`https://tableau.com/oda`); the grant must allow it.
+    pub fn on_demand_access(mut self, yes: bool) -> Self {
+        self.claims.on_demand_access = yes;
+        self
+    }
+
+    /// The claims asked for beyond scopes.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
     }
 
     /// Adds scopes, such as `"tableau:content:read"`.
@@ -200,6 +301,7 @@ pub struct MintJwtRequest {
     pub(crate) user: String,
     pub(crate) scopes: Vec<String>,
     pub(crate) ttl: Option<Duration>,
+    pub(crate) claims: Claims,
 }
 
 impl MintJwtRequest {
@@ -210,7 +312,34 @@ impl MintJwtRequest {
             user: user.into(),
             scopes: Vec::new(),
             ttl: None,
+            claims: Claims::default(),
         }
+    }
+
+    /// Asks for a user attribute claim, as [`CredentialsRequest::attribute`].
+    pub fn attribute<I, S>(mut self, name: impl Into<String>, values: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.claims.attribute(name, values);
+        self
+    }
+
+    /// Asks for groups, as [`CredentialsRequest::groups`].
+    pub fn groups<I, S>(mut self, groups: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.claims.groups(groups);
+        self
+    }
+
+    /// Asks for on-demand access, as [`CredentialsRequest::on_demand_access`].
+    pub fn on_demand_access(mut self, yes: bool) -> Self {
+        self.claims.on_demand_access = yes;
+        self
     }
 
     /// Adds scopes for the `scp` claim.

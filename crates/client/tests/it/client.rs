@@ -208,3 +208,77 @@ async fn resource_exhausted_is_retried_after_the_brokers_retry_info() {
         "the limit was met on the way"
     );
 }
+
+/// Claims reach Tableau in the JWT, key the client's cache (a repeat is served from it, other
+/// claims are another session), and a claim the grant does not allow is the broker's refusal.
+#[tokio::test]
+async fn claims_are_sent_cached_apart_and_refused_when_the_grant_does_not_allow_them() {
+    let sys = System::start().await;
+    let client = sys.renderer().build().unwrap();
+    let emea = || {
+        request()
+            .attribute("region", ["emea"])
+            .groups(["analysts-emea"])
+    };
+    let before = sys.broker.rpc_count("GetCredentials").await;
+    let a = client.credentials(&emea()).await.unwrap();
+    let claims: serde_json::Value = crate::support::https_client(&sys.double)
+        .get(format!("{}/_fake/session/claims", sys.double.base_url()))
+        .header("X-Tableau-Auth", a.token.expose_secret())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(claims["region"], "emea", "{claims}");
+    assert_eq!(
+        claims["https://tableau.com/groups"],
+        serde_json::json!(["analysts-emea"]),
+        "{claims}"
+    );
+
+    // The same claims, given in another order: this client's cache answers.
+    let again = client
+        .credentials(
+            &request()
+                .groups(["analysts-emea"])
+                .attribute("region", ["emea"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.token.expose_secret(), a.token.expose_secret());
+    assert_eq!(sys.broker.rpc_count("GetCredentials").await - before, 1);
+
+    // Other claims, and none: other sessions.
+    let na = client
+        .credentials(&request().attribute("region", ["na"]))
+        .await
+        .unwrap();
+    let plain = client.credentials(&request()).await.unwrap();
+    assert_ne!(na.token.expose_secret(), a.token.expose_secret());
+    assert_ne!(plain.token.expose_secret(), a.token.expose_secret());
+    assert_ne!(plain.token.expose_secret(), na.token.expose_secret());
+    assert_eq!(sys.double.stats().signins_ok, 3);
+
+    // Outside the grant's allowlists: the broker's reasons.
+    let refused = |req: CredentialsRequest| {
+        let client = client.clone();
+        async move { client.credentials(&req).await.unwrap_err() }
+    };
+    let e = refused(request().attribute("region", ["apac"])).await;
+    assert_eq!(e.reason(), Some("ATTRIBUTE_NOT_ALLOWED"), "{e}");
+    let e = refused(request().groups(["admins"])).await;
+    assert_eq!(e.reason(), Some("GROUP_NOT_ALLOWED"), "{e}");
+    let e = refused(request().on_demand_access(true)).await;
+    assert_eq!(e.reason(), Some("ON_DEMAND_ACCESS_NOT_ALLOWED"), "{e}");
+    let e = client
+        .mint_jwt(
+            &MintJwtRequest::new("finance", USER)
+                .scopes([SCOPE])
+                .attribute("region", ["apac"]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), Some("ATTRIBUTE_NOT_ALLOWED"), "{e}");
+}

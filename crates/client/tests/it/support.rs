@@ -191,6 +191,8 @@ identity = "{RENDERER_ID}"
 sites = ["finance"]
 users = ["{USER}"]
 scopes = ["{SCOPE}"]
+attributes = {{ region = ["emea", "na"] }}
+groups = ["analysts-*"]
 
 # The ops workloads may cause one sign-in, then one a second: the retry test meets the limit.
 [[callers]]
