@@ -12,7 +12,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import grpc
 from google.protobuf import duration_pb2
@@ -207,14 +207,101 @@ def duration(value: Optional[float]) -> Optional[duration_pb2.Duration]:
     return d
 
 
-CacheKey = Tuple[str, str, Tuple[str, ...]]
+#: What `attributes=` takes: attribute name -> one value (a string) or several.
+Attributes = Mapping[str, Union[str, Iterable[str]]]
 
 
-def cache_key(site: str, user: str, scopes: Iterable[str]) -> CacheKey:
+@dataclass(frozen=True)
+class Claims:
+    """Claims beyond `scp` a request asks the broker to put in the JWT: user attributes (read by
+    `USERATTRIBUTE`/`USERATTRIBUTEINCLUDES` in data policies), groups (dynamic group membership)
+    and on-demand access.
+
+    Normalized as the broker normalizes them (attribute names sorted, each attribute's values and
+    the groups sorted and deduplicated), so that two requests for the same claims, written in a
+    different order, are one cache key here as they are one session at the broker. Values are
+    sent verbatim (not stripped): they are compared with the grant's allowlist and Tableau's data
+    policies exactly. `repr` shows attribute names and counts, never values, like the broker's
+    logs: values can say who a user is and what they may see."""
+
+    attributes: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+    groups: Tuple[str, ...] = ()
+    on_demand_access: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.attributes or self.groups or self.on_demand_access)
+
+    def __repr__(self) -> str:
+        names = [name for name, _ in self.attributes]
+        return f"Claims(attributes={names!r}, groups={len(self.groups)}, on_demand_access={self.on_demand_access})"
+
+    def attribute_map(self) -> Dict[str, Tuple[str, ...]]:
+        """The attributes as a dict, as `credentials(attributes=...)` takes them back."""
+        return dict(self.attributes)
+
+
+NO_CLAIMS = Claims()
+
+
+def _strings(what: str, values: Union[str, Iterable[str]]) -> Tuple[str, ...]:
+    """Sorted, deduplicated strings; a lone string is one value, not its characters."""
+    if isinstance(values, str):
+        values = [values]
+    out = set()
+    for v in values:
+        if not isinstance(v, str):
+            # Checked here so the error names the claim; protobuf's would not.
+            raise TypeError(f"{what} must be strings, got {type(v).__name__} {v!r}")
+        out.add(v)
+    return tuple(sorted(out))
+
+
+def normalize_claims(
+    attributes: Optional[Attributes] = None,
+    groups: Optional[Iterable[str]] = None,
+    on_demand_access: bool = False,
+) -> Claims:
+    """The normalized `Claims` of a call's `attributes=`, `groups=` and `on_demand_access=`."""
+    attrs: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+    if attributes:
+        for name in attributes:
+            if not isinstance(name, str):
+                raise TypeError(f"attribute names must be strings, got {type(name).__name__} {name!r}")
+        attrs = tuple(
+            (name, _strings(f"the values of attribute {name!r}", attributes[name]))
+            for name in sorted(attributes)
+        )
+    return Claims(
+        attributes=attrs,
+        groups=_strings("groups", groups) if groups else (),
+        on_demand_access=bool(on_demand_access),
+    )
+
+
+class CacheKey(NamedTuple):
+    """What the client caches credentials under. The claims are part of it because the broker
+    signs in a separate session for each claim set (a token signed in with `region=emea` must
+    never be handed to a caller that asked for `region=us`, or for no attributes at all)."""
+
+    site: str
+    user: str
+    scopes: Tuple[str, ...]
+    claims: Claims = NO_CLAIMS
+
+
+def cache_key(site: str, user: str, scopes: Iterable[str], claims: Claims = NO_CLAIMS) -> CacheKey:
     if isinstance(scopes, str):
         scopes = [scopes]
     scopes = tuple(sorted({s.strip() for s in scopes}))
-    return (site, user, scopes)
+    return CacheKey(site, user, scopes, claims)
+
+
+def _fill_claims(req, c: Claims) -> None:
+    """Sets the claim fields shared by GetCredentialsRequest and MintJwtRequest."""
+    for name, values in c.attributes:
+        req.attributes[name].values.extend(values)
+    req.groups.extend(c.groups)
+    req.on_demand_access = c.on_demand_access
 
 
 @dataclass(frozen=True)
@@ -259,17 +346,18 @@ def refresh_min_remaining(entry: Entry, now: float) -> float:
 
 
 def credentials_request(key: CacheKey, min_remaining: Optional[float], force_refresh: bool = False):
-    site, user, scopes = key
-    req = pb.GetCredentialsRequest(site=site, user=user, scopes=list(scopes), force_refresh=force_refresh)
+    req = pb.GetCredentialsRequest(site=key.site, user=key.user, scopes=list(key.scopes), force_refresh=force_refresh)
+    _fill_claims(req, key.claims)
     if min_remaining:
         req.min_remaining.CopyFrom(duration(min_remaining))
     return req
 
 
-def mint_request(site: str, user: str, scopes: Iterable[str], ttl: Optional[Seconds]):
+def mint_request(site: str, user: str, scopes: Iterable[str], ttl: Optional[Seconds], claims: Claims = NO_CLAIMS):
     if isinstance(scopes, str):
         scopes = [scopes]
     req = pb.MintJwtRequest(site=site, user=user, scopes=list(scopes))
+    _fill_claims(req, claims)
     t = seconds(ttl)
     if t is not None:
         req.ttl.CopyFrom(duration(t))

@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 
 from . import _core
-from ._core import CacheKey, CachePolicy, Entry, RetryPolicy, Seconds, Settings
+from ._core import Attributes, CacheKey, CachePolicy, Entry, RetryPolicy, Seconds, Settings
 from ._proto.v1 import broker_pb2 as pb
 from ._proto.v1 import broker_pb2_grpc as pb_grpc
 from .errors import BrokerError, from_rpc_error
@@ -161,10 +161,19 @@ class BrokerClient:
         min_remaining: Optional[Seconds] = None,
         *,
         force_refresh: bool = False,
+        attributes: Optional[Attributes] = None,
+        groups: Optional[Iterable[str]] = None,
+        on_demand_access: bool = False,
     ) -> Credentials:
-        """Credentials for `user` on `site` with `scopes` and more than `min_remaining` left."""
-        key = _core.cache_key(site, user, scopes)
-        m = _core.seconds(min_remaining) or 0.0
+        """Credentials for `user` on `site` with `scopes` and more than `min_remaining` left.
+
+        `attributes`, `groups` and `on_demand_access` ask for claims beyond `scp`, as in the sync
+        client; they are part of the cache key, so a token is only served for the same claims."""
+        key = _core.cache_key(site, user, scopes, _core.normalize_claims(attributes, groups, on_demand_access))
+        return await self._credentials(key, _core.seconds(min_remaining) or 0.0, force_refresh)
+
+    async def _credentials(self, key: CacheKey, m: float, force_refresh: bool = False) -> Credentials:
+        """`credentials()` for a normalized key: the cache, single flight and refresh ahead."""
         if force_refresh:
             resp = await self._call("GetCredentials", _core.credentials_request(key, m, True))
             return self._store(key, _core.to_credentials(resp), m, used=True).credentials
@@ -246,7 +255,7 @@ class BrokerClient:
                 return
             err = fut.exception()
             if err is not None:
-                _core.log.warning("background refresh of credentials for %s/%s failed: %s", key[0], key[1], err)
+                _core.log.warning("background refresh of credentials for %s/%s failed: %s", key.site, key.user, err)
                 if self._entries.get(key) is entry:
                     entry.refresh_at = _core.retry_refresh_at(entry, self._clock())
                     self._schedule(key, entry, self._clock())
@@ -260,10 +269,14 @@ class BrokerClient:
         scopes: Iterable[str],
         refused_token: str,
         min_remaining: Optional[Seconds] = None,
+        *,
+        attributes: Optional[Attributes] = None,
+        groups: Optional[Iterable[str]] = None,
+        on_demand_access: bool = False,
     ) -> Credentials:
         """Tableau refused `refused_token`: invalidate it and return new credentials (shared by
-        every task reporting the same token)."""
-        key = _core.cache_key(site, user, scopes)
+        every task reporting the same token). Pass the claims the refused token was asked for."""
+        key = _core.cache_key(site, user, scopes, _core.normalize_claims(attributes, groups, on_demand_access))
         m = _core.seconds(min_remaining) or 0.0
         entry = self._entries.get(key)
         if entry is not None and entry.credentials.token != refused_token and entry.usable(self._clock(), m):
@@ -278,9 +291,9 @@ class BrokerClient:
                 await self.invalidate(refused_token)
             except BrokerError as e:
                 _core.log.warning("invalidating a refused token failed: %s", e)
-            creds = await self.credentials(site, user, scopes, min_remaining)
+            creds = await self._credentials(key, m)
             if creds.token == refused_token:
-                creds = await self.credentials(site, user, scopes, min_remaining, force_refresh=True)
+                creds = await self._credentials(key, m, force_refresh=True)
             fut.set_result(creds)
             return creds
         except BaseException as e:
@@ -302,8 +315,20 @@ class BrokerClient:
         resp = await self._call("InvalidateCredentials", pb.InvalidateCredentialsRequest(token=token))
         return _core.to_invalidation(resp)
 
-    async def mint_jwt(self, site: str, user: str, scopes: Iterable[str], ttl: Optional[Seconds] = None) -> Jwt:
-        return _core.to_jwt(await self._call("MintJwt", _core.mint_request(site, user, scopes, ttl)))
+    async def mint_jwt(
+        self,
+        site: str,
+        user: str,
+        scopes: Iterable[str],
+        ttl: Optional[Seconds] = None,
+        *,
+        attributes: Optional[Attributes] = None,
+        groups: Optional[Iterable[str]] = None,
+        on_demand_access: bool = False,
+    ) -> Jwt:
+        """A connected-app JWT (never cached), with claims beyond `scp` as `credentials()`."""
+        c = _core.normalize_claims(attributes, groups, on_demand_access)
+        return _core.to_jwt(await self._call("MintJwt", _core.mint_request(site, user, scopes, ttl, c)))
 
     async def whoami(self) -> WhoAmI:
         return _core.to_whoami(await self._call("WhoAmI", pb.WhoAmIRequest()))

@@ -10,7 +10,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import grpc
 
 from . import _core
-from ._core import CacheKey, CachePolicy, Entry, RetryPolicy, Seconds, Settings
+from ._core import Attributes, CacheKey, CachePolicy, Entry, RetryPolicy, Seconds, Settings
 from ._proto.v1 import broker_pb2 as pb
 from ._proto.v1 import broker_pb2_grpc as pb_grpc
 from .errors import BrokerError, from_rpc_error
@@ -168,11 +168,23 @@ class BrokerClient:
         min_remaining: Optional[Seconds] = None,
         *,
         force_refresh: bool = False,
+        attributes: Optional[Attributes] = None,
+        groups: Optional[Iterable[str]] = None,
+        on_demand_access: bool = False,
     ) -> Credentials:
         """Credentials for `user` on the broker's `site` with `scopes`, with more than
-        `min_remaining` (seconds or a timedelta) of life left. Cached in the process."""
-        key = _core.cache_key(site, user, scopes)
-        m = _core.seconds(min_remaining) or 0.0
+        `min_remaining` (seconds or a timedelta) of life left. Cached in the process.
+
+        `attributes` (name -> a value or several), `groups` and `on_demand_access` ask for claims
+        beyond `scp` in the JWT the broker signs in with; the caller's grant must allow each one
+        (else `BrokerError` with reason `ATTRIBUTE_NOT_ALLOWED`, `GROUP_NOT_ALLOWED` or
+        `ON_DEMAND_ACCESS_NOT_ALLOWED`). They are part of the cache key, as they are of the
+        broker's: a token is only ever served to callers that asked for the same claims."""
+        key = _core.cache_key(site, user, scopes, _core.normalize_claims(attributes, groups, on_demand_access))
+        return self._credentials(key, _core.seconds(min_remaining) or 0.0, force_refresh)
+
+    def _credentials(self, key: CacheKey, m: float, force_refresh: bool = False) -> Credentials:
+        """`credentials()` for a normalized key: the cache, single flight and refresh ahead."""
         if force_refresh:
             return self._fetch(key, m, force_refresh=True)
         while True:
@@ -266,7 +278,7 @@ class BrokerClient:
             self._run_fetch(key, fut, entry.min_remaining, used=False, ask=ask)
             err = fut.exception()
             if err is not None:
-                _core.log.warning("background refresh of credentials for %s/%s failed: %s", key[0], key[1], err)
+                _core.log.warning("background refresh of credentials for %s/%s failed: %s", key.site, key.user, err)
                 with self._lock:
                     if self._entries.get(key) is entry:
                         entry.refresh_at = _core.retry_refresh_at(entry, self._clock())
@@ -281,11 +293,16 @@ class BrokerClient:
         scopes: Iterable[str],
         refused_token: str,
         min_remaining: Optional[Seconds] = None,
+        *,
+        attributes: Optional[Attributes] = None,
+        groups: Optional[Iterable[str]] = None,
+        on_demand_access: bool = False,
     ) -> Credentials:
         """Tableau refused `refused_token` (401): invalidates it at the broker and returns new
         credentials. Callers reporting the same token at once share one invalidation and one
-        new token; a caller whose cache already moved on gets the newer token without an RPC."""
-        key = _core.cache_key(site, user, scopes)
+        new token; a caller whose cache already moved on gets the newer token without an RPC.
+        Pass the claims the refused token was asked for: the new one replaces that cache key."""
+        key = _core.cache_key(site, user, scopes, _core.normalize_claims(attributes, groups, on_demand_access))
         m = _core.seconds(min_remaining) or 0.0
         rkey = (key, refused_token)
         with self._lock:
@@ -302,9 +319,9 @@ class BrokerClient:
                 self.invalidate(refused_token)
             except BrokerError as e:  # the force refresh below still replaces the token
                 _core.log.warning("invalidating a refused token failed: %s", e)
-            creds = self.credentials(site, user, scopes, min_remaining)
+            creds = self._credentials(key, m)
             if creds.token == refused_token:  # the broker still held it (another replica?)
-                creds = self.credentials(site, user, scopes, min_remaining, force_refresh=True)
+                creds = self._credentials(key, m, force_refresh=True)
             fut.set_result(creds)
             return creds
         except BaseException as e:
@@ -327,9 +344,21 @@ class BrokerClient:
                     t.cancel()
         return _core.to_invalidation(self._call("InvalidateCredentials", pb.InvalidateCredentialsRequest(token=token)))
 
-    def mint_jwt(self, site: str, user: str, scopes: Iterable[str], ttl: Optional[Seconds] = None) -> Jwt:
-        """A connected-app JWT (not cached: each one is single-use at Tableau)."""
-        return _core.to_jwt(self._call("MintJwt", _core.mint_request(site, user, scopes, ttl)))
+    def mint_jwt(
+        self,
+        site: str,
+        user: str,
+        scopes: Iterable[str],
+        ttl: Optional[Seconds] = None,
+        *,
+        attributes: Optional[Attributes] = None,
+        groups: Optional[Iterable[str]] = None,
+        on_demand_access: bool = False,
+    ) -> Jwt:
+        """A connected-app JWT (not cached: each one is single-use at Tableau), with the same
+        claims beyond `scp` as `credentials()` takes, checked against the same grant."""
+        c = _core.normalize_claims(attributes, groups, on_demand_access)
+        return _core.to_jwt(self._call("MintJwt", _core.mint_request(site, user, scopes, ttl, c)))
 
     def whoami(self) -> WhoAmI:
         """The identity the broker read from this client's certificate, and its grants."""

@@ -20,8 +20,8 @@ try:
 except ImportError as e:  # pragma: no cover
     raise ImportError(f"tableau_token_broker.requests needs requests: pip install 'tableau-token-broker[requests]' ({e})") from e
 
-from . import _tableau
-from ._core import Seconds
+from . import _core, _tableau
+from ._core import Attributes, Seconds
 from .client import BrokerClient
 from .models import Credentials
 
@@ -36,19 +36,27 @@ class BrokerAuth(AuthBase):
     """An `AuthBase` that sends the broker's token as `X-Tableau-Auth`."""
 
     def __init__(self, client: BrokerClient, *, site: str, user: str, scopes: Iterable[str],
-                 min_remaining: Optional[Seconds] = None) -> None:
+                 min_remaining: Optional[Seconds] = None, attributes: Optional[Attributes] = None,
+                 groups: Optional[Iterable[str]] = None, on_demand_access: bool = False) -> None:
         self.client = client
         self.site = site
         self.user = user
         self.scopes: List[str] = [scopes] if isinstance(scopes, str) else list(scopes)
         self.min_remaining = min_remaining
+        # The claims beyond `scp` (see `BrokerClient.credentials`), normalized once and sent with
+        # every credentials() and renew(): a token renewed after a 401 keeps the same claims.
+        self.claims = _core.normalize_claims(attributes, groups, on_demand_access)
 
     def __repr__(self) -> str:
-        return f"BrokerAuth(site={self.site!r}, user={self.user!r}, scopes={self.scopes!r})"
+        claims = f", claims={self.claims!r}" if self.claims else ""
+        return f"BrokerAuth(site={self.site!r}, user={self.user!r}, scopes={self.scopes!r}{claims})"
 
     def credentials(self) -> Credentials:
         """The current credentials (server URL, API version, site LUID to build URLs with)."""
-        return self.client.credentials(self.site, self.user, self.scopes, self.min_remaining)
+        c = self.claims
+        return self.client.credentials(self.site, self.user, self.scopes, self.min_remaining,
+                                       attributes=c.attribute_map(), groups=c.groups,
+                                       on_demand_access=c.on_demand_access)
 
     def __call__(self, r: _requests.PreparedRequest) -> _requests.PreparedRequest:
         r.headers[_tableau.TABLEAU_AUTH] = self.credentials().token
@@ -73,7 +81,10 @@ class BrokerAuth(AuthBase):
         if refused is None:
             return resp
         log.info("Tableau refused the broker's token (%s); invalidating it and retrying once", code)
-        fresh = self.client.renew(self.site, self.user, self.scopes, refused, self.min_remaining)
+        c = self.claims
+        fresh = self.client.renew(self.site, self.user, self.scopes, refused, self.min_remaining,
+                                  attributes=c.attribute_map(), groups=c.groups,
+                                  on_demand_access=c.on_demand_access)
         body = resp.request.body
         if body is not None and not isinstance(body, (bytes, str)):
             if position is None:

@@ -29,8 +29,8 @@ try:
 except ImportError as e:  # pragma: no cover
     raise ImportError(f"tableau_token_broker.tsc needs tableauserverclient: pip install 'tableau-token-broker[tsc]' ({e})") from e
 
-from . import _tableau
-from ._core import Seconds
+from . import _core, _tableau
+from ._core import Attributes, Seconds
 from .client import BrokerClient
 from .models import Credentials
 
@@ -56,17 +56,32 @@ class BrokerSession:
     requests sessions. Reach it as `server.broker`."""
 
     def __init__(self, client: BrokerClient, site: str, user: str, scopes: Iterable[str],
-                 min_remaining: Optional[Seconds] = None):
+                 min_remaining: Optional[Seconds] = None, *, attributes: Optional[Attributes] = None,
+                 groups: Optional[Iterable[str]] = None, on_demand_access: bool = False):
         self.client = client
         self.site = site
         self.user = user
         self.scopes: List[str] = [scopes] if isinstance(scopes, str) else list(scopes)
         self.min_remaining = min_remaining
+        # Normalized once (a generator of groups would otherwise be used up by the first call),
+        # and passed to every credentials() and renew(): a renewed token must carry the claims
+        # the Server was set up with, not fall back to a session without them.
+        self.claims = _core.normalize_claims(attributes, groups, on_demand_access)
         self.server: Optional[TSC.Server] = None
         self._tokens: List[str] = []  # tokens this Server was given, newest last
 
     def credentials(self) -> Credentials:
-        return self.client.credentials(self.site, self.user, self.scopes, self.min_remaining)
+        c = self.claims
+        return self.client.credentials(self.site, self.user, self.scopes, self.min_remaining,
+                                       attributes=c.attribute_map(), groups=c.groups,
+                                       on_demand_access=c.on_demand_access)
+
+    def renew(self, refused_token: str) -> Credentials:
+        """New credentials (same scopes and claims) after Tableau refused `refused_token`."""
+        c = self.claims
+        return self.client.renew(self.site, self.user, self.scopes, refused_token, self.min_remaining,
+                                 attributes=c.attribute_map(), groups=c.groups,
+                                 on_demand_access=c.on_demand_access)
 
     def adopt(self, creds: Credentials) -> None:
         """Puts `creds` in the Server, as TSC's sign-in would."""
@@ -106,7 +121,7 @@ class BrokerSession:
             if resp.status_code != 401:
                 return resp
             log.info("Tableau refused the broker's token (%s); invalidating it and retrying once", code)
-            fresh = self.client.renew(self.site, self.user, self.scopes, creds.token, self.min_remaining)
+            fresh = self.renew(creds.token)
             self.adopt(fresh)
             if not _rewind(kwargs.get("data"), position):
                 return resp  # a streamed body cannot be sent twice; the next call uses the new token
@@ -152,14 +167,20 @@ def server(
     min_remaining: Optional[Seconds] = None,
     http_options: Optional[dict] = None,
     session_factory: Optional[Callable[[], _requests.Session]] = None,
+    attributes: Optional[Attributes] = None,
+    groups: Optional[Iterable[str]] = None,
+    on_demand_access: bool = False,
 ) -> TSC.Server:
     """A `tableauserverclient.Server` signed in with the broker's token for `user` on the broker's
     `site` with `scopes`: its auth token, site ID (LUID), user ID and site URL are set, its API
     version is the one the broker signed in with, and 401s are recovered (see the module doc).
 
     `http_options` go to TSC (e.g. `{"verify": "/path/to/ca.pem"}`); `session_factory` makes the
-    requests sessions the adapter hooks (default `requests.Session`)."""
-    broker = BrokerSession(client, site, user, scopes, min_remaining)
+    requests sessions the adapter hooks (default `requests.Session`). `attributes`, `groups` and
+    `on_demand_access` are the claims beyond `scp` of `BrokerClient.credentials()`: the session,
+    and every token that replaces it, is signed in with them."""
+    broker = BrokerSession(client, site, user, scopes, min_remaining, attributes=attributes,
+                           groups=groups, on_demand_access=on_demand_access)
     creds = broker.credentials()
     make = session_factory or _requests.Session
     srv = TSC.Server(

@@ -32,6 +32,10 @@ SECRET = "python-client-tests-connected-app-secret"
 READ = "tableau:content:read"
 DOWNLOAD = "tableau:views:download"
 USER = "svc-renderer"
+# The renderer's claims allowlist (its second grant): region emea or us, any department, groups
+# matching Finance-*, on-demand access; on site finance only.
+REGIONS = ("emea", "us")
+GROUP_GLOB = "Finance-*"
 
 DOUBLE_TOML = """
 session_ttl = "240m"
@@ -112,6 +116,16 @@ sites = ["finance", "short"]
 users = ["{USER}"]
 scopes = ["{READ}", "{DOWNLOAD}"]
 
+# Claims beyond scp (test_claims.py): allowed on finance only, so a claim on "short" meets the
+# grant above, which allows none.
+[[callers.grants]]
+sites = ["finance"]
+users = ["{USER}"]
+scopes = ["{READ}", "{DOWNLOAD}"]
+attributes = {{ region = ["{REGIONS[0]}", "{REGIONS[1]}"], department = ["*"] }}
+groups = ["{GROUP_GLOB}"]
+on_demand_access = true
+
 [[callers]]
 identity = "spiffe://demo.local/ns/ops/*"
 
@@ -163,6 +177,12 @@ class System:
 
     def double_stats(self):
         return self.double_request("/_fake/stats")
+
+    def session_claims(self, token):
+        """The claims of the JWT the double's session for `token` was signed in with."""
+        req = urllib.request.Request(self.double + "/_fake/session/claims", headers={"X-Tableau-Auth": token})
+        with urllib.request.urlopen(req, timeout=10, context=self._ssl) as resp:
+            return json.loads(resp.read())
 
     def end_tableau_sessions(self):
         """The double ends every session, as a Tableau restart would: their tokens get 401000."""
