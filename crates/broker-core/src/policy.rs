@@ -479,12 +479,80 @@ fn denied_reason(scope: &str, by: &DeniedBy) -> String {
 pub struct Policy {
     catalog: Arc<Catalog>,
     callers: Vec<CallerEntry>,
+    /// The exact entries by certificate field and value, so that finding a caller's entry is one
+    /// lookup whatever the number of `[[callers]]`, rather than a comparison with each.
+    exact: ExactIndex,
+    /// The positions of the prefix (`spiffe://…/*`) entries, the only ones still compared.
+    prefixes: Vec<usize>,
+}
+
+type IndexMap = std::collections::HashMap<Box<str>, usize, foldhash::fast::RandomState>;
+
+/// Exact identity patterns by certificate field, each to its entry's position.
+#[derive(Debug, Clone, Default)]
+struct ExactIndex {
+    spiffe: IndexMap,
+    dns: IndexMap,
+    cn: IndexMap,
+}
+
+impl ExactIndex {
+    fn field(&self, source: IdentitySource) -> &IndexMap {
+        match source {
+            IdentitySource::Spiffe => &self.spiffe,
+            IdentitySource::Dns => &self.dns,
+            IdentitySource::CommonName => &self.cn,
+        }
+    }
+
+    fn field_mut(&mut self, source: IdentitySource) -> &mut IndexMap {
+        match source {
+            IdentitySource::Spiffe => &mut self.spiffe,
+            IdentitySource::Dns => &mut self.dns,
+            IdentitySource::CommonName => &mut self.cn,
+        }
+    }
+
+    /// The key of a value from `source`: DNS names compare without regard to ASCII case.
+    fn key(source: IdentitySource, value: &str) -> std::borrow::Cow<'_, str> {
+        match source {
+            IdentitySource::Dns if value.bytes().any(|b| b.is_ascii_uppercase()) => {
+                std::borrow::Cow::Owned(value.to_ascii_lowercase())
+            }
+            IdentitySource::Dns | IdentitySource::Spiffe | IdentitySource::CommonName => {
+                std::borrow::Cow::Borrowed(value)
+            }
+        }
+    }
+
+    fn get(&self, source: IdentitySource, value: &str) -> Option<usize> {
+        self.field(source).get(&*Self::key(source, value)).copied()
+    }
 }
 
 impl Policy {
-    /// A policy over these entries. Duplicated patterns are the config loader's job to refuse.
+    /// A policy over these entries. Duplicated patterns are the config loader's job to refuse
+    /// (of two equal ones, the later applies).
     pub fn new(catalog: Arc<Catalog>, callers: Vec<CallerEntry>) -> Policy {
-        Policy { catalog, callers }
+        let mut exact = ExactIndex::default();
+        let mut prefixes = Vec::new();
+        for (i, c) in callers.iter().enumerate() {
+            match &c.pattern {
+                IdentityPattern::Exact { source, value } => {
+                    let key = ExactIndex::key(*source, value)
+                        .into_owned()
+                        .into_boxed_str();
+                    exact.field_mut(*source).insert(key, i);
+                }
+                IdentityPattern::SpiffePrefix(_) => prefixes.push(i),
+            }
+        }
+        Policy {
+            catalog,
+            callers,
+            exact,
+            prefixes,
+        }
     }
 
     /// The catalog in force (built-in plus `extra_scopes`).
@@ -509,9 +577,13 @@ impl Policy {
         source: IdentitySource,
         identity: &str,
     ) -> Option<(usize, &CallerEntry)> {
-        self.callers
+        // An exact entry is more specific than any prefix.
+        if let Some(i) = self.exact.get(source, identity) {
+            return self.callers.get(i).map(|c| (i, c));
+        }
+        self.prefixes
             .iter()
-            .enumerate()
+            .filter_map(|&i| self.callers.get(i).map(|c| (i, c)))
             .filter(|(_, c)| c.pattern.matches(source, identity))
             .max_by_key(|(_, c)| c.pattern.specificity())
     }

@@ -390,3 +390,64 @@ proptest! {
         prop_assert_eq!(p.normalize_scopes(&shuffled).unwrap(), once);
     }
 }
+
+/// The entry a scan of every `[[callers]]` entry picks: any matching one, the most specific.
+fn scanned(p: &Policy, source: IdentitySource, id: &str) -> Option<usize> {
+    p.callers()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.pattern.matches(source, id))
+        .max_by_key(|(_, c)| c.pattern.specificity())
+        .map(|(i, _)| i)
+}
+
+proptest! {
+    /// The index finds the entry a scan of every entry would (exact before prefix, the longest
+    /// prefix, DNS names without regard to case, each field only for its own patterns).
+    #[test]
+    fn the_caller_index_finds_what_a_scan_finds(
+        entries in proptest::collection::vec((0usize..3, 0usize..4, 0usize..3, any::<bool>()), 0..12),
+        asks in proptest::collection::vec((0usize..3, 0usize..4, 0usize..4, any::<bool>()), 1..16),
+    ) {
+        let names = ["a", "b", "team/c", "team"];
+        let sources = [IdentitySource::Spiffe, IdentitySource::Dns, IdentitySource::CommonName];
+        let pattern = |field: usize, name: &str, depth: usize, upper: bool| -> String {
+            let name = if upper { name.to_ascii_uppercase() } else { name.to_owned() };
+            match field {
+                0 => match depth {
+                    0 => format!("spiffe://td/{name}"),
+                    1 => format!("spiffe://td/{name}/*"),
+                    _ => "spiffe://td/*".to_owned(),
+                },
+                1 => format!("dns:{name}.svc"),
+                _ => format!("cn:{name}"),
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        let callers: Vec<CallerEntry> = entries
+            .iter()
+            .map(|&(f, n, d, u)| pattern(f, names[n], d, u))
+            // Duplicates are refused by the loader.
+            .filter(|p| {
+                seen.insert(if p.starts_with("dns:") { p.to_ascii_lowercase() } else { p.clone() })
+            })
+            .map(|p| CallerEntry { pattern: IdentityPattern::parse(&p).unwrap(), grants: vec![] })
+            .collect();
+        let p = Policy::new(Catalog::builtin(), callers);
+        for &(f, n, tail, upper) in &asks {
+            let name = if upper { names[n].to_ascii_uppercase() } else { names[n].to_owned() };
+            let id = match (f, tail) {
+                (0, 0) => format!("spiffe://td/{name}"),
+                (0, t) => format!("spiffe://td/{name}/x{t}"),
+                (1, _) => format!("{name}.svc"),
+                _ => name,
+            };
+            let source = sources[f];
+            prop_assert_eq!(
+                p.caller_index(source, &id).map(|(i, _)| i),
+                scanned(&p, source, &id),
+                "{:?} {}", source, id
+            );
+        }
+    }
+}
