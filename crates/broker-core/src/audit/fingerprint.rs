@@ -36,6 +36,19 @@ impl std::fmt::Debug for TokenDigest {
 #[derive(Clone, Copy)]
 pub struct Fingerprint(TokenDigest);
 
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+/// Written as its hex text straight into a record, with no string in between.
+impl serde::Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl std::fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut buf = [0u8; FINGERPRINT_HEX_LEN];
@@ -153,6 +166,15 @@ impl Fingerprinter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_holds_the_fingerprint_as_its_hex_text() {
+        let fp = Fingerprinter::new().fingerprint(&SecretString::from("tok"));
+        let text = fp.to_string();
+        assert_eq!(text.len(), FINGERPRINT_HEX_LEN);
+        assert_eq!(serde_json::to_string(&fp).unwrap(), format!("\"{text}\""));
+        assert_eq!(format!("{fp:?}"), format!("Fingerprint({text})"));
+    }
 
     #[test]
     fn stable_within_a_process_and_keyed() {

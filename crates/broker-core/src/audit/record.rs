@@ -9,8 +9,10 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde::ser::SerializeSeq;
 
+use crate::audit::fingerprint::Fingerprint;
 use crate::error::BrokerError;
 use crate::identity::IdentitySource;
+use crate::policy::IdentityPattern;
 use crate::scope::Scope;
 
 /// The schema version written in every record (`schema_version`). Bumped only when a field
@@ -154,6 +156,17 @@ impl Serialize for Scopes<'_> {
     }
 }
 
+/// Writes an optional value by its `Display` text, straight into the record.
+fn as_text<T: std::fmt::Display, S: serde::Serializer>(
+    v: &Option<&T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
 /// The caller part of a record.
 #[derive(Debug, Serialize)]
 pub struct CallerRecord<'a> {
@@ -162,7 +175,8 @@ pub struct CallerRecord<'a> {
     /// Certificate field it came from.
     pub source: Option<IdentityField>,
     /// The `[[callers]]` entry that matched (its `identity` as configured), if any.
-    pub entry: Option<&'a str>,
+    #[serde(serialize_with = "as_text")]
+    pub entry: Option<&'a IdentityPattern>,
     /// Certificate serial, lowercase hex.
     pub cert_serial: Option<&'a str>,
     /// Peer address, written as `ip:port` (serde's text form of a socket address, formatted
@@ -172,7 +186,7 @@ pub struct CallerRecord<'a> {
 
 impl<'a> CallerRecord<'a> {
     /// The caller part for a context and its matched entry.
-    pub fn new(c: &'a CallerContext, entry: Option<&'a str>) -> CallerRecord<'a> {
+    pub fn new(c: &'a CallerContext, entry: Option<&'a IdentityPattern>) -> CallerRecord<'a> {
         CallerRecord {
             identity: &c.id,
             source: Some(c.source.into()),
@@ -191,7 +205,7 @@ pub struct CandidateRecord {
     /// The candidate's outcome: `granted` or `denied`.
     pub outcome: &'static str,
     /// The candidate's reason (`OK` or a refusal's stable reason).
-    pub reason: String,
+    pub reason: std::borrow::Cow<'static, str>,
     /// The candidate's `[[callers]]` entry that applied, as written.
     pub entry: Option<String>,
     /// The index of the candidate grant that allowed it.
@@ -241,9 +255,9 @@ pub struct AuditRecord<'a> {
     /// Always [`SCHEMA_VERSION`].
     pub schema_version: u32,
     /// When the decision was made (RFC 3339, UTC, milliseconds).
-    pub time: String,
+    pub time: Rfc3339,
     /// Unique per RPC; the sign-in record of a call carries its call's ID.
-    pub request_id: Option<String>,
+    pub request_id: Option<Id>,
     /// What the record is about.
     pub event: Event,
     /// The RPC, for `rpc` records.
@@ -261,17 +275,17 @@ pub struct AuditRecord<'a> {
     /// How it ended.
     pub outcome: Outcome,
     /// `OK`, or the error's stable reason (the same as the gRPC `ErrorInfo.reason`).
-    pub reason: String,
+    pub reason: std::borrow::Cow<'static, str>,
     /// The error message as the caller saw it (never a secret), on failures.
     pub message: Option<String>,
     /// True when the token came from the cache.
     pub from_cache: Option<bool>,
     /// The JWT's `jti` when one was minted.
-    pub jti: Option<String>,
+    pub jti: Option<Id>,
     /// The token's fingerprint.
-    pub token_fp: Option<String>,
+    pub token_fp: Option<Fingerprint>,
     /// When the token or JWT stops being usable.
-    pub expires_at: Option<String>,
+    pub expires_at: Option<Rfc3339>,
     /// The configuration generation that decided (1 at start, +1 per applied reload).
     pub config_generation: u64,
     /// For invalidations: whether the broker held the token.
@@ -285,7 +299,7 @@ pub struct AuditRecord<'a> {
     /// Keyed fingerprint of the claims' values (like `token_fp`), to tell sessions apart and
     /// match records without writing the values; absent when no claims were granted.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub claims_fp: Option<String>,
+    pub claims_fp: Option<Fingerprint>,
     /// On a decision the candidate policy would have made otherwise (issue 27); absent (not
     /// null) on every other record, as keys added within schema version 1 are.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -326,6 +340,27 @@ impl AuditRecord<'_> {
     }
 }
 
+/// A moment, written in RFC 3339 (UTC, milliseconds) straight into the record: no string is
+/// built for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rfc3339(pub SystemTime);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
+/// A request ID or JWT ID, written hyphenated straight into the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Id(pub uuid::Uuid);
+
+impl Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0.hyphenated())
+    }
+}
+
 /// Room reserved for one serialized record: a granted GetCredentials record is about 650 bytes.
 const LINE_CAPACITY: usize = 1024;
 
@@ -339,7 +374,7 @@ impl<'a> AuditRecord<'a> {
     pub fn new(event: Event, time: SystemTime, outcome: Outcome, generation: u64) -> Self {
         AuditRecord {
             schema_version: SCHEMA_VERSION,
-            time: rfc3339(time),
+            time: Rfc3339(time),
             request_id: None,
             event,
             rpc: None,
@@ -349,7 +384,7 @@ impl<'a> AuditRecord<'a> {
             scopes_requested: None,
             scopes_granted: None,
             outcome,
-            reason: "OK".to_owned(),
+            reason: "OK".into(),
             message: None,
             from_cache: None,
             jti: None,
@@ -369,7 +404,7 @@ impl<'a> AuditRecord<'a> {
     /// Sets outcome, reason and message from an error.
     pub fn error(mut self, e: &BrokerError) -> Self {
         self.outcome = Outcome::of_error(e);
-        self.reason = e.reason();
+        self.reason = e.reason().into();
         self.refused_input = true;
         self.message = Some(match e {
             // Internal details stay in the diagnostic log, like in the caller's status.
@@ -408,5 +443,39 @@ impl<'a> AuditRecord<'a> {
         };
         v.push(b'\n');
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The values written straight into the record read as the text forms the schema names.
+    #[test]
+    fn values_are_written_in_their_text_forms() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_123);
+        let id = uuid::Uuid::from_u128(0x0123_4567_89ab_4cde_8f01_2345_6789_abcd);
+        let caller = CallerContext {
+            peer: Some(SocketAddr::from(([10, 0, 0, 7], 40_000))),
+            ..CallerContext::from_id("spiffe://example.org/ns/a/sa/renderer")
+        };
+        let entry = IdentityPattern::parse("spiffe://example.org/ns/a/*").unwrap();
+        let mut r = AuditRecord::new(Event::Rpc, t, Outcome::Granted, 3);
+        r.request_id = Some(Id(id));
+        r.jti = Some(Id(id));
+        r.expires_at = Some(Rfc3339(t + Duration::from_secs(60)));
+        r.caller = Some(CallerRecord::new(&caller, Some(&entry)));
+        let line = r.to_line();
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["time"], "2026-01-01T00:00:00.123Z");
+        assert_eq!(v["expires_at"], "2026-01-01T00:01:00.123Z");
+        assert_eq!(v["request_id"], "01234567-89ab-4cde-8f01-23456789abcd");
+        assert_eq!(v["jti"], v["request_id"]);
+        assert_eq!(v["reason"], "OK");
+        assert_eq!(v["caller"]["entry"], "spiffe://example.org/ns/a/*");
+        assert_eq!(v["caller"]["peer"], "10.0.0.7:40000");
+        assert_eq!(v["token_fp"], serde_json::Value::Null);
+        assert!(line.ends_with(b"\n"));
     }
 }

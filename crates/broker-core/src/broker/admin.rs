@@ -188,7 +188,7 @@ impl Broker {
             } else {
                 "denied"
             },
-            reason: d.candidate.reason,
+            reason: d.candidate.reason.into(),
             entry: d.candidate.entry,
             grant: d.candidate.grant,
         })

@@ -204,7 +204,7 @@ impl Broker {
                 sink: Arc::clone(&self.audit),
                 request_id,
                 caller: caller.clone(),
-                entry: entry_of(&snapshot.config, caller),
+                entry: entry_of(&snapshot.config, caller).cloned(),
                 generation: snapshot.generation,
             };
             let from_l2 = Arc::clone(from_l2.get_or_init(Arc::default));

@@ -24,12 +24,12 @@ impl Broker {
             "InvalidateCredentials",
             &snapshot,
             caller,
-            entry.as_deref(),
+            entry,
             request_id,
             self.clock.now(),
         );
         r.outcome = Outcome::Ok;
-        r.token_fp = Some(digest.fingerprint().to_string());
+        r.token_fp = Some(digest.fingerprint());
         if let Some(f) = &found {
             r.site = Some(&f.key.site);
             r.user = Some(&f.key.user);

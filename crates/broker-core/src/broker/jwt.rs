@@ -60,7 +60,7 @@ impl Broker {
             "MintJwt",
             &snapshot,
             caller,
-            entry.as_deref(),
+            entry,
             request_id,
             self.clock.now(),
         );
@@ -74,8 +74,8 @@ impl Broker {
             Ok((m, granted, claims)) => {
                 r.scopes_granted = Some(Scopes::Parsed(granted));
                 r.claims_fp = self.claims_fp(claims);
-                r.jti = Some(m.jti.hyphenated().to_string());
-                r.expires_at = Some(rfc3339(m.expires_at));
+                r.jti = Some(Id(m.jti));
+                r.expires_at = Some(Rfc3339(m.expires_at));
                 r
             }
             Err(e) => r.error(e),

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
-use crate::audit::record::{AuditRecord, CallerRecord, Event, Outcome, Scopes, rfc3339};
+use crate::audit::record::{AuditRecord, CallerRecord, Event, Id, Outcome, Rfc3339, Scopes};
 use crate::audit::{AuditMode, AuditSink, CallerContext, Fingerprinter};
 use crate::cache::{CacheKey, CredentialCache, Credentials, Issuer, KeyRef, Lookup, OnDeparture};
 use crate::clock::SharedClock;
@@ -394,7 +394,7 @@ impl Broker {
             Outcome::Failed,
             self.generation(),
         );
-        r.reason = "RELOAD_REFUSED".to_owned();
+        r.reason = "RELOAD_REFUSED".into();
         r.message = Some(message.to_owned());
         self.audit.enqueue(r.to_line());
     }
@@ -431,7 +431,7 @@ impl Broker {
             self.generation(),
         );
         r.site = Some(site);
-        r.reason = "SECRET_FALLBACK".to_owned();
+        r.reason = "SECRET_FALLBACK".into();
         r.message = Some(message.to_owned());
         self.audit.enqueue(r.to_line());
     }
@@ -599,11 +599,14 @@ pub(super) fn usable_life(config: &Config, site: &SiteConfig) -> Duration {
 }
 
 /// The `[[callers]]` entry that applies to an identity, as configured, for audit records.
-pub(super) fn entry_of(config: &Config, caller: &CallerContext) -> Option<String> {
+pub(super) fn entry_of<'c>(
+    config: &'c Config,
+    caller: &CallerContext,
+) -> Option<&'c crate::policy::IdentityPattern> {
     config
         .policy
         .caller(caller.source, &caller.id)
-        .map(|e| e.pattern.to_string())
+        .map(|e| &e.pattern)
 }
 
 async fn housekeeping(broker: std::sync::Weak<Broker>) {

@@ -17,14 +17,7 @@ impl Broker {
         tracing::debug!(outcome = %result.as_ref().map_or_else(BrokerError::reason, |_| "OK".into()), %request_id, "decision");
         let now = self.clock.now();
         let entry = entry_of(&snapshot.config, caller);
-        let mut r = self.rpc_record(
-            "GetCredentials",
-            snapshot,
-            caller,
-            entry.as_deref(),
-            request_id,
-            now,
-        );
+        let mut r = self.rpc_record("GetCredentials", snapshot, caller, entry, request_id, now);
         r.site = Some(&req.site);
         r.user = Some(&req.user);
         r.scopes_requested = Some(Scopes::Raw(&req.scopes));
@@ -35,16 +28,12 @@ impl Broker {
                 let c = &g.credentials;
                 r.scopes_granted = Some(Scopes::Parsed(&c.key.scopes));
                 if !c.key.claims.is_empty() {
-                    r.claims_fp = Some(
-                        self.fingerprints
-                            .claims_fingerprint(&c.key.claims)
-                            .to_string(),
-                    );
+                    r.claims_fp = Some(self.fingerprints.claims_fingerprint(&c.key.claims));
                 }
                 r.from_cache = Some(g.from_cache);
-                r.jti = (!g.from_cache).then(|| c.jti.hyphenated().to_string());
-                r.token_fp = Some(c.digest.fingerprint().to_string());
-                r.expires_at = Some(rfc3339(c.expires_at));
+                r.jti = (!g.from_cache).then_some(Id(c.jti));
+                r.token_fp = Some(c.digest.fingerprint());
+                r.expires_at = Some(Rfc3339(c.expires_at));
                 r
             }
             Err(e) => {
@@ -56,8 +45,11 @@ impl Broker {
     }
 
     /// The fingerprint of granted claims, for MintJwt's record.
-    pub(super) fn claims_fp(&self, claims: &crate::claims::ClaimSet) -> Option<String> {
-        (!claims.is_empty()).then(|| self.fingerprints.claims_fingerprint(claims).to_string())
+    pub(super) fn claims_fp(
+        &self,
+        claims: &crate::claims::ClaimSet,
+    ) -> Option<crate::audit::fingerprint::Fingerprint> {
+        (!claims.is_empty()).then(|| self.fingerprints.claims_fingerprint(claims))
     }
 
     /// The common part of an RPC's record, made at `now`.
@@ -66,12 +58,12 @@ impl Broker {
         rpc: &'static str,
         snapshot: &Snapshot,
         caller: &'a CallerContext,
-        entry: Option<&'a str>,
+        entry: Option<&'a crate::policy::IdentityPattern>,
         request_id: uuid::Uuid,
         now: std::time::SystemTime,
     ) -> AuditRecord<'a> {
         let mut r = AuditRecord::new(Event::Rpc, now, Outcome::Granted, snapshot.generation);
-        r.request_id = Some(request_id.hyphenated().to_string());
+        r.request_id = Some(Id(request_id));
         r.rpc = Some(rpc);
         r.caller = Some(CallerRecord::new(caller, entry));
         r

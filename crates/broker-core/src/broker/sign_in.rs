@@ -54,10 +54,10 @@ impl Broker {
         r.site = Some(&c.key.site);
         r.user = Some(&c.key.user);
         r.scopes_granted = Some(Scopes::Parsed(&c.key.scopes));
-        r.token_fp = Some(c.digest.fingerprint().to_string());
+        r.token_fp = Some(c.digest.fingerprint());
         r.signed_out = Some(ok);
         if !ok {
-            r.reason = "TABLEAU_SIGN_OUT_FAILED".to_owned();
+            r.reason = "TABLEAU_SIGN_OUT_FAILED".into();
         }
         self.audit.enqueue(r.to_line());
         ok
@@ -71,7 +71,7 @@ pub(super) struct SignInAudit {
     pub(super) sink: Arc<AuditSink>,
     pub(super) request_id: uuid::Uuid,
     pub(super) caller: CallerContext,
-    pub(super) entry: Option<String>,
+    pub(super) entry: Option<crate::policy::IdentityPattern>,
     pub(super) generation: u64,
 }
 
@@ -98,22 +98,17 @@ pub(super) async fn record_sign_in(
         Outcome::Ok,
         audit.generation,
     );
-    r.request_id = Some(audit.request_id.hyphenated().to_string());
-    r.caller = Some(CallerRecord::new(&audit.caller, audit.entry.as_deref()));
+    r.request_id = Some(Id(audit.request_id));
+    r.caller = Some(CallerRecord::new(&audit.caller, audit.entry.as_ref()));
     r.site = Some(&site.name);
     r.user = Some(&key.user);
     r.scopes_granted = Some(Scopes::Parsed(&key.scopes));
     if !key.claims.is_empty() {
         r.claims = Some(key.claims.names());
-        r.claims_fp = Some(
-            audit
-                .fingerprints
-                .claims_fingerprint(&key.claims)
-                .to_string(),
-        );
+        r.claims_fp = Some(audit.fingerprints.claims_fingerprint(&key.claims));
     }
-    r.jti = Some(minted.jti.hyphenated().to_string());
-    r.expires_at = Some(rfc3339(minted.expires_at));
+    r.jti = Some(Id(minted.jti));
+    r.expires_at = Some(Rfc3339(minted.expires_at));
     if audit.sink.record(r.to_line()).await.is_err() && audit.sink.mode() == AuditMode::FailClosed {
         return Err(BrokerError::AuditUnavailable);
     }
@@ -163,7 +158,7 @@ pub(super) async fn sign_in(
                 ctx.audit.generation,
             );
             r.site = Some(&site.name);
-            r.reason = "SECRET_FALLBACK".to_owned();
+            r.reason = "SECRET_FALLBACK".into();
             r.message = Some(format!(
                 "Tableau refused active secret {} of client {} (sub-code {}); trying standby secret {}",
                 app.secret_id,
