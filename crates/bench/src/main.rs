@@ -59,8 +59,9 @@ struct Args {
     /// A short run that only checks the harness works (what CI runs); figures are rough.
     #[arg(long)]
     quick: bool,
-    /// Only drive one kind of load (at `--concurrency`, for a profiler such as callgrind):
-    /// `hit` (cache-hit GetCredentials), `echo`, or `idle` (start-up only, to subtract).
+    /// Only drive one kind of load, for a profiler such as perf or callgrind: `hit` (cache-hit
+    /// GetCredentials), `echo` or `idle` (start-up only, to subtract) at `--concurrency`, or
+    /// `mixed` and `mixed-echo` at one request in flight per caller.
     #[arg(long, value_name = "KIND")]
     profile: Option<ProfileKind>,
     /// How long `--profile` drives the load (default 10), or the soak (`--only soak`, default
@@ -87,8 +88,9 @@ struct Args {
     only: Option<Section>,
     /// With `--only mixed`: run that one audit trail instead of all three. `stdout` writes the
     /// trail to this process's standard output, so the figures go to results.json only; the bench
-    /// runs itself this way, piped into another process, for the stdout-trail figure.
-    #[arg(long, value_enum, value_name = "TRAIL", requires = "only")]
+    /// runs itself this way, piped into another process, for the stdout-trail figure. With
+    /// `--profile mixed`: the trail of the profiled broker (`off` or `file`).
+    #[arg(long, value_enum, value_name = "TRAIL")]
     trail: Option<mixed::Trail>,
 }
 
@@ -195,6 +197,19 @@ async fn main() -> anyhow::Result<()> {
         date: httpdate::fmt_http_date(SystemTime::now()),
         ..Report::default()
     };
+    let mixed_profile = matches!(
+        args.profile,
+        Some(ProfileKind::Mixed | ProfileKind::MixedEcho)
+    );
+    match args.trail {
+        Some(mixed::Trail::Stdout) if args.profile.is_some() => {
+            anyhow::bail!("--profile prints to standard output: profile with --trail off or file")
+        }
+        Some(_) if args.only != Some(Section::Mixed) && !mixed_profile => anyhow::bail!(
+            "--trail goes with --only mixed or --profile mixed; add one of them or drop --trail"
+        ),
+        _ => {}
+    }
     if args.profile.is_none() && args.only == Some(Section::Soak) {
         // The soak starts a broker and double of its own; the shared World is not needed.
         let soak = soak::Plan::new(args.quick, args.seconds, args.concurrency)?;
@@ -230,6 +245,13 @@ async fn main() -> anyhow::Result<()> {
         let seconds = args.seconds.unwrap_or(10.0);
         let d = Duration::try_from_secs_f64(seconds)
             .with_context(|| format!("--seconds {seconds} is not a duration"))?;
+        let mixed_plan = mixed::Plan::new(args.quick, plan.timing);
+        // The mixed workload keeps one request in flight per caller.
+        let concurrency = if mixed_profile {
+            mixed_plan.callers
+        } else {
+            args.concurrency
+        };
         let p = match kind {
             ProfileKind::Idle => Point::median(&[]),
             ProfileKind::Hit => {
@@ -241,10 +263,14 @@ async fn main() -> anyhow::Result<()> {
                 hit_point(&world, addr, &plan, args.concurrency, d).await?
             }
             ProfileKind::Echo => echo_point(&world, &plan, args.concurrency, d).await?,
+            ProfileKind::Mixed | ProfileKind::MixedEcho => {
+                let trail = args.trail.unwrap_or(mixed::Trail::Off);
+                mixed::profile(&mixed_plan, trail, kind == ProfileKind::MixedEcho, d).await?
+            }
         };
         println!(
-            "{kind:?} at c={}: {} requests, {:.0} req/s, p99 {:.0} µs",
-            args.concurrency, p.count, p.rps, p.p99_us
+            "{kind:?} at c={concurrency}: {} requests, {:.0} req/s, p99 {:.0} µs",
+            p.count, p.rps, p.p99_us
         );
         return Ok(());
     }
@@ -345,7 +371,7 @@ fn write_results(args: &Args, report: &mut Report) -> anyhow::Result<()> {
 }
 
 /// What `--profile` drives.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ProfileKind {
     /// Cache-hit GetCredentials.
     Hit,
@@ -353,6 +379,11 @@ enum ProfileKind {
     HitAudited,
     /// The echo baseline.
     Echo,
+    /// The mixed workload's cache hits alone (64 callers over 1,000 keys; `--trail` picks the
+    /// audit trail, off unless set), to profile what it costs beyond its echo.
+    Mixed,
+    /// The echo baseline of the mixed workload alone (its connections and message sizes).
+    MixedEcho,
     /// Nothing: start-up cost only.
     Idle,
 }

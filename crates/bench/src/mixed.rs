@@ -348,16 +348,49 @@ impl Load for MixedLoad {
     }
 }
 
+/// The echo baseline of `mixed`: one connection per caller, messages sized like the median
+/// request and reply over its keys.
+async fn echo_like(world: &MixedWorld, mixed: &MixedLoad) -> anyhow::Result<EchoLoad> {
+    let (request_len, reply_len) = mixed.sizes();
+    // The echo reply's payload is sized so that the encoded reply is as long as the median
+    // GetCredentials reply (a tag and a length byte or two on top of the payload).
+    let payload = reply_len.saturating_sub(3) as u32;
+    Ok(EchoLoad::on(
+        world.channels(world.echo_addr).await?,
+        request_len,
+        payload,
+    ))
+}
+
+/// `--profile mixed` (or `mixed-echo`): one side of the workload alone for `d`, one request in
+/// flight per caller, so that a profiler sees only that side.
+pub(crate) async fn profile(
+    plan: &Plan,
+    trail: Trail,
+    echo: bool,
+    d: Duration,
+) -> anyhow::Result<Point> {
+    let world = MixedWorld::start(plan, trail).await?;
+    let mixed = MixedLoad::warm(&world, plan.keys).await?;
+    let p = if echo {
+        let echo = echo_like(&world, &mixed).await?;
+        echo.point(ClientKind::Raw, plan.callers, Duration::ZERO, d)
+            .await?
+    } else {
+        mixed
+            .point(ClientKind::Raw, plan.callers, Duration::ZERO, d)
+            .await?
+    };
+    world.local.shutdown().await?;
+    Ok(p)
+}
+
 /// One trail in this process: starts its world, warms the keys, times the mixed load against
 /// echo at one request in flight per caller, and adds `mixed.c{N}.{trail}.*` to `report`.
 pub(crate) async fn run_here(plan: &Plan, trail: Trail, report: &mut Report) -> anyhow::Result<()> {
     let world = MixedWorld::start(plan, trail).await?;
     let mixed = MixedLoad::warm(&world, plan.keys).await?;
-    let (request_len, reply_len) = mixed.sizes();
-    // The echo reply's payload is sized so that the encoded reply is as long as the median
-    // GetCredentials reply (a tag and a length byte or two on top of the payload).
-    let payload = reply_len.saturating_sub(3) as u32;
-    let echo = EchoLoad::on(world.channels(world.echo_addr).await?, request_len, payload);
+    let echo = echo_like(&world, &mixed).await?;
     let c = plan.callers;
     let p = pair(&mixed, &echo, &plan.timing, ClientKind::Raw, c).await?;
     add(report, c, trail, &p);
