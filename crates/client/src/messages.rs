@@ -79,6 +79,39 @@ impl Claims {
     }
 }
 
+/// The claims builders of every request that carries [`Claims`] in a `claims` field, written
+/// once for both.
+macro_rules! claims_builders {
+    () => {
+        /// Asks for a user attribute claim with these values (one value is sent as a string,
+        /// several as an array); the grant must allow the name and each value.
+        pub fn attribute<I, S>(mut self, name: impl Into<String>, values: I) -> Self
+        where
+            I: IntoIterator<Item = S>,
+            S: Into<String>,
+        {
+            self.claims.attribute(name, values);
+            self
+        }
+
+        /// Asks for groups (`https://tableau.com/groups`); the grant's globs must match each.
+        pub fn groups<I, S>(mut self, groups: I) -> Self
+        where
+            I: IntoIterator<Item = S>,
+            S: Into<String>,
+        {
+            self.claims.groups(groups);
+            self
+        }
+
+        /// Asks for on-demand access (`https://tableau.com/oda`); the grant must allow it.
+        pub fn on_demand_access(mut self, yes: bool) -> Self {
+            self.claims.on_demand_access = yes;
+            self
+        }
+    };
+}
+
 /// What [`Client::credentials`] asks for: a site, a user, scopes and any [`Claims`]. It is also
 /// the cache key (scopes deduplicated and sorted, so their order does not matter);
 /// `min_remaining` and `force_refresh` only say how to use the cache.
@@ -114,32 +147,7 @@ impl CredentialsRequest {
         }
     }
 
-    /// Asks for a user attribute claim with these values (one value is sent as a string, several
-    /// as an array); the grant must allow the name and each value.
-    pub fn attribute<I, S>(mut self, name: impl Into<String>, values: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.claims.attribute(name, values);
-        self
-    }
-
-    /// Asks for groups (`https://tableau.com/groups`); the grant's globs must match each.
-    pub fn groups<I, S>(mut self, groups: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.claims.groups(groups);
-        self
-    }
-
-    /// Asks for on-demand access (`https://tableau.com/oda`); the grant must allow it.
-    pub fn on_demand_access(mut self, yes: bool) -> Self {
-        self.claims.on_demand_access = yes;
-        self
-    }
+    claims_builders!();
 
     /// The claims asked for beyond scopes.
     pub fn claims(&self) -> &Claims {
@@ -316,31 +324,7 @@ impl MintJwtRequest {
         }
     }
 
-    /// Asks for a user attribute claim, as [`CredentialsRequest::attribute`].
-    pub fn attribute<I, S>(mut self, name: impl Into<String>, values: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.claims.attribute(name, values);
-        self
-    }
-
-    /// Asks for groups, as [`CredentialsRequest::groups`].
-    pub fn groups<I, S>(mut self, groups: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.claims.groups(groups);
-        self
-    }
-
-    /// Asks for on-demand access, as [`CredentialsRequest::on_demand_access`].
-    pub fn on_demand_access(mut self, yes: bool) -> Self {
-        self.claims.on_demand_access = yes;
-        self
-    }
+    claims_builders!();
 
     /// Adds scopes for the `scp` claim.
     pub fn scopes<I, S>(mut self, scopes: I) -> Self
