@@ -32,7 +32,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::AbortHandle;
 
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
@@ -172,49 +172,16 @@ pub struct AdminState {
 }
 
 /// A running admin listener; [`AdminServer::stop`] ends it.
-#[derive(Debug)]
-pub struct AdminServer {
-    local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
+pub type AdminServer = crate::transport::listen::Background;
 
-impl AdminServer {
-    /// Binds `addr` and serves until stopped.
-    pub async fn start(addr: SocketAddr, state: AdminState) -> std::io::Result<AdminServer> {
-        // Dual-stack on [::], like the gRPC listener.
-        let listener = crate::transport::listen::bind(addr)?;
-        let local_addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(listener, state, stopped));
-        tracing::info!(addr = %local_addr, "admin listening (plain HTTP: /livez /readyz /metrics)");
-        Ok(AdminServer {
-            local_addr,
-            stop: Some(stop),
-            task,
-        })
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Stops accepting and waits for the accept loop to end.
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for AdminServer {
-    /// A server dropped without [`AdminServer::stop`] (the broker failed to start after the
-    /// admin listener did) must not keep its port.
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// Binds `addr` (dual-stack on `[::]`, like the gRPC listener) and serves the admin endpoints
+/// until stopped.
+pub async fn serve(addr: SocketAddr, state: AdminState) -> std::io::Result<AdminServer> {
+    let server = AdminServer::spawn(addr, |listener, stopped| {
+        accept_loop(listener, state, stopped)
+    })?;
+    tracing::info!(addr = %server.local_addr(), "admin listening (plain HTTP: /livez /readyz /metrics)");
+    Ok(server)
 }
 
 /// Open admin connections: all of them counted, the ones still waiting for their request

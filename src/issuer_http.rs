@@ -21,7 +21,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::broker::Broker;
@@ -35,12 +34,7 @@ pub const ISSUER_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ISSUER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running issuer listener; [`IssuerServer::stop`] ends it.
-#[derive(Debug)]
-pub struct IssuerServer {
-    local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
+pub type IssuerServer = crate::transport::listen::Background;
 
 /// The TLS acceptor built for one configuration generation (`None`: plain HTTP).
 struct CachedTls {
@@ -48,46 +42,20 @@ struct CachedTls {
     acceptor: Option<TlsAcceptor>,
 }
 
-impl IssuerServer {
-    /// Binds `addr` and serves the issuer documents of `broker`'s configuration until stopped.
-    /// Fails when the address cannot be bound or the listener's certificate cannot be loaded.
-    pub async fn start(addr: SocketAddr, broker: Arc<Broker>) -> std::io::Result<IssuerServer> {
-        let tls = Arc::new(Mutex::new(CachedTls {
-            generation: 0,
-            acceptor: None,
-        }));
-        acceptor(&broker, &tls).map_err(std::io::Error::other)?;
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(listener, broker, tls, stopped));
-        tracing::info!(addr = %local_addr, "issuer listening (issuer metadata and JWKS)");
-        Ok(IssuerServer {
-            local_addr,
-            stop: Some(stop),
-            task,
-        })
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Stops accepting and waits for the accept loop to end.
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for IssuerServer {
-    /// A listener dropped without [`IssuerServer::stop`] must not keep its port.
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// Binds `addr` (dual-stack on `[::]`, like the gRPC listener) and serves the issuer documents
+/// of `broker`'s configuration until stopped. Fails when the address cannot be bound or the
+/// listener's certificate cannot be loaded.
+pub async fn serve(addr: SocketAddr, broker: Arc<Broker>) -> std::io::Result<IssuerServer> {
+    let tls = Arc::new(Mutex::new(CachedTls {
+        generation: 0,
+        acceptor: None,
+    }));
+    acceptor(&broker, &tls).map_err(std::io::Error::other)?;
+    let server = IssuerServer::spawn(addr, |listener, stopped| {
+        accept_loop(listener, broker, tls, stopped)
+    })?;
+    tracing::info!(addr = %server.local_addr(), "issuer listening (issuer metadata and JWKS)");
+    Ok(server)
 }
 
 /// The acceptor for the configuration in force, rebuilt when the generation moved (a reload,
@@ -152,13 +120,13 @@ async fn accept_loop(
         };
         let broker = Arc::clone(&broker);
         tokio::spawn(async move {
-            serve(tcp, peer, acceptor, broker).await;
+            serve_connection(tcp, peer, acceptor, broker).await;
             drop(permit);
         });
     }
 }
 
-async fn serve(
+async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: Option<TlsAcceptor>,

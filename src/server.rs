@@ -158,7 +158,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
     let metrics = Arc::new(Metrics::new());
     let admin = match &config.admin {
         Some(a) => Some(
-            AdminServer::start(
+            crate::admin::serve(
                 a.listen,
                 AdminState {
                     readiness: Arc::clone(&readiness),
@@ -187,7 +187,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<RunningServer, 
     })));
     let issuer = match issuer_listen {
         Some(addr) => Some(
-            crate::issuer_http::IssuerServer::start(addr, Arc::clone(&broker))
+            crate::issuer_http::serve(addr, Arc::clone(&broker))
                 .await
                 .map_err(|source| ServeError::IssuerBind { addr, source })?,
         ),

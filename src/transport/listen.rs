@@ -4,11 +4,14 @@
 //! here with `IPV6_V6ONLY` turned off explicitly, and IPv4 clients arrive as IPv4-mapped
 //! addresses (`::ffff:10.0.0.5`).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`), as
 /// tokio's own `TcpListener::bind` asks for.
@@ -29,6 +32,55 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     TcpListener::from_std(std::net::TcpListener::from(socket))
+}
+
+/// An accept loop running in the background (the admin port, the issuer's documents): the
+/// address it listens on and the way to stop it. Dropped without [`Background::stop`] (the
+/// broker failed to start after this listener did), it aborts the loop, so the port is not kept.
+#[derive(Debug)]
+pub struct Background {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Background {
+    /// Binds `addr` like [`bind`] and spawns `accept_loop` on the listener; the loop should end
+    /// when its receiver fires.
+    pub fn spawn<F, Fut>(addr: SocketAddr, accept_loop: F) -> io::Result<Background>
+    where
+        F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = bind(addr)?;
+        let local_addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(accept_loop(listener, stopped));
+        Ok(Background {
+            local_addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting and waits for the accept loop to end.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 #[cfg(test)]

@@ -231,7 +231,7 @@ async fn probe(addr: SocketAddr, path: &str, within: Duration) -> Result<u16, St
 /// each reopened as soon as the listener closes it; every probe must still answer within 1 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_answer_while_500_idle_or_slow_connections_are_held() {
-    use tableau_token_broker::admin::{AdminServer, AdminState, Readiness};
+    use tableau_token_broker::admin::{AdminState, Readiness};
     const HELD: usize = 500;
     let limit = rlimit::increase_nofile_limit(4096).unwrap_or(1024);
     assert!(
@@ -240,7 +240,7 @@ async fn probes_answer_while_500_idle_or_slow_connections_are_held() {
     );
     let readiness = Readiness::new(None, tableau_token_broker::clock::system());
     readiness.set_config_loaded();
-    let admin = AdminServer::start(
+    let admin = tableau_token_broker::admin::serve(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         AdminState {
             readiness,
