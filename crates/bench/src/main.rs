@@ -15,6 +15,7 @@ mod hits;
 mod load;
 mod mixed;
 mod peers;
+mod profile;
 mod raw;
 mod report;
 mod setup;
@@ -48,7 +49,6 @@ use tableau_token_broker::error::BrokerError;
 use tableau_token_broker::tableau::{ClientOptions, SignInTarget, TableauClient};
 
 use crate::hits::{BrokerLoad, ClientKind, EchoLoad, Timing, pair};
-use crate::load::Point;
 use crate::report::Report;
 use crate::setup::{SITE, World, credentials_request, user};
 
@@ -63,7 +63,7 @@ struct Args {
     /// GetCredentials), `echo` or `idle` (start-up only, to subtract) at `--concurrency`, or
     /// `mixed` and `mixed-echo` at one request in flight per caller.
     #[arg(long, value_name = "KIND")]
-    profile: Option<ProfileKind>,
+    profile: Option<profile::Kind>,
     /// How long `--profile` drives the load (default 10), or the soak (`--only soak`, default
     /// 240).
     #[arg(long, value_name = "SECONDS")]
@@ -199,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mixed_profile = matches!(
         args.profile,
-        Some(ProfileKind::Mixed | ProfileKind::MixedEcho)
+        Some(profile::Kind::Mixed | profile::Kind::MixedEcho)
     );
     match args.trail {
         Some(mixed::Trail::Stdout) if args.profile.is_some() => {
@@ -242,37 +242,7 @@ async fn main() -> anyhow::Result<()> {
     let mut users = Users(1);
 
     if let Some(kind) = args.profile {
-        let seconds = args.seconds.unwrap_or(10.0);
-        let d = Duration::try_from_secs_f64(seconds)
-            .with_context(|| format!("--seconds {seconds} is not a duration"))?;
-        let mixed_plan = mixed::Plan::new(args.quick, plan.timing);
-        // The mixed workload keeps one request in flight per caller.
-        let concurrency = if mixed_profile {
-            mixed_plan.callers
-        } else {
-            args.concurrency
-        };
-        let p = match kind {
-            ProfileKind::Idle => Point::median(&[]),
-            ProfileKind::Hit => {
-                let addr = world.broker.local_addr();
-                hit_point(&world, addr, &plan, args.concurrency, d).await?
-            }
-            ProfileKind::HitAudited => {
-                let addr = world.audited.local_addr();
-                hit_point(&world, addr, &plan, args.concurrency, d).await?
-            }
-            ProfileKind::Echo => echo_point(&world, &plan, args.concurrency, d).await?,
-            ProfileKind::Mixed | ProfileKind::MixedEcho => {
-                let trail = args.trail.unwrap_or(mixed::Trail::Off);
-                mixed::profile(&mixed_plan, trail, kind == ProfileKind::MixedEcho, d).await?
-            }
-        };
-        println!(
-            "{kind:?} at c={concurrency}: {} requests, {:.0} req/s, p99 {:.0} µs",
-            p.count, p.rps, p.p99_us
-        );
-        return Ok(());
+        return profile::run(kind, &args, &world, &plan).await;
     }
 
     let mut report = new_report();
@@ -370,24 +340,6 @@ fn write_results(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What `--profile` drives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ProfileKind {
-    /// Cache-hit GetCredentials.
-    Hit,
-    /// Cache-hit GetCredentials on the broker that writes its audit trail (a file, fail-closed).
-    HitAudited,
-    /// The echo baseline.
-    Echo,
-    /// The mixed workload's cache hits alone (64 callers over 1,000 keys; `--trail` picks the
-    /// audit trail, off unless set), to profile what it costs beyond its echo.
-    Mixed,
-    /// The echo baseline of the mixed workload alone (its connections and message sizes).
-    MixedEcho,
-    /// Nothing: start-up cost only.
-    Idle,
-}
-
 /// Hands out user names the broker has not cached yet.
 struct Users(usize);
 
@@ -406,42 +358,6 @@ impl Users {
 
 /// Concurrency of the extra pair driven by the generated (decoding) clients.
 const DECODED_CONCURRENCY: usize = 64;
-
-/// `--profile hit` (or `hit-audited`): cache hits from the raw client on the broker at `addr`.
-async fn hit_point(
-    world: &World,
-    addr: std::net::SocketAddr,
-    plan: &Plan,
-    concurrency: usize,
-    measure: Duration,
-) -> anyhow::Result<Point> {
-    let broker =
-        BrokerLoad::to(world, addr, plan.connections, credentials_request(&user(0))).await?;
-    // One sign-in first so that everything measured is a hit.
-    broker.call_once().await?;
-    broker
-        .point(ClientKind::Raw, concurrency, Duration::ZERO, measure)
-        .await
-}
-
-/// `--profile echo`: the echo baseline from the raw client.
-async fn echo_point(
-    world: &World,
-    plan: &Plan,
-    concurrency: usize,
-    measure: Duration,
-) -> anyhow::Result<Point> {
-    let echo = EchoLoad::new(
-        world,
-        plan.connections,
-        credentials_request(&user(0)).encoded_len(),
-        // The size of the benchmark's GetCredentialsResponse (figure msg.get_credentials_response).
-        184,
-    )
-    .await?;
-    echo.point(ClientKind::Raw, concurrency, Duration::ZERO, measure)
-        .await
-}
 
 async fn hits_vs_echo(world: &World, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let req = credentials_request(&user(0));
