@@ -510,6 +510,13 @@ pub async fn whoami(conn: &ConnectOpts, args: &WhoamiArgs) -> Result<String, Cli
                     "scopes": g.scopes,
                     "deny_scopes": g.deny_scopes,
                     "max_jwt_ttl": ttl(g),
+                    "attributes": g
+                        .attributes
+                        .iter()
+                        .map(|(name, v)| (name.clone(), v.values.clone()))
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                    "groups": g.groups,
+                    "on_demand_access": g.on_demand_access,
                 })
             })
             .collect();
@@ -540,6 +547,17 @@ pub async fn whoami(conn: &ConnectOpts, args: &WhoamiArgs) -> Result<String, Cli
         }
         if let Some(t) = ttl(g) {
             out.push_str(&format!("  max JWT    {t}\n"));
+        }
+        // Sorted: a protobuf map arrives in no particular order.
+        let attributes: std::collections::BTreeMap<_, _> = g.attributes.iter().collect();
+        for (name, v) in attributes {
+            out.push_str(&format!("  attribute  {name} = {}\n", v.values.join(", ")));
+        }
+        if !g.groups.is_empty() {
+            out.push_str(&format!("  groups     {}\n", g.groups.join(", ")));
+        }
+        if g.on_demand_access {
+            out.push_str("  on-demand access allowed\n");
         }
     }
     Ok(out)

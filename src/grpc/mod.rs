@@ -174,6 +174,40 @@ pub fn resolve_scopes(
     })
 }
 
+/// A grant as WhoAmI shows it. Destructured whole, so a field added to the grant does not
+/// compile until it is shown here (or left out on purpose).
+fn grant_message(g: &crate::policy::Grant) -> pb::Grant {
+    let crate::policy::Grant {
+        sites,
+        users,
+        scopes,
+        deny_scopes,
+        max_jwt_ttl,
+        claims,
+    } = g;
+    let crate::claims::ClaimAllowlist {
+        attributes,
+        groups,
+        on_demand_access,
+    } = claims;
+    pb::Grant {
+        sites: sites.clone(),
+        users: users.iter().map(|u| u.as_str().to_owned()).collect(),
+        scopes: scopes.iter().map(ToString::to_string).collect(),
+        deny_scopes: deny_scopes.iter().map(ToString::to_string).collect(),
+        max_jwt_ttl: max_jwt_ttl.and_then(|d| prost_types::Duration::try_from(d).ok()),
+        attributes: attributes
+            .iter()
+            .map(|(name, values)| {
+                let values = values.clone();
+                (name.clone(), pb::AttributeValues { values })
+            })
+            .collect(),
+        groups: groups.clone(),
+        on_demand_access: *on_demand_access,
+    }
+}
+
 #[tonic::async_trait]
 impl TokenBroker for TokenBrokerService {
     async fn get_credentials(
@@ -258,18 +292,7 @@ impl TokenBroker for TokenBrokerService {
         let (grants, matched_entry) = match entry {
             None => (Vec::new(), String::new()),
             Some(e) => (
-                e.grants
-                    .iter()
-                    .map(|g| pb::Grant {
-                        sites: g.sites.clone(),
-                        users: g.users.iter().map(|u| u.as_str().to_owned()).collect(),
-                        scopes: g.scopes.iter().map(ToString::to_string).collect(),
-                        deny_scopes: g.deny_scopes.iter().map(ToString::to_string).collect(),
-                        max_jwt_ttl: g
-                            .max_jwt_ttl
-                            .and_then(|d| prost_types::Duration::try_from(d).ok()),
-                    })
-                    .collect(),
+                e.grants.iter().map(grant_message).collect(),
                 e.pattern.to_string(),
             ),
         };

@@ -251,3 +251,32 @@ async fn sessions_with_different_claims_are_never_shared_and_the_trail_never_hol
         .unwrap();
     assert!(plain.get("claims").is_none() && plain.get("claims_fp").is_none());
 }
+
+/// WhoAmI shows what a grant allows beyond scopes, so a caller (or its operator) can see which
+/// claims it may ask for before being refused.
+#[tokio::test]
+async fn whoami_shows_each_grants_claims_allowlist() {
+    let w = World::start(GRANT).await;
+    let mut c = w.client().await;
+    let me = c
+        .who_am_i(tableau_token_broker::grpc::pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let with_claims: Vec<_> = me
+        .grants
+        .iter()
+        .filter(|g| !g.attributes.is_empty())
+        .collect();
+    assert_eq!(with_claims.len(), 1, "{me:?}");
+    let g = with_claims[0];
+    let values = |name: &str| g.attributes.get(name).map(|v| v.values.clone());
+    assert_eq!(
+        values("region"),
+        Some(vec!["emea".to_owned(), "us".to_owned()])
+    );
+    assert_eq!(values("department"), Some(vec!["*".to_owned()]));
+    assert_eq!(g.attributes.len(), 2);
+    assert_eq!(g.groups, vec!["Finance Viewers", "Region-*"]);
+    assert!(!g.on_demand_access);
+}

@@ -411,6 +411,9 @@ def to_whoami(r) -> WhoAmI:
                 scopes=tuple(g.scopes),
                 deny_scopes=tuple(g.deny_scopes),
                 max_jwt_ttl=g.max_jwt_ttl.ToTimedelta() if g.HasField("max_jwt_ttl") else None,
+                attributes={n: tuple(v.values) for n, v in sorted(g.attributes.items())},
+                groups=tuple(g.groups),
+                on_demand_access=g.on_demand_access,
             )
             for g in r.grants
         ),

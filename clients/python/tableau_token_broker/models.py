@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 __all__ = [
     "Credentials",
@@ -64,6 +64,12 @@ class Grant:
     scopes: Tuple[str, ...]
     deny_scopes: Tuple[str, ...]
     max_jwt_ttl: Optional[_dt.timedelta]
+    #: User attributes the grant allows, each with its allowed values ("*": any value).
+    attributes: Mapping[str, Tuple[str, ...]] = field(default_factory=dict, hash=False)
+    #: Group name globs the grant allows in ``https://tableau.com/groups``.
+    groups: Tuple[str, ...] = ()
+    #: Whether the grant allows on-demand access (``https://tableau.com/oda``).
+    on_demand_access: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import uuid
 import grpc
 import pytest
 import requests
-from ttb_testing import DOWNLOAD, READ, USER, AioCounting, Counting, CountingClock
+from ttb_testing import DOWNLOAD, GROUP_GLOB, READ, REGIONS, USER, AioCounting, Counting, CountingClock
 
 from tableau_token_broker import BrokerError, _core, tsc
 from tableau_token_broker.requests import BrokerAuth
@@ -97,6 +97,17 @@ def test_allowed_claims_get_credentials_signed_in_with_them(system):
                               on_demand_access=True)
         minted = jwt_claims(jwt.jwt)
         assert minted["region"] == "emea" and minted[GROUPS_CLAIM] == ["Finance-US"] and minted[ODA_CLAIM] == "true"
+
+
+def test_whoami_shows_the_claims_each_grant_allows(system):
+    with system.client() as client:
+        grants = client.whoami().grants
+    plain, with_claims = grants
+    assert (plain.attributes, plain.groups, plain.on_demand_access) == ({}, (), False)
+    assert with_claims.attributes == {"department": ("*",), "region": REGIONS}
+    assert with_claims.groups == (GROUP_GLOB,)
+    assert with_claims.on_demand_access is True
+    hash(with_claims)  # a Grant stays hashable, its attributes left out of the hash
 
 
 def test_claims_outside_the_grant_are_refused_with_the_brokers_reason(system):

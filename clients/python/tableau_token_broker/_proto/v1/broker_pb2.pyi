@@ -128,18 +128,31 @@ class WhoAmIResponse(_message.Message):
     def __init__(self, identity: _Optional[str] = ..., grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., matched_entry: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
 
 class Grant(_message.Message):
-    __slots__ = ("sites", "users", "scopes", "deny_scopes", "max_jwt_ttl")
+    __slots__ = ("sites", "users", "scopes", "deny_scopes", "max_jwt_ttl", "attributes", "groups", "on_demand_access")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: AttributeValues
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[AttributeValues, _Mapping]] = ...) -> None: ...
     SITES_FIELD_NUMBER: _ClassVar[int]
     USERS_FIELD_NUMBER: _ClassVar[int]
     SCOPES_FIELD_NUMBER: _ClassVar[int]
     DENY_SCOPES_FIELD_NUMBER: _ClassVar[int]
     MAX_JWT_TTL_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    ON_DEMAND_ACCESS_FIELD_NUMBER: _ClassVar[int]
     sites: _containers.RepeatedScalarFieldContainer[str]
     users: _containers.RepeatedScalarFieldContainer[str]
     scopes: _containers.RepeatedScalarFieldContainer[str]
     deny_scopes: _containers.RepeatedScalarFieldContainer[str]
     max_jwt_ttl: _duration_pb2.Duration
-    def __init__(self, sites: _Optional[_Iterable[str]] = ..., users: _Optional[_Iterable[str]] = ..., scopes: _Optional[_Iterable[str]] = ..., deny_scopes: _Optional[_Iterable[str]] = ..., max_jwt_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    attributes: _containers.MessageMap[str, AttributeValues]
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    on_demand_access: bool
+    def __init__(self, sites: _Optional[_Iterable[str]] = ..., users: _Optional[_Iterable[str]] = ..., scopes: _Optional[_Iterable[str]] = ..., deny_scopes: _Optional[_Iterable[str]] = ..., max_jwt_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., attributes: _Optional[_Mapping[str, AttributeValues]] = ..., groups: _Optional[_Iterable[str]] = ..., on_demand_access: bool = ...) -> None: ...
 
 class ResolveScopesRequest(_message.Message):
     __slots__ = ("methods", "scopes")
