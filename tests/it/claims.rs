@@ -184,22 +184,22 @@ async fn sessions_with_different_claims_are_never_shared_and_the_trail_never_hol
         assert_eq!(again.token, us.token, "{site}");
         assert!(again.from_cache, "{site}");
         // Each session at Tableau holds exactly the claims it was signed in with.
-        let at = w.session_claims(&us.token).await;
+        let at = w.session_claims(&us.token);
         assert_eq!(at["region"], "us", "{site}: {at}");
         assert!(
             at.get("https://tableau.com/groups").is_none(),
             "{site}: {at}"
         );
-        let at = w.session_claims(&group.token).await;
+        let at = w.session_claims(&group.token);
         assert_eq!(
             at["https://tableau.com/groups"],
             serde_json::json!([SECRET_GROUP]),
             "{site}: {at}"
         );
         assert!(at.get("region").is_none(), "{site}: {at}");
-        let at = w.session_claims(&oda.token).await;
+        let at = w.session_claims(&oda.token);
         assert_eq!(at["https://tableau.com/oda"], "true", "{site}: {at}");
-        let at = w.session_claims(&plain.token).await;
+        let at = w.session_claims(&plain.token);
         assert!(at.get("region").is_none() && at.get("https://tableau.com/oda").is_none());
     }
     // A refusal of a value: the trail names the attribute, never the value.

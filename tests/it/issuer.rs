@@ -162,18 +162,8 @@ impl World {
     }
 
     /// The claims the double keeps for the session of `token`.
-    pub(crate) async fn session_claims(&self, token: &str) -> serde_json::Value {
-        self.https()
-            .get(format!("{}/_fake/session/claims", self.f.double.base_url()))
-            .header("X-Tableau-Auth", token)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+    pub(crate) fn session_claims(&self, token: &str) -> serde_json::Value {
+        self.f.double.session_claims(token).unwrap()
     }
 }
 
@@ -351,9 +341,9 @@ async fn one_broker_serves_direct_eas_and_uat_sites_verified_through_its_own_iss
         .await
         .unwrap()
         .into_inner();
-    let dc = w.session_claims(&direct.token).await;
+    let dc = w.session_claims(&direct.token);
     assert_eq!(dc["iss"], CLIENT_ID);
-    let ec = w.session_claims(&eas.token).await;
+    let ec = w.session_claims(&eas.token);
     assert_eq!(ec["iss"], w.f.issuer_url);
     assert_eq!(ec["aud"], format!("tableau:{CLOUD_LUID}"));
     assert_eq!(ec["sub"], USER);
@@ -368,7 +358,7 @@ async fn one_broker_serves_direct_eas_and_uat_sites_verified_through_its_own_iss
         exp - iat <= 600,
         "within Tableau's 10 minutes, backdating included"
     );
-    let uc = w.session_claims(&uat.token).await;
+    let uc = w.session_claims(&uat.token);
     assert_eq!(uc["https://tableau.com/tenantId"], TENANT);
     assert_eq!(uc["email"], USER);
     assert!(uc.get("aud").is_none() && uc.get("sub").is_none(), "{uc}");

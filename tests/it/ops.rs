@@ -283,6 +283,11 @@ fn the_exposition_parser_reads_labels_escapes_and_special_values() {
 /// The broker of the reload test: one site, one caller, the admin listener on.
 async fn with_admin(dir: &Path) -> local::LocalSystem {
     let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    admin_setup(dir, loopback).start().await.unwrap()
+}
+
+/// The setup of the reload and IPv6 tests: one site, one caller, the admin listener on `admin`.
+fn admin_setup(dir: &Path, admin: SocketAddr) -> LocalSetup {
     let app = LocalApp::new("client-1", "sid-1", "finance-secret-0123456789abcdef-xyz");
     let site = LocalSite::new(
         "finance",
@@ -292,15 +297,12 @@ async fn with_admin(dir: &Path) -> local::LocalSystem {
     .broker_secret("sid-1", "finance-secret-0123456789abcdef-xyz")
     .secret_in_file();
     LocalSetup::new(dir, app)
-        .admin(loopback)
+        .admin(admin)
         .site(site)
         .caller(LocalCaller::new(
             RENDERER,
             LocalGrant::new(&["finance"], &["svc-renderer"], &["tableau:content:read"]),
         ))
-        .start()
-        .await
-        .unwrap()
 }
 
 /// A refused reload sets `config_reload_failed` to 1 and leaves `config_generation` (and the
@@ -445,22 +447,8 @@ async fn listeners_on_the_ipv6_any_address_answer_on_ipv4_and_ipv6_loopback() {
     }
     let dir = tempfile::tempdir().unwrap();
     let any: SocketAddr = "[::]:0".parse().unwrap();
-    let app = LocalApp::new("client-1", "sid-1", "finance-secret-0123456789abcdef-xyz");
-    let site = LocalSite::new(
-        "finance",
-        FIN_LUID,
-        vec![SiteUser::new("svc-renderer", "u-1")],
-    )
-    .broker_secret("sid-1", "finance-secret-0123456789abcdef-xyz")
-    .secret_in_file();
-    let system = LocalSetup::new(dir.path(), app)
+    let system = admin_setup(dir.path(), any)
         .listen(any)
-        .admin(any)
-        .site(site)
-        .caller(LocalCaller::new(
-            RENDERER,
-            LocalGrant::new(&["finance"], &["svc-renderer"], &["tableau:content:read"]),
-        ))
         .start()
         .await
         .unwrap();

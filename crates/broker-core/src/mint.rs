@@ -117,13 +117,20 @@ fn check(user: &str, scopes: &[Scope], ttl: Duration) -> Result<(), MintError> {
     Ok(())
 }
 
-fn bounded(jwt: String) -> Result<SecretString, MintError> {
+/// The answer for a signed `jwt` with `jti`, issued at `iat` and expiring at `exp` (Unix
+/// seconds); refused when the JWT is larger than [`MAX_JWT_BYTES`].
+fn minted(jwt: String, jti: uuid::Uuid, iat: u64, exp: u64) -> Result<MintedJwt, MintError> {
     let bytes = jwt.len();
     let jwt = SecretString::from(jwt);
     if bytes > MAX_JWT_BYTES {
         return Err(MintError::TooLarge { bytes });
     }
-    Ok(jwt)
+    Ok(MintedJwt {
+        jwt,
+        jti,
+        issued_at: SystemTime::UNIX_EPOCH + Duration::from_secs(iat),
+        expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(exp),
+    })
 }
 
 /// Mints JWTs with an injected clock, so tests decide `iat` and `exp`.
@@ -207,12 +214,7 @@ impl Minter {
         let key = EncodingKey::from_secret(app.secret.expose_secret().as_bytes());
         let jwt = jsonwebtoken::encode(&header, &claims, &key)
             .map_err(|e| MintError::Sign(e.to_string()))?;
-        Ok(MintedJwt {
-            jwt: bounded(jwt)?,
-            jti,
-            issued_at: SystemTime::UNIX_EPOCH + Duration::from_secs(iat),
-            expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(exp),
-        })
+        minted(jwt, jti, iat, exp)
     }
 }
 
@@ -256,13 +258,7 @@ impl Minter {
         let signed = issuer
             .sign(claims)
             .map_err(|e| MintError::Sign(e.to_string()))?;
-        let jwt = signed.jwt.expose_secret().to_owned();
-        Ok(MintedJwt {
-            jwt: bounded(jwt)?,
-            jti,
-            issued_at: SystemTime::UNIX_EPOCH + Duration::from_secs(iat),
-            expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(exp),
-        })
+        minted(signed.jwt.expose_secret().to_owned(), jti, iat, exp)
     }
 
     /// An EAS JWT (connected app with OAuth 2.0 trust) for `user`.

@@ -230,6 +230,16 @@ impl FakeTableauHandle {
         self.shared.stats()
     }
 
+    /// The claims of the JWT the session of `token` (an `X-Tableau-Auth` value) was signed in
+    /// with, as `GET /_fake/session/claims` answers them; `None` when no such session is live.
+    /// In process, so a test checks what its client or broker sent in one call, without an HTTP
+    /// client that trusts the double's certificate.
+    pub fn session_claims(&self, token: &str) -> Option<serde_json::Value> {
+        self.shared
+            .session(token)
+            .map(|s| serde_json::Value::Object(s.claims))
+    }
+
     /// Replaces the faults of one endpoint (`signin`, `signout`, `serverinfo`, `rest`, or a
     /// REST method name). Refuses unknown endpoints and out-of-range values.
     pub fn set_faults(&self, endpoint: &str, faults: Faults) -> Result<(), FakeTableauError> {

@@ -4,7 +4,6 @@
 //! Every decision these report comes from [`decide`], the function the broker itself authorizes
 //! with: `Explain` and the shadow evaluation call it with the running policy and the candidate.
 
-use crate::claims::RequestedClaims;
 use std::collections::HashSet;
 use std::time::SystemTime;
 
@@ -93,19 +92,8 @@ pub struct Explanation {
 
 /// The verdict of `policy` on a request, through the broker's own decision path.
 fn verdict(policy: &Policy, config: &Config, caller: &CallerContext, req: &Req<'_>) -> Verdict {
-    let result = super::authorize_under(
-        policy, config, caller, req.site, req.user, req.scopes, req.claims,
-    )
-    .map(|(a, _)| a);
+    let result = super::authorize_under(policy, config, caller, req).map(|(a, _)| a);
     Verdict::of(policy, caller.source, &caller.id, &result)
-}
-
-/// The parts of a request a verdict is about.
-struct Req<'a> {
-    site: &'a str,
-    user: &'a str,
-    scopes: &'a [String],
-    claims: &'a RequestedClaims,
 }
 
 /// `Explain` without a broker: the same answer from a loaded configuration (the offline
@@ -163,20 +151,11 @@ impl Broker {
         &self,
         config: &Config,
         caller: &CallerContext,
-        site: &str,
-        user: &str,
-        scopes: &[String],
-        claims: &RequestedClaims,
+        req: &Req<'_>,
     ) -> Option<CandidateRecord> {
         let cand = config.candidate.as_ref()?;
-        let r = Req {
-            site,
-            user,
-            scopes,
-            claims,
-        };
-        let running = verdict(&config.policy, config, caller, &r);
-        let candidate = verdict(&cand.policy, config, caller, &r);
+        let running = verdict(&config.policy, config, caller, req);
+        let candidate = verdict(&cand.policy, config, caller, req);
         let d = Divergence::between(&running, &candidate)?;
         self.shadow
             .divergences

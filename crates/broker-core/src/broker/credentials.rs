@@ -20,14 +20,7 @@ impl Broker {
             .get_credentials_inner(&snapshot, caller, request_id, &req)
             .await;
         // The candidate policy in shadow (issue 27): counted whether or not there is a trail.
-        let candidate = self.shadow(
-            &snapshot.config,
-            caller,
-            &req.site,
-            &req.user,
-            &req.scopes,
-            &req.claims,
-        );
+        let candidate = self.shadow(&snapshot.config, caller, &req.req());
         if !self.audit.is_enabled() {
             // No trail (a development choice): build no record, the cache hit stays cheap.
             return result;
@@ -48,14 +41,7 @@ impl Broker {
         request_id: uuid::Uuid,
         req: &CredentialsRequest,
     ) -> Result<IssuedCredentials, BrokerError> {
-        let (allowed, site) = self.authorize(
-            &snapshot.config,
-            caller,
-            &req.site,
-            &req.user,
-            &req.scopes,
-            &req.claims,
-        )?;
+        let (allowed, site) = self.authorize(&snapshot.config, caller, &req.req())?;
         let (key, lookup) = cache_lookup(&site, req, &allowed);
         let usable = usable_life(&snapshot.config, &site);
         if lookup.min_remaining < usable
@@ -115,14 +101,7 @@ impl Broker {
             if attempt == 2 {
                 break;
             }
-            let (allowed, site) = self.authorize(
-                &current.config,
-                caller,
-                &req.site,
-                &req.user,
-                &req.scopes,
-                &req.claims,
-            )?;
+            let (allowed, site) = self.authorize(&current.config, caller, &req.req())?;
             used = current;
             issued = self
                 .sign_in_path(&used, caller, request_id, req, allowed, site)

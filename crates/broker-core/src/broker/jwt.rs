@@ -2,16 +2,6 @@
 
 use super::*;
 
-/// What a MintJwt request asks for, as the policy and the minter take it.
-#[derive(Clone, Copy)]
-struct JwtAsk<'a> {
-    site: &'a str,
-    user: &'a str,
-    scopes: &'a [String],
-    ttl: Option<Duration>,
-    claims: &'a crate::claims::RequestedClaims,
-}
-
 impl Broker {
     /// A JWT for callers that sign in themselves or embed views; same policy as credentials.
     /// Audited like credentials: in fail-closed mode the JWT is returned only once its record is
@@ -42,16 +32,15 @@ impl Broker {
     ) -> Result<MintedJwt, BrokerError> {
         let request_id = uuid::Uuid::new_v4();
         let snapshot = self.snapshot.load_full();
-        let ask = JwtAsk {
+        let req = Req {
             site,
             user,
             scopes,
-            ttl,
             claims,
         };
-        let result = self.mint_jwt_inner(&snapshot.config, caller, &ask);
+        let result = self.mint_jwt_inner(&snapshot.config, caller, &req, ttl);
         // The candidate policy in shadow (issue 27).
-        let candidate = self.shadow(&snapshot.config, caller, site, user, scopes, claims);
+        let candidate = self.shadow(&snapshot.config, caller, &req);
         if !self.audit.is_enabled() {
             return result.map(|(m, _, _)| m);
         }
@@ -89,16 +78,10 @@ impl Broker {
         &self,
         config: &Config,
         caller: &CallerContext,
-        ask: &JwtAsk<'_>,
+        req: &Req<'_>,
+        ttl: Option<Duration>,
     ) -> Result<(MintedJwt, Vec<Scope>, crate::claims::ClaimSet), BrokerError> {
-        let JwtAsk {
-            site,
-            user,
-            scopes,
-            ttl,
-            claims,
-        } = *ask;
-        let (allowed, site_cfg) = self.authorize(config, caller, site, user, scopes, claims)?;
+        let (allowed, site_cfg) = self.authorize(config, caller, req)?;
         let limit = allowed
             .max_jwt_ttl
             .map_or(site_cfg.jwt_ttl, |g| g.min(site_cfg.jwt_ttl))
@@ -113,12 +96,19 @@ impl Broker {
                     humantime::format_duration(MIN_MINT_TTL),
                     humantime::format_duration(limit),
                     humantime::format_duration(MIN_MINT_TTL),
-                    input::quoted(site)
+                    input::quoted(req.site)
                 ),
             });
         }
         self.minter
-            .mint_for(&site_cfg, None, user, &allowed.scopes, &allowed.claims, ttl)
+            .mint_for(
+                &site_cfg,
+                None,
+                req.user,
+                &allowed.scopes,
+                &allowed.claims,
+                ttl,
+            )
             .map_err(mint_error)
             .map(|m| (m, allowed.scopes, allowed.claims))
     }

@@ -489,12 +489,9 @@ impl Broker {
         &self,
         config: &Config,
         identity: &CallerContext,
-        site: &str,
-        user: &str,
-        scopes: &[String],
-        claims: &crate::claims::RequestedClaims,
+        req: &Req<'_>,
     ) -> Result<(Authorization, Arc<SiteConfig>), BrokerError> {
-        authorize_under(&config.policy, config, identity, site, user, scopes, claims)
+        authorize_under(&config.policy, config, identity, req)
     }
 
     /// The caller entry that applies to an identity, if any.
@@ -506,6 +503,27 @@ impl Broker {
     }
 }
 
+/// The parts of a request the policy decides on, as [`authorize_under`] and the shadow take them.
+#[derive(Clone, Copy)]
+pub(super) struct Req<'a> {
+    site: &'a str,
+    user: &'a str,
+    scopes: &'a [String],
+    claims: &'a crate::claims::RequestedClaims,
+}
+
+impl CredentialsRequest {
+    /// What the policy decides on in this request.
+    fn req(&self) -> Req<'_> {
+        Req {
+            site: &self.site,
+            user: &self.user,
+            scopes: &self.scopes,
+            claims: &self.claims,
+        }
+    }
+}
+
 /// The whole decision under a given policy, claims included: [`decide`], then the claims beyond
 /// `scp` against the grants that allowed the scopes. The running policy, a candidate in shadow
 /// and `Explain` all run this one function, so they cannot disagree with the real decision.
@@ -513,11 +531,14 @@ pub(super) fn authorize_under(
     policy: &crate::policy::Policy,
     config: &Config,
     identity: &CallerContext,
-    site: &str,
-    user: &str,
-    scopes: &[String],
-    claims: &crate::claims::RequestedClaims,
+    req: &Req<'_>,
 ) -> Result<(Authorization, Arc<SiteConfig>), BrokerError> {
+    let Req {
+        site,
+        user,
+        scopes,
+        claims,
+    } = *req;
     let (mut allowed, site_cfg) = decide(policy, config, identity, site, user, scopes)?;
     if claims.is_empty() {
         return Ok((allowed, site_cfg));

@@ -222,15 +222,7 @@ async fn claims_are_sent_cached_apart_and_refused_when_the_grant_does_not_allow_
     };
     let before = sys.broker.rpc_count("GetCredentials").await;
     let a = client.credentials(&emea()).await.unwrap();
-    let claims: serde_json::Value = crate::support::https_client(&sys.double)
-        .get(format!("{}/_fake/session/claims", sys.double.base_url()))
-        .header("X-Tableau-Auth", a.token.expose_secret())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let claims = sys.double.session_claims(a.token.expose_secret()).unwrap();
     assert_eq!(claims["region"], "emea", "{claims}");
     assert_eq!(
         claims["https://tableau.com/groups"],

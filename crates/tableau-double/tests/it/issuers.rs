@@ -139,6 +139,7 @@ async fn eas_jwts_are_verified_through_the_issuers_metadata_with_tableaus_sub_co
         .await
         .unwrap();
     assert_eq!(kept, claims, "the session keeps its claims");
+    assert_eq!(d.session_claims(token), Some(kept), "the same in process");
 
     let (_, body) = signin(&d, &jwt, false).await;
     assert!(sub_code(&body).contains("(10091)"), "reused jti: {body}");
