@@ -481,6 +481,138 @@ async fn a_hung_audit_write_stalls_only_the_audited_calls() {
     let _ = reader.join();
 }
 
+/// The trail as the manifests ship it: standard output into a pipe, read by another process.
+/// Records arrive whole on the pipe, and when the reader stops reading the full pipe stalls only
+/// the calls waiting for their records: `/livez` and WhoAmI keep answering within a second,
+/// `/readyz` reports the stalled trail, and reading again lets every waiting call finish with
+/// its record on the pipe.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdout_pipe_trail_stalls_only_the_audited_calls_when_its_reader_stops() {
+    use std::io::{BufRead, BufReader};
+    use std::time::Instant;
+
+    let h = Harness::start().await;
+    let config = config_with_trail(&h, "pipe.toml", Path::new("-"), "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[admin]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut served = Served::spawn(serve_command(&config).stdout(writer));
+    let admin: std::net::SocketAddr = served.wait_for(
+        "admin listening (plain HTTP: /livez /readyz /metrics)",
+        Duration::from_secs(20),
+    )["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let addr = served.listening_addr(Duration::from_secs(20));
+    let client = support::client(&h.pki, addr, &h.client_cert(RENDERER)).await;
+
+    // One call: its record is on the pipe, whole, before the call returns.
+    let mut lines = BufReader::new(reader);
+    client.clone().get_credentials(read_req()).await.unwrap();
+    let (record, mut lines) = tokio::task::spawn_blocking(move || {
+        // The start and sign-in records come first.
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(lines.read_line(&mut line).unwrap() > 0, "the pipe closed");
+            let r: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if r["rpc"] == "GetCredentials" {
+                return (r, lines);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(record["outcome"], "granted", "{record}");
+
+    // The reader stops: a few hundred records of several hundred bytes fill the 64 KiB pipe.
+    let calls: Vec<_> = (0..400)
+        .map(|_| {
+            let mut c = client.clone();
+            tokio::spawn(async move { c.get_credentials(read_req()).await })
+        })
+        .collect();
+    let http = support::http();
+    let started = Instant::now();
+    loop {
+        let resp = http
+            .get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        if status == 503 && body.contains("audit trail write has not returned") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the trail never reported a stalled write: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = Instant::now();
+    let live = tokio::time::timeout(
+        Duration::from_secs(1),
+        http.get(format!("http://{admin}/livez")).send(),
+    )
+    .await
+    .expect("/livez did not answer within 1 s while the pipe is full")
+    .unwrap();
+    assert_eq!(live.status().as_u16(), 200);
+    assert!(t.elapsed() < Duration::from_secs(1));
+    // A connection of its own: the waiting calls hold the first one's streams.
+    let mut fresh = support::client(&h.pki, addr, &h.client_cert(RENDERER)).await;
+    let who = tokio::time::timeout(Duration::from_secs(1), fresh.who_am_i(pb::WhoAmIRequest {}))
+        .await
+        .expect("WhoAmI waited for the full pipe")
+        .unwrap()
+        .into_inner();
+    assert_eq!(who.identity, RENDERER);
+    assert!(
+        calls.iter().any(|c| !c.is_finished()),
+        "every call finished although the pipe is full"
+    );
+
+    // Reading again: every waiting call finishes, granted, with its record on the pipe.
+    let (counted_tx, counted) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut granted = 0usize;
+        let mut line = String::new();
+        while granted < 400 {
+            line.clear();
+            if lines.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            let r: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if r["rpc"] == "GetCredentials" && r["outcome"] == "granted" {
+                granted += 1;
+            }
+        }
+        let _ = counted_tx.send((granted, lines));
+    });
+    for call in calls {
+        let got = tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .expect("a call still waits after the reader drained the pipe")
+            .unwrap();
+        assert!(got.is_ok(), "{got:?}");
+    }
+    let (granted, _lines) = tokio::time::timeout(Duration::from_secs(30), counted)
+        .await
+        .expect("the records of the waiting calls never reached the pipe")
+        .unwrap();
+    assert_eq!(granted, 400);
+    served.stop().await;
+}
+
 /// Runs the real `serve` binary (JSON logs on stderr, as operators see them; the audit trail in
 /// a file of its own) against the double: a process of its own, so no other test's logging can
 /// interfere.

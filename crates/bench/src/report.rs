@@ -150,6 +150,13 @@ impl Target {
             (Some(_), false) => "MISS",
         }
     }
+
+    /// The measured value as printed: four decimals, so that a value just short of its
+    /// requirement (0.8497 against 0.85) does not print as the requirement itself beside a MISS.
+    pub(crate) fn shown(&self) -> String {
+        self.value
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"))
+    }
 }
 
 impl Report {
@@ -247,9 +254,7 @@ impl Report {
         let mut s =
             String::from("| target | requirement | measured | verdict |\n|---|---:|---:|---|\n");
         for t in &self.targets {
-            let value = t
-                .value
-                .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+            let value = t.shown();
             let _ = writeln!(
                 s,
                 "| {} | {} | {value} | {} |",
@@ -347,9 +352,7 @@ impl Report {
                 }
             );
             for t in &self.targets {
-                let value = t
-                    .value
-                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+                let value = t.shown();
                 println!(
                     "  {:<12} {:<86} {:>8} (target {})",
                     t.verdict(),

@@ -1,7 +1,7 @@
 //! Plain, lock-free counters that domain modules keep about themselves, and read back as plain
-//! numbers with `snapshot()`. They know nothing of Prometheus: [`crate::metrics`] reads them at
-//! scrape time, so the domain stays free of any metrics crate and the hot path pays one atomic
-//! add per event.
+//! numbers with `snapshot()`. They know nothing of Prometheus: the broker's `metrics` module reads
+//! them at scrape time, so the domain stays free of any metrics crate and the hot path pays one
+//! atomic add per event.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -112,9 +112,9 @@ macro_rules! claims_builders {
     };
 }
 
-/// What [`Client::credentials`] asks for: a site, a user, scopes and any [`Claims`]. It is also
-/// the cache key (scopes deduplicated and sorted, so their order does not matter);
-/// `min_remaining` and `force_refresh` only say how to use the cache.
+/// What [`Client::credentials`](crate::Client::credentials) asks for: a site, a user, scopes
+/// and any [`Claims`]. It is also the cache key (scopes deduplicated and sorted, so their order
+/// does not matter); `min_remaining` and `force_refresh` only say how to use the cache.
 ///
 /// ```
 /// use tableau_token_broker_client::CredentialsRequest;
@@ -181,7 +181,7 @@ impl CredentialsRequest {
 
     /// Skips the caches, this client's and the broker's: the broker signs in again and both keep
     /// the new token. For a token known to be bad without a 401 to show for it; otherwise use
-    /// [`Client::invalidate`].
+    /// [`Client::invalidate`](crate::Client::invalidate).
     pub fn force_refresh(mut self, yes: bool) -> Self {
         self.force_refresh = yes;
         self
@@ -302,7 +302,8 @@ impl TryFrom<proto::GetCredentialsResponse> for Credentials {
     }
 }
 
-/// What [`Client::mint_jwt`] asks for: a connected-app JWT for `user` on `site`.
+/// What [`Client::mint_jwt`](crate::Client::mint_jwt) asks for: a connected-app JWT for `user`
+/// on `site`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MintJwtRequest {
     pub(crate) site: String,
@@ -366,7 +367,7 @@ impl std::fmt::Debug for MintedJwt {
     }
 }
 
-/// What [`Client::invalidate`] did at the broker.
+/// What [`Client::invalidate`](crate::Client::invalidate) did at the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Invalidation {

@@ -5,12 +5,14 @@
 //!
 //! - [`fingerprint`]: token fingerprints, stable across replicas with a shared key;
 //! - [`record`]: the record and its schema version;
-//! - [`sink`]: the writer with group commit, its modes and counters;
+//! - [`sink`]: the sink, its modes and counters, fed to a writer with group commit (a thread for
+//!   a file, a task for standard output into a pipe);
 //! - [`crate::review`]: the access review over a trail (`tableau-token-broker audit review`).
 
 pub mod fingerprint;
 pub mod record;
 pub mod sink;
+mod writer;
 
 pub use fingerprint::{FINGERPRINT_HEX_LEN, Fingerprint, Fingerprinter, KeyFileError, TokenDigest};
 pub use record::{AuditRecord, CallerContext, Event, IdentityField, Outcome, SCHEMA_VERSION};

@@ -1,5 +1,5 @@
-//! The audit sink: a file (or stdout) apart from the diagnostic log, written by one writer thread
-//! with group commit.
+//! The audit sink: a file (or stdout) apart from the diagnostic log, written by one writer with
+//! group commit (the `writer` module).
 //!
 //! Callers serialize their record, hand it to the writer over a bounded channel and, in
 //! fail-closed mode, wait for the writer's answer. The writer takes every record queued at that
@@ -7,10 +7,11 @@
 //! their callers with the result. Under load one write carries many records, so the cost per
 //! record stays small; an idle broker pays one write per record.
 //!
-//! Every trail (a file, standard output, a pipe) is written by that thread and never by a runtime
-//! worker: a write that hangs (an NFS mount, a collector that stopped reading the pipe) stalls
-//! only the calls that wait for their records, never probes, cache hits without a trail, WhoAmI or
-//! ResolveScopes. The thread notes when a write started, so a hang shows up in
+//! No trail is written with a blocking call on a runtime worker: a file by a thread of its own,
+//! standard output that is a pipe by a task that never blocks (a full pipe makes it wait for room).
+//! A write that hangs (an NFS mount, a collector that stopped reading the pipe) stalls only the
+//! calls that wait for their records, never probes, cache hits without a trail, WhoAmI or
+//! ResolveScopes. The writer notes when a write started, so a hang shows up in
 //! [`AuditSink::health`] (and so in `/readyz`) while it lasts.
 //!
 //! A failed write (disk full, I/O error, closed pipe) fails every record of its batch. The next
@@ -18,12 +19,13 @@
 //! and readers skip it as unparsable rather than merging it with the next one.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
+
+use super::writer::{self, Output, WriterState, unix_millis};
 
 /// How many records may wait for the writer. Fail-closed callers wait for room (backpressure);
 /// best-effort callers count a record that finds no room as failed and go on.
@@ -100,7 +102,7 @@ pub enum AuditOpenError {
         source: std::io::Error,
     },
     /// The writer thread could not be started.
-    #[error("cannot start the audit writer: {0}")]
+    #[error("cannot start the audit writer thread: {0}")]
     Thread(std::io::Error),
 }
 
@@ -108,9 +110,9 @@ pub enum AuditOpenError {
 /// (`tableau_token_broker_audit_records_total{outcome="written"|"failed"}`).
 #[derive(Debug, Default)]
 pub struct AuditStats {
-    written: AtomicU64,
-    failed: AtomicU64,
-    batches: AtomicU64,
+    pub(super) written: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) batches: AtomicU64,
 }
 
 /// A point-in-time copy of [`AuditStats`].
@@ -140,9 +142,10 @@ impl AuditStats {
 #[error("the audit record could not be written")]
 pub struct AuditWriteFailed;
 
-struct Job {
-    line: Vec<u8>,
-    done: Option<oneshot::Sender<bool>>,
+/// One record for the writer, and where to answer when it is written (fail-closed calls).
+pub(super) struct Job {
+    pub(super) line: Vec<u8>,
+    pub(super) done: Option<oneshot::Sender<bool>>,
 }
 
 /// Who writes the records.
@@ -150,8 +153,8 @@ struct Job {
 enum Writer {
     /// No trail.
     Off,
-    /// The writer thread, fed over a bounded queue.
-    Thread(mpsc::Sender<Job>),
+    /// The writer (a thread, or a task for a pipe), fed over a bounded queue.
+    Queue(mpsc::Sender<Job>),
 }
 
 /// The audit sink. Cheap to share (`Arc`); dropping the last handle lets the writer finish the
@@ -181,46 +184,10 @@ pub enum AuditHealth {
     Stalled(std::time::Duration),
 }
 
-enum Output {
-    File(File),
-    Stdout,
-}
-
-impl Output {
-    /// How many times the writer gives up the CPU to gather a batch under load. Standard
-    /// output is read by another process (a log collector), which every write wakes: there, two
-    /// yields pay. On the mixed workload (64 callers, four runs each) two gathered about 45
-    /// records a write where one gathered 35, and kept 0.81 of echo's throughput against 0.79;
-    /// on a file trail the second yield cost about 2 points (0.78 against 0.80).
-    fn gather_yields(&self) -> usize {
-        match self {
-            Output::File(_) => 1,
-            Output::Stdout => 2,
-        }
-    }
-
-    fn write_batch(&mut self, buf: &[u8], sync: bool) -> std::io::Result<()> {
-        match self {
-            Output::File(f) => {
-                f.write_all(buf)?;
-                if sync {
-                    f.sync_data()?;
-                }
-                Ok(())
-            }
-            Output::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(buf)?;
-                out.flush()
-            }
-        }
-    }
-}
-
 impl AuditSink {
     /// Opens the sink; the file is created if needed and appended to. Call inside a tokio
-    /// runtime or not. A fail-closed file without `sync` is written by the waiting calls
-    /// ([`group`]); everything else by a writer thread of its own, so that a stalled reader or a
+    /// runtime or not. Standard output that is a pipe is written without blocking by a task on
+    /// the runtime; everything else by a writer thread of its own, so that a stalled reader or a
     /// slow flush never holds up the runtime.
     pub fn open(cfg: &AuditConfig) -> Result<AuditSink, AuditOpenError> {
         let stats = Arc::new(AuditStats::default());
@@ -238,12 +205,9 @@ impl AuditSink {
             healthy: Arc::clone(&healthy),
             writing_since: Arc::clone(&writing_since),
         };
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer(output, rx, &state))
-            .map_err(AuditOpenError::Thread)?;
+        writer::start(output, rx, state).map_err(AuditOpenError::Thread)?;
         Ok(AuditSink {
-            writer: Writer::Thread(tx),
+            writer: Writer::Queue(tx),
             mode: cfg.mode,
             stats,
             healthy,
@@ -317,7 +281,7 @@ impl AuditSink {
     pub async fn commit(&self, line: Vec<u8>) -> Result<(), AuditWriteFailed> {
         let tx = match &self.writer {
             Writer::Off => return Ok(()),
-            Writer::Thread(tx) => tx,
+            Writer::Queue(tx) => tx,
         };
         let (done, wait) = oneshot::channel();
         let job = Job {
@@ -344,7 +308,7 @@ impl AuditSink {
     pub async fn flush(&self) {
         let tx = match &self.writer {
             Writer::Off => return,
-            Writer::Thread(tx) => tx,
+            Writer::Queue(tx) => tx,
         };
         let (done, wait) = oneshot::channel();
         if tx
@@ -364,7 +328,7 @@ impl AuditSink {
     pub fn enqueue(&self, line: Vec<u8>) {
         let tx = match &self.writer {
             Writer::Off => return,
-            Writer::Thread(tx) => tx,
+            Writer::Queue(tx) => tx,
         };
         if tx.try_send(Job { line, done: None }).is_err() {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -384,98 +348,6 @@ fn open_append(path: &Path) -> Result<File, AuditOpenError> {
         path: path.to_owned(),
         source,
     })
-}
-
-/// Accounts for one write of `records` records: counts it, marks the sink
-/// healthy or not (logging the change), and returns whether it succeeded.
-fn settle(
-    result: std::io::Result<()>,
-    records: u64,
-    stats: &AuditStats,
-    healthy: &AtomicBool,
-) -> bool {
-    stats.batches.fetch_add(1, Ordering::Relaxed);
-    match result {
-        Ok(()) => {
-            stats.written.fetch_add(records, Ordering::Relaxed);
-            if !healthy.swap(true, Ordering::Relaxed) {
-                tracing::warn!("audit trail writable again");
-            }
-            true
-        }
-        Err(e) => {
-            stats.failed.fetch_add(records, Ordering::Relaxed);
-            if healthy.swap(false, Ordering::Relaxed) {
-                tracing::error!(error = %e, records, "audit trail write failed");
-            }
-            false
-        }
-    }
-}
-
-/// What the writer thread shares with the sink.
-struct WriterState {
-    sync: bool,
-    stats: Arc<AuditStats>,
-    healthy: Arc<AtomicBool>,
-    writing_since: Arc<AtomicU64>,
-}
-
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .max(1)
-}
-
-fn writer(mut out: Output, mut rx: mpsc::Receiver<Job>, st: &WriterState) {
-    let mut buf = Vec::with_capacity(64 << 10);
-    let mut waiters = Vec::new();
-    let mut after_failure = false;
-    let mut last_batch = 0u64;
-    while let Some(first) = rx.blocking_recv() {
-        buf.clear();
-        if after_failure {
-            buf.push(b'\n');
-        }
-        let mut count = 0u64;
-        let mut take = |job: Job, buf: &mut Vec<u8>| {
-            buf.extend_from_slice(&job.line);
-            count += u64::from(!job.line.is_empty());
-            if let Some(d) = job.done {
-                waiters.push(d);
-            }
-        };
-        take(first, &mut buf);
-        // Under concurrent load (the last write carried more than one record), give up the CPU
-        // once or twice before writing: the calls already on their way join this write instead of
-        // each waking the writer for a write of its own. An idle broker never waits here.
-        let rounds = if last_batch > 1 {
-            1 + out.gather_yields()
-        } else {
-            1
-        };
-        for round in 0..rounds {
-            if round > 0 {
-                std::thread::yield_now();
-            }
-            while buf.len() < MAX_BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(job) => take(job, &mut buf),
-                    Err(_) => break,
-                }
-            }
-        }
-        last_batch = count;
-        st.writing_since.store(unix_millis(), Ordering::Release);
-        let result = out.write_batch(&buf, st.sync);
-        st.writing_since.store(0, Ordering::Release);
-        let ok = settle(result, count, &st.stats, &st.healthy);
-        after_failure = !ok;
-        for w in waiters.drain(..) {
-            let _ = w.send(ok);
-        }
-    }
 }
 
 #[cfg(test)]

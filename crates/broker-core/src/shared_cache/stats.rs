@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::breaker::BreakerState;
 
-/// Counters for the metrics exporter: plain atomics, read with [`SharedCacheStats::snapshot`].
+/// Counters for the metrics exporter: plain atomics, read with `SharedCacheStats::snapshot`.
 #[derive(Debug, Default)]
 pub struct SharedCacheStats {
     pub(super) l2_hits: AtomicU64,
