@@ -25,13 +25,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::writer::{self, Output, WriterState, unix_millis};
+use super::writer::{self, Job, Output, WriterState, unix_millis};
+pub use super::writer::{AuditStats, AuditStatsSnapshot, MAX_BATCH_BYTES};
 
 /// How many records may wait for the writer. Fail-closed callers wait for room (backpressure);
 /// best-effort callers count a record that finds no room as failed and go on.
 pub const QUEUE_CAPACITY: usize = 16_384;
-/// Most bytes written in one batch: bounds the writer's buffer, not the throughput.
-pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// What to do when a record cannot be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,47 +105,10 @@ pub enum AuditOpenError {
     Thread(std::io::Error),
 }
 
-/// Records written and failed, for the metrics exporter
-/// (`tableau_token_broker_audit_records_total{outcome="written"|"failed"}`).
-#[derive(Debug, Default)]
-pub struct AuditStats {
-    pub(super) written: AtomicU64,
-    pub(super) failed: AtomicU64,
-    pub(super) batches: AtomicU64,
-}
-
-/// A point-in-time copy of [`AuditStats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AuditStatsSnapshot {
-    /// Records written to the sink.
-    pub written: u64,
-    /// Records that could not be written (write error, or a full queue in best-effort mode).
-    pub failed: u64,
-    /// Writes issued (each carries one or more records).
-    pub batches: u64,
-}
-
-impl AuditStats {
-    /// The counters now.
-    pub fn snapshot(&self) -> AuditStatsSnapshot {
-        AuditStatsSnapshot {
-            written: self.written.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// The record could not be put on record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the audit record could not be written")]
 pub struct AuditWriteFailed;
-
-/// One record for the writer, and where to answer when it is written (fail-closed calls).
-pub(super) struct Job {
-    pub(super) line: Vec<u8>,
-    pub(super) done: Option<oneshot::Sender<bool>>,
-}
 
 /// Who writes the records.
 #[derive(Debug)]

@@ -15,7 +15,45 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::sink::{AuditStats, Job, MAX_BATCH_BYTES};
+/// Most bytes written in one batch: bounds the writer's buffer, not the throughput.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// One record for the writer, and where to answer when it is written (fail-closed calls).
+pub(super) struct Job {
+    pub(super) line: Vec<u8>,
+    pub(super) done: Option<oneshot::Sender<bool>>,
+}
+
+/// Records written and failed, for the metrics exporter
+/// (`tableau_token_broker_audit_records_total{outcome="written"|"failed"}`).
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    pub(super) written: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) batches: AtomicU64,
+}
+
+/// A point-in-time copy of [`AuditStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditStatsSnapshot {
+    /// Records written to the sink.
+    pub written: u64,
+    /// Records that could not be written (write error, or a full queue in best-effort mode).
+    pub failed: u64,
+    /// Writes issued (each carries one or more records).
+    pub batches: u64,
+}
+
+impl AuditStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> AuditStatsSnapshot {
+        AuditStatsSnapshot {
+            written: self.written.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// What the writer shares with the sink.
 pub(super) struct WriterState {
