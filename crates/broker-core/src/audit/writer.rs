@@ -80,6 +80,9 @@ struct Batch {
     buf: Vec<u8>,
     waiters: Vec<oneshot::Sender<bool>>,
     records: u64,
+    /// The last write carried more than one record: calls are concurrent, so the writer waits
+    /// for more before it writes. An idle broker's writes carry one record and never wait.
+    under_load: bool,
     /// The last write failed: start the next with a newline, so a record the failure cut short
     /// stands on a line of its own.
     after_failure: bool,
@@ -91,6 +94,7 @@ impl Batch {
             buf: Vec::with_capacity(64 << 10),
             waiters: Vec::new(),
             records: 0,
+            under_load: false,
             after_failure: false,
         }
     }
@@ -98,6 +102,7 @@ impl Batch {
     /// Starts a batch with its first record.
     fn begin(&mut self, first: Job) {
         self.buf.clear();
+        self.under_load = self.records > 1;
         self.records = 0;
         if self.after_failure {
             self.buf.push(b'\n');
@@ -154,7 +159,8 @@ impl Batch {
 pub(super) enum Output {
     /// A file opened for appending.
     File(File),
-    /// Standard output that is not a pipe (a terminal, a file it was redirected to).
+    /// Standard output that is not a pipe (a terminal, a file it was redirected to), or one
+    /// that could not be opened without blocking.
     Stdout,
 }
 
@@ -200,18 +206,15 @@ pub(super) fn start(
 /// The writer thread: blocking writes, off the runtime.
 fn thread(mut out: Output, mut rx: mpsc::Receiver<Job>, st: &WriterState) {
     let mut batch = Batch::new();
-    let mut last_batch = 0u64;
     while let Some(first) = rx.blocking_recv() {
         batch.begin(first);
         batch.gather(&mut rx);
-        // Under concurrent load (the last write carried more than one record), give up the CPU
-        // once before writing: the calls already on their way join this write instead of each
-        // waking the writer for a write of its own. An idle broker never waits here.
-        if last_batch > 1 {
+        // Under load, give up the CPU once before writing: the calls already on their way join
+        // this write instead of each waking the writer for a write of its own.
+        if batch.under_load {
             std::thread::yield_now();
             batch.gather(&mut rx);
         }
-        last_batch = batch.records;
         st.writing_since.store(unix_millis(), Ordering::Release);
         let result = out.write_batch(&batch.buf, st.sync);
         st.writing_since.store(0, Ordering::Release);
@@ -256,21 +259,18 @@ async fn pipe_task(
 ) {
     use tokio::io::AsyncWriteExt;
     let mut batch = Batch::new();
-    let mut last_batch = 0u64;
     while let Some(first) = rx.recv().await {
         batch.begin(first);
         batch.gather(&mut rx);
-        // Under concurrent load (the last write carried more than one record), write only after
-        // the worker has served what is ready: every call served meanwhile queues its record and
-        // joins this write, where writing at once wakes the reader for a few records each time.
-        // An idle broker never waits here.
-        if last_batch > 1 {
+        // Under load, write only after the worker has served what is ready: every call served
+        // meanwhile queues its record and joins this write, where writing at once wakes the
+        // reader for a few records each time.
+        if batch.under_load {
             for _ in 0..PIPE_GATHER_PASSES {
                 tokio::task::yield_now().await;
                 batch.gather(&mut rx);
             }
         }
-        last_batch = batch.records;
         st.writing_since.store(unix_millis(), Ordering::Release);
         let result = pipe.write_all(&batch.buf).await;
         st.writing_since.store(0, Ordering::Release);
