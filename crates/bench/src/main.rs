@@ -10,6 +10,7 @@
 //! forced refreshes), which a full run leaves out. It reports figures and prints PASS, MISS or
 //! NOT MEASURED for each target; it never fails on a number. See docs/benchmarks.md.
 
+mod cores;
 mod expiry;
 mod hits;
 mod load;
@@ -194,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         machine: report::machine(),
         load_start: report::load_average(),
+        round_trip_start: cores::shown(cores::round_trip_ns()),
         date: httpdate::fmt_http_date(SystemTime::now()),
         ..Report::default()
     };
@@ -333,6 +335,7 @@ fn write_results(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         return report.write_json(&json);
     }
     report.load_end = report::load_average();
+    report.round_trip_end = cores::shown(cores::round_trip_ns());
     report.judge();
     report.print();
     report.write_json(&json)?;

@@ -388,6 +388,7 @@ pub(crate) async fn profile(
 /// One trail in this process: starts its world, warms the keys, times the mixed load against
 /// echo at one request in flight per caller, and adds `mixed.c{N}.{trail}.*` to `report`.
 pub(crate) async fn run_here(plan: &Plan, trail: Trail, report: &mut Report) -> anyhow::Result<()> {
+    let round_trip_before = crate::cores::round_trip_ns();
     let world = MixedWorld::start(plan, trail).await?;
     let mixed = MixedLoad::warm(&world, plan.keys).await?;
     let echo = echo_like(&world, &mixed).await?;
@@ -409,6 +410,17 @@ pub(crate) async fn run_here(plan: &Plan, trail: Trail, report: &mut Report) -> 
         );
     }
     world.local.shutdown().await?;
+    // The machine's state around the measurement: the audited ratios drop by several points
+    // when the cores are far apart (see `crate::cores`).
+    let name = format!("mixed.c{c}.{}.core_round_trip", trail.name());
+    for (when, ns) in [
+        ("before", round_trip_before),
+        ("after", crate::cores::round_trip_ns()),
+    ] {
+        if let Some(ns) = ns {
+            report.add(format!("{name}.{when}"), ns, "ns");
+        }
+    }
     Ok(())
 }
 
@@ -478,15 +490,8 @@ pub(crate) async fn run_stdout_child(quick: bool, report: &mut Report) -> anyhow
         .context("the child's results.json has no figures")?;
     for (name, f) in map.iter().filter(|(n, _)| n.starts_with("mixed.")) {
         let value = f.get("value").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-        let unit = match f.get("unit").and_then(|u| u.as_str()) {
-            Some("req/s") => "req/s",
-            Some("broker/echo") => "broker/echo",
-            Some("µs") => "µs",
-            Some("records") => "records",
-            Some("requests") => "requests",
-            _ => "",
-        };
-        report.add(name.clone(), value, unit);
+        let unit = f.get("unit").and_then(|u| u.as_str()).unwrap_or_default();
+        report.add(name.clone(), value, unit.to_owned());
     }
     if let Some(notes) = figures.get("notes").and_then(|n| n.as_array()) {
         for n in notes.iter().filter_map(|n| n.as_str()) {

@@ -1,6 +1,7 @@
 //! Output: the stdout table, `target/bench/results.json`, and (full runs) `docs/benchmarks.md`
 //! with `docs/bench-throughput.png`.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -14,7 +15,8 @@ use crate::load::Point;
 pub(crate) struct Figure {
     pub name: String,
     pub value: f64,
-    pub unit: &'static str,
+    /// The unit as written in the report (a child's figures keep the unit the child wrote).
+    pub unit: Cow<'static, str>,
 }
 
 /// Figures under a heading.
@@ -120,6 +122,11 @@ pub(crate) struct Report {
     pub load_start: String,
     /// See `load_start`.
     pub load_end: String,
+    /// The cache line's round trip between two cores when the run started and when it ended
+    /// ([`crate::cores`]): the machine's state that moves the audited figures most.
+    pub round_trip_start: String,
+    /// See `round_trip_start`.
+    pub round_trip_end: String,
     pub sections: Vec<Section>,
     pub pairs: Vec<Pair>,
     pub tables: Vec<Table>,
@@ -169,7 +176,12 @@ impl Report {
     }
 
     /// Adds a figure to the current section.
-    pub(crate) fn add(&mut self, name: impl Into<String>, value: f64, unit: &'static str) {
+    pub(crate) fn add(
+        &mut self,
+        name: impl Into<String>,
+        value: f64,
+        unit: impl Into<Cow<'static, str>>,
+    ) {
         if self.sections.is_empty() {
             self.section("figures");
         }
@@ -177,7 +189,7 @@ impl Report {
             s.figures.push(Figure {
                 name: name.into(),
                 value,
-                unit,
+                unit: unit.into(),
             });
         }
     }
@@ -320,13 +332,15 @@ impl Report {
     /// The table on stdout.
     pub(crate) fn print(&self) {
         println!(
-            "\n== tableau-token-broker benchmark ({}; {}, {} cores; {}; load average {} at the start, {} at the end) ==\n",
+            "\n== tableau-token-broker benchmark ({}; {}, {} cores; {}; load average {} at the start, {} at the end; core-to-core round trip {} at the start, {} at the end) ==\n",
             if self.quick { "quick" } else { "full" },
             self.machine,
             self.cores,
             self.date,
             self.load_start,
-            self.load_end
+            self.load_end,
+            self.round_trip_start,
+            self.round_trip_end
         );
         if !self.pairs.is_empty() {
             println!("Cache-hit GetCredentials vs echo over the same mTLS stack ({RAW_CLIENT}):\n");
@@ -414,7 +428,7 @@ impl Report {
         }
         for sec in &self.sections {
             for f in &sec.figures {
-                figures.insert(f.name.clone(), fig(f.value, f.unit));
+                figures.insert(f.name.clone(), fig(f.value, &f.unit));
             }
         }
         let tables: Vec<serde_json::Value> = self
@@ -431,6 +445,7 @@ impl Report {
             "notes": self.notes,
             "machine": self.machine,
             "load_average_1m": { "start": self.load_start, "end": self.load_end },
+            "core_round_trip": { "start": self.round_trip_start, "end": self.round_trip_end },
             "targets": self.targets.iter().map(|t| serde_json::json!({
                 "target": t.what,
                 "requirement": t.requirement,
@@ -454,8 +469,14 @@ impl Report {
         let mut md = String::new();
         let _ = writeln!(
             md,
-            "{START}\n\nFull run of {}, on {} ({} cores, shared by the load generator, the broker, the echo server and the Tableau double). Load average over one minute: {} at the start of the run, {} at the end; anything above the core count means other work (builds, say) was running beside it.\n",
-            self.date, self.machine, self.cores, self.load_start, self.load_end
+            "{START}\n\nFull run of {}, on {} ({} cores, shared by the load generator, the broker, the echo server and the Tableau double). Load average over one minute: {} at the start of the run, {} at the end; anything above the core count means other work (builds, say) was running beside it. A cache line's round trip between two cores: {} at the start, {} at the end (see [what limits the figures](#what-limits-the-figures)).\n",
+            self.date,
+            self.machine,
+            self.cores,
+            self.load_start,
+            self.load_end,
+            self.round_trip_start,
+            self.round_trip_end
         );
         if !self.targets.is_empty() {
             let _ = writeln!(md, "### Targets\n");
