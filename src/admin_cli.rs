@@ -80,6 +80,7 @@ pub enum PolicyCommand {
 #[derive(Debug, Clone, Args)]
 pub struct SelectorArgs {
     /// A [[callers]] entry as written, or a caller identity.
+    #[allow(rustdoc::broken_intra_doc_links)] // --help text: `[…]` is TOML, not a link
     #[arg(long)]
     pub caller: Option<String>,
     /// A site name.

@@ -8,11 +8,11 @@ use tower::{Layer, Service};
 use crate::transport::PeerInfo;
 use crate::transport::activity::{ActiveBody, ActiveFuture};
 
-/// Puts the caller's [`CallerIdentity`] into every request's extensions, taken only from the
-/// connection's verified certificate ([`PeerInfo`]); headers and metadata are never read. A
-/// request that did not come through the mTLS transport is answered `UNAUTHENTICATED` and never
-/// reaches the service. Each call is marked active on its connection until its response body
-/// ends, so the connection's idle timeout never closes it under a call.
+/// Puts the caller's [`CallerIdentity`](crate::identity::CallerIdentity) into every request's
+/// extensions, taken only from the connection's verified certificate ([`PeerInfo`]); headers and
+/// metadata are never read. A request that did not come through the mTLS transport is answered
+/// `UNAUTHENTICATED` and never reaches the service. Each call is marked active on its connection
+/// until its response body ends, so the connection's idle timeout never closes it under a call.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IdentityLayer;
 

@@ -102,6 +102,9 @@ macro_rules! metrics {
     ($($ty:ident $id:ident = $name:literal [$($label:literal),*] $help:literal;)*) => {
         $(
             #[doc = $help]
+            // The help text is Prometheus' HELP line: `[cache]` names a configuration section,
+            // not an item to link to.
+            #[allow(rustdoc::broken_intra_doc_links)]
             pub const $id: $ty = $ty(Def {
                 name: $name,
                 help: $help,

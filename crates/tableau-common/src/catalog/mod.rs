@@ -1,8 +1,9 @@
 //! The scope catalog: which Tableau scopes exist, what kind each is, which REST methods each one
 //! enables, and which scope each method needs.
 //!
-//! Built into the binary from [`table`], so policy decisions never depend on the network; operators
-//! add scopes Tableau has grown since (`extra_scopes`) with [`Catalog::with_extra`].
+//! Built into the binary from a table of its own (`catalog/table.rs`), so policy decisions never
+//! depend on the network; operators add scopes Tableau has grown since (`extra_scopes`) with
+//! [`Catalog::with_extra`].
 
 mod methods;
 mod table;
