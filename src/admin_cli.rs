@@ -2,6 +2,10 @@
 //! running broker's admin service over mTLS, and `policy explain`, the same answer offline from a
 //! configuration file. Each returns the text to print (a summary, or JSON with `--json`).
 
+// The doc comments of this module's clap types are `--help` text, where `[[callers]]`,
+// `[admins]` and `[audit]` are TOML sections, not links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -80,7 +84,6 @@ pub enum PolicyCommand {
 #[derive(Debug, Clone, Args)]
 pub struct SelectorArgs {
     /// A [[callers]] entry as written, or a caller identity.
-    #[allow(rustdoc::broken_intra_doc_links)] // --help text: `[…]` is TOML, not a link
     #[arg(long)]
     pub caller: Option<String>,
     /// A site name.

@@ -1,6 +1,10 @@
 //! Command-line surface. `main.rs` parses [`Cli`] and dispatches; the work lives in library
 //! functions so tests can call them without a process.
 
+// The doc comments of this module's clap types are `--help` text, where `[[callers]]`,
+// `[admins]` and `[audit]` are TOML sections, not links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 #[cfg(feature = "dev-kit")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -88,7 +92,6 @@ pub enum Command {
         /// example.org or example.net, connected-app IDs that are empty or say REPLACE,
         /// CHANGE-ME or xxxxxxxx, and an empty [[callers]] list. For the pod's init container
         /// and CI before `kubectl apply`; `serve` accepts them.
-        #[allow(rustdoc::broken_intra_doc_links)] // --help text: `[…]` is TOML, not a link
         #[arg(long)]
         strict: bool,
     },
@@ -202,7 +205,6 @@ pub enum Command {
     },
     /// Operate a running broker (issue 27): revoke sessions, list them, explain a decision.
     /// Needs a client certificate listed in [[admins]].
-    #[allow(rustdoc::broken_intra_doc_links)] // --help text: `[…]` is TOML, not a link
     #[command(subcommand)]
     Admin(crate::admin_cli::AdminCommand),
     /// Ask a configuration's policy offline (no broker running).
@@ -258,25 +260,21 @@ pub enum AuditCommand {
     ///
     /// With the brokers' shared [audit] hmac_key_file, the fingerprint finds a leaked token in
     /// the trail of every replica.
-    #[allow(rustdoc::broken_intra_doc_links)] // --help text: `[…]` is TOML, not a link
     #[command(
         after_help = "Example:\n  printf %s \"$LEAKED_TOKEN\" | tableau-token-broker audit fingerprint --key-file /etc/tableau-token-broker/audit-hmac.key\n  grep '\"token_fp\":\"<printed>\"' /var/log/tableau-token-broker/audit.jsonl"
     )]
     Fingerprint {
         /// The key file named by [audit] hmac_key_file.
-        #[allow(rustdoc::broken_intra_doc_links)] // --help text: `[…]` is TOML, not a link
         #[arg(long)]
         key_file: PathBuf,
     },
     /// Access review: per caller entry, what its grants allow against what was used, grants
     /// never used, refusals by reason, and a tightened [[callers]] section.
-    #[allow(rustdoc::broken_intra_doc_links)] // --help text: `[…]` is TOML, not a link
     #[command(
         after_help = "Example:\n  tableau-token-broker audit review --config broker.toml audit.jsonl --since 30d\n  tableau-token-broker audit review --config broker.toml audit.jsonl --since 2026-01-01T00:00:00Z --json"
     )]
     Review {
         /// The broker's configuration (its [[callers]] are reviewed).
-        #[allow(rustdoc::broken_intra_doc_links)] // --help text: `[…]` is TOML, not a link
         #[arg(long, short, env = "TTB_CONFIG")]
         config: PathBuf,
         /// The audit trail (JSON lines); "-" reads standard input.

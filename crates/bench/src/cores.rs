@@ -22,7 +22,6 @@ const TRIALS: usize = 5;
 /// One atomic alone on its cache line (and the adjacent one, which some CPUs fetch in pairs),
 /// so that the flag and the stop signal never share a line.
 #[repr(align(128))]
-#[derive(Default)]
 struct Line<T>(T);
 
 /// The median round trip between two threads, in nanoseconds, as the OS placed them; `None`
